@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine with only Python: `make demo` and `make test`.
+# Both create (or refresh, when pyproject.toml or constraints.txt change) the local virtual environment .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test test-slow lint typecheck check bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU build of torch first, pinned by constraints.txt: never a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q -c constraints.txt torch
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/guardrail demo
+
+lint: install
+	$(BIN)/ruff check guardrail tests bench examples
+	$(BIN)/ruff format --check guardrail tests bench examples
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+check: test test-slow
+
+bench: install
+	$(BIN)/python bench/policy_overhead.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,82 @@
+"""guardrail: the confidence guardrail for multimodal agents.
+
+Wraps vision-language model calls, measures decoupled calibrated confidence (what the model saw, what it
+reasoned), and applies a YAML policy when confidence is low.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .backends import AsyncBackend, Backend
+from .calibration import Calibrator, PassThroughCalibrator
+from .confidence import Estimator
+from .errors import (
+    ArtifactError,
+    BackendError,
+    BackendTimeout,
+    CalibrationError,
+    EstimatorError,
+    GuardrailError,
+    ImageError,
+    InputError,
+    PolicyError,
+    PolicyProblem,
+    ViewProviderError,
+)
+from .policy.engine import decide
+from .policy.schema import Policy
+from .types import (
+    Action,
+    Attempt,
+    Confidence,
+    Decision,
+    ErrorInfo,
+    Escalation,
+    Generation,
+    GenerationOptions,
+    GuardResult,
+    ImageBlock,
+    Message,
+    Request,
+    Signals,
+    TextBlock,
+    Usage,
+)
+
+__all__ = [
+    "Action",
+    "ArtifactError",
+    "AsyncBackend",
+    "Attempt",
+    "Backend",
+    "BackendError",
+    "BackendTimeout",
+    "CalibrationError",
+    "Calibrator",
+    "Confidence",
+    "Decision",
+    "ErrorInfo",
+    "Escalation",
+    "Estimator",
+    "EstimatorError",
+    "Generation",
+    "GenerationOptions",
+    "GuardResult",
+    "GuardrailError",
+    "ImageBlock",
+    "ImageError",
+    "InputError",
+    "Message",
+    "PassThroughCalibrator",
+    "Policy",
+    "PolicyError",
+    "PolicyProblem",
+    "Request",
+    "Signals",
+    "TextBlock",
+    "Usage",
+    "ViewProviderError",
+    "__version__",
+    "decide",
+]

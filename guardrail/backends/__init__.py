@@ -1,0 +1,5 @@
+"""Access to vision-language models."""
+
+from .base import AsyncBackend, Backend
+
+__all__ = ["AsyncBackend", "Backend"]

@@ -1,0 +1,98 @@
+"""The exceptions guardrail raises.
+
+    GuardrailError                 base of everything raised on purpose
+    ├── PolicyError                a policy file or object is invalid (carries every problem found)
+    ├── InputError                 a request, image or data file is malformed
+    │   └── ImageError             an image cannot be decoded safely
+    ├── BackendError               a model call failed (translated from the backend library's error)
+    │   └── BackendTimeout         a model call did not answer within the budget
+    ├── EstimatorError             confidence signals could not be computed
+    ├── CalibrationError           a calibrator is unfitted, misused or failed
+    ├── ArtifactError              a calibration or model artifact is corrupt, of another version or model
+    └── ViewProviderError          a view provider failed or returned no usable image
+
+Foreign exceptions are translated at the seams (``raise BackendError(...) from exc``) so that callers can catch
+one family. Inside a guarded call, every one of these ends in the policy's ``on_error`` action: never in an
+unchecked answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ArtifactError",
+    "BackendError",
+    "BackendTimeout",
+    "CalibrationError",
+    "EstimatorError",
+    "GuardrailError",
+    "ImageError",
+    "InputError",
+    "PolicyError",
+    "PolicyProblem",
+    "ViewProviderError",
+]
+
+
+class GuardrailError(Exception):
+    """Base class of every error guardrail raises on purpose."""
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One problem in a policy: where it is (1-based line and column) and what is wrong."""
+
+    source: str
+    line: int
+    column: int
+    message: str
+    snippet: str = ""
+
+    def format(self, *, with_snippet: bool = False) -> str:
+        """``FILE:LINE:COL: message``, optionally followed by the offending line and a caret under the spot."""
+        head = f"{self.source}:{self.line}:{self.column}: {self.message}"
+        if with_snippet and self.snippet:
+            caret = " " * (self.column - 1) + "^"
+            return f"{head}\n    {self.snippet}\n    {caret}"
+        return head
+
+
+class PolicyError(GuardrailError):
+    """A policy is invalid. ``problems`` lists every problem found, each with its file position."""
+
+    def __init__(self, problems: list[PolicyProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(p.format(with_snippet=True) for p in self.problems))
+
+
+class InputError(GuardrailError, ValueError):
+    """A request, image or data file is malformed."""
+
+
+class ImageError(InputError):
+    """An image cannot be decoded safely (missing, not an image, truncated, empty, or too large)."""
+
+
+class BackendError(GuardrailError):
+    """A model call failed."""
+
+
+class BackendTimeout(BackendError, TimeoutError):
+    """A model call did not answer within the remaining budget."""
+
+
+class EstimatorError(GuardrailError):
+    """Confidence signals could not be computed for a generation."""
+
+
+class CalibrationError(GuardrailError):
+    """A calibrator is unfitted, was given bad input, or failed."""
+
+
+class ArtifactError(GuardrailError):
+    """A saved artifact is corrupt, truncated, of an unsupported version, or was fitted on another model."""
+
+
+class ViewProviderError(GuardrailError):
+    """A view provider failed or returned no usable image."""

@@ -1,0 +1,314 @@
+"""The policy schema: what a YAML policy may say, validated by pydantic.
+
+A policy is an ordered list of rules; the first whose ``when`` matches the calibrated confidence decides what
+happens next. Conditions are structured data (component, comparison, threshold), never evaluated strings::
+
+    version: 1
+    name: default
+    budget: {max_attempts: 3, max_seconds: 30}
+    rules:
+      - name: perception-doubt
+        when: {visual: {below: 0.5}, reasoning: {at_least: 0.5}}
+        do: fetch_more_views
+        with: {views: 2, provider: zoom}
+      - when: {visual: {unknown: true}}
+        do: escalate
+    otherwise: accept
+    on_exhausted: abstain
+    on_error: abstain
+
+A numeric comparison matches only a *known* component: an unknown one never passes ``at_least`` nor fails
+``below``; say what should happen to unknowns with ``{unknown: true}``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..types import Action, Component
+
+__all__ = [
+    "AbstainParams",
+    "ActionSpec",
+    "AttemptCondition",
+    "Budget",
+    "Condition",
+    "EscalateParams",
+    "FallbackParams",
+    "FetchMoreViewsParams",
+    "Policy",
+    "ReAskParams",
+    "Rule",
+    "Threshold",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=False)]
+
+
+class Threshold(_Strict):
+    """Comparisons on one confidence component, all of which must hold (e.g. ``{at_least: 0.3, below: 0.7}``)."""
+
+    below: Probability | None = None
+    at_most: Probability | None = None
+    above: Probability | None = None
+    at_least: Probability | None = None
+    unknown: bool | None = None
+    """``true``: matches when the component could not be measured; ``false``: matches when it was."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Threshold:
+        numeric = [self.below, self.at_most, self.above, self.at_least]
+        if self.unknown is None and all(v is None for v in numeric):
+            raise ValueError("a threshold needs at least one of below, at_most, above, at_least, unknown")
+        if self.unknown is True and any(v is not None for v in numeric):
+            raise ValueError("'unknown: true' cannot be combined with numeric comparisons (an unknown has no value)")
+        return self
+
+    def matches(self, value: float | None) -> bool:
+        """Whether ``value`` (``None`` = unknown) satisfies every comparison."""
+        if value is None:
+            return self.unknown is True
+        if self.unknown is True:
+            return False
+        return (
+            (self.below is None or value < self.below)
+            and (self.at_most is None or value <= self.at_most)
+            and (self.above is None or value > self.above)
+            and (self.at_least is None or value >= self.at_least)
+        )
+
+    def describe(self, name: str, value: float | None) -> str:
+        """A short human reading, e.g. ``visual 0.31 < 0.5``."""
+        shown = "unknown" if value is None else f"{value:.3g}"
+        if self.unknown is not None:
+            return f"{name} {'is' if self.unknown else 'is not'} unknown"
+        parts = [
+            f"{op} {bound:g}"
+            for op, bound in (("<", self.below), ("<=", self.at_most), (">", self.above), (">=", self.at_least))
+            if bound is not None
+        ]
+        return f"{name} {shown} " + " and ".join(parts)
+
+
+class AttemptCondition(_Strict):
+    """Comparisons on the 0-based attempt index (e.g. ``{at_least: 2}`` after two re-asks)."""
+
+    below: int | None = Field(default=None, ge=0)
+    at_least: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> AttemptCondition:
+        if self.below is None and self.at_least is None:
+            raise ValueError("an attempt condition needs below or at_least")
+        return self
+
+    def matches(self, attempt: int) -> bool:
+        """Whether ``attempt`` satisfies the comparisons."""
+        return (self.below is None or attempt < self.below) and (self.at_least is None or attempt >= self.at_least)
+
+
+class Condition(_Strict):
+    """When a rule fires: every named comparison must hold (AND)."""
+
+    visual: Threshold | None = None
+    reasoning: Threshold | None = None
+    overall: Threshold | None = None
+    attempt: AttemptCondition | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Condition:
+        if self.visual is None and self.reasoning is None and self.overall is None and self.attempt is None:
+            raise ValueError("'when' needs at least one of visual, reasoning, overall, attempt")
+        return self
+
+    def components(self) -> tuple[tuple[Component, Threshold], ...]:
+        """The component comparisons, in a fixed order."""
+        out: list[tuple[Component, Threshold]] = []
+        for name in ("visual", "reasoning", "overall"):
+            threshold = getattr(self, name)
+            if threshold is not None:
+                out.append((name, threshold))
+        return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Action parameters (the ``with:`` mapping), one model per action.
+
+
+class NoParams(_Strict):
+    """Accept takes no parameters."""
+
+
+class AbstainParams(_Strict):
+    """``abstain``: the message returned instead of an answer."""
+
+    message: str | None = None
+
+
+class ReAskParams(_Strict):
+    """``re_ask``: call the model again, optionally with a follow-up prompt or another temperature."""
+
+    prompt: str | None = None
+    """Text appended to the question (e.g. "Look again carefully and reason step by step.")."""
+    temperature: float | None = Field(default=None, ge=0.0, le=5.0)
+
+
+class FetchMoreViewsParams(_Strict):
+    """``fetch_more_views``: ask a view provider for more images of the scene and call again with them."""
+
+    views: int = Field(default=2, ge=1, le=16)
+    provider: str = Field(default="zoom", min_length=1)
+
+
+class EscalateParams(_Strict):
+    """``escalate``: hand the question, best candidate answer and confidences to a human."""
+
+    reason: str | None = None
+
+
+class FallbackParams(_Strict):
+    """``fallback``: call another model, registered with the guard under this name."""
+
+    model: str = Field(min_length=1)
+
+
+class _ActionBase(_Strict):
+    @property
+    def action(self) -> Action:
+        """The action as an enum."""
+        return Action(getattr(self, "do"))  # noqa: B009 - ``do`` is declared by every subclass
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The action's parameters with defaults filled in."""
+        with_: BaseModel = getattr(self, "with_")  # noqa: B009
+        return with_.model_dump(exclude_none=True)
+
+
+class AcceptAction(_ActionBase):
+    do: Literal["accept"]
+    with_: NoParams = Field(default=NoParams(), alias="with")
+
+
+class AbstainAction(_ActionBase):
+    do: Literal["abstain"]
+    with_: AbstainParams = Field(default=AbstainParams(), alias="with")
+
+
+class ReAskAction(_ActionBase):
+    do: Literal["re_ask"]
+    with_: ReAskParams = Field(default=ReAskParams(), alias="with")
+
+
+class FetchMoreViewsAction(_ActionBase):
+    do: Literal["fetch_more_views"]
+    with_: FetchMoreViewsParams = Field(default=FetchMoreViewsParams(), alias="with")
+
+
+class EscalateAction(_ActionBase):
+    do: Literal["escalate"]
+    with_: EscalateParams = Field(default=EscalateParams(), alias="with")
+
+
+class FallbackAction(_ActionBase):
+    do: Literal["fallback"]
+    with_: FallbackParams = Field(alias="with")
+
+
+ActionSpec = Annotated[
+    AcceptAction | AbstainAction | ReAskAction | FetchMoreViewsAction | EscalateAction | FallbackAction,
+    Field(discriminator="do"),
+]
+"""An action with its parameters: ``accept`` or ``{do: re_ask, with: {prompt: ...}}``."""
+
+ExhaustedSpec = Annotated[AbstainAction | EscalateAction, Field(discriminator="do")]
+"""What to do when the budget is spent: only abstain or escalate (never an unchecked accept)."""
+
+ErrorSpec = Annotated[
+    AbstainAction | EscalateAction | ReAskAction | FallbackAction, Field(discriminator="do")
+]
+"""What to do when a stage fails: abstain, escalate, retry (re_ask) or fall back; never accept."""
+
+
+class _RuleFields(_Strict):
+    name: str | None = None
+    when: Condition
+
+
+class AcceptRule(AcceptAction, _RuleFields):
+    """A rule that accepts."""
+
+
+class AbstainRule(AbstainAction, _RuleFields):
+    """A rule that abstains."""
+
+
+class ReAskRule(ReAskAction, _RuleFields):
+    """A rule that re-asks."""
+
+
+class FetchMoreViewsRule(FetchMoreViewsAction, _RuleFields):
+    """A rule that fetches more views."""
+
+
+class EscalateRule(EscalateAction, _RuleFields):
+    """A rule that escalates."""
+
+
+class FallbackRule(FallbackAction, _RuleFields):
+    """A rule that falls back to another model."""
+
+
+Rule = Annotated[
+    AcceptRule | AbstainRule | ReAskRule | FetchMoreViewsRule | EscalateRule | FallbackRule,
+    Field(discriminator="do"),
+]
+"""One policy rule: a condition (``when``), an action (``do``) and its parameters (``with``)."""
+
+
+class Budget(_Strict):
+    """Bounds on one guarded call: model calls and wall-clock seconds."""
+
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    max_seconds: float | None = Field(default=30.0, gt=0.0, allow_inf_nan=False)
+    """``null`` means no time limit (model calls then run on the caller's thread)."""
+
+
+def _shorthand_action(value: Any) -> Any:
+    return {"do": value} if isinstance(value, str) else value
+
+
+class Policy(_Strict):
+    """A complete policy. Build one from YAML with :func:`guardrail.load_policy`."""
+
+    version: Literal[1]
+    name: str = Field(min_length=1)
+    description: str = ""
+    budget: Budget = Budget()
+    rules: tuple[Rule, ...] = ()
+    otherwise: ActionSpec
+    on_exhausted: ExhaustedSpec = AbstainAction(do="abstain")
+    on_error: ErrorSpec = AbstainAction(do="abstain")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in ("otherwise", "on_exhausted", "on_error"):
+            if key in data:
+                data[key] = _shorthand_action(data[key])
+        return data
+
+    def rule_label(self, index: int) -> str:
+        """``rules[i]``, followed by the rule's name when it has one."""
+        name = self.rules[index].name
+        return f"rules[{index}]" if name is None else f"rules[{index}] {name}"

@@ -1,0 +1,372 @@
+"""The shared value types of a guarded call.
+
+Data flows one way: a ``Request`` goes to a backend, which returns a ``Generation``; an estimator turns it into
+``Signals``; a calibrator maps those to a ``Confidence``; the policy turns that into a ``Decision``; the loop
+records each try as an ``Attempt`` and returns a ``GuardResult``. All are immutable pydantic models that
+round-trip through JSON (``model_dump_json`` / ``model_validate_json``).
+
+A confidence component that could not be measured is ``None``: it is never invented.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+__all__ = [
+    "Action",
+    "Attempt",
+    "Component",
+    "Confidence",
+    "ContentBlock",
+    "Decision",
+    "ErrorInfo",
+    "ErrorStage",
+    "Escalation",
+    "GenerationOptions",
+    "Generation",
+    "GuardResult",
+    "ImageBlock",
+    "Message",
+    "Request",
+    "Signals",
+    "Status",
+    "TextBlock",
+    "Usage",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+"""A number in [0, 1]; NaN and infinities are rejected."""
+
+Component = Literal["visual", "reasoning", "overall"]
+"""The three confidence components: what the model saw, what it reasoned, and both together."""
+
+
+class Action(str, enum.Enum):
+    """What the policy tells the loop to do next."""
+
+    ACCEPT = "accept"
+    ABSTAIN = "abstain"
+    RE_ASK = "re_ask"
+    FETCH_MORE_VIEWS = "fetch_more_views"
+    ESCALATE = "escalate"
+    FALLBACK = "fallback"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for actions that end the guarded call (accept, abstain, escalate)."""
+        return self in (Action.ACCEPT, Action.ABSTAIN, Action.ESCALATE)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Requests: LangChain's standard content blocks, so that messages convert both ways without loss.
+
+
+class TextBlock(_Frozen):
+    """A piece of text in a message."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImageBlock(_Frozen):
+    """An image in a message, inline as base64 (``base64`` + ``mime_type``) or by ``url`` (http(s), data: or file path)."""
+
+    type: Literal["image"] = "image"
+    base64: str | None = None
+    mime_type: str | None = None
+    url: str | None = None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, mime_type: str = "image/png") -> ImageBlock:
+        """An inline image from encoded bytes (PNG, JPEG, ...)."""
+        return cls(base64=base64.b64encode(data).decode("ascii"), mime_type=mime_type)
+
+    @classmethod
+    def from_pil(cls, image: PILImage.Image) -> ImageBlock:
+        """An inline PNG image from a PIL image."""
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return cls.from_bytes(buffer.getvalue(), "image/png")
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> ImageBlock:
+        """An inline image read from a file (bytes are kept as they are; decoding is checked when used)."""
+        data = Path(path).read_bytes()
+        suffix = Path(path).suffix.lower().lstrip(".")
+        mime = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+        return cls.from_bytes(data, mime.get(suffix, "image/png"))
+
+    def data(self) -> bytes:
+        """The encoded image bytes of an inline image."""
+        if self.base64 is None:
+            from .errors import ImageError
+
+            raise ImageError("image block has no inline data (only a url); load it first")
+        return base64.b64decode(self.base64, validate=True)
+
+
+ContentBlock = Annotated[TextBlock | ImageBlock, Field(discriminator="type")]
+
+
+class Message(_Frozen):
+    """One chat message: a role and its content blocks."""
+
+    role: Literal["system", "user", "assistant"]
+    content: tuple[ContentBlock, ...]
+
+    @property
+    def text(self) -> str:
+        """The message's text blocks joined by newlines."""
+        return "\n".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+    @property
+    def images(self) -> tuple[ImageBlock, ...]:
+        """The message's image blocks, in order."""
+        return tuple(b for b in self.content if isinstance(b, ImageBlock))
+
+
+class Request(_Frozen):
+    """What the agent asks the model: chat messages with images, and free-form metadata kept in traces."""
+
+    messages: tuple[Message, ...] = Field(min_length=1)
+    metadata: Mapping[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def from_question(
+        cls,
+        question: str,
+        images: Sequence[ImageBlock | PILImage.Image | bytes | str | Path] = (),
+        *,
+        system: str | None = None,
+    ) -> Request:
+        """A one-turn request: the images first, then the question, as most vision-language chat templates expect."""
+        blocks: list[TextBlock | ImageBlock] = [_to_image_block(im) for im in images]
+        blocks.append(TextBlock(text=question))
+        messages = [Message(role="user", content=tuple(blocks))]
+        if system is not None:
+            messages.insert(0, Message(role="system", content=(TextBlock(text=system),)))
+        return cls(messages=tuple(messages))
+
+    @property
+    def question(self) -> str:
+        """The text of the last user message."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.text
+        return ""
+
+    @property
+    def images(self) -> tuple[ImageBlock, ...]:
+        """Every image in the conversation, in order."""
+        return tuple(im for m in self.messages for im in m.images)
+
+    def with_images(self, extra: Sequence[ImageBlock]) -> Request:
+        """A copy whose last user message also carries ``extra`` images (placed after its existing images)."""
+        return self._edit_last_user(lambda blocks: _insert_images(blocks, extra))
+
+    def with_text(self, suffix: str) -> Request:
+        """A copy whose last user message ends with ``suffix`` as an extra text block."""
+        return self._edit_last_user(lambda blocks: (*blocks, TextBlock(text=suffix)))
+
+    def _edit_last_user(self, edit: Any) -> Request:
+        messages = list(self.messages)
+        for i in range(len(messages) - 1, -1, -1):
+            if messages[i].role == "user":
+                messages[i] = Message(role="user", content=tuple(edit(messages[i].content)))
+                return self.model_copy(update={"messages": tuple(messages)})
+        messages.append(Message(role="user", content=tuple(edit(()))))
+        return self.model_copy(update={"messages": tuple(messages)})
+
+
+def _insert_images(
+    blocks: tuple[TextBlock | ImageBlock, ...], extra: Sequence[ImageBlock]
+) -> tuple[TextBlock | ImageBlock, ...]:
+    last_image = max((i for i, b in enumerate(blocks) if isinstance(b, ImageBlock)), default=-1)
+    return (*blocks[: last_image + 1], *extra, *blocks[last_image + 1 :])
+
+
+def _to_image_block(image: ImageBlock | PILImage.Image | bytes | str | Path) -> ImageBlock:
+    if isinstance(image, ImageBlock):
+        return image
+    if isinstance(image, bytes):
+        return ImageBlock.from_bytes(image)
+    if isinstance(image, str | Path):
+        return ImageBlock.from_path(image)
+    return ImageBlock.from_pil(image)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model output
+
+
+class GenerationOptions(_Frozen):
+    """How the loop asks a backend to generate: which attempt this is and how to vary it on a re-ask."""
+
+    attempt: int = Field(default=0, ge=0)
+    seed: int | None = None
+    temperature: float | None = Field(default=None, ge=0.0)
+    max_new_tokens: int | None = Field(default=None, ge=1)
+
+
+class Usage(_Frozen):
+    """Token counts of one model call."""
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+
+
+class Generation(_Frozen):
+    """One model answer: its text, the final answer parsed from it, token ids and per-token log-probs."""
+
+    text: str
+    answer: str | None = None
+    """The final answer (e.g. the content of ``\\boxed{}``); ``None`` when none could be parsed."""
+    model: str = ""
+    provider: str = ""
+    token_ids: tuple[int, ...] = ()
+    token_logprobs: tuple[float, ...] = ()
+    usage: Usage = Usage()
+    seconds: float = Field(default=0.0, ge=0.0)
+
+    @field_validator("token_logprobs")
+    @classmethod
+    def _logprobs_are_log_probabilities(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        for i, lp in enumerate(value):
+            if math.isnan(lp) or lp > 1e-6:
+                raise ValueError(f"token_logprobs[{i}] must be a log-probability (<= 0), got {lp}")
+        return value
+
+
+class Signals(_Frozen):
+    """Raw confidence evidence for one generation, before calibration.
+
+    ``visual``, ``reasoning`` and ``holistic`` are raw scores in [0, 1] (higher = surer) or ``None`` when not
+    measured; ``features`` holds every named measurement behind them; ``sources`` says which features
+    produced each score; ``problems`` lists what could not be parsed or measured.
+    """
+
+    visual: Probability | None = None
+    reasoning: Probability | None = None
+    holistic: Probability | None = None
+    features: Mapping[str, float] = Field(default_factory=dict)
+    sources: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+
+class Confidence(_Frozen):
+    """Calibrated confidence: P(perception correct), P(reasoning correct | perception), P(answer correct).
+
+    Each is in [0, 1], or ``None`` when it could not be measured (never invented).
+    """
+
+    visual: Probability | None = None
+    reasoning: Probability | None = None
+    overall: Probability | None = None
+    sources: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    def get(self, component: Component) -> float | None:
+        """The value of one component, or ``None`` when unknown."""
+        value: float | None = getattr(self, component)
+        return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decisions and results
+
+
+class Decision(_Frozen):
+    """What the policy decided after one attempt, and why."""
+
+    action: Action
+    rule: str
+    """Which part of the policy fired: ``rules[2]`` (or ``rules[2] name``), ``otherwise``, ``on_error``,
+    ``on_exhausted``."""
+    reason: str
+    params: Mapping[str, Any] = Field(default_factory=dict)
+    attempt: int = Field(ge=0)
+
+
+ErrorStage = Literal["backend", "estimator", "calibrator", "view_provider", "policy", "budget", "input"]
+
+
+class ErrorInfo(_Frozen):
+    """An error kept in a result: where it happened, its type, and its message."""
+
+    stage: ErrorStage
+    type: str
+    message: str
+
+    @classmethod
+    def from_exception(cls, stage: ErrorStage, exc: BaseException) -> ErrorInfo:
+        """Record ``exc`` as raised at ``stage``."""
+        return cls(stage=stage, type=type(exc).__name__, message=str(exc) or repr(exc))
+
+
+class Attempt(_Frozen):
+    """One model call inside a guarded call, with everything measured about it."""
+
+    index: int = Field(ge=0)
+    model: str = ""
+    request: Request | None = None
+    generation: Generation | None = None
+    signals: Signals | None = None
+    confidence: Confidence | None = None
+    decision: Decision
+    error: ErrorInfo | None = None
+    seconds: float = Field(default=0.0, ge=0.0)
+
+
+Status = Literal["accepted", "abstained", "escalated"]
+
+
+class Escalation(_Frozen):
+    """What a human reviewer is shown: the question, the best candidate answer and its confidences."""
+
+    question: str
+    candidate_answer: str | None
+    confidence: Confidence | None
+    reason: str
+
+
+class GuardResult(_Frozen):
+    """The outcome of a guarded call.
+
+    ``answer`` is set only when the status is ``accepted``: an answer that failed the policy is never returned as
+    the answer (an escalation carries it as ``escalation.candidate_answer`` for the reviewer).
+    """
+
+    status: Status
+    answer: str | None
+    confidence: Confidence | None
+    decisions: tuple[Decision, ...]
+    attempts: tuple[Attempt, ...]
+    error: ErrorInfo | None = None
+    escalation: Escalation | None = None
+    policy: str = ""
+    seconds: float = Field(default=0.0, ge=0.0)
+
+    @property
+    def accepted(self) -> bool:
+        """True when the answer passed the policy."""
+        return self.status == "accepted"
+
+    @property
+    def final_decision(self) -> Decision:
+        """The decision that ended the call."""
+        return self.decisions[-1]
