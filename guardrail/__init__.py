@@ -16,6 +16,7 @@ from .errors import (
     BackendError,
     BackendTimeout,
     CalibrationError,
+    ConfigurationError,
     EstimatorError,
     GuardrailError,
     ImageError,
@@ -24,6 +25,7 @@ from .errors import (
     PolicyProblem,
     ViewProviderError,
 )
+from .guard import Guard
 from .policy.engine import decide
 from .policy.schema import Policy
 from .types import (
@@ -55,6 +57,7 @@ __all__ = [
     "CalibrationError",
     "Calibrator",
     "Confidence",
+    "ConfigurationError",
     "Decision",
     "ErrorInfo",
     "Escalation",
@@ -62,6 +65,7 @@ __all__ = [
     "EstimatorError",
     "Generation",
     "GenerationOptions",
+    "Guard",
     "GuardResult",
     "GuardrailError",
     "ImageBlock",

@@ -2,6 +2,7 @@
 
     GuardrailError                 base of everything raised on purpose
     ├── PolicyError                a policy file or object is invalid (carries every problem found)
+    ├── ConfigurationError         the guard's parts do not fit (a policy names an unregistered provider)
     ├── InputError                 a request, image or data file is malformed
     │   └── ImageError             an image cannot be decoded safely
     ├── BackendError               a model call failed (translated from the backend library's error)
@@ -25,6 +26,7 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "CalibrationError",
+    "ConfigurationError",
     "EstimatorError",
     "GuardrailError",
     "ImageError",
@@ -64,6 +66,10 @@ class PolicyError(GuardrailError):
     def __init__(self, problems: list[PolicyProblem]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(p.format(with_snippet=True) for p in self.problems))
+
+
+class ConfigurationError(GuardrailError, ValueError):
+    """The guard's parts do not fit together, e.g. a policy names a view provider the guard does not have."""
 
 
 class InputError(GuardrailError, ValueError):

@@ -33,8 +33,8 @@ __all__ = [
     "ErrorInfo",
     "ErrorStage",
     "Escalation",
-    "GenerationOptions",
     "Generation",
+    "GenerationOptions",
     "GuardResult",
     "ImageBlock",
     "Message",
@@ -85,7 +85,7 @@ class TextBlock(_Frozen):
 
 
 class ImageBlock(_Frozen):
-    """An image in a message, inline as base64 (``base64`` + ``mime_type``) or by ``url`` (http(s), data: or file path)."""
+    """An image in a message: inline (``base64`` + ``mime_type``) or by ``url`` (http(s), data: or a file path)."""
 
     type: Literal["image"] = "image"
     base64: str | None = None
