@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from ._pool import shared_pool
 from .backends.base import AsyncBackend, Backend
@@ -30,6 +31,7 @@ from .confidence.base import Estimator
 from .errors import BackendTimeout, ConfigurationError
 from .policy.engine import decide, decide_on_error, decide_on_exhausted
 from .policy.schema import Policy
+from .telemetry import CallTrace, Telemetry
 from .types import (
     Action,
     Attempt,
@@ -46,6 +48,8 @@ from .types import (
     Signals,
 )
 from .views import ViewProvider, ZoomProvider
+
+_T = TypeVar("_T")
 
 __all__ = ["Guard"]
 
@@ -116,6 +120,7 @@ class Guard:
         policy: Policy | str | Path = "default",
         view_providers: Mapping[str, ViewProvider] | None = None,
         fallbacks: Mapping[str, Backend] | None = None,
+        telemetry: Telemetry | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
@@ -124,6 +129,7 @@ class Guard:
         self.policy = policy if isinstance(policy, Policy) else _load_policy(policy)
         self.view_providers: dict[str, ViewProvider] = {"zoom": ZoomProvider(), **(view_providers or {})}
         self.fallbacks: dict[str, Backend] = dict(fallbacks or {})
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
         self.clock = clock
         self._check_references()
 
@@ -147,33 +153,37 @@ class Guard:
 
     def run(self, request: Request) -> GuardResult:
         """Run one guarded call on the calling thread (model calls run on a worker when there is a time budget)."""
-        plan = _GuardedCall(self, request).plan()
-        outcome: _Outcome | None = None
-        while True:
+        with self.telemetry.call(request, self.policy, self.backend.name) as trace:
+            plan = _GuardedCall(self, request, trace).plan()
             try:
-                effect = plan.send(outcome) if outcome is not None else next(plan)
+                effect = next(plan)
+                while True:
+                    effect = plan.send(self._perform(effect))
             except StopIteration as stop:
                 result: GuardResult = stop.value
                 return result
-            outcome = self._perform(effect)
+            finally:
+                plan.close()
 
     async def arun(self, request: Request) -> GuardResult:
         """The async twin of :meth:`run`: the same plan, with the I/O awaited."""
-        plan = _GuardedCall(self, request).plan()
-        outcome: _Outcome | None = None
-        while True:
+        with self.telemetry.call(request, self.policy, self.backend.name) as trace:
+            plan = _GuardedCall(self, request, trace).plan()
             try:
-                effect = plan.send(outcome) if outcome is not None else next(plan)
+                effect = next(plan)
+                while True:
+                    effect = plan.send(await self._aperform(effect))
             except StopIteration as stop:
                 result: GuardResult = stop.value
                 return result
-            outcome = await self._aperform(effect)
+            finally:
+                plan.close()
 
     def _perform(self, effect: _Effect) -> _Outcome:
         work = self._work(effect)
         if effect.timeout is None:
             return work()
-        future = shared_pool().submit(work)
+        future = shared_pool().submit(_in_current_context(work))
         try:
             return future.result(timeout=max(effect.timeout, 0.0))
         except concurrent.futures.TimeoutError:
@@ -185,7 +195,7 @@ class Guard:
         if isinstance(effect, _AttemptCall) and isinstance(effect.backend, AsyncBackend):
             awaitable = self._attempt_async(effect)
         else:
-            awaitable = asyncio.wrap_future(shared_pool().submit(self._work(effect)))
+            awaitable = asyncio.wrap_future(shared_pool().submit(_in_current_context(self._work(effect))))
         try:
             if effect.timeout is None:
                 return await awaitable
@@ -226,7 +236,9 @@ class Guard:
             outcome.error = ErrorInfo.from_exception("backend", exc)
             outcome.seconds = time.perf_counter() - start
             return outcome
-        measured = await asyncio.wrap_future(shared_pool().submit(lambda: self._measure(call, outcome)))
+        measured = await asyncio.wrap_future(
+            shared_pool().submit(_in_current_context(lambda: self._measure(call, outcome)))
+        )
         measured.seconds = time.perf_counter() - start
         return measured
 
@@ -257,6 +269,12 @@ class Guard:
             if _is_control_flow(exc):
                 raise
             return _ViewsOutcome(error=ErrorInfo.from_exception("view_provider", exc))
+
+
+def _in_current_context(work: Callable[[], _T]) -> Callable[[], _T]:
+    """Run ``work`` on a worker thread inside a copy of the caller's context (trace spans, LangChain config)."""
+    context = contextvars.copy_context()
+    return lambda: context.run(work)
 
 
 def _checked(generation: object) -> Generation:
@@ -294,6 +312,7 @@ def _load_policy(policy: str | Path) -> Policy:
 class _GuardedCall:
     guard: Guard
     request: Request
+    trace: CallTrace
     attempts: list[Attempt] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     error: ErrorInfo | None = None
@@ -316,22 +335,23 @@ class _GuardedCall:
                     policy, attempt=index, reason=f"time budget of {budget.max_seconds:g} s spent"
                 )
                 return self._finish(decision, start)
+            self.trace.attempt_started(index, backend.name)
             outcome = yield _AttemptCall(backend, current, options, remaining)
             assert isinstance(outcome, _AttemptOutcome)
             decision = self._decide(outcome, index)
-            self.attempts.append(
-                Attempt(
-                    index=index,
-                    model=backend.name,
-                    request=current if index > 0 else None,
-                    generation=outcome.generation,
-                    signals=outcome.signals,
-                    confidence=outcome.confidence,
-                    decision=decision,
-                    error=outcome.error,
-                    seconds=outcome.seconds,
-                )
+            attempt = Attempt(
+                index=index,
+                model=backend.name,
+                request=current if index > 0 else None,
+                generation=outcome.generation,
+                signals=outcome.signals,
+                confidence=outcome.confidence,
+                decision=decision,
+                error=outcome.error,
+                seconds=outcome.seconds,
             )
+            self.attempts.append(attempt)
+            self.trace.attempt_finished(attempt)
 
             # Apply a remedy; a failing view provider turns into on_error, decided again for this attempt.
             while True:
@@ -345,6 +365,7 @@ class _GuardedCall:
                         guard.view_providers[name], name, views_request, decision.params["views"], remaining
                     )
                     assert isinstance(fetched, _ViewsOutcome)
+                    self.trace.views_fetched(name, decision.params["views"], fetched.error)
                     if fetched.error is not None:
                         self.error = fetched.error
                         decision = (
@@ -404,7 +425,7 @@ class _GuardedCall:
             status = "escalated"
         else:
             status = "abstained"
-        return GuardResult(
+        result = GuardResult(
             status=status,
             answer=answer,
             confidence=confidence,
@@ -415,6 +436,8 @@ class _GuardedCall:
             policy=self.guard.policy.name,
             seconds=max(self.guard.clock() - start, 0.0),
         )
+        self.trace.finished(result)
+        return result
 
     def _best_attempt(self) -> Attempt | None:
         """The attempt with the highest overall confidence (unknown ranks lowest), for a human reviewer."""

@@ -1,0 +1,50 @@
+"""Telemetry hooks of the guarded call.
+
+The guard reports what happens through a ``CallTrace``, one per guarded call:
+
+    with telemetry.call(request, policy) as trace:   # the guarded-call span, current for the whole call
+        trace.attempt_started(index, model)           # a model-call span, current while the model runs
+        trace.attempt_finished(attempt)               # its outcome: usage, confidences, decision; span ends
+        trace.views_fetched(provider, count, error)
+        trace.finished(result)
+
+``Telemetry`` is the no-op default: nothing is recorded and nothing is exported unless telemetry is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .policy.schema import Policy
+from .types import Attempt, ErrorInfo, GuardResult, Request
+
+__all__ = ["CallTrace", "Telemetry"]
+
+
+class CallTrace:
+    """Receives the events of one guarded call. This base class records nothing."""
+
+    def attempt_started(self, index: int, model: str) -> None:
+        """A model attempt begins (its span becomes current until ``attempt_finished``)."""
+
+    def attempt_finished(self, attempt: Attempt) -> None:
+        """A model attempt ended, with its generation, signals, confidence, decision or error."""
+
+    def views_fetched(self, provider: str, count: int, error: ErrorInfo | None) -> None:
+        """A view provider was asked for ``count`` views."""
+
+    def finished(self, result: GuardResult) -> None:
+        """The guarded call ended with ``result``."""
+
+
+_NO_TRACE = CallTrace()
+
+
+class Telemetry:
+    """Produces a ``CallTrace`` per guarded call. This base class is the no-op default."""
+
+    @contextmanager
+    def call(self, request: Request, policy: Policy, model: str) -> Iterator[CallTrace]:
+        """The trace of one guarded call; its span (if any) is current inside the ``with`` block."""
+        yield _NO_TRACE
