@@ -1,0 +1,325 @@
+"""A white-box backend for any ``transformers`` vision-language model (``AutoModelForImageTextToText``).
+
+Besides ``generate`` it offers what the decoupled estimator needs (``guardrail.confidence.ScoringBackend``):
+
+- ``score``: teacher-forced re-scoring of generated token ids under the original images and any number of image
+  variants, all rows in one batched forward pass. Each row is the same prompt + answer with other pixels; with
+  equal image sizes the rows tokenise identically, so no padding is needed and row 0 reproduces the
+  generation's own log-probs. Full next-token distributions are reduced right away (entropy, top-2 margin and
+  KL to row 0, per token), so the ``(rows, tokens, vocab)`` tensor never outlives the call.
+- ``model_images``: the request's images at the model's input resolution (where perturbations act).
+- ``token_offsets``: the character range of each generated token in the response text.
+
+Tested on tiny random LLaVA, Idefics3/SmolVLM, Qwen2-VL and Qwen2.5-VL models. Library errors are translated to
+``BackendError`` and image problems to ``ImageError``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..confidence.estimator import TeacherForcedScores
+from ..confidence.signals import entropy, full_kl, token_logprobs, top2_margin
+from ..confidence.spans import parse_boxed, token_char_offsets
+from ..errors import BackendError, GuardrailError
+from ..types import Generation, GenerationOptions, ImageBlock, Request, TextBlock, Usage
+from ._vision_inputs import DEFAULT_MAX_PIXELS, TokenExpandingProcessor, decode_block, model_resolution
+
+__all__ = ["TransformersBackend", "resolve_device", "resolve_dtype"]
+
+_MODEL_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError)
+_SEQUENCE_KEYS = {"input_ids": None, "attention_mask": 1, "mm_token_type_ids": 0, "token_type_ids": 0}
+"""Per-token inputs extended by the answer tokens when teacher forcing, with the fill value (None: the ids)."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device``, or CUDA when present and else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """A torch dtype from ``"bfloat16"``/``"float16"``/``"float32"`` (or a dtype); ``None`` keeps the model's."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"`dtype` must name a torch dtype such as 'bfloat16' or 'float32', got {dtype!r}")
+    return resolved
+
+
+class TransformersBackend:
+    """Generate with, and re-score under perturbed images, a ``transformers`` image-text-to-text model.
+
+    ``model`` and ``processor`` are the in-memory objects (``from_pretrained`` loads both from a local
+    directory). Generation is greedy unless ``options.temperature > 0``, or ``sample_reasks`` is set and the
+    call is a re-ask (``options.attempt > 0``: then ``reask_temperature`` is used); sampling is seeded by
+    ``options.seed`` (else the attempt number) so a re-ask is reproducible.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        name: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_new_tokens: int = 512,
+        sample_reasks: bool = False,
+        reask_temperature: float = 0.7,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if max_new_tokens < 1:
+            raise ValueError(f"`max_new_tokens` must be an int >= 1, got {max_new_tokens}")
+        if reask_temperature <= 0:
+            raise ValueError(f"`reask_temperature` must be > 0 (sampling on re-asks), got {reask_temperature}")
+        self.device = resolve_device(device)
+        target_dtype = resolve_dtype(dtype)
+        self.model = model.to(self.device) if target_dtype is None else model.to(self.device, target_dtype)
+        self.model.eval()
+        self.processor = processor
+        self.tokenizer: Any = getattr(processor, "tokenizer", processor)
+        self.max_new_tokens = max_new_tokens
+        self.sample_reasks = sample_reasks
+        self.reask_temperature = reask_temperature
+        self.max_image_pixels = max_image_pixels
+        config = getattr(model, "config", None)
+        self._name = name or str(getattr(config, "_name_or_path", "") or getattr(config, "model_type", "model"))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> TransformersBackend:
+        """Load model and processor from a local directory (never from a hub); ``kwargs`` go to ``__init__``.
+
+        When the model's full processor cannot be built here (Qwen2-VL-style processors need torchvision for
+        their video part), it is assembled from the image processor and the tokenizer.
+        """
+        import transformers
+
+        auto: Any = transformers  # the Auto classes are untyped
+        path = Path(path)
+        if not path.is_dir():
+            raise BackendError(f"model directory {str(path)!r} does not exist")
+        try:
+            model = auto.AutoModelForImageTextToText.from_pretrained(
+                path, dtype=resolve_dtype(dtype) or "auto", local_files_only=True
+            )
+            try:
+                processor: Any = auto.AutoProcessor.from_pretrained(path, local_files_only=True)
+            except (ImportError, ValueError, TypeError, AttributeError):
+                tokenizer = auto.AutoTokenizer.from_pretrained(path, local_files_only=True)
+                images = auto.AutoImageProcessor.from_pretrained(path, local_files_only=True)
+                processor = TokenExpandingProcessor(tokenizer, images)
+        except (OSError, *_MODEL_ERRORS) as exc:
+            raise BackendError(f"cannot load a vision-language model from {str(path)!r}: {exc}") from exc
+        kwargs.setdefault("name", path.name)
+        return cls(model, processor, device=device, dtype=dtype, **kwargs)
+
+    # -- identity ---------------------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The model's name (its directory or ``_name_or_path``)."""
+        return self._name
+
+    @property
+    def patch_size(self) -> int:
+        """The vision encoder's patch size in pixels (the perturbation's patch), 14 when the config has none."""
+        vision = getattr(self.model.config, "vision_config", None)
+        return int(getattr(vision, "patch_size", None) or 14)
+
+    # -- inputs ------------------------------------------------------------------------------------------------
+
+    def images(self, request: Request) -> list[Image.Image]:
+        """The request's images, decoded safely (``ImageError`` for a bad one)."""
+        return [
+            decode_block(block, max_pixels=self.max_image_pixels, name=f"image {i}")
+            for i, block in enumerate(request.images)
+        ]
+
+    def model_images(self, request: Request) -> list[Image.Image]:
+        """The request's images at the model's input resolution (what perturbations should act on)."""
+        image_processor = getattr(self.processor, "image_processor", None)
+        return [model_resolution(im, image_processor) for im in self.images(request)]
+
+    def _messages(self, request: Request) -> list[dict[str, Any]]:
+        messages = []
+        for message in request.messages:
+            content: list[dict[str, Any]] = []
+            for block in message.content:
+                if isinstance(block, ImageBlock):
+                    content.append({"type": "image"})
+                elif isinstance(block, TextBlock):
+                    content.append({"type": "text", "text": block.text})
+            messages.append({"role": message.role, "content": content})
+        return messages
+
+    def _encode(self, prompt: str, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        rows = [list(images)] if images else None
+        encoded = self.processor(text=[prompt], images=rows, return_tensors="pt")
+        dtype = self.model.dtype
+        return {
+            k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)
+            for k, v in encoded.items()
+            if isinstance(v, torch.Tensor)
+        }
+
+    def _prompt(self, request: Request) -> str:
+        rendered = self.processor.apply_chat_template(
+            self._messages(request), add_generation_prompt=True, tokenize=False
+        )
+        return str(rendered)
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def token_offsets(self, token_ids: Sequence[int]) -> list[tuple[int, int]]:
+        """Character range of each token of ``token_ids`` in their decoded text (special tokens: zero width)."""
+
+        def decode_batch(batch: list[list[int]]) -> list[str]:
+            return [str(t) for t in self.tokenizer.batch_decode(batch, skip_special_tokens=True)]
+
+        return token_char_offsets(decode_batch, token_ids)
+
+    # -- generation --------------------------------------------------------------------------------------------
+
+    def _sampling(self, options: GenerationOptions) -> tuple[bool, float | None, int]:
+        temperature = options.temperature
+        if temperature is None and self.sample_reasks and options.attempt > 0:
+            temperature = self.reask_temperature
+        seed = options.seed if options.seed is not None else options.attempt
+        return bool(temperature and temperature > 0), temperature, seed
+
+    def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
+        """Answer ``request``: text, ``\\boxed{}`` answer, token ids, their log-probs (temperature 1), usage."""
+        options = options or GenerationOptions()
+        start = time.perf_counter()
+        inputs = self._encode(self._prompt(request), self.images(request))
+        do_sample, temperature, seed = self._sampling(options)
+        config = copy.deepcopy(self.model.generation_config)
+        config.max_new_tokens = options.max_new_tokens or self.max_new_tokens
+        config.output_logits, config.return_dict_in_generate = True, True
+        config.do_sample = do_sample
+        config.temperature = temperature if do_sample else None
+        if not do_sample:
+            config.top_p, config.top_k = None, None
+        if config.pad_token_id is None:
+            config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+                torch.manual_seed(seed)
+                out = self.model.generate(**inputs, generation_config=config)
+        except _MODEL_ERRORS as exc:
+            raise BackendError(f"{self.name}: generation failed: {exc}") from exc
+        prompt_len = inputs["input_ids"].shape[1]
+        new_ids = out.sequences[0, prompt_len:]
+        logits = torch.stack(out.logits, dim=1)[0, : new_ids.shape[0]]
+        logprobs = token_logprobs(logits, new_ids).clamp_max(0.0)
+        text = self._decode(new_ids.tolist())
+        boxed = parse_boxed(text)
+        return Generation(
+            text=text,
+            answer=None if boxed is None else text[boxed[0] : boxed[1]].strip(),
+            model=self.name,
+            provider="transformers",
+            token_ids=tuple(new_ids.tolist()),
+            token_logprobs=tuple(logprobs.tolist()),
+            usage=Usage(input_tokens=prompt_len, output_tokens=int(new_ids.shape[0])),
+            seconds=time.perf_counter() - start,
+        )
+
+    # -- teacher-forced scoring --------------------------------------------------------------------------------
+
+    def score(
+        self,
+        request: Request,
+        token_ids: Sequence[int],
+        variants: Sequence[Sequence[Image.Image]] = (),
+        *,
+        distributions: bool = False,
+    ) -> TeacherForcedScores:
+        """Log-probs of ``token_ids`` (a generated answer) teacher-forced under the original images and variants.
+
+        ``variants[i]`` replaces the request's images (same count). Rows: 0 = original, ``1 + i`` = variant i,
+        all in one forward pass. With ``distributions`` the full next-token distributions are reduced per row
+        to entropy, top-2 margin and full-vocabulary KL(original || row), shapes ``(rows, tokens)``.
+        """
+        ids = list(token_ids)
+        if not ids:
+            raise BackendError("cannot score an empty answer (no token ids)")
+        originals = self.images(request)
+        for i, variant in enumerate(variants):
+            if len(variant) != len(originals):
+                raise BackendError(f"variant {i} has {len(variant)} images, the request has {len(originals)}")
+        prompt = self._prompt(request)
+        try:
+            rows = [self._encode(prompt, imgs) for imgs in [originals, *variants]]
+            batch = self._stack_rows(rows)
+            answer = torch.tensor(ids, device=self.device)
+            forced = self._append_answer(batch, answer[:-1])
+            with torch.inference_mode():
+                logits = self.model(**forced, logits_to_keep=len(ids)).logits
+        except GuardrailError:
+            raise
+        except _MODEL_ERRORS as exc:
+            raise BackendError(f"{self.name}: teacher-forced scoring failed: {exc}") from exc
+        return self._reduce(logits, answer, distributions)
+
+    @staticmethod
+    def _stack_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        reference = rows[0]["input_ids"]
+        for i, row in enumerate(rows[1:], start=1):
+            if not torch.equal(row["input_ids"], reference):
+                raise BackendError(
+                    f"image variant {i} tokenises differently from the original (another size or tile count); "
+                    "variants must keep the model-resolution image size"
+                )
+        return {k: torch.cat([row[k] for row in rows], dim=0) for k in rows[0]}
+
+    @staticmethod
+    def _append_answer(batch: dict[str, torch.Tensor], answer: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = batch["input_ids"].shape[0]
+        out = dict(batch)
+        for key, fill in _SEQUENCE_KEYS.items():
+            if key in batch:
+                tail = answer if fill is None else torch.full_like(answer, fill)
+                out[key] = torch.cat([batch[key], tail.to(batch[key].dtype).expand(rows, -1)], dim=1)
+        return out
+
+    @staticmethod
+    def _reduce(logits: torch.Tensor, answer: torch.Tensor, distributions: bool) -> TeacherForcedScores:
+        """``(rows, tokens, vocab)`` logits -> per-token reductions, one row at a time in float32."""
+        rows = logits.shape[0]
+        targets = answer.expand(rows, -1)
+        logp = token_logprobs(logits, targets).clamp_max(0.0).cpu()
+        if not distributions:
+            return TeacherForcedScores(token_logprobs=logp)
+        reference = torch.log_softmax(logits[0].float(), dim=-1)
+        ent, margin, kl = [], [], []
+        for row in range(rows):
+            dist = reference if row == 0 else torch.log_softmax(logits[row].float(), dim=-1)
+            ent.append(entropy(dist))
+            margin.append(top2_margin(dist))
+            kl.append(full_kl(reference, dist))
+        return TeacherForcedScores(
+            token_logprobs=logp,
+            entropy=torch.stack(ent).cpu(),
+            margin=torch.stack(margin).cpu(),
+            kl_full=torch.stack(kl).cpu(),
+        )

@@ -1,0 +1,308 @@
+"""The decoupled estimator: visual and reasoning confidence of one answer (METHOD.md sections 2-4).
+
+For one generation it
+1. parses the structured answer into the ``<vision>``, ``<reasoning>`` and ``\\boxed{}`` spans and the
+   verbalized scores, and maps the spans to generated-token ranges;
+2. draws K perturbed copies of the images (patch blackening by default) at the model's input resolution and has
+   the backend re-score the answer teacher-forced under the original and all K copies in one forward pass;
+3. computes, on the vision tokens, the grounding KL (mean of the clamped sampled-token KL, averaged over the K
+   draws) and the certainty H (mean surprisal, or full entropy), then ``s = log(KL + 1e-8) - log(H + 1e-8)``
+   and the visual certainty ``sigmoid((s - mean) / std)`` with reference statistics (``VisualNormalization``);
+4. takes as the raw **reasoning** score the mean token probability over the reasoning-span and answer tokens
+   (the tokens whose correctness the reasoning decides; the verbalized r, when present, is kept as a feature
+   for the calibrator), and as the **holistic** baseline the mean probability of the answer tokens.
+
+Every measurement is kept in ``Signals.features``. A backend that cannot re-score (no ``score`` method) gets a
+``None`` visual component with the reason in ``problems``; its verbalized scores are still used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..backends.base import Backend
+from ..types import Generation, Request, Signals
+from . import signals as sig
+from .perturb import PERTURBATIONS, PerturbationKind, perturb_image
+from .spans import CharSpan, ParsedResponse, char_span_to_token_span, parse_response
+
+__all__ = ["DecoupledEstimator", "ScoringBackend", "TeacherForcedScores", "VisualNormalization"]
+
+
+@dataclass(frozen=True)
+class TeacherForcedScores:
+    """Per-token results of re-scoring one answer; row 0 is the original images, row ``1 + i`` variant i.
+
+    ``token_logprobs``: ``(rows, tokens)`` log-probs of the answer tokens. With full distributions requested:
+    ``entropy`` and ``margin`` (top-1 minus top-2 probability) ``(rows, tokens)``, and ``kl_full``
+    ``(rows, tokens)`` = full-vocabulary KL(original || row) (row 0 is zero).
+    """
+
+    token_logprobs: torch.Tensor
+    entropy: torch.Tensor | None = None
+    margin: torch.Tensor | None = None
+    kl_full: torch.Tensor | None = None
+
+
+@runtime_checkable
+class ScoringBackend(Backend, Protocol):
+    """A white-box backend that can re-score a generated answer under other images."""
+
+    @property
+    def patch_size(self) -> int:
+        """The vision encoder's patch size in pixels."""
+        ...
+
+    def model_images(self, request: Request) -> list[Image.Image]:
+        """The request's images at the model's input resolution."""
+        ...
+
+    def token_offsets(self, token_ids: Sequence[int]) -> list[tuple[int, int]]:
+        """Character range of each token in the decoded response."""
+        ...
+
+    def score(
+        self,
+        request: Request,
+        token_ids: Sequence[int],
+        variants: Sequence[Sequence[Image.Image]] = (),
+        *,
+        distributions: bool = False,
+    ) -> TeacherForcedScores:
+        """Teacher-forced per-token scores of ``token_ids`` under the original images and each variant."""
+        ...
+
+
+class VisualNormalization(BaseModel):
+    """Reference statistics of the raw visual score s, applied as ``sigmoid((s - mean) / std)``.
+
+    Measured on a calibration split (``fit``) and stored with the calibration artifact. The default (0, 1) is an
+    un-fitted identity z-score, usable for ranking but not a calibrated scale.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mean: float = Field(default=0.0, allow_inf_nan=False)
+    std: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+
+    @classmethod
+    def fit(cls, scores: Sequence[float]) -> VisualNormalization:
+        """Mean and (population) std of finite raw scores; needs at least two distinct values."""
+        values = torch.tensor([s for s in scores if math.isfinite(s)], dtype=torch.float64)
+        if values.numel() < 2:
+            raise ValueError(f"`scores` must hold at least 2 finite values to fit, got {values.numel()}")
+        std = float(values.std(unbiased=False))
+        if std <= 0:
+            raise ValueError("`scores` are all equal: their spread (std) is 0, nothing to normalise by")
+        return cls(mean=float(values.mean()), std=std)
+
+    def apply(self, score: float) -> float:
+        """The visual certainty in (0, 1) for a raw score."""
+        return float(sig.normalized_visual_certainty(torch.tensor(score, dtype=torch.float64), self.mean, self.std))
+
+
+def _mask(span: tuple[int, int] | None, length: int) -> torch.Tensor:
+    positions = torch.arange(length)
+    if span is None:
+        return torch.zeros(length, dtype=torch.bool)
+    return (positions >= span[0]) & (positions < span[1])
+
+
+def _finite(features: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in features.items() if math.isfinite(v)}
+
+
+class DecoupledEstimator:
+    """Estimator of raw decoupled ``Signals`` (see the module docstring for the method).
+
+    Parameters (keyword-only): ``draws`` K >= 1 perturbations averaged; ``perturbation`` its kind; ``seed`` of
+    the first draw (draw k uses ``seed + k``); ``full_distribution`` to measure the full-vocabulary KL and the
+    full entropy (then H is the full entropy); ``normalization`` the reference statistics of s.
+    """
+
+    def __init__(
+        self,
+        *,
+        draws: int = 1,
+        perturbation: PerturbationKind = "blackout",
+        seed: int = 0,
+        full_distribution: bool = False,
+        normalization: VisualNormalization | None = None,
+        blackout_probability: float = 0.8,
+    ) -> None:
+        if draws < 1:
+            raise ValueError(f"`draws` must be an int >= 1 (perturbations averaged), got {draws}")
+        if perturbation not in PERTURBATIONS:
+            raise ValueError(f"`perturbation` must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
+        self.draws = draws
+        self.perturbation: PerturbationKind = perturbation
+        self.seed = seed
+        self.full_distribution = full_distribution
+        self.normalization = normalization or VisualNormalization()
+        self.blackout_probability = blackout_probability
+
+    def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
+        """Measure the raw signals of ``generation``, the answer of ``backend`` to ``request``."""
+        parsed = parse_response(generation.text)
+        problems = list(parsed.problems)
+        features: dict[str, float] = {}
+        sources: dict[str, tuple[str, ...]] = {}
+        v, r = parsed.vision_confidence, parsed.reasoning_confidence
+        if v is not None:
+            features["verbalized_vision"] = v
+        if r is not None:
+            features["verbalized_reasoning"] = r
+        if v is not None and r is not None:
+            features["verbalized_overall"] = float(sig.harmonic_mean(torch.tensor(v), torch.tensor(r)))
+        if not parsed.has_vision_tag:
+            problems.append("no <vision> span: the whole response serves as the perception span")
+
+        visual: float | None = None
+        reasoning: float | None = None
+        holistic: float | None = None
+        if not isinstance(backend, ScoringBackend):
+            problems.append(f"backend {backend.name!r} cannot re-score answers: visual certainty not measured")
+            reasoning, holistic = self._black_box(generation, features, sources)
+        elif not generation.token_ids:
+            problems.append("generation has no token ids: visual certainty not measured")
+        else:
+            visual, reasoning, holistic = self._white_box(
+                backend, request, generation, parsed, features, sources, problems
+            )
+        if reasoning is None and r is not None:
+            reasoning = r
+            sources["reasoning"] = ("verbalized_reasoning",)
+        return Signals(
+            visual=visual,
+            reasoning=reasoning,
+            holistic=holistic,
+            features=_finite(features),
+            sources=sources,
+            problems=tuple(problems),
+        )
+
+    @staticmethod
+    def _black_box(
+        generation: Generation, features: dict[str, float], sources: dict[str, tuple[str, ...]]
+    ) -> tuple[float | None, float | None]:
+        """Without re-scoring: the holistic score is the mean probability of all generated tokens, if known."""
+        if not generation.token_logprobs:
+            return None, None
+        mean_prob = float(torch.tensor(generation.token_logprobs).exp().mean())
+        features["response_mean_prob"] = mean_prob
+        sources["holistic"] = ("response_mean_prob",)
+        return None, mean_prob
+
+    def _variants(self, images: list[Image.Image], patch_size: int) -> list[list[Image.Image]]:
+        return [
+            [
+                perturb_image(
+                    im,
+                    self.perturbation,
+                    patch_size=patch_size,
+                    seed=self.seed + k * len(images) + i,
+                    probability=self.blackout_probability,
+                )
+                for i, im in enumerate(images)
+            ]
+            for k in range(self.draws)
+        ]
+
+    def _white_box(
+        self,
+        backend: ScoringBackend,
+        request: Request,
+        generation: Generation,
+        parsed: ParsedResponse,
+        features: dict[str, float],
+        sources: dict[str, tuple[str, ...]],
+        problems: list[str],
+    ) -> tuple[float | None, float | None, float | None]:
+        ids = generation.token_ids
+        offsets = backend.token_offsets(ids)
+        n = len(ids)
+
+        def tokens(span: CharSpan | None) -> torch.Tensor:
+            return _mask(None if span is None else char_span_to_token_span(span, offsets), n)
+
+        vision, reasoning_mask = tokens(parsed.vision), tokens(parsed.reasoning)
+        answer = tokens(parsed.answer) if parsed.answer is not None else tokens((0, len(parsed.text)))
+        if parsed.answer is None:
+            problems.append("no \\boxed{} answer: the whole response serves as the answer tokens")
+        images = backend.model_images(request)
+        variants = self._variants(images, backend.patch_size) if images else []
+        scores = backend.score(request, ids, variants, distributions=self.full_distribution)
+        logp = scores.token_logprobs[0]
+
+        features.update(self._span_stats("reasoning", logp, reasoning_mask | answer, scores))
+        features.update(self._span_stats("answer", logp, answer, scores))
+        features["vision_tokens"] = float(vision.sum())
+        reasoning = features.get("reasoning_mean_prob")
+        holistic = features.get("answer_mean_prob")
+        sources["reasoning"] = ("reasoning_mean_prob",)
+        sources["holistic"] = ("answer_mean_prob",)
+
+        visual: float | None = None
+        if not images:
+            problems.append("request has no image: visual certainty not measured")
+        elif not bool(vision.any()):
+            problems.append("the perception span has no tokens: visual certainty not measured")
+        else:
+            visual = self._visual(logp, scores, vision, features, sources)
+        return visual, reasoning, holistic
+
+    def _visual(
+        self,
+        logp: torch.Tensor,
+        scores: TeacherForcedScores,
+        vision: torch.Tensor,
+        features: dict[str, float],
+        sources: dict[str, tuple[str, ...]],
+    ) -> float:
+        logq = scores.token_logprobs[1:]
+        kl_draws = sig.masked_mean(sig.sampled_token_kl(logp, logq), vision)  # (draws,)
+        kl = kl_draws.mean()
+        h = sig.masked_mean(sig.surprisal(logp), vision)
+        features["vision_kl"] = float(kl)
+        features["vision_kl_std"] = float(kl_draws.std(unbiased=False))
+        features["vision_surprisal"] = float(h)
+        names = ["vision_kl", "vision_surprisal"]
+        if scores.entropy is not None:
+            h = sig.masked_mean(scores.entropy[0], vision)
+            features["vision_entropy"] = float(h)
+            names = ["vision_kl", "vision_entropy"]
+        if scores.kl_full is not None:
+            features["vision_kl_full"] = float(sig.masked_mean(scores.kl_full[1:], vision).mean())
+        s = sig.visual_score(kl, h)
+        features["visual_score"] = float(s)
+        visual = self.normalization.apply(float(s))
+        features["visual_certainty"] = visual
+        sources["visual"] = (*names, "visual_score")
+        return visual
+
+    @staticmethod
+    def _span_stats(
+        prefix: str, logp: torch.Tensor, mask: torch.Tensor, scores: TeacherForcedScores
+    ) -> dict[str, float]:
+        """Token statistics of one span under the original images (row 0); empty spans give no features."""
+        if not bool(mask.any()):
+            return {}
+        probs = logp.exp()
+        stats = {
+            f"{prefix}_tokens": float(mask.sum()),
+            f"{prefix}_mean_surprisal": float(sig.masked_mean(sig.surprisal(logp), mask)),
+            f"{prefix}_mean_prob": float(sig.masked_mean(probs, mask)),
+            f"{prefix}_min_prob": float(sig.masked_min(probs, mask)),
+        }
+        if scores.entropy is not None:
+            stats[f"{prefix}_entropy"] = float(sig.masked_mean(scores.entropy[0], mask))
+        if scores.margin is not None:
+            stats[f"{prefix}_margin"] = float(sig.masked_mean(scores.margin[0], mask))
+        return stats

@@ -1,0 +1,138 @@
+"""The method's token-level signals (METHOD.md sections 3-4) as small vectorised torch transforms.
+
+Every function is pure and out-of-place: it never modifies its inputs, follows their device and dtype, and
+documents its shapes. ``...`` stands for any leading batch dimensions (e.g. ``(variants, tokens)``).
+
+Vocabulary: ``logp`` are log-probabilities of the generated (sampled) token under the original image,
+``logq`` the same under a perturbed image; ``logprobs`` without a suffix are full next-token log-distributions
+of shape ``(..., vocab)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "LOG_RATIO_CLAMP",
+    "SCORE_EPS",
+    "TOKEN_KL_CLAMP",
+    "entropy",
+    "full_kl",
+    "harmonic_mean",
+    "masked_mean",
+    "masked_min",
+    "normalized_visual_certainty",
+    "sampled_token_kl",
+    "surprisal",
+    "token_logprobs",
+    "top2_margin",
+    "visual_score",
+]
+
+LOG_RATIO_CLAMP = 20.0
+"""``log p - log q`` is clamped to ``[-20, 20]`` before weighting (METHOD.md 3.3)."""
+TOKEN_KL_CLAMP = 10.0
+"""The per-token KL estimate is clamped to ``[0, 10]`` (METHOD.md 3.3)."""
+SCORE_EPS = 1e-8
+"""Added inside both logarithms of the visual score ``s = log(KL + eps) - log(H + eps)``."""
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each target token under the next-token logits.
+
+    ``(..., tokens, vocab)`` logits and ``(..., tokens)`` integer targets -> ``(..., tokens)`` log-probs, computed
+    in at least float32 so that half-precision logits do not lose the small probabilities.
+    """
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"`targets` must have the shape of `logits` without the vocabulary axis, got {tuple(targets.shape)} "
+            f"for logits {tuple(logits.shape)}"
+        )
+    work = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return torch.log_softmax(work, dim=-1).gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
+
+
+def sampled_token_kl(
+    logp: torch.Tensor,
+    logq: torch.Tensor,
+    *,
+    log_ratio_clamp: float = LOG_RATIO_CLAMP,
+    kl_clamp: float = TOKEN_KL_CLAMP,
+) -> torch.Tensor:
+    """Per-token estimate of KL(original || perturbed) from the sampled token only (METHOD.md 3.3).
+
+    ``kl_t = p_t * clamp(log p_t - log q_t, -20, 20)``, clamped to ``[0, 10]``. ``logp`` and ``logq`` broadcast
+    against each other: ``(tokens,)`` with ``(variants, tokens)`` -> ``(variants, tokens)``.
+    """
+    ratio = (logp - logq).clamp(-log_ratio_clamp, log_ratio_clamp)
+    return (logp.exp() * ratio).clamp(0.0, kl_clamp)
+
+
+def full_kl(logprobs_p: torch.Tensor, logprobs_q: torch.Tensor) -> torch.Tensor:
+    """Full-vocabulary KL(p || q) of two next-token distributions at each position.
+
+    ``(..., vocab)`` log-distributions (broadcasting) -> ``(...)``. Terms where ``p = 0`` contribute 0; the
+    result is clamped at 0 to absorb rounding.
+    """
+    p = logprobs_p.exp()
+    terms = torch.where(p > 0, p * (logprobs_p - logprobs_q), torch.zeros_like(p))
+    return terms.sum(-1).clamp_min(0.0)
+
+
+def surprisal(logp: torch.Tensor) -> torch.Tensor:
+    """``-log p`` of each generated token: ``(...)`` -> ``(...)``, never negative."""
+    return (-logp).clamp_min(0.0)
+
+
+def entropy(logprobs: torch.Tensor) -> torch.Tensor:
+    """Full Shannon entropy (nats) of each next-token distribution: ``(..., vocab)`` -> ``(...)``."""
+    p = logprobs.exp()
+    terms = torch.where(p > 0, p * logprobs, torch.zeros_like(p))
+    return (-terms.sum(-1)).clamp_min(0.0)
+
+
+def top2_margin(logprobs: torch.Tensor) -> torch.Tensor:
+    """Probability of the most likely token minus that of the second: ``(..., vocab)`` -> ``(...)`` in [0, 1]."""
+    top = logprobs.topk(2, dim=-1).values.exp()
+    return top[..., 0] - top[..., 1]
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the last axis where ``mask`` is true: ``(..., tokens)`` -> ``(...)``.
+
+    NaN where the mask selects nothing (the caller decides what an empty span means).
+    """
+    weights = mask.to(values.dtype).expand_as(values)
+    return (values * weights).sum(-1) / weights.sum(-1)
+
+
+def masked_min(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Minimum of ``values`` over the last axis where ``mask`` is true: ``(..., tokens)`` -> ``(...)``; NaN if empty."""
+    mask = mask.expand_as(values)
+    filled = values.masked_fill(~mask, float("inf")).amin(-1)
+    return torch.where(mask.any(-1), filled, torch.full_like(filled, float("nan")))
+
+
+def visual_score(kl: torch.Tensor, h: torch.Tensor, *, eps: float = SCORE_EPS) -> torch.Tensor:
+    """Raw visual certainty ``s = log(KL + eps) - log(H + eps)`` (METHOD.md 3.5): grounded and certain -> high.
+
+    ``kl`` and ``h`` are span means of shape ``(...)`` (broadcasting) -> ``(...)``.
+    """
+    return torch.log(kl + eps) - torch.log(h + eps)
+
+
+def normalized_visual_certainty(score: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """``sigmoid((s - mean) / std)`` with reference statistics of ``s`` (METHOD.md 3.6): ``(...)`` -> ``(...)``."""
+    if not std > 0:
+        raise ValueError(f"`std` must be > 0 (the spread of s on the reference set), got {std}")
+    return torch.sigmoid((score - mean) / std)
+
+
+def harmonic_mean(v: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Overall verbalized confidence ``2vr/(v+r)``, 0 when either is 0 (one weak part sinks the whole).
+
+    ``(...)`` scores in [0, 1] (broadcasting) -> ``(...)``.
+    """
+    both = (v > 0) & (r > 0)
+    safe = torch.where(both, v + r, torch.ones_like(v + r))
+    return torch.where(both, 2 * v * r / safe, torch.zeros_like(safe))

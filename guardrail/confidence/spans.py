@@ -1,0 +1,189 @@
+"""Parse the structured answer (METHOD.md section 2) into character spans, then into token-index spans.
+
+A trained model writes ``<vision>...</vision><reasoning>...</reasoning>``, a final ``\\boxed{...}`` and
+``<vision_confidence>v</vision_confidence><reasoning_confidence>r</reasoning_confidence>`` with integer v, r in
+0..10. Whitespace around ``<``, ``>`` and ``/`` is tolerated, and tag names are matched case-insensitively.
+
+Anything missing degrades explicitly, never by invention: without a ``<vision>`` (or ``<reasoning>``) span the
+whole response serves as that span; without a valid score the score is ``None``. A malformed or out-of-range
+score is recorded in ``problems`` (never clipped into range).
+
+Token spans come from *prefix decoding*: token ``k`` covers the characters between ``len(decode(ids[:k]))`` and
+``len(decode(ids[:k+1]))``. Unlike re-encoding the text, this is exact for the token ids that were generated,
+whatever the tokenizer (byte-level BPE, SentencePiece with its leading spaces, special tokens that decode to
+nothing).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CharSpan",
+    "ParsedResponse",
+    "TokenSpan",
+    "char_offsets_from_prefixes",
+    "char_span_to_token_span",
+    "parse_boxed",
+    "parse_response",
+    "token_char_offsets",
+]
+
+CharSpan = tuple[int, int]
+"""Half-open character range ``[start, end)`` in the response text."""
+TokenSpan = tuple[int, int]
+"""Half-open token-index range ``[start, end)`` in the generated token ids."""
+
+SCORE_MAX = 10
+
+
+def _tag(name: str, *, closing: bool = False) -> str:
+    slash = r"/\s*" if closing else ""
+    return rf"<\s*{slash}{name}\s*>"
+
+
+def _block(name: str) -> re.Pattern[str]:
+    return re.compile(rf"{_tag(name)}(?P<body>.*?){_tag(name, closing=True)}", re.IGNORECASE | re.DOTALL)
+
+
+_VISION = _block("vision")
+_REASONING = _block("reasoning")
+_SCORES = {"vision": _block("vision_confidence"), "reasoning": _block("reasoning_confidence")}
+_OPEN = {"vision": re.compile(_tag("vision"), re.IGNORECASE), "reasoning": re.compile(_tag("reasoning"), re.I)}
+_BOXED = re.compile(r"\\boxed\s*\{")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True)
+class ParsedResponse:
+    """The parts of one response, as character spans of ``text``.
+
+    ``vision`` and ``reasoning`` are the bodies of their tags, or the whole text when the tag is absent;
+    ``answer`` is the content of the last ``\\boxed{}`` (``None`` when there is none); the verbalized scores are
+    in [0, 1] (v/10) or ``None``.
+    """
+
+    text: str
+    vision: CharSpan
+    reasoning: CharSpan
+    answer: CharSpan | None
+    vision_confidence: float | None
+    reasoning_confidence: float | None
+    has_vision_tag: bool
+    has_reasoning_tag: bool
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def answer_text(self) -> str | None:
+        """The final answer, stripped of surrounding whitespace, or ``None``."""
+        return None if self.answer is None else self.text[self.answer[0] : self.answer[1]].strip()
+
+    @property
+    def perception_text(self) -> str:
+        """What the model says it saw (the whole response when it has no ``<vision>`` tag)."""
+        return self.text[self.vision[0] : self.vision[1]].strip()
+
+
+def _body_span(pattern: re.Pattern[str], name: str, text: str, problems: list[str]) -> CharSpan | None:
+    match = pattern.search(text)
+    if match is not None:
+        return match.span("body")
+    if _OPEN[name].search(text) is not None:
+        problems.append(f"<{name}> is never closed; the whole response serves as the {name} span")
+    return None
+
+
+def _score(name: str, text: str, problems: list[str]) -> float | None:
+    match = _SCORES[name].search(text)
+    if match is None:
+        return None
+    raw = match.group("body").strip()
+    if _INTEGER.fullmatch(raw) is None:
+        problems.append(f"{name}_confidence {raw!r} is not an integer 0..{SCORE_MAX}; treated as absent")
+        return None
+    value = int(raw)
+    if not 0 <= value <= SCORE_MAX:
+        problems.append(f"{name}_confidence {value} is out of range 0..{SCORE_MAX}; treated as absent")
+        return None
+    return value / SCORE_MAX
+
+
+def parse_boxed(text: str) -> CharSpan | None:
+    """Character span of the content of the last ``\\boxed{...}`` (braces balanced), or ``None``.
+
+    >>> text = r"so \\boxed{\\frac{1}{2}}."
+    >>> start, end = parse_boxed(text)
+    >>> text[start:end]
+    '\\\\frac{1}{2}'
+    """
+    for match in reversed(list(_BOXED.finditer(text))):
+        depth, start = 1, match.end()
+        for i in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            if depth == 0:
+                return (start, i)
+    return None
+
+
+def parse_response(text: str) -> ParsedResponse:
+    """Parse one response; never raises on malformed content (problems are recorded instead)."""
+    problems: list[str] = []
+    whole = (0, len(text))
+    vision = _body_span(_VISION, "vision", text, problems)
+    reasoning = _body_span(_REASONING, "reasoning", text, problems)
+    return ParsedResponse(
+        text=text,
+        vision=vision or whole,
+        reasoning=reasoning or whole,
+        answer=parse_boxed(text),
+        vision_confidence=_score("vision", text, problems),
+        reasoning_confidence=_score("reasoning", text, problems),
+        has_vision_tag=vision is not None,
+        has_reasoning_tag=reasoning is not None,
+        problems=tuple(problems),
+    )
+
+
+def char_offsets_from_prefixes(prefix_lengths: Sequence[int]) -> list[CharSpan]:
+    """Token character ranges from the decoded lengths of the prefixes ``ids[:1], ids[:2], ...``.
+
+    A prefix can decode shorter than an earlier one (a partial UTF-8 sequence decodes to a replacement character
+    that the next byte completes); a running maximum keeps the ranges ordered, so such a token covers the
+    character it helps to complete.
+    """
+    spans: list[CharSpan] = []
+    previous = 0
+    for length in prefix_lengths:
+        end = max(previous, length)
+        spans.append((previous, end))
+        previous = end
+    return spans
+
+
+def token_char_offsets(
+    decode_batch: Callable[[list[list[int]]], list[str]], token_ids: Sequence[int]
+) -> list[CharSpan]:
+    """Character range of each generated token in ``decode(token_ids)``, by prefix decoding.
+
+    ``decode_batch`` decodes a batch of id lists exactly as the response text was decoded (same special-token
+    handling). One batched call of ``len(token_ids)`` prefixes: cheap for responses of a few hundred tokens.
+    """
+    ids = list(token_ids)
+    prefixes = [ids[: k + 1] for k in range(len(ids))]
+    texts = decode_batch(prefixes) if prefixes else []
+    return char_offsets_from_prefixes([len(t) for t in texts])
+
+
+def char_span_to_token_span(span: CharSpan, offsets: Sequence[CharSpan]) -> TokenSpan | None:
+    """The smallest token range whose characters overlap ``span``; ``None`` when no token does.
+
+    A token overlaps ``[a, b)`` when it covers at least one of its characters; zero-width tokens (special tokens
+    that decode to nothing) never do.
+    """
+    start, end = span
+    hits = [k for k, (lo, hi) in enumerate(offsets) if lo < end and hi > start]
+    if not hits:
+        return None
+    return (hits[0], hits[-1] + 1)
