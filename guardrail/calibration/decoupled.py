@@ -1,0 +1,334 @@
+"""The decoupled calibrator: one fitted map per confidence component (METHOD.md sections 2 and 5).
+
+- **visual** = P(perception correct): the raw visual score calibrated against ``perception_correct``.
+- **reasoning** = P(answer correct | perception correct): the raw reasoning score calibrated against
+  ``answer_correct`` on the rows whose perception was correct. Where no row has a perception label, it is
+  calibrated against ``answer_correct`` on every row and ``reasoning_target_`` says so.
+- **overall** = P(answer correct), formed from the *calibrated* parts by the ``combiner``:
+
+  ============================  =====================================================================
+  ``"harmonic"`` (default)      2vr/(v+r), 0 when either is 0: the paper's rule (one weak part sinks the
+                                whole), no fit. Not a probability of the answer: it exceeds v·r, so it
+                                is over-confident whenever both parts are calibrated (see the bench
+                                ``bench/calibration_combiners.py`` for the measured gap).
+  ``"product"``                 v·r: the chain rule P(perception) P(reasoning | perception), ignoring
+                                lucky answers from wrong perception; no fit.
+  ``"platt_harmonic"``          Platt scaling of the harmonic mean against ``answer_correct``.
+  ``"isotonic_harmonic"``       isotonic regression of the harmonic mean against ``answer_correct``.
+  ``"logistic"``                sigmoid(a logit v + b logit r + c), a, b >= 0, against ``answer_correct``.
+  ============================  =====================================================================
+
+  The fitted combiners keep the harmonic mean's (or each part's) ordering and make overall a probability.
+  When visual or reasoning is unknown, overall is the calibrated **holistic** score if one was fitted and
+  measured, else unknown: a component is never invented.
+
+Scores and labels may hold NaN or None meaning "not measured"; such rows are left out of the fits that need them.
+Component fits are in-sample (the combiner sees the parts' in-sample calibrated values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import CalibrationError
+from ..types import Confidence, Signals
+from .calibrators import (
+    IsotonicCalibrator,
+    PlattScaling,
+    ScoreCalibrator,
+    _logit,
+    _sigmoid,
+    calibrator_from_dict,
+    make_calibrator,
+)
+
+__all__ = ["COMBINERS", "DecoupledCalibrator", "harmonic_mean_array"]
+
+FloatArray = npt.NDArray[np.float64]
+_D = TypeVar("_D", bound="DecoupledCalibrator")
+COMBINERS = ("harmonic", "product", "platt_harmonic", "isotonic_harmonic", "logistic")
+_PARTS = ("visual", "reasoning", "holistic")
+
+
+def harmonic_mean_array(v: FloatArray, r: FloatArray) -> FloatArray:
+    """Element-wise 2vr/(v+r), 0 where either is 0 (NaN where either is NaN)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: FloatArray = np.where((v > 0) & (r > 0), 2.0 * v * r / (v + r), 0.0)
+    out[np.isnan(v) | np.isnan(r)] = np.nan
+    return out
+
+
+class _LogisticCombiner:
+    """sigmoid(a logit v + b logit r + c) with a, b >= 0 (monotone in each part), fitted by maximum likelihood."""
+
+    kind = "logistic"
+
+    def __init__(self, coef: tuple[float, float] = (1.0, 1.0), intercept: float = 0.0) -> None:
+        self.coef = coef
+        self.intercept = intercept
+
+    def fit(self, v: FloatArray, r: FloatArray, y: FloatArray) -> _LogisticCombiner:
+        from scipy.optimize import minimize
+
+        x = np.stack([_logit(v, 1e-6), _logit(r, 1e-6)], axis=1)
+
+        def loss(w: FloatArray) -> tuple[float, FloatArray]:
+            a = x @ w[:2] + w[2]
+            residual = _sigmoid(a) - y
+            grad = np.concatenate([x.T @ residual, [np.sum(residual)]]) / y.shape[0]
+            return float(np.mean(np.logaddexp(0.0, a) - y * a)), grad
+
+        bounds = [(0.0, 1e3), (0.0, 1e3), (-50.0, 50.0)]
+        w = minimize(loss, np.array([1.0, 1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=bounds).x
+        self.coef, self.intercept = (float(w[0]), float(w[1])), float(w[2])
+        return self
+
+    def predict(self, v: FloatArray, r: FloatArray) -> FloatArray:
+        a = self.coef[0] * _logit(v, 1e-6) + self.coef[1] * _logit(r, 1e-6) + self.intercept
+        return _sigmoid(a)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "coef": list(self.coef), "intercept": self.intercept}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> _LogisticCombiner:
+        try:
+            a, b = (float(x) for x in data["coef"])
+            return cls((a, b), float(data["intercept"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"malformed logistic combiner dict: {dict(data)!r}") from exc
+
+
+def _optional_array(name: str, values: npt.ArrayLike | None, n: int | None, *, labels: bool) -> FloatArray:
+    """Float array with NaN for "not measured"; values checked in [0, 1] (scores) or {0, 1} (labels)."""
+    if values is None:
+        if n is None:
+            raise CalibrationError(f"`{name}` is required")
+        return np.full(n, np.nan)
+    try:
+        array = np.array(values, dtype=np.float64)  # a copy; None -> NaN
+    except (TypeError, ValueError) as exc:
+        raise CalibrationError(f"`{name}` must be a 1-D array of numbers or None") from exc
+    if array.ndim != 1 or (n is not None and array.shape[0] != n):
+        raise CalibrationError(f"`{name}` must be 1-D of length {n}, got shape {array.shape}")
+    known = array[~np.isnan(array)]
+    bad = known[(known != 0) & (known != 1)] if labels else known[(known < 0) | (known > 1)]
+    if bad.size:
+        expected = "0/1 labels (NaN or None = unknown)" if labels else "scores in [0, 1] (NaN or None = unknown)"
+        raise CalibrationError(f"`{name}` must hold {expected}, got {bad[0]!r}")
+    return array
+
+
+class DecoupledCalibrator:
+    """Calibrates visual, reasoning and holistic scores separately and forms overall with ``combiner``.
+
+    Parameters (keyword-only, checked at ``fit``): ``visual``, ``reasoning``, ``holistic``: a calibrator kind
+    (``"platt"``, ``"isotonic"``, ``"temperature"``, ``"histogram"``) or an unfitted ``ScoreCalibrator`` used as a
+    template; ``combiner``: one of :data:`COMBINERS`; ``min_samples``: fewer labelled rows than this leave a
+    component unfitted (and so unknown at ``calibrate``), recorded in ``notes_``.
+    """
+
+    def __init__(
+        self,
+        *,
+        visual: str | ScoreCalibrator = "platt",
+        reasoning: str | ScoreCalibrator = "platt",
+        holistic: str | ScoreCalibrator = "platt",
+        combiner: str = "harmonic",
+        min_samples: int = 10,
+    ) -> None:
+        self.visual = visual
+        self.reasoning = reasoning
+        self.holistic = holistic
+        self.combiner = combiner
+        self.min_samples = min_samples
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, as given."""
+        return {name: getattr(self, name) for name in (*_PARTS, "combiner", "min_samples")}
+
+    def _new_part(self, name: str) -> ScoreCalibrator:
+        spec = getattr(self, name)
+        if isinstance(spec, ScoreCalibrator):
+            return type(spec)(**spec.get_params())
+        if isinstance(spec, str):
+            return make_calibrator(spec)
+        raise CalibrationError(f"`{name}` must be a calibrator kind or a ScoreCalibrator, got {spec!r}")
+
+    # -- fit -------------------------------------------------------------------------------------------------
+    def fit(
+        self: _D,
+        visual_scores: npt.ArrayLike | None,
+        reasoning_scores: npt.ArrayLike | None,
+        *,
+        answer_correct: npt.ArrayLike,
+        perception_correct: npt.ArrayLike | None = None,
+        holistic_scores: npt.ArrayLike | None = None,
+    ) -> _D:
+        """Fit every component that has enough labelled rows; returns ``self``. Inputs are not modified."""
+        if self.combiner not in COMBINERS:
+            raise CalibrationError(f"`combiner` must be one of {list(COMBINERS)}, got {self.combiner!r}")
+        if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 1:
+            raise CalibrationError(f"`min_samples` must be an int >= 1, got {self.min_samples!r}")
+        y = _optional_array("answer_correct", answer_correct, None, labels=True)
+        n = y.shape[0]
+        v = _optional_array("visual_scores", visual_scores, n, labels=False)
+        r = _optional_array("reasoning_scores", reasoning_scores, n, labels=False)
+        h = _optional_array("holistic_scores", holistic_scores, n, labels=False)
+        perc = _optional_array("perception_correct", perception_correct, n, labels=True)
+        self.notes_: list[str] = []
+        self.n_: dict[str, int] = {}
+        self.visual_ = self._fit_part("visual", v, perc, ~np.isnan(perc))
+        if np.any(~np.isnan(perc)):
+            self.reasoning_target_ = "answer_correct_given_perception_correct"
+            self.reasoning_ = self._fit_part("reasoning", r, y, perc == 1.0)
+        else:
+            self.reasoning_target_ = "answer_correct"
+            self.notes_.append("no perception labels: reasoning calibrated against answer_correct")
+            self.reasoning_ = self._fit_part("reasoning", r, y, np.ones(n, dtype=bool))
+        self.holistic_ = self._fit_part("holistic", h, y, np.ones(n, dtype=bool))
+        self.combiner_ = self._fit_combiner(v, r, y)
+        return self
+
+    def _fit_part(self, name: str, scores: FloatArray, target: FloatArray, rows: Any) -> ScoreCalibrator | None:
+        use = rows & ~np.isnan(scores) & ~np.isnan(target)
+        self.n_[name] = int(np.sum(use))
+        if self.n_[name] < self.min_samples:
+            if np.any(~np.isnan(scores)):
+                self.notes_.append(f"{name}: {self.n_[name]} labelled rows < min_samples={self.min_samples}")
+            return None
+        return self._new_part(name).fit(scores[use], target[use])
+
+    def _fit_combiner(self, v: FloatArray, r: FloatArray, y: FloatArray) -> Any:
+        if self.combiner in ("harmonic", "product") or self.visual_ is None or self.reasoning_ is None:
+            return None
+        use = ~np.isnan(v) & ~np.isnan(r) & ~np.isnan(y)
+        self.n_["overall"] = int(np.sum(use))
+        if self.n_["overall"] < self.min_samples:
+            self.notes_.append(f"overall: {self.n_['overall']} rows < min_samples; harmonic mean used")
+            return None
+        vc, rc = self.visual_.predict(v[use]), self.reasoning_.predict(r[use])
+        if self.combiner == "logistic":
+            return _LogisticCombiner().fit(vc, rc, y[use])
+        part = PlattScaling() if self.combiner == "platt_harmonic" else IsotonicCalibrator()
+        return part.fit(harmonic_mean_array(vc, rc), y[use])
+
+    # -- predict ---------------------------------------------------------------------------------------------
+    @property
+    def is_fitted(self) -> bool:
+        """Whether ``fit`` (or ``from_dict`` of a fitted dict) has run."""
+        return hasattr(self, "combiner_")
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise CalibrationError("DecoupledCalibrator is not fitted, call fit first")
+
+    def _combine(self, vc: FloatArray, rc: FloatArray) -> FloatArray:
+        if self.combiner == "product":
+            return vc * rc
+        if self.combiner_ is None:
+            return harmonic_mean_array(vc, rc)
+        if isinstance(self.combiner_, _LogisticCombiner):
+            return self.combiner_.predict(vc, rc)
+        out: FloatArray = self.combiner_.predict(harmonic_mean_array(vc, rc))
+        return out
+
+    def predict_components(
+        self,
+        visual_scores: npt.ArrayLike | None,
+        reasoning_scores: npt.ArrayLike | None,
+        holistic_scores: npt.ArrayLike | None = None,
+    ) -> dict[str, FloatArray]:
+        """Calibrated ``visual``, ``reasoning`` and ``overall`` arrays for a batch (NaN = unknown)."""
+        self._require_fitted()
+        arrays = [visual_scores, reasoning_scores, holistic_scores]
+        n = next((len(np.asarray(a, dtype=object)) for a in arrays if a is not None), 0)
+        v, r, h = (_optional_array(f"{p}_scores", a, n, labels=False) for p, a in zip(_PARTS, arrays, strict=True))
+        parts = zip(_PARTS, (v, r, h), strict=True)
+        out = {name: self._predict_part(getattr(self, f"{name}_"), s) for name, s in parts}
+        overall = np.full(n, np.nan)
+        both = ~np.isnan(out["visual"]) & ~np.isnan(out["reasoning"])
+        if np.any(both):
+            overall[both] = self._combine(out["visual"][both], out["reasoning"][both])
+        fallback = ~both & ~np.isnan(out["holistic"])
+        overall[fallback] = out["holistic"][fallback]
+        return {"visual": out["visual"], "reasoning": out["reasoning"], "overall": overall}
+
+    @staticmethod
+    def _predict_part(part: ScoreCalibrator | None, scores: FloatArray) -> FloatArray:
+        out = np.full(scores.shape[0], np.nan)
+        known = ~np.isnan(scores)
+        if part is not None and np.any(known):
+            out[known] = part.predict(scores[known])
+        return out
+
+    def calibrate(self, signals: Signals) -> Confidence:
+        """The calibrated ``Confidence`` of one generation; unknown stays ``None``, sources say what made each."""
+        self._require_fitted()
+
+        def one(x: float | None) -> FloatArray:
+            return np.array([np.nan if x is None else x], dtype=np.float64)
+
+        got = self.predict_components(one(signals.visual), one(signals.reasoning), one(signals.holistic))
+        values = {k: (None if np.isnan(a[0]) else float(a[0])) for k, a in got.items()}
+        sources: dict[str, tuple[str, ...]] = {}
+        for name in ("visual", "reasoning"):
+            if values[name] is not None:
+                part: ScoreCalibrator = getattr(self, f"{name}_")
+                sources[name] = (*signals.sources.get(name, (name,)), f"calibrator:{part.kind}")
+        if values["visual"] is not None and values["reasoning"] is not None:
+            sources["overall"] = ("visual", "reasoning", f"combiner:{self._effective_combiner()}")
+        elif values["overall"] is not None:
+            sources["overall"] = (*signals.sources.get("holistic", ("holistic",)), "calibrator:holistic")
+        return Confidence(**values, sources=sources)
+
+    def _effective_combiner(self) -> str:
+        if self.combiner != "product" and self.combiner_ is None:
+            return "harmonic"
+        return self.combiner
+
+    # -- serialisation ---------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values: ``{"type": "decoupled", "params", "fitted"}``."""
+        params = {k: (v.to_dict() if isinstance(v, ScoreCalibrator) else v) for k, v in self.get_params().items()}
+        fitted: dict[str, Any] | None = None
+        if self.is_fitted:
+            parts: dict[str, ScoreCalibrator | None] = {p: getattr(self, f"{p}_") for p in _PARTS}
+            fitted = {p: (None if c is None else c.to_dict()) for p, c in parts.items()}
+            fitted["combiner"] = None if self.combiner_ is None else self.combiner_.to_dict()
+            fitted.update(reasoning_target=self.reasoning_target_, n=dict(self.n_), notes=list(self.notes_))
+        return {"type": "decoupled", "params": params, "fitted": fitted}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DecoupledCalibrator:
+        """Rebuild from :meth:`to_dict` output; anything malformed is a CalibrationError."""
+        try:
+            if data["type"] != "decoupled":
+                raise CalibrationError(f"expected a 'decoupled' calibrator dict, got type {data['type']!r}")
+            params: dict[str, Any] = {
+                k: (calibrator_from_dict(v) if isinstance(v, Mapping) else v) for k, v in data["params"].items()
+            }
+            calibrator = cls(**params)
+            fitted = data["fitted"]
+            if fitted is None:
+                return calibrator
+            for part in _PARTS:
+                setattr(calibrator, f"{part}_", None if fitted[part] is None else calibrator_from_dict(fitted[part]))
+            combiner = fitted["combiner"]
+            calibrator.combiner_ = (
+                None
+                if combiner is None
+                else _LogisticCombiner.from_dict(combiner)
+                if combiner.get("type") == "logistic"
+                else calibrator_from_dict(combiner)
+            )
+            calibrator.reasoning_target_ = str(fitted["reasoning_target"])
+            calibrator.n_ = {str(k): int(v) for k, v in fitted["n"].items()}
+            calibrator.notes_ = [str(x) for x in fitted["notes"]]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise CalibrationError(f"malformed decoupled calibrator dict: missing or bad {exc}") from exc
+        return calibrator
