@@ -1,0 +1,300 @@
+"""The calibration artifact: everything fitted on a calibration set, in one versioned JSON file.
+
+It holds the fitted :class:`DecoupledCalibrator`, the visual normalisation statistics (mean and std of the raw
+visual score s, METHOD.md section 3 step 6), the certified thresholds (section 7), the metrics at fit time
+(section 6), and sha256 fingerprints of the model and the data it was fitted on. A calibration is only valid
+for the model it was fitted on: :func:`load_artifact` refuses another model when told which one to expect.
+
+:func:`load_artifact` turns every way a file can be wrong into an :class:`guardrail.ArtifactError` that names the
+file and the problem: unreadable, empty or truncated, not JSON, not an artifact (``schema``), another
+``version``, missing or invalid fields, edited after saving (``checksum``), an unusable calibrator, or a model
+fingerprint mismatch. A guard configured with a bad artifact therefore fails at load time: closed.
+
+File layout (top-level keys)::
+
+    {"schema": "guardrail.calibration", "version": 1, "created": "2026-...Z",
+     "model_fingerprint": "sha256:...", "data_fingerprint": "sha256:...",
+     "calibrator": {...}, "visual_normalisation": {"mean": ..., "std": ...},
+     "thresholds": [...], "metrics": {"overall": {...}, ...}, "info": {...},
+     "checksum": "sha256:..."}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ArtifactError, CalibrationError
+from .decoupled import DecoupledCalibrator
+from .metrics import CalibrationSummary
+from .risk import CertifiedThreshold
+
+__all__ = [
+    "ARTIFACT_SCHEMA",
+    "ARTIFACT_VERSION",
+    "CalibrationArtifact",
+    "VisualNormalisation",
+    "fingerprint_data",
+    "fingerprint_model",
+    "load_artifact",
+    "save_artifact",
+]
+
+ARTIFACT_SCHEMA = "guardrail.calibration"
+ARTIFACT_VERSION = 1
+
+_MODEL_FILES = frozenset(
+    {
+        "config.json",
+        "generation_config.json",
+        "preprocessor_config.json",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.model",
+    }
+)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".safetensors.index.json", ".bin.index.json")
+
+
+class VisualNormalisation(BaseModel):
+    """Mean and std of the raw visual score s on the calibration set: z = (s - mean) / std."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mean: float = Field(allow_inf_nan=False)
+    std: float = Field(gt=0.0, allow_inf_nan=False)
+
+
+class CalibrationArtifact(BaseModel):
+    """What one calibration run produced; build with :meth:`create`, save and load with the module functions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    schema_id: str = Field(default=ARTIFACT_SCHEMA, alias="schema")
+    version: int = ARTIFACT_VERSION
+    created: str
+    model_fingerprint: str
+    data_fingerprint: str
+    calibrator: dict[str, Any]
+    """``DecoupledCalibrator.to_dict()``."""
+    visual_normalisation: VisualNormalisation | None
+    thresholds: tuple[CertifiedThreshold, ...] = ()
+    metrics: dict[str, CalibrationSummary] = Field(default_factory=dict)
+    """Metrics at fit time, by component (``visual``, ``reasoning``, ``overall``, ...)."""
+    info: dict[str, Any] = Field(default_factory=dict)
+    """Free-form provenance (split name, sizes, command line); plain JSON values."""
+
+    @field_validator("calibrator")
+    @classmethod
+    def _calibrator_loads(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            fitted = DecoupledCalibrator.from_dict(value)
+        except CalibrationError as exc:
+            raise ValueError(f"unusable calibrator: {exc}") from exc
+        if not fitted.is_fitted:
+            raise ValueError("the calibrator is not fitted")
+        return value
+
+    @classmethod
+    def create(
+        cls,
+        calibrator: DecoupledCalibrator,
+        *,
+        model_fingerprint: str,
+        data_fingerprint: str,
+        visual_normalisation: VisualNormalisation | tuple[float, float] | None = None,
+        thresholds: Sequence[CertifiedThreshold] = (),
+        metrics: Mapping[str, CalibrationSummary] | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> CalibrationArtifact:
+        """An artifact stamped with the current UTC time (``visual_normalisation`` may be a (mean, std) pair)."""
+        if isinstance(visual_normalisation, tuple):
+            visual_normalisation = VisualNormalisation(mean=visual_normalisation[0], std=visual_normalisation[1])
+        return cls(
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            model_fingerprint=model_fingerprint,
+            data_fingerprint=data_fingerprint,
+            calibrator=calibrator.to_dict(),
+            visual_normalisation=visual_normalisation,
+            thresholds=tuple(thresholds),
+            metrics=dict(metrics or {}),
+            info=dict(info or {}),
+        )
+
+    def decoupled_calibrator(self) -> DecoupledCalibrator:
+        """The fitted calibrator (a fresh object on each call)."""
+        return DecoupledCalibrator.from_dict(self.calibrator)
+
+    def certified(self, component: str, *, max_error: float, delta: float) -> CertifiedThreshold | None:
+        """The stored certified rule for ``component`` at exactly this (alpha, delta), or ``None``."""
+        for t in self.thresholds:
+            if t.component == component and math.isclose(t.alpha, max_error) and math.isclose(t.delta, delta):
+                return t
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fingerprints
+
+
+def _hash_files(files: Iterable[tuple[str, Path]]) -> str:
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode("utf-8") + b"\0" + str(path.stat().st_size).encode("ascii") + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def fingerprint_model(path: str | os.PathLike[str]) -> str:
+    """``sha256:<hex>`` over a model's config, tokenizer/processor and weight files (names, sizes and bytes).
+
+    ``path`` is a model directory (its top-level ``config.json``-like files and ``*.safetensors``/``*.bin``/...
+    weights, sorted by name; other files, such as a calibration artifact saved beside them, are ignored) or a
+    single weight file.
+    """
+    root = Path(path)
+    if root.is_file():
+        return _hash_files([(root.name, root)])
+    if not root.is_dir():
+        raise ArtifactError(f"cannot fingerprint model {root}: no such file or directory")
+    files = sorted(
+        (p.name, p)
+        for p in root.iterdir()
+        if p.is_file() and (p.name in _MODEL_FILES or p.name.endswith(_WEIGHT_SUFFIXES))
+    )
+    if not any(name.endswith(_WEIGHT_SUFFIXES) for name, _ in files):
+        raise ArtifactError(f"cannot fingerprint model {root}: no weight files (*.safetensors, *.bin, ...)")
+    return _hash_files(files)
+
+
+def fingerprint_data(source: str | os.PathLike[str] | Iterable[Any]) -> str:
+    """``sha256:<hex>`` of a data set: a file's bytes, a directory's files (sorted), or an iterable of records.
+
+    Records are hashed as canonical JSON (sorted keys; non-JSON values by ``str``), one per line, in order.
+    """
+    if isinstance(source, str | os.PathLike):
+        root = Path(source)
+        if root.is_file():
+            return _hash_files([(root.name, root)])
+        if root.is_dir():
+            return _hash_files(sorted((str(p.relative_to(root)), p) for p in root.rglob("*") if p.is_file()))
+        raise ArtifactError(f"cannot fingerprint data {root}: no such file or directory")
+    digest = hashlib.sha256()
+    for record in source:
+        digest.update(json.dumps(record, sort_keys=True, default=str).encode("utf-8") + b"\n")
+    return "sha256:" + digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Save and load
+
+
+def _checksum(payload: Mapping[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def save_artifact(artifact: CalibrationArtifact, path: str | os.PathLike[str]) -> Path:
+    """Write ``artifact`` as strict JSON (no NaN) with a content checksum, atomically; returns the path."""
+    target = Path(path)
+    payload = artifact.model_dump(mode="json", by_alias=True)
+    try:
+        payload["checksum"] = _checksum(payload)
+        text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    except ValueError as exc:
+        raise ArtifactError(f"cannot save artifact {target}: {exc} (NaN or infinity in a value)") from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, target)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write artifact {target}: {exc}") from exc
+    return target
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
+    if not raw.strip():
+        raise ArtifactError(f"artifact {path} is empty (truncated file?)")
+    try:
+        text = raw.decode("utf-8")
+        data = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"artifact {path} is corrupted: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(text.rstrip()):
+            raise ArtifactError(
+                f"artifact {path} is truncated: the JSON ends early (line {exc.lineno}, column {exc.colno})"
+            ) from exc
+        raise ArtifactError(
+            f"artifact {path} is corrupted: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"artifact {path} is corrupted: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_artifact(
+    path: str | os.PathLike[str], *, expected_model_fingerprint: str | None = None
+) -> CalibrationArtifact:
+    """Read and check an artifact; any problem is an ArtifactError naming ``path`` and what is wrong.
+
+    With ``expected_model_fingerprint`` (e.g. ``fingerprint_model(model_dir)``) an artifact fitted on another
+    model is refused.
+    """
+    where = Path(path)
+    data = _read_json(where)
+    schema = data.get("schema")
+    if schema != ARTIFACT_SCHEMA:
+        raise ArtifactError(
+            f"{where} is not a guardrail calibration artifact: schema {schema!r}, expected {ARTIFACT_SCHEMA!r}"
+        )
+    version = data.get("version")
+    if version != ARTIFACT_VERSION:
+        raise ArtifactError(
+            f"artifact {where} has version {version!r}; this guardrail reads version {ARTIFACT_VERSION}"
+            " (refit it with `guardrail calibrate`)"
+        )
+    checksum = data.pop("checksum", None)
+    if checksum is None:
+        raise ArtifactError(f"artifact {where} is missing field(s): checksum")
+    try:
+        artifact = CalibrationArtifact.model_validate(data)
+    except ValidationError as exc:
+        missing = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "missing"]
+        if missing:
+            raise ArtifactError(f"artifact {where} is missing field(s): {', '.join(missing)}") from exc
+        first = exc.errors()[0]
+        field = ".".join(map(str, first["loc"])) or "<root>"
+        raise ArtifactError(f"artifact {where} has an invalid field {field}: {first['msg']}") from exc
+    try:
+        actual = _checksum(data)
+    except ValueError as exc:
+        raise ArtifactError(f"artifact {where} is corrupted: {exc}") from exc
+    if actual != checksum:
+        raise ArtifactError(f"artifact {where} is corrupted: checksum mismatch (edited or damaged after saving)")
+    if expected_model_fingerprint is not None and artifact.model_fingerprint != expected_model_fingerprint:
+        raise ArtifactError(
+            f"artifact {where} was fitted on another model: fingerprint {artifact.model_fingerprint},"
+            f" expected {expected_model_fingerprint}"
+        )
+    return artifact
