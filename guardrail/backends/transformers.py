@@ -122,6 +122,8 @@ class TransformersBackend:
             try:
                 processor: Any = auto.AutoProcessor.from_pretrained(path, local_files_only=True)
             except (ImportError, ValueError, TypeError, AttributeError):
+                processor = None
+            if not hasattr(processor, "image_processor"):  # none, or a bare tokenizer
                 tokenizer = auto.AutoTokenizer.from_pretrained(path, local_files_only=True)
                 images = auto.AutoImageProcessor.from_pretrained(path, local_files_only=True)
                 processor = TokenExpandingProcessor(tokenizer, images)

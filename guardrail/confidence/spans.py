@@ -179,8 +179,8 @@ def token_char_offsets(
 def char_span_to_token_span(span: CharSpan, offsets: Sequence[CharSpan]) -> TokenSpan | None:
     """The smallest token range whose characters overlap ``span``; ``None`` when no token does.
 
-    A token overlaps ``[a, b)`` when it covers at least one of its characters; zero-width tokens (special tokens
-    that decode to nothing) never do.
+    A token overlaps ``[a, b)`` when it covers at least one of its characters; a zero-width token (a special
+    token that decodes to nothing) counts only strictly inside the span, never at its edges.
     """
     start, end = span
     hits = [k for k, (lo, hi) in enumerate(offsets) if lo < end and hi > start]

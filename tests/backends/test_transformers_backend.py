@@ -1,0 +1,176 @@
+"""The transformers backend's own behaviour (on the tiny LLaVA): sampling, offsets, errors, loading, dtype."""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from guardrail import BackendError, GenerationOptions, ImageBlock, ImageError, Request
+from guardrail.backends import TransformersBackend
+from guardrail.backends.transformers import resolve_device, resolve_dtype
+from guardrail.confidence import ScoringBackend
+from tests.backends.tiny_vlms import BUILDERS
+
+
+def test_is_a_scoring_backend(llava_backend: TransformersBackend) -> None:
+    assert isinstance(llava_backend, ScoringBackend)
+    assert llava_backend.name == "llava"
+    assert llava_backend.patch_size == 14
+
+
+def test_greedy_is_deterministic(llava_backend: TransformersBackend, question: Request) -> None:
+    a = llava_backend.generate(question, GenerationOptions())
+    b = llava_backend.generate(question, GenerationOptions(attempt=1))  # re-asks stay greedy unless configured
+    assert a.token_ids == b.token_ids
+    assert a.token_logprobs == pytest.approx(b.token_logprobs)
+
+
+def test_sampling_is_seeded(llava_backend: TransformersBackend, question: Request) -> None:
+    runs = [
+        llava_backend.generate(question, GenerationOptions(temperature=1.5, seed=seed)).token_ids for seed in (1, 1, 2)
+    ]
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_sample_reasks_option(question: Request) -> None:
+    model, processor = BUILDERS["llava"]()
+    backend = TransformersBackend(model, processor, max_new_tokens=12, sample_reasks=True, reask_temperature=2.0)
+    first = backend.generate(question, GenerationOptions(attempt=0)).token_ids
+    reasks = {backend.generate(question, GenerationOptions(attempt=k)).token_ids for k in (1, 2)}
+    assert first not in reasks
+    assert len(reasks) == 2
+
+
+def test_token_offsets_tile_the_text(llava_backend: TransformersBackend, question: Request) -> None:
+    ids = llava_backend.tokenizer.encode("héllo <eos>wörld", add_special_tokens=False)
+    offsets = llava_backend.token_offsets(ids)
+    text = llava_backend.tokenizer.decode(ids, skip_special_tokens=True)
+    assert text == "héllo wörld"
+    assert offsets[0][0] == 0
+    assert offsets[-1][1] == len(text)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(offsets))
+
+
+def _png_bytes(size: tuple[int, int] = (20, 20)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        (ImageBlock.from_bytes(b"not an image"), "not a recognised image format"),
+        (ImageBlock(base64=""), "empty"),
+        (ImageBlock.from_bytes(_png_bytes()[:60]), "truncated or corrupt"),
+        (ImageBlock(base64="%%%"), "base64 data is not valid"),
+        (ImageBlock(url="/nonexistent/x.png"), "no such file"),
+        (ImageBlock(url="https://example.com/x.png"), "remote url"),
+    ],
+)
+def test_bad_images_are_image_errors(llava_backend: TransformersBackend, block: ImageBlock, message: str) -> None:
+    request = Request.from_question("?", [block])
+    with pytest.raises(ImageError, match=message):
+        llava_backend.generate(request, GenerationOptions())
+
+
+def test_decompression_bomb_limit(question: Request) -> None:
+    model, processor = BUILDERS["llava"]()
+    backend = TransformersBackend(model, processor, max_image_pixels=100)
+    with pytest.raises(ImageError, match="exceeds the limit of 100"):
+        backend.generate(question, GenerationOptions())
+
+
+def test_data_and_file_urls(llava_backend: TransformersBackend, tmp_path: Path) -> None:
+    path = tmp_path / "x.png"
+    path.write_bytes(_png_bytes((30, 10)))
+    data_url = "data:image/png;base64," + base64.b64encode(_png_bytes((30, 10))).decode()
+    for url in (str(path), path.as_uri(), data_url):
+        request = Request.from_question("?", [ImageBlock(url=url)])
+        assert llava_backend.images(request)[0].size == (30, 10)
+
+
+def test_scoring_errors_are_backend_errors(llava_backend: TransformersBackend, question: Request) -> None:
+    with pytest.raises(BackendError, match="empty answer"):
+        llava_backend.score(question, [])
+    with pytest.raises(BackendError, match="variant 0 has 2 images, the request has 1"):
+        llava_backend.score(question, [1, 2], [[Image.new("RGB", (28, 28))] * 2])
+    with pytest.raises(BackendError, match="teacher-forced scoring failed"):
+        llava_backend.score(question, [10_000, 1])  # outside the vocabulary
+
+
+def test_variants_of_another_size_are_refused(question: Request) -> None:
+    model, processor = BUILDERS["qwen2_vl"]()
+    backend = TransformersBackend(model, processor)
+    with pytest.raises(BackendError, match="tokenises differently"):
+        backend.score(question, [1, 2], [[Image.new("RGB", (112, 112))]])
+
+
+def test_from_pretrained_round_trip(question: Request, tmp_path: Path) -> None:
+    model, processor = BUILDERS["llava"]()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = TransformersBackend.from_pretrained(tmp_path, device="cpu", max_new_tokens=6)
+    original = TransformersBackend(model, processor, max_new_tokens=6)
+    assert loaded.name == tmp_path.name
+    a, b = loaded.generate(question), original.generate(question)
+    assert a.token_ids == b.token_ids
+    assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-5)
+
+
+def test_from_pretrained_without_a_full_processor(question: Request, tmp_path: Path) -> None:
+    model, processor = BUILDERS["qwen2_vl"]()
+    model.save_pretrained(tmp_path)
+    processor.tokenizer.chat_template = processor.chat_template
+    processor.tokenizer.save_pretrained(tmp_path)
+    processor.image_processor.save_pretrained(tmp_path)
+    loaded = TransformersBackend.from_pretrained(tmp_path, max_new_tokens=4)
+    gen = loaded.generate(question)
+    scores = loaded.score(question, gen.token_ids)
+    torch.testing.assert_close(scores.token_logprobs[0], torch.tensor(gen.token_logprobs), atol=1e-4, rtol=1e-4)
+
+
+def test_from_pretrained_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="does not exist"):
+        TransformersBackend.from_pretrained(tmp_path / "nope")
+    with pytest.raises(BackendError, match="cannot load a vision-language model"):
+        TransformersBackend.from_pretrained(tmp_path)
+
+
+def test_dtype_option(question: Request) -> None:
+    model, processor = BUILDERS["llava"]()
+    backend = TransformersBackend(model, processor, dtype="bfloat16", max_new_tokens=4)
+    assert backend.model.dtype == torch.bfloat16
+    gen = backend.generate(question)
+    scores = backend.score(question, gen.token_ids)
+    torch.testing.assert_close(scores.token_logprobs[0], torch.tensor(gen.token_logprobs), atol=0.05, rtol=0.05)
+
+
+def test_device_and_dtype_resolution() -> None:
+    assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_dtype(None) is None
+    assert resolve_dtype("float16") is torch.float16
+    assert resolve_dtype(torch.float32) is torch.float32
+    with pytest.raises(ValueError, match="`dtype` must name a torch dtype"):
+        resolve_dtype("float99")
+    with pytest.raises(ValueError, match="`max_new_tokens` must be an int >= 1"):
+        TransformersBackend(torch.nn.Linear(1, 1), None, max_new_tokens=0)
+
+
+def test_import_guardrail_stays_light() -> None:
+    code = (
+        "import sys, guardrail, guardrail.backends, guardrail.confidence;"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,82 @@
+"""End to end on tiny random LLaVA, Idefics3/SmolVLM, Qwen2-VL and Qwen2.5-VL models.
+
+The key invariant: teacher-forced re-scoring of a generated answer under the original image, batched with
+perturbed variants, reproduces the log-probs the model produced while generating it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from guardrail import Generation, GenerationOptions, Request
+from guardrail.backends.transformers import TransformersBackend
+from guardrail.confidence import DecoupledEstimator
+from guardrail.confidence.perturb import perturb_image
+
+STRUCTURED = (
+    "<vision>red circle</vision><reasoning>so red</reasoning>\\boxed{red}"
+    "<vision_confidence>8</vision_confidence><reasoning_confidence>6</reasoning_confidence>"
+)
+
+
+def test_generate(family_backend: TransformersBackend, question: Request) -> None:
+    gen = family_backend.generate(question, GenerationOptions())
+    assert 1 <= len(gen.token_ids) <= 12
+    assert len(gen.token_logprobs) == len(gen.token_ids)
+    assert all(lp <= 0 for lp in gen.token_logprobs)
+    assert gen.text == family_backend.tokenizer.decode(list(gen.token_ids), skip_special_tokens=True)
+    assert gen.provider == "transformers"
+    assert gen.usage.output_tokens == len(gen.token_ids)
+    assert gen.usage.input_tokens > 0
+    assert gen.seconds > 0
+
+
+def test_rescoring_reproduces_generation_logprobs(family_backend: TransformersBackend, question: Request) -> None:
+    gen = family_backend.generate(question, GenerationOptions())
+    images = family_backend.model_images(question)
+    blacked = [perturb_image(im, "blackout", patch_size=family_backend.patch_size, seed=1) for im in images]
+    scores = family_backend.score(question, gen.token_ids, [blacked, family_backend.images(question)])
+    rows = scores.token_logprobs
+    assert rows.shape == (3, len(gen.token_ids))
+    torch.testing.assert_close(rows[0], torch.tensor(gen.token_logprobs), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rows[2], rows[0], atol=1e-5, rtol=1e-5)  # the original again, as a variant
+    assert not torch.allclose(rows[1], rows[0], atol=1e-6)  # the blackened image changes the answer's odds
+    assert scores.entropy is None
+
+
+def test_rescoring_distribution_reductions(family_backend: TransformersBackend, question: Request) -> None:
+    gen = family_backend.generate(question, GenerationOptions(max_new_tokens=5))
+    images = family_backend.model_images(question)
+    grey = [perturb_image(im, "grey") for im in images]
+    scores = family_backend.score(question, gen.token_ids, [grey], distributions=True)
+    assert scores.entropy is not None
+    assert scores.margin is not None
+    assert scores.kl_full is not None
+    n = len(gen.token_ids)
+    assert scores.entropy.shape == scores.margin.shape == scores.kl_full.shape == (2, n)
+    assert (scores.entropy >= 0).all()
+    assert ((scores.margin >= 0) & (scores.margin <= 1)).all()
+    torch.testing.assert_close(scores.kl_full[0], torch.zeros(n), atol=1e-6, rtol=0)
+    assert (scores.kl_full[1] > 0).all()
+
+
+def test_estimator_on_a_structured_answer(family_backend: TransformersBackend, question: Request) -> None:
+    ids = family_backend.tokenizer.encode(STRUCTURED, add_special_tokens=False)
+    logprobs = family_backend.score(question, ids).token_logprobs[0]
+    gen = Generation(text=STRUCTURED, token_ids=tuple(ids), token_logprobs=tuple(logprobs.tolist()))
+    signals = DecoupledEstimator(draws=2, full_distribution=True).estimate(family_backend, question, gen)
+    for value in (signals.visual, signals.reasoning, signals.holistic):
+        assert value is not None
+        assert 0.0 <= value <= 1.0
+    assert signals.problems == ()
+    assert signals.features["vision_tokens"] == len("red circle")  # byte-level tokenizer: one token a character
+    assert signals.features["answer_tokens"] == len("red")
+    assert signals.features["vision_kl"] > 0
+    assert signals.features["verbalized_overall"] == pytest.approx(2 * 0.48 / 1.4)
+
+
+def test_model_images_are_at_the_encoders_resolution(family_backend: TransformersBackend, question: Request) -> None:
+    (image,) = family_backend.model_images(question)
+    assert image.width % family_backend.patch_size == 0 or family_backend.name == "idefics3"
+    assert max(image.size) == 28 or family_backend.name.startswith("qwen")
