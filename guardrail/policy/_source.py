@@ -168,7 +168,10 @@ def label(path: Path) -> str:
 
 def read_yaml(text: str) -> Located:
     """Compose ``text`` safely and build positioned plain data; YAML errors become problems, never raise."""
-    loader = PositionLoader(text)
+    try:
+        loader = PositionLoader(text)  # the reader refuses control characters here
+    except yaml.reader.ReaderError as exc:
+        return Located(problems=[(_offset_pos(text, exc.position), f"YAML syntax error: {_reader(exc)}")])
     located = loader.located
     try:
         try:
@@ -186,13 +189,12 @@ def read_yaml(text: str) -> Located:
         except RecursionError:
             located.problems.append((Pos(1, 1), f"nested more than {MAX_DEPTH} levels deep"))
             return located
-        if root is None:
-            located.problems.append((Pos(1, 1), "the file is empty (or only comments): a policy is a mapping"))
-            return located
         try:
-            located.data = loader.build(root, ())
+            located.data = None if root is None else loader.build(root, ())
         except _TooBig:
             located.data = INVALID
+        if located.data is None:  # no document, only comments, or an explicit null
+            located.problems.append((Pos(1, 1), "the file is empty (or only comments): a policy is a mapping"))
         return located
     finally:
         loader.dispose()

@@ -1,0 +1,96 @@
+"""``guardrail policy check`` and ``guardrail policy show``: output lines and exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import guardrail.cli.policy  # registers the ``policy`` group on ``app``
+from guardrail.cli import app
+
+SHIPPED = Path(guardrail.cli.policy.__file__).parent.parent / "policies"
+BAD = "version: 1\nname: x\nrules:\n  - when: {visual: {below: 1.5}}\n    do: escalte\notherwise: accept\n"
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def bad(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.chdir(tmp_path)
+    Path("bad.yaml").write_text(BAD)
+    return "bad.yaml"
+
+
+def test_check_valid_files_prints_ok_and_exits_0() -> None:
+    files = sorted(str(p) for p in SHIPPED.glob("*.yaml"))
+    assert len(files) >= 3
+    result = runner.invoke(app, ["policy", "check", *files])
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [f"{f}: OK" for f in files]
+
+
+def test_check_prints_one_line_per_problem_and_exits_1(bad: str) -> None:
+    result = runner.invoke(app, ["policy", "check", bad])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "bad.yaml:4:28: rules[0].when.visual.below: threshold must be a probability in [0, 1], got 1.5",
+        "bad.yaml:5:9: rules[0].do: unknown action 'escalte'; expected one of: accept, abstain, re_ask, "
+        "fetch_more_views, escalate, fallback (did you mean 'escalate'?)",
+    ]
+
+
+def test_check_reports_every_file_and_fails_if_any_fails(bad: str) -> None:
+    Path("ok.yaml").write_text("version: 1\nname: ok\notherwise: accept\n")
+    result = runner.invoke(app, ["policy", "check", "ok.yaml", bad, "missing.yaml"])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ok.yaml: OK"
+    assert len(lines) == 4
+    assert lines[-1] == "missing.yaml:1:1: cannot read the file: No such file or directory"
+
+
+def test_check_with_context_shows_the_line_and_a_caret(bad: str) -> None:
+    result = runner.invoke(app, ["policy", "check", "--context", bad])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[1:3] == [
+        "      - when: {visual: {below: 1.5}}",
+        "                               ^",
+    ]
+
+
+def test_check_without_files_is_a_usage_error() -> None:
+    assert runner.invoke(app, ["policy", "check"]).exit_code == 2
+
+
+def test_show_prints_rules_in_order_with_params() -> None:
+    result = runner.invoke(app, ["policy", "show", "default"])
+    assert result.exit_code == 0
+    out = result.stdout
+    assert out.startswith("policy default (version 1)\n")
+    assert "budget: at most 3 attempts, at most 30 s" in out
+    assert out.index("[0] confidence-unmeasured") < out.index("[1] both-doubtful") < out.index("[2] perception")
+    assert "      when  visual < 0.5\n      do    fetch_more_views (views=2, provider='zoom')\n" in out
+    assert out.rstrip().endswith("otherwise     accept\non_exhausted  abstain\non_error      abstain")
+
+
+def test_show_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\nname: mine\notherwise: {do: fallback, with: {model: big}}\n")
+    result = runner.invoke(app, ["policy", "show", str(path)])
+    assert result.exit_code == 0
+    assert "rules (tried in order; the first that matches decides):\n  (none)\n" in result.stdout
+    assert "otherwise     fallback (model='big')" in result.stdout
+
+
+def test_show_an_invalid_file_prints_its_problems(bad: str) -> None:
+    result = runner.invoke(app, ["policy", "show", bad])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0].startswith("bad.yaml:4:28: rules[0].when.visual.below:")
+
+
+def test_show_an_unknown_name_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["policy", "show", "nosuch"])
+    assert result.exit_code == 2
+    assert "no built-in policy named 'nosuch' (built-ins: cost-aware, default, strict)" in result.stderr

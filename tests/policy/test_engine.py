@@ -1,0 +1,177 @@
+"""The decision engine: rule order, unknown components, budgets, errors, and properties over any input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guardrail.policy import Policy, decide, decide_on_error, decide_on_exhausted, load_builtin_policy
+from guardrail.types import Action, Confidence, ErrorInfo
+
+SHIPPED = ("default", "strict", "cost-aware")
+
+
+def make(rules: list[dict[str, Any]], **extra: Any) -> Policy:
+    """A policy with ``rules``; ``otherwise: accept`` unless ``extra`` says otherwise."""
+    return Policy.model_validate({"version": 1, "name": "t", "otherwise": "accept", "rules": rules, **extra})
+
+
+def conf(visual: float | None = None, reasoning: float | None = None, overall: float | None = None) -> Confidence:
+    return Confidence(visual=visual, reasoning=reasoning, overall=overall)
+
+
+LOW_VISUAL = {"when": {"visual": {"below": 0.5}}, "do": "fetch_more_views", "with": {"views": 3}}
+LOW_OVERALL = {"name": "weak", "when": {"overall": {"below": 0.5}}, "do": "escalate"}
+
+
+def test_first_matching_rule_wins() -> None:
+    both = conf(visual=0.1, reasoning=0.9, overall=0.1)
+    first = decide(make([LOW_VISUAL, LOW_OVERALL]), both, attempt=0)
+    assert (first.action, first.rule, first.params) == (
+        Action.FETCH_MORE_VIEWS,
+        "rules[0]",
+        {"views": 3, "provider": "zoom"},
+    )
+    swapped = decide(make([LOW_OVERALL, LOW_VISUAL]), both, attempt=0)
+    assert (swapped.action, swapped.rule) == (Action.ESCALATE, "rules[0] weak")
+
+
+def test_otherwise_when_nothing_matches() -> None:
+    decision = decide(make([LOW_VISUAL], otherwise="abstain"), conf(0.9, 0.9, 0.9), attempt=0)
+    assert (decision.action, decision.rule, decision.reason) == (Action.ABSTAIN, "otherwise", "no rule matched")
+
+
+def test_conditions_are_anded() -> None:
+    rule = {"when": {"visual": {"below": 0.5}, "reasoning": {"at_least": 0.5}}, "do": "abstain"}
+    p = make([rule])
+    assert decide(p, conf(0.4, 0.6), attempt=0).action is Action.ABSTAIN
+    assert decide(p, conf(0.4, 0.4), attempt=0).action is Action.ACCEPT
+
+
+def test_the_reason_names_the_values() -> None:
+    decision = decide(make([LOW_VISUAL]), conf(visual=0.31), attempt=0)
+    assert decision.reason == "visual 0.31 < 0.5"
+
+
+@pytest.mark.parametrize("op", ["below", "at_most", "above", "at_least"])
+def test_numeric_comparisons_never_match_an_unknown_component(op: str) -> None:
+    p = make([{"when": {"visual": {op: 0.5}}, "do": "abstain"}])
+    assert decide(p, conf(visual=None, overall=0.9), attempt=0).rule == "otherwise"
+
+
+def test_unknown_true_catches_unknown_components() -> None:
+    p = make([{"when": {"reasoning": {"unknown": True}}, "do": "escalate"}, LOW_VISUAL])
+    decision = decide(p, conf(visual=0.1, reasoning=None), attempt=0)
+    assert (decision.action, decision.rule, decision.reason) == (Action.ESCALATE, "rules[0]", "reasoning is unknown")
+    assert decide(p, conf(visual=0.1, reasoning=0.2), attempt=0).action is Action.FETCH_MORE_VIEWS
+
+
+def test_a_remedy_on_the_last_attempt_becomes_on_exhausted() -> None:
+    p = make([LOW_VISUAL], budget={"max_attempts": 2}, on_exhausted="escalate")
+    assert decide(p, conf(visual=0.1), attempt=0).action is Action.FETCH_MORE_VIEWS
+    last = decide(p, conf(visual=0.1), attempt=1)
+    assert (last.action, last.rule) == (Action.ESCALATE, "on_exhausted")
+    assert last.reason == "budget of 2 attempts spent; rules[0] asked for fetch_more_views (visual 0.1 < 0.5)"
+
+
+def test_terminal_actions_on_the_last_attempt_stand() -> None:
+    p = make([LOW_OVERALL], budget={"max_attempts": 1})
+    assert decide(p, conf(overall=0.1), attempt=0).rule == "rules[0] weak"
+    assert decide(p, conf(overall=0.9), attempt=0).action is Action.ACCEPT
+
+
+def test_a_remedy_in_otherwise_also_respects_the_budget() -> None:
+    p = make([], otherwise="re_ask", budget={"max_attempts": 1})
+    decision = decide(p, conf(0.9, 0.9, 0.9), attempt=0)
+    assert (decision.action, decision.rule) == (Action.ABSTAIN, "on_exhausted")
+
+
+def test_attempt_conditions() -> None:
+    p = make([{"when": {"overall": {"below": 0.5}, "attempt": {"at_least": 1}}, "do": "escalate"}], otherwise="re_ask")
+    assert decide(p, conf(overall=0.1), attempt=0).action is Action.RE_ASK
+    assert decide(p, conf(overall=0.1), attempt=1).action is Action.ESCALATE
+
+
+def test_errors_go_to_on_error_and_retries_respect_the_budget() -> None:
+    error = ErrorInfo(stage="backend", type="TimeoutError", message="slow")
+    p = make([], on_error="re_ask", budget={"max_attempts": 2})
+    first = decide_on_error(p, error, attempt=0)
+    assert (first.action, first.rule, first.reason) == (Action.RE_ASK, "on_error", "backend failed: TimeoutError: slow")
+    assert decide_on_error(p, error, attempt=1).action is Action.ABSTAIN
+    assert decide_on_exhausted(p, attempt=1, reason="time").rule == "on_exhausted"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shipped policies behave as their comments say
+
+
+@pytest.mark.parametrize(
+    ("name", "confidence", "attempt", "action"),
+    [
+        ("default", conf(0.3, 0.8, 0.3), 0, Action.FETCH_MORE_VIEWS),
+        ("default", conf(0.8, 0.3, 0.3), 0, Action.RE_ASK),
+        ("default", conf(0.2, 0.2, 0.1), 0, Action.ESCALATE),
+        ("default", conf(None, None, None), 0, Action.ABSTAIN),
+        ("default", conf(None, 0.9, 0.5), 0, Action.FETCH_MORE_VIEWS),
+        ("default", conf(None, 0.9, 0.9), 0, Action.ACCEPT),
+        ("default", conf(0.3, 0.8, 0.3), 2, Action.ABSTAIN),
+        ("default", conf(0.9, 0.9, 0.9), 0, Action.ACCEPT),
+        ("strict", conf(None, 0.99, 0.99), 0, Action.ESCALATE),
+        ("strict", conf(0.85, 0.95, 0.95), 0, Action.FETCH_MORE_VIEWS),
+        ("strict", conf(0.85, 0.95, 0.85), 1, Action.ESCALATE),
+        ("strict", conf(0.95, 0.95, 0.95), 0, Action.ACCEPT),
+        ("cost-aware", conf(0.9, 0.9, 0.1), 0, Action.RE_ASK),
+        ("cost-aware", conf(0.9, 0.9, 0.1), 1, Action.ESCALATE),
+        ("cost-aware", conf(0.2, 0.9, 0.5), 0, Action.RE_ASK),
+        ("cost-aware", conf(0.2, 0.9, 0.5), 1, Action.FETCH_MORE_VIEWS),
+        ("cost-aware", conf(0.6, 0.6, 0.6), 0, Action.ACCEPT),
+    ],
+)
+def test_shipped_policies(name: str, confidence: Confidence, attempt: int, action: Action) -> None:
+    assert decide(load_builtin_policy(name), confidence, attempt=attempt).action is action
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Properties
+
+
+def allowed(policy: Policy) -> set[Action]:
+    """Every action the policy can ever name."""
+    return {r.action for r in policy.rules} | {policy.otherwise.action, policy.on_exhausted.action}
+
+
+probability = st.one_of(st.none(), st.floats(0.0, 1.0))
+confidences = st.builds(Confidence, visual=probability, reasoning=probability, overall=probability)
+thresholds = st.one_of(
+    st.fixed_dictionaries({"unknown": st.booleans()}),
+    st.dictionaries(st.sampled_from(["below", "at_most", "above", "at_least"]), st.floats(0.0, 1.0), min_size=1),
+)
+conditions = st.dictionaries(st.sampled_from(["visual", "reasoning", "overall"]), thresholds, min_size=1)
+rules = st.fixed_dictionaries(
+    {"when": conditions, "do": st.sampled_from(["accept", "abstain", "re_ask", "fetch_more_views", "escalate"])}
+)
+policies = st.builds(
+    lambda rs, otherwise, exhausted, attempts: make(
+        rs, otherwise=otherwise, on_exhausted=exhausted, budget={"max_attempts": attempts}
+    ),
+    st.lists(rules, max_size=6),
+    st.sampled_from(["accept", "abstain", "re_ask", "escalate"]),
+    st.sampled_from(["abstain", "escalate"]),
+    st.integers(1, 5),
+)
+any_policy = st.one_of(st.sampled_from(SHIPPED).map(load_builtin_policy), policies)
+
+
+@settings(max_examples=300, deadline=None)
+@given(policy=any_policy, confidence=confidences, data=st.data())
+def test_decide_is_deterministic_and_allowed(policy: Policy, confidence: Confidence, data: st.DataObject) -> None:
+    attempt = data.draw(st.integers(0, policy.budget.max_attempts - 1))
+    first = decide(policy, confidence, attempt=attempt)
+    assert decide(policy, confidence, attempt=attempt) == first
+    assert first.action in allowed(policy)
+    assert first.attempt == attempt
+    if attempt == policy.budget.max_attempts - 1:
+        assert first.action.is_terminal

@@ -1,0 +1,473 @@
+"""The policy loader: every bad input is reported at FILE:LINE:COL with the key path, and the texts are pinned."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import guardrail.policy
+from guardrail.errors import PolicyError, PolicyProblem
+from guardrail.policy import Policy, builtin_policy_names, check_policy_file, load_builtin_policy, load_policy
+from guardrail.policy._source import MAX_VALUES
+from guardrail.policy.loader import _path_of
+
+VALID = """\
+version: 1
+name: tiny
+rules:
+  - when: {visual: {below: 0.5}}
+    do: fetch_more_views
+    with: {views: 2}
+otherwise: accept
+"""
+
+ACTIONS = "accept, abstain, re_ask, fetch_more_views, escalate, fallback"
+TOP_KEYS = "version, name, description, budget, rules, otherwise, on_exhausted, on_error"
+
+
+def problems(text: str | bytes) -> list[str]:
+    """The formatted problem lines for policy ``text`` (which must be invalid)."""
+    if isinstance(text, str):
+        text = textwrap.dedent(text)
+        text = text if "\n" in text else text + "\n"
+    with pytest.raises(PolicyError) as info:
+        load_policy(text, source="p.yaml")
+    return [p.format() for p in info.value.problems]
+
+
+def test_a_valid_policy_loads() -> None:
+    policy = load_policy(VALID, source="p.yaml")
+    assert isinstance(policy, Policy)
+    assert policy.name == "tiny"
+    assert policy.rules[0].params == {"views": 2, "provider": "zoom"}
+
+
+def test_public_surface_is_pinned() -> None:
+    assert sorted(guardrail.policy.__all__) == [
+        "AbstainParams", "ActionSpec", "AttemptCondition", "Budget", "Condition", "EscalateParams",
+        "FallbackParams", "FetchMoreViewsParams", "Policy", "ReAskParams", "Rule", "Threshold",
+        "builtin_policy_names", "check_policy_file", "decide", "decide_on_error", "decide_on_exhausted",
+        "load_builtin_policy", "load_policy",
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# YAML-level problems
+
+
+def test_yaml_syntax_error_points_at_the_spot() -> None:
+    assert problems("version: 1\nname: [x\nrules: 3\n") == [
+        "p.yaml:3:6: YAML syntax error: expected ',' or ']', but got ':' "
+        "(while parsing a flow sequence started at line 2, column 7)"
+    ]
+
+
+def test_tab_indentation_is_a_syntax_error() -> None:
+    assert problems("version: 1\nbudget:\n\tmax_attempts: 2\n") == [
+        "p.yaml:3:1: YAML syntax error: found character '\\t' that cannot start any token"
+    ]
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "\n   \n", "---\n# nothing\n", "~\n"])
+def test_empty_files_are_refused(text: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        load_policy(text.encode(), source="p.yaml")
+    assert [p.format() for p in info.value.problems] == [
+        "p.yaml:1:1: the file is empty (or only comments): a policy is a mapping"
+    ]
+
+
+@pytest.mark.parametrize(("text", "got"), [("- a\n- b\n", "a list"), ("just words\n", "the string 'just words'")])
+def test_top_level_must_be_a_mapping(text: str, got: str) -> None:
+    assert problems(text) == [f"p.yaml:1:1: the top level must be a mapping of policy keys ({TOP_KEYS}), got {got}"]
+
+
+def test_several_documents_are_refused() -> None:
+    assert problems("version: 1\n---\nname: x\n") == [
+        "p.yaml:2:1: YAML syntax error: but found another document "
+        "(expected a single document in the stream started at line 1, column 1)"
+    ]
+
+
+def test_duplicate_keys_point_at_the_second_occurrence() -> None:
+    text = """\
+    version: 1
+    name: a
+    otherwise: accept
+    rules:
+      - when:
+          visual: {below: 0.2}
+          visual: {below: 0.9}
+        do: abstain
+    name: b
+    """
+    assert problems(text) == [
+        "p.yaml:7:7: rules[0].when.visual: duplicate key 'visual' (first defined at line 6, column 7); "
+        "each key may appear once",
+        "p.yaml:9:1: name: duplicate key 'name' (first defined at line 2, column 1); each key may appear once",
+    ]
+
+
+def test_duplicate_keys_are_refused_not_last_wins_even_when_both_are_valid() -> None:
+    with pytest.raises(PolicyError, match=r"p\.yaml:3:1: name: duplicate key 'name'"):
+        load_policy("version: 1\nname: a\nname: b\notherwise: accept\n", source="p.yaml")
+
+
+def test_non_utf8_bytes_give_the_position_of_the_first_bad_byte() -> None:
+    raw = b"version: 1\nname: caf\xc3\xa9 \xff\xfe\notherwise: accept\n"
+    assert problems(raw) == [
+        "p.yaml:2:12: the file is not valid UTF-8: byte 0xff cannot be decoded (policies are UTF-8 text)"
+    ]
+
+
+def test_a_utf8_bom_is_accepted() -> None:
+    assert load_policy(b"\xef\xbb\xbf" + VALID.encode()).name == "tiny"
+
+
+def test_control_characters_are_refused_with_their_position() -> None:
+    assert problems("version: 1\nname: a\x00b\n") == [
+        "p.yaml:2:8: YAML syntax error: unacceptable character #x0000: special characters are not allowed"
+    ]
+
+
+PAYLOAD = '!!python/object/apply:os.mkdir ["{target}"]'
+
+
+def test_python_tags_are_rejected_and_never_executed(tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    text = f"version: 1\nname: {PAYLOAD.format(target=target)}\notherwise: accept\n"
+    assert problems(text) == [
+        "p.yaml:2:7: name: unsupported YAML tag '!!python/object/apply:os.mkdir': policies are plain YAML "
+        "(mappings, lists, strings, numbers, booleans, null); tags are refused, never executed"
+    ]
+    assert not target.exists()
+
+
+def test_the_payload_is_live_so_the_test_above_can_fail(tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    yaml.unsafe_load(f"name: {PAYLOAD.format(target=target)}\n")  # what an unsafe loader would do
+    assert target.is_dir()
+
+
+@pytest.mark.parametrize(
+    ("value", "tag"),
+    [
+        ("!!python/name:os.system", "!!python/name:os.system"),
+        ("!!python/object:collections.OrderedDict {}", "!!python/object:collections.OrderedDict"),
+        ("!env HOME", "!env"),
+        ("!!binary aGVsbG8=", "!!binary"),
+        ("!!set {a: null}", "!!set"),
+    ],
+)
+def test_other_tags_are_rejected(value: str, tag: str) -> None:
+    assert problems(f"version: 1\nname: {value}\notherwise: accept\n") == [
+        f"p.yaml:2:7: name: unsupported YAML tag '{tag}': policies are plain YAML "
+        "(mappings, lists, strings, numbers, booleans, null); tags are refused, never executed"
+    ]
+
+
+def test_alias_bombs_are_bounded() -> None:
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]")  # 10**9 values when expanded
+    started = time.perf_counter()
+    found = problems("\n".join(levels) + "\n")
+    assert time.perf_counter() - started < 5
+    assert found == [
+        f"p.yaml:4:1: the document expands to more than {MAX_VALUES} values (an alias bomb?); not read further"
+    ]
+
+
+def test_a_few_aliases_are_fine() -> None:
+    text = VALID.replace("with: {views: 2}", "with: &zoom {views: 2}") + "on_error: {do: abstain}\n"
+    assert load_policy(text).rules[0].params["views"] == 2
+
+
+def test_recursive_aliases_are_refused() -> None:
+    assert problems("version: 1\nname: x\notherwise: accept\ndescription: &d [1, *d]\n") == [
+        "p.yaml:4:14: description: should be a string, got a list",
+        "p.yaml:4:14: description[1]: recursive alias: this value contains itself",
+    ]
+
+
+def test_merge_keys_are_refused() -> None:
+    text = "version: 1\nname: x\n<<: {otherwise: accept}\notherwise: accept\n"
+    assert problems(text) == ["p.yaml:3:1: merge keys ('<<') are not supported in policies: write the keys out"]
+
+
+def test_deep_nesting_is_refused_without_crashing() -> None:
+    found = problems("version: 1\nname: x\notherwise: accept\ndescription: " + "[" * 200 + "]" * 200 + "\n")
+    assert found[-1].startswith("p.yaml:4:")
+    assert "nested more than 64 levels deep" in found[-1]
+
+
+def test_yaml11_boolean_words_stay_keys() -> None:
+    # YAML 1.1 reads `on:` as true; a policy reports the key as written.
+    assert problems("version: 1\nname: x\notherwise: accept\non: abstain\n") == [
+        f"p.yaml:4:1: on: unknown key; expected one of: {TOP_KEYS}"
+    ]
+
+
+def test_dates_are_kept_as_text() -> None:
+    assert load_policy("version: 1\nname: 2024-01-01\notherwise: accept\n").name == "2024-01-01"
+
+
+def test_oversized_files_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"# padding\n" * 120_000)
+    assert [p.format() for p in check_policy_file(path)] == [
+        f"{path}:1:1: the file is larger than 1048576 bytes: a policy is a few dozen lines"
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Schema problems mapped back from pydantic
+
+
+def test_unknown_keys_point_at_the_key_and_suggest() -> None:
+    text = """\
+    version: 1
+    name: x
+    budgt: {max_attempts: 2}
+    rules:
+      - when: {visul: {below: 0.5}}
+        do: re_ask
+        with: {prompt: again, temprature: 0.5}
+    otherwise: accept
+    """
+    assert problems(text) == [
+        f"p.yaml:3:1: budgt: unknown key; expected one of: {TOP_KEYS} (did you mean 'budget'?)",
+        "p.yaml:5:12: rules[0].when.visul: unknown key; expected one of: visual, reasoning, overall, attempt "
+        "(did you mean 'visual'?)",
+        "p.yaml:7:27: rules[0].with.temprature: unknown key; expected one of: prompt, temperature "
+        "(did you mean 'temperature'?)",
+    ]
+
+
+def test_an_extra_key_named_like_the_action_is_still_found() -> None:
+    text = (
+        "version: 1\nname: x\notherwise: accept\nrules:\n  - {when: {overall: {below: 0.1}}, do: re_ask, re_ask: 2}\n"
+    )
+    assert problems(text) == ["p.yaml:5:49: rules[0].re_ask: unknown key; expected one of: name, when, do, with"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1.5", "got 1.5"),
+        ("-0.1", "got -0.1"),
+        (".nan", "got .nan"),
+        (".inf", "got .inf"),
+    ],
+)
+def test_thresholds_outside_0_1_are_refused(value: str, message: str) -> None:
+    rule = f"  - when: {{reasoning: {{at_least: {value}}}}}\n    do: abstain\n"
+    text = f"version: 1\nname: x\notherwise: accept\nrules:\n{rule}"
+    assert problems(text) == [
+        f"p.yaml:5:34: rules[0].when.reasoning.at_least: threshold must be a probability in [0, 1], {message}"
+    ]
+
+
+def test_wrong_types_name_the_expected_type_and_the_value() -> None:
+    text = """\
+    version: "one"
+    name: [a, b]
+    budget: {max_attempts: many, max_seconds: -1}
+    rules:
+      - when: 5
+        do: abstain
+      - when: {visual: true}
+        do: abstain
+    otherwise: accept
+    """
+    assert problems(text) == [
+        "p.yaml:1:10: version: should be 1, got the string 'one'",
+        "p.yaml:2:7: name: should be a string, got a list",
+        "p.yaml:3:24: budget.max_attempts: should be an integer, got the string 'many'",
+        "p.yaml:3:43: budget.max_seconds: should be greater than 0, got -1",
+        "p.yaml:5:11: rules[0].when: should be a mapping, got 5",
+        "p.yaml:7:20: rules[1].when.visual: should be a mapping, got true",
+    ]
+
+
+def test_rules_must_be_a_list() -> None:
+    assert problems("version: 1\nname: x\notherwise: accept\nrules: {when: {}}\n") == [
+        "p.yaml:4:8: rules: should be a list, got a mapping"
+    ]
+
+
+def test_unknown_actions_point_at_the_do_value_and_list_the_valid_ones() -> None:
+    text = """\
+    version: 1
+    name: x
+    rules:
+      - when: {visual: {below: 0.5}}
+        do: escalte
+    otherwise: {do: acept}
+    """
+    assert problems(text) == [
+        f"p.yaml:5:9: rules[0].do: unknown action 'escalte'; expected one of: {ACTIONS} (did you mean 'escalate'?)",
+        f"p.yaml:6:17: otherwise.do: unknown action 'acept'; expected one of: {ACTIONS} (did you mean 'accept'?)",
+    ]
+
+
+def test_a_rule_with_an_unknown_action_still_has_its_condition_checked() -> None:
+    text = "version: 1\nname: x\notherwise: accept\nrules:\n  - {when: {visual: {below: 2}}, do: 5, extra: 1}\n"
+    assert problems(text) == [
+        "p.yaml:5:29: rules[0].when.visual.below: threshold must be a probability in [0, 1], got 2",
+        f"p.yaml:5:38: rules[0].do: unknown action '5'; expected one of: {ACTIONS}",
+        "p.yaml:5:41: rules[0].extra: unknown key; expected one of: name, when, do, with",
+    ]
+
+
+def test_on_exhausted_allows_only_abstain_or_escalate() -> None:
+    assert problems("version: 1\nname: x\notherwise: accept\non_exhausted: re_ask\n") == [
+        "p.yaml:4:15: on_exhausted: action 're_ask' is not allowed in on_exhausted (when the budget is spent "
+        "the call must end without an unchecked answer); expected one of: abstain, escalate"
+    ]
+
+
+def test_on_error_never_accepts() -> None:
+    assert problems("version: 1\nname: x\notherwise: accept\non_error:\n  do: accept\n") == [
+        "p.yaml:5:7: on_error.do: action 'accept' is not allowed in on_error (fail closed: a failed stage never "
+        "yields an unchecked answer); expected one of: abstain, escalate, re_ask, fallback"
+    ]
+
+
+def test_missing_keys_point_at_the_mapping_that_lacks_them() -> None:
+    text = """\
+    version: 1
+    rules:
+      - do: abstain
+      - when: {overall: {below: 0.2}}
+      - when: {overall: {below: 0.2}}
+        do: fallback
+    """
+    assert problems(text) == [
+        "p.yaml:1:1: name: required key is missing",
+        "p.yaml:1:1: otherwise: required key is missing",
+        "p.yaml:3:5: rules[0].when: required key is missing",
+        f"p.yaml:4:5: rules[1].do: required key is missing (the action: {ACTIONS})",
+        "p.yaml:5:5: rules[2].with: required key is missing",
+    ]
+
+
+def test_model_level_rules_are_reported_at_their_mapping() -> None:
+    text = """\
+    version: 1
+    name: x
+    otherwise: accept
+    rules:
+      - {when: {}, do: abstain}
+      - {when: {visual: {unknown: true, below: 0.5}}, do: abstain}
+    """
+    assert problems(text) == [
+        "p.yaml:5:12: rules[0].when: 'when' needs at least one of visual, reasoning, overall, attempt",
+        "p.yaml:6:21: rules[1].when.visual: 'unknown: true' cannot be combined with numeric comparisons "
+        "(an unknown has no value)",
+    ]
+
+
+def test_every_problem_of_a_file_is_reported_in_file_order() -> None:
+    text = """\
+    version: 1
+    name: x
+    budget: {max_attempts: 0}
+    rules:
+      - when: {visual: {below: 1.5}}
+        do: fetch_more_views
+        with: {views: 0}
+      - when: {overall: {below: 0.2}}
+        do: re_ask
+        do: escalate
+    otherwise: acept
+    on_error: accept
+    """
+    found = problems(text)
+    assert [line.split(": ", 1)[0] for line in found] == [
+        "p.yaml:3:24", "p.yaml:5:28", "p.yaml:7:19", "p.yaml:10:5", "p.yaml:11:12", "p.yaml:12:11",
+    ]  # fmt: skip
+
+
+def test_loc_with_a_discriminator_tag_maps_to_the_written_path() -> None:
+    data = {"rules": [{"do": "fetch_more_views", "with": {"views": 0}}], "otherwise": "accept"}
+    assert _path_of(("rules", 0, "fetch_more_views", "with", "views"), data) == ("rules", 0, "with", "views")
+    assert _path_of(("otherwise", "accept", "with"), data) == ("otherwise", "with")
+    assert _path_of(("rules", 0, "fetch_more_views", "fetch_more_views"), data) == ("rules", 0, "fetch_more_views")
+
+
+def test_the_error_text_carries_a_snippet_with_a_caret() -> None:
+    with pytest.raises(PolicyError) as info:
+        load_policy("version: 1\nname: x\notherwise: acept\n", source="p.yaml")
+    assert str(info.value) == (
+        f"p.yaml:3:12: otherwise: unknown action 'acept'; expected one of: {ACTIONS} (did you mean 'accept'?)\n"
+        "    otherwise: acept\n"
+        "               ^"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Finding policies: files, built-in names, text
+
+
+def test_builtin_names_resolve_to_shipped_files() -> None:
+    assert set(builtin_policy_names()) >= {"default", "strict", "cost-aware"}
+    assert load_policy("strict") == load_builtin_policy("strict")
+    assert load_policy("strict").name == "strict"
+
+
+@pytest.mark.parametrize("name", ["default", "strict", "cost-aware"])
+def test_every_shipped_policy_loads_and_checks_clean(name: str) -> None:
+    policy = load_builtin_policy(name)
+    assert policy.name == name
+    assert policy.rules
+    path = Path(guardrail.policy.__file__).parent.parent / "policies" / f"{name}.yaml"
+    assert check_policy_file(path) == []
+
+
+def test_an_existing_path_wins_over_a_builtin_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "default").write_text(VALID)
+    monkeypatch.chdir(tmp_path)
+    assert load_policy("default").name == "tiny"
+
+
+def test_an_unknown_name_lists_the_builtins() -> None:
+    with pytest.raises(PolicyError, match=r"^nosuch:1:1: no such file, and no built-in policy named 'nosuch' "):
+        load_policy("nosuch")
+    with pytest.raises(PolicyError, match=r"built-ins: cost-aware, default, strict"):
+        load_builtin_policy("nosuch")
+
+
+def test_a_missing_file_is_a_problem(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    assert check_policy_file(missing) == [
+        PolicyProblem(str(missing), 1, 1, "cannot read the file: No such file or directory")
+    ]
+    with pytest.raises(PolicyError, match="cannot read the file: No such file or directory"):
+        load_policy(missing)
+
+
+def test_files_are_named_by_their_path(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\nname: x\notherwise: acept\n")
+    (problem,) = check_policy_file(path)
+    assert (problem.source, problem.line, problem.column) == (str(path), 3, 12)
+    assert problem.snippet == "otherwise: acept"
+    assert check_policy_file(os.fspath(tmp_path / "p.yaml"))[0].source == str(path)
+
+
+def test_valid_files_have_no_problems(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(VALID)
+    assert check_policy_file(path) == []
+    assert load_policy(path).name == "tiny"
+
+
+def test_text_without_source_is_named_string() -> None:
+    with pytest.raises(PolicyError, match=r"^<string>:1:1: "):
+        load_policy("- a\n- b\n")
