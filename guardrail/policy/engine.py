@@ -36,9 +36,7 @@ def decide(policy: Policy, confidence: Confidence, *, attempt: int) -> Decision:
             attempt=attempt,
             reason=f"budget of {policy.budget.max_attempts} attempts spent; otherwise asked for {spec.action.value}",
         )
-    return Decision(
-        action=spec.action, rule="otherwise", reason="no rule matched", params=spec.params, attempt=attempt
-    )
+    return Decision(action=spec.action, rule="otherwise", reason="no rule matched", params=spec.params, attempt=attempt)
 
 
 def decide_on_exhausted(policy: Policy, *, attempt: int, reason: str) -> Decision:

@@ -231,9 +231,7 @@ ActionSpec = Annotated[
 ExhaustedSpec = Annotated[AbstainAction | EscalateAction, Field(discriminator="do")]
 """What to do when the budget is spent: only abstain or escalate (never an unchecked accept)."""
 
-ErrorSpec = Annotated[
-    AbstainAction | EscalateAction | ReAskAction | FallbackAction, Field(discriminator="do")
-]
+ErrorSpec = Annotated[AbstainAction | EscalateAction | ReAskAction | FallbackAction, Field(discriminator="do")]
 """What to do when a stage fails: abstain, escalate, retry (re_ask) or fall back; never accept."""
 
 
