@@ -1,0 +1,63 @@
+"""Named inputs shared by the integration tests: a small policy, images and guards over the scripted fakes."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from PIL import Image
+
+from guardrail import Guard, Policy
+from tests.fakes import EchoModel, ScriptedModel, Step
+
+POLICY: dict[str, Any] = {
+    "version": 1,
+    "name": "integration",
+    "budget": {"max_attempts": 1, "max_seconds": None},
+    "rules": [
+        {"name": "both-low", "when": {"overall": {"below": 0.3}}, "do": "escalate",
+         "with": {"reason": "both visual and reasoning confidence are low"}},
+        {"name": "doubt", "when": {"overall": {"below": 0.6}}, "do": "abstain",
+         "with": {"message": "the shape could not be seen clearly"}},
+    ],
+    "otherwise": "accept",
+}  # fmt: skip
+
+ACCEPT = Step(answer="red", visual=0.9, reasoning=0.9)
+ABSTAIN = Step(answer="blue", visual=0.5, reasoning=0.5)
+ESCALATE = Step(answer="green", visual=0.2, reasoning=0.2)
+
+
+def policy(**overrides: Any) -> Policy:
+    return Policy.model_validate({**POLICY, **overrides})
+
+
+def png_bytes(colour: tuple[int, int, int] = (200, 30, 30), size: int = 16) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_b64(colour: tuple[int, int, int] = (200, 30, 30)) -> str:
+    return base64.b64encode(png_bytes(colour)).decode("ascii")
+
+
+def image_message(question: str = "What colour is the shape?") -> HumanMessage:
+    return HumanMessage(
+        content=[
+            {"type": "image", "base64": png_b64(), "mime_type": "image/png"},
+            {"type": "text", "text": question},
+        ]
+    )
+
+
+def scripted_guard(step: Step, **kwargs: Any) -> tuple[Guard, ScriptedModel]:
+    model = ScriptedModel(steps=(step,))
+    return Guard(model, estimator=model, policy=kwargs.pop("policy", policy()), **kwargs), model
+
+
+def echo_guard() -> Guard:
+    model = EchoModel()
+    return Guard(model, estimator=model, policy=policy())
