@@ -94,3 +94,11 @@ def test_show_an_unknown_name_is_a_usage_error() -> None:
     result = runner.invoke(app, ["policy", "show", "nosuch"])
     assert result.exit_code == 2
     assert "no built-in policy named 'nosuch' (built-ins: cost-aware, default, strict)" in result.stderr
+
+
+def test_the_top_level_policies_folder_is_the_shipped_one() -> None:
+    top = Path(__file__).resolve().parents[2] / "policies"
+    assert top.resolve() == SHIPPED.resolve()
+    result = runner.invoke(app, ["policy", "check", *sorted(str(p) for p in top.glob("*.yaml"))])
+    assert result.exit_code == 0
+    assert result.stdout.count(": OK") == 3
