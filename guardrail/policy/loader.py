@@ -146,10 +146,10 @@ def _parse(raw: bytes | str, where: str) -> Policy:
 
 
 def _decode(raw: bytes | str) -> tuple[str, list[tuple[Pos, str]]]:
+    if len(raw) > MAX_BYTES:
+        return "", [(Pos(1, 1), f"the policy is larger than {MAX_BYTES} bytes: a policy is a few dozen lines")]
     if isinstance(raw, str):
         return raw, []
-    if len(raw) > MAX_BYTES:
-        return "", [(Pos(1, 1), f"the file is larger than {MAX_BYTES} bytes: a policy is a few dozen lines")]
     raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
         return raw.decode("utf-8"), []
@@ -203,7 +203,7 @@ def _problem(err: Any, data: dict[str, Any], located: Located) -> tuple[Pos, str
     if kind == "missing":
         return _value_pos(located, path[:-1]), f"{where}: required key is missing"
     if kind == "union_tag_not_found":
-        actions = ", ".join(_expected_tags(loc, err))
+        actions = ", ".join(_expected_tags(err))
         return _value_pos(located, path), f"{label((*path, 'do'))}: required key is missing (the action: {actions})"
     if kind == "union_tag_invalid":
         return _action_problem(path, err, located)
@@ -219,9 +219,9 @@ def _problem(err: Any, data: dict[str, Any], located: Located) -> tuple[Pos, str
 
 def _action_problem(path: Path, err: Any, located: Located) -> tuple[Pos, str]:
     tag = str(err["ctx"]["tag"])
-    expected = _expected_tags((), err)
+    expected = _expected_tags(err)
     do_path = (*path, "do") if (*path, "do") in located.values else path
-    field = str(path[0])
+    field = str(path[0]) if path else ""
     if tag in {a.value for a in Action} and field in _WHY_NOT:
         message = f"action '{tag}' is not allowed in {field} ({_WHY_NOT[field]}); expected one of: "
     else:
@@ -260,7 +260,7 @@ def _value_pos(located: Located, path: Path) -> Pos:
     return located.values.get(path, Pos(1, 1))
 
 
-def _expected_tags(loc: tuple[str | int, ...], err: Any) -> list[str]:
+def _expected_tags(err: Any) -> list[str]:
     ctx = err.get("ctx") or {}
     if "expected_tags" in ctx:
         return re.findall(r"'([^']*)'", str(ctx["expected_tags"]))

@@ -171,5 +171,5 @@ def test_oversized_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "big.yaml"
     path.write_bytes(b"# padding\n" * 120_000)
     assert [p.format() for p in check_policy_file(path)] == [
-        f"{path}:1:1: the file is larger than 1048576 bytes: a policy is a few dozen lines"
+        f"{path}:1:1: the policy is larger than 1048576 bytes: a policy is a few dozen lines"
     ]
