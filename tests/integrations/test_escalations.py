@@ -1,0 +1,109 @@
+"""Durable escalation in a real SQLite checkpointer: listing, resolving, and a resume in another process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import guardrail
+from guardrail import ConfigurationError, InputError
+from guardrail.integrations import list_escalations, load_graph_factory, open_saver, resolve_escalation
+from tests.integrations.graphs import build_graph
+from tests.integrations.helpers import image_message
+
+ROOT = Path(guardrail.__file__).resolve().parents[1]
+
+
+def start(db: Path, *threads: str) -> None:
+    with open_saver(db, must_exist=False) as saver:
+        graph = build_graph(saver)
+        for thread in threads:
+            graph.invoke({"messages": [image_message()]}, {"configurable": {"thread_id": thread}})
+
+
+def python(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **env}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_pending_escalations_are_listed_from_the_database_alone(tmp_path: Path) -> None:
+    db = tmp_path / "checkpoints.sqlite"
+    start(db, "b-thread", "a-thread")
+    with open_saver(db) as saver:
+        pending = list_escalations(saver)
+    assert [p.thread_id for p in pending] == ["a-thread", "b-thread"]
+    assert pending[0].question == "What colour is the shape?"
+    assert pending[0].candidate_answer == "green"
+    assert pending[0].confidence["visual"] == 0.2
+    assert pending[0].reason == "both visual and reasoning confidence are low"
+
+
+def test_a_resolved_escalation_is_no_longer_listed(tmp_path: Path) -> None:
+    db = tmp_path / "checkpoints.sqlite"
+    start(db, "t1", "t2")
+    with open_saver(db) as saver:
+        final = resolve_escalation(saver, "t1", {"type": "answer", "answer": "teal"}, graph=build_graph)
+        assert final["messages"][-1].content == "teal"
+        assert [p.thread_id for p in list_escalations(saver)] == ["t2"]
+
+
+def test_open_saver_refuses_a_missing_database(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"checkpoint database '.*missing.sqlite' does not exist"), open_saver(
+        tmp_path / "missing.sqlite"
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("no_colon", "must be 'module:function' or 'file.py:function'"),
+        ("guardrail_no_such_module:f", "cannot import graph factory module 'guardrail_no_such_module'"),
+        ("tests.integrations.graphs:nope", "has no callable 'nope'"),
+        ("missing/file.py:f", "no such file 'missing/file.py'"),
+    ],
+)
+def test_graph_factory_specs_fail_with_what_is_wrong(spec: str, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        load_graph_factory(spec)
+
+
+def test_graph_factories_load_from_a_module_or_a_file() -> None:
+    assert load_graph_factory("tests.integrations.graphs:build_graph") is build_graph
+    assert callable(load_graph_factory(str(ROOT / "tests/integrations/graphs.py") + ":build_graph"))
+
+
+def test_escalation_survives_the_process_and_is_resumed_by_another(tmp_path: Path) -> None:
+    db = str(tmp_path / "checkpoints.sqlite")
+    first = python("-m", "tests.integrations.graphs", db, "thread-42")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "waiting: green"
+
+    listed = python("-m", "guardrail.cli", "escalations", "list", "--db", db)
+    assert listed.returncode == 0, listed.stderr
+    assert "thread thread-42" in listed.stdout
+    assert "question:   What colour is the shape?" in listed.stdout
+    assert "candidate:  green" in listed.stdout
+    assert "confidence: visual 0.20, reasoning 0.20, overall 0.20" in listed.stdout
+
+    graph = "tests.integrations.graphs:build_graph"
+    second = python(
+        "-m", "guardrail.cli", "escalations", "resolve", "thread-42", "--db", db, "--answer", "purple",
+        "--graph", graph, GUARDRAIL_TEST_NO_MODEL="1",
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert "final message: purple" in second.stdout
+
+    with open_saver(db) as saver:
+        assert list_escalations(saver) == []
+        state: dict[str, Any] = build_graph(saver).get_state({"configurable": {"thread_id": "thread-42"}}).values
+    assert state["messages"][-1].content == "purple"
+    assert state["review"] == {"type": "answer", "answer": "purple"}
+    assert state["guardrail"]["escalation"]["candidate_answer"] == "green"
