@@ -29,7 +29,10 @@ def version() -> None:
 
 def _register() -> None:
     # Command modules import their heavy dependencies lazily, inside the commands.
-    from . import policy  # noqa: F401
+    from . import (
+        escalations,  # noqa: F401
+        policy,  # noqa: F401
+    )
 
 
 def main() -> None:
