@@ -1,14 +1,14 @@
-"""Telemetry hooks of the guarded call.
+"""The telemetry hooks of the guarded call, and their no-op default.
 
 The guard reports what happens through a ``CallTrace``, one per guarded call:
 
-    with telemetry.call(request, policy) as trace:   # the guarded-call span, current for the whole call
-        trace.attempt_started(index, model)           # a model-call span, current while the model runs
-        trace.attempt_finished(attempt)               # its outcome: usage, confidences, decision; span ends
+    with telemetry.call(request, policy, model) as trace:  # the guarded-call span, current for the whole call
+        trace.attempt_started(index, model)                 # a model-call span, current while the model runs
+        trace.attempt_finished(attempt)                     # its outcome: usage, confidences, decision; span ends
         trace.views_fetched(provider, count, error)
         trace.finished(result)
 
-``Telemetry`` is the no-op default: nothing is recorded and nothing is exported unless telemetry is configured.
+``Telemetry`` records nothing and exports nothing: it is what a guard uses unless telemetry is configured.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .policy.schema import Policy
-from .types import Attempt, ErrorInfo, GuardResult, Request
+from ..policy.schema import Policy
+from ..types import Attempt, ErrorInfo, GuardResult, Request
 
 __all__ = ["CallTrace", "Telemetry"]
 
@@ -38,7 +38,8 @@ class CallTrace:
         """The guarded call ended with ``result``."""
 
 
-_NO_TRACE = CallTrace()
+NO_TRACE = CallTrace()
+"""The shared do-nothing trace (it keeps no state, so one serves every call)."""
 
 
 class Telemetry:
@@ -47,4 +48,4 @@ class Telemetry:
     @contextmanager
     def call(self, request: Request, policy: Policy, model: str) -> Iterator[CallTrace]:
         """The trace of one guarded call; its span (if any) is current inside the ``with`` block."""
-        yield _NO_TRACE
+        yield NO_TRACE

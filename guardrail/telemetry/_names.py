@@ -1,0 +1,194 @@
+"""Every name the guard's telemetry emits, defined once.
+
+GenAI names come from the OpenTelemetry semantic-conventions package wherever it has a constant (its GenAI
+section is marked "moved to the GenAI semantic-conventions repository": the names are unchanged, and no other
+Python package ships them yet). The few names it has no constant for (the ``gen_ai.evaluation.result`` event)
+and the project's own ``guardrail.*`` namespace are spelled here and nowhere else.
+
+Span names:
+- ``guardrail.guard {model}`` (INTERNAL): one guarded call. The GenAI conventions have no operation for it: it
+  is not one inference (``chat``), nor an agent (``invoke_agent``: it neither plans nor calls tools), so it
+  carries no ``gen_ai.operation.name`` and GenAI-aware backends do not count its time or tokens twice.
+- ``chat {model}`` (CLIENT): one model attempt, a GenAI inference span (``gen_ai.operation.name=chat``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
+    GEN_AI_EVALUATION_EXPLANATION,
+    GEN_AI_EVALUATION_NAME,
+    GEN_AI_EVALUATION_SCORE_LABEL,
+    GEN_AI_EVALUATION_SCORE_VALUE,
+    GEN_AI_INPUT_MESSAGES,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_OUTPUT_MESSAGES,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_REQUEST_SEED,
+    GEN_AI_REQUEST_TEMPERATURE,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_TOKEN_TYPE,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+    GenAiOperationNameValues,
+    GenAiTokenTypeValues,
+)
+from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import (
+    GEN_AI_CLIENT_OPERATION_DURATION,
+    GEN_AI_CLIENT_TOKEN_USAGE,
+)
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+
+from ..types import Component
+
+__all__ = [
+    "CALL_SPAN_PREFIX",
+    "CHAT",
+    "CONFIDENCE_ATTRIBUTES",
+    "CONFIDENCE_BUCKETS",
+    "DURATION_BUCKETS",
+    "ERROR_TYPE",
+    "EVALUATION_NAMES",
+    "GEN_AI_CLIENT_OPERATION_DURATION",
+    "GEN_AI_CLIENT_TOKEN_USAGE",
+    "GEN_AI_EVALUATION_EXPLANATION",
+    "GEN_AI_EVALUATION_NAME",
+    "GEN_AI_EVALUATION_RESULT",
+    "GEN_AI_EVALUATION_SCORE_LABEL",
+    "GEN_AI_EVALUATION_SCORE_VALUE",
+    "GEN_AI_INPUT_MESSAGES",
+    "GEN_AI_OPERATION_NAME",
+    "GEN_AI_OUTPUT_MESSAGES",
+    "GEN_AI_PROVIDER_NAME",
+    "GEN_AI_REQUEST_MODEL",
+    "GEN_AI_REQUEST_SEED",
+    "GEN_AI_REQUEST_TEMPERATURE",
+    "GEN_AI_RESPONSE_MODEL",
+    "GEN_AI_TOKEN_TYPE",
+    "GEN_AI_USAGE_INPUT_TOKENS",
+    "GEN_AI_USAGE_OUTPUT_TOKENS",
+    "GUARDRAIL_ATTEMPT",
+    "GUARDRAIL_ATTEMPTS",
+    "GUARDRAIL_BUDGET_MAX_ATTEMPTS",
+    "GUARDRAIL_BUDGET_MAX_SECONDS",
+    "GUARDRAIL_CONFIDENCE",
+    "GUARDRAIL_CONFIDENCE_COMPONENT",
+    "GUARDRAIL_DECISIONS",
+    "GUARDRAIL_DECISION_ACTION",
+    "GUARDRAIL_DECISION_REASON",
+    "GUARDRAIL_DECISION_RULE",
+    "GUARDRAIL_DECISION_TERMINAL",
+    "GUARDRAIL_ERROR_STAGE",
+    "GUARDRAIL_OVERHEAD_DURATION",
+    "GUARDRAIL_OVERHEAD_MS",
+    "GUARDRAIL_POLICY_NAME",
+    "GUARDRAIL_POLICY_VERSION",
+    "GUARDRAIL_REQUEST_IMAGES",
+    "GUARDRAIL_STATUS",
+    "GUARDRAIL_VIEWS_COUNT",
+    "GUARDRAIL_VIEWS_FETCHED",
+    "GUARDRAIL_VIEWS_PROVIDER",
+    "INSTRUMENTATION_SCOPE",
+    "LABEL_HIGH",
+    "LABEL_LOW",
+    "LABEL_MEDIUM",
+    "LABEL_UNKNOWN",
+    "OVERHEAD_BUCKETS",
+    "PROVIDER_OTHER",
+    "TOKEN_INPUT",
+    "TOKEN_OUTPUT",
+    "confidence_label",
+]
+
+INSTRUMENTATION_SCOPE: Final = "guardrail"
+
+# -- GenAI values and the names the package has no constant for --------------------------------------------------
+
+CHAT: Final = GenAiOperationNameValues.CHAT.value
+"""``gen_ai.operation.name`` of a model attempt."""
+TOKEN_INPUT: Final = GenAiTokenTypeValues.INPUT.value
+TOKEN_OUTPUT: Final = GenAiTokenTypeValues.OUTPUT.value
+PROVIDER_OTHER: Final = "_OTHER"
+"""``gen_ai.provider.name`` when the backend did not say which provider it is."""
+GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
+"""The GenAI evaluation event, recorded on the attempt span it evaluates."""
+
+DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+"""The bucket boundaries the GenAI conventions advise for ``gen_ai.client.operation.duration`` (seconds)."""
+
+# -- The project's own namespace ------------------------------------------------------------------------------
+
+CALL_SPAN_PREFIX: Final = "guardrail.guard"
+
+GUARDRAIL_POLICY_NAME: Final = "guardrail.policy.name"
+GUARDRAIL_POLICY_VERSION: Final = "guardrail.policy.version"
+GUARDRAIL_BUDGET_MAX_ATTEMPTS: Final = "guardrail.budget.max_attempts"
+GUARDRAIL_BUDGET_MAX_SECONDS: Final = "guardrail.budget.max_seconds"
+GUARDRAIL_REQUEST_IMAGES: Final = "guardrail.request.images"
+"""How many images the request carried (a count, never the images)."""
+GUARDRAIL_ATTEMPT: Final = "guardrail.attempt"
+"""0-based index of the attempt a span or decision belongs to."""
+GUARDRAIL_ATTEMPTS: Final = "guardrail.attempts"
+"""How many model attempts a guarded call made."""
+GUARDRAIL_DECISION_ACTION: Final = "guardrail.decision.action"
+GUARDRAIL_DECISION_RULE: Final = "guardrail.decision.rule"
+"""Which part of the policy fired: ``rules[2] name``, ``otherwise``, ``on_error``, ``on_exhausted``."""
+GUARDRAIL_DECISION_REASON: Final = "guardrail.decision.reason"
+"""Why, with the thresholds compared: ``visual 0.31 < 0.5 and reasoning 0.9 >= 0.5``."""
+GUARDRAIL_DECISION_TERMINAL: Final = "guardrail.decision.terminal"
+GUARDRAIL_STATUS: Final = "guardrail.status"
+"""``accepted``, ``abstained`` or ``escalated``."""
+GUARDRAIL_ERROR_STAGE: Final = "guardrail.error.stage"
+GUARDRAIL_OVERHEAD_MS: Final = "guardrail.overhead_ms"
+"""The guarded call's wall time minus the model's own time, in milliseconds (see ``OtelTelemetry``)."""
+GUARDRAIL_CONFIDENCE_COMPONENT: Final = "guardrail.confidence.component"
+GUARDRAIL_VIEWS_FETCHED: Final = "guardrail.views.fetched"
+"""Event on the guarded-call span: a view provider was asked for more images."""
+GUARDRAIL_VIEWS_PROVIDER: Final = "guardrail.views.provider"
+GUARDRAIL_VIEWS_COUNT: Final = "guardrail.views.count"
+
+# Metrics
+GUARDRAIL_DECISIONS: Final = "guardrail.decisions"
+GUARDRAIL_CONFIDENCE: Final = "guardrail.confidence"
+GUARDRAIL_OVERHEAD_DURATION: Final = "guardrail.overhead.duration"
+CONFIDENCE_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+OVERHEAD_BUCKETS: Final = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+CONFIDENCE_ATTRIBUTES: Final[dict[Component, str]] = {
+    "visual": f"{GUARDRAIL_CONFIDENCE}.visual",
+    "reasoning": f"{GUARDRAIL_CONFIDENCE}.reasoning",
+    "overall": f"{GUARDRAIL_CONFIDENCE}.overall",
+}
+"""Call-span attributes with the final calibrated value of each component (absent when unknown)."""
+
+# -- Evaluation names and labels --------------------------------------------------------------------------------
+
+EVALUATION_NAMES: Final[dict[Component, str]] = {
+    "visual": "visual_confidence",
+    "reasoning": "reasoning_confidence",
+    "overall": "overall_confidence",
+}
+"""``gen_ai.evaluation.name`` of each confidence component."""
+
+LABEL_LOW: Final = "low"
+LABEL_MEDIUM: Final = "medium"
+LABEL_HIGH: Final = "high"
+LABEL_UNKNOWN: Final = "unknown"
+_MEDIUM_FROM: Final = 0.5
+_HIGH_FROM: Final = 0.8
+
+
+def confidence_label(value: float | None) -> str:
+    """``gen_ai.evaluation.score.label`` of a calibrated probability: ``low`` (< 0.5), ``medium`` (< 0.8),
+    ``high``, or ``unknown`` when the component could not be measured.
+
+    Fixed bands, not the policy's thresholds: the label stays comparable across policies and low-cardinality,
+    as the conventions ask; what the policy made of the value is in ``guardrail.decision.*``.
+    """
+    if value is None:
+        return LABEL_UNKNOWN
+    if value < _MEDIUM_FROM:
+        return LABEL_LOW
+    return LABEL_MEDIUM if value < _HIGH_FROM else LABEL_HIGH
