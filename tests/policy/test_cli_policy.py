@@ -102,3 +102,13 @@ def test_the_top_level_policies_folder_is_the_shipped_one() -> None:
     result = runner.invoke(app, ["policy", "check", *sorted(str(p) for p in top.glob("*.yaml"))])
     assert result.exit_code == 0
     assert result.stdout.count(": OK") == 3
+
+
+def test_check_a_non_utf8_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("latin1.yaml").write_bytes("version: 1\nname: café\notherwise: accept\n".encode("latin-1"))
+    result = runner.invoke(app, ["policy", "check", "latin1.yaml"])
+    assert result.exit_code == 1
+    assert result.stdout == (
+        "latin1.yaml:2:10: the file is not valid UTF-8: byte 0xe9 cannot be decoded (policies are UTF-8 text)\n"
+    )
