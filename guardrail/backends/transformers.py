@@ -17,6 +17,8 @@ Tested on tiny random LLaVA, Idefics3/SmolVLM, Qwen2-VL and Qwen2.5-VL models. L
 from __future__ import annotations
 
 import copy
+import functools
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +39,12 @@ __all__ = ["TransformersBackend", "resolve_device", "resolve_dtype"]
 _MODEL_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError)
 _SEQUENCE_KEYS = {"input_ids": None, "attention_mask": 1, "mm_token_type_ids": 0, "token_type_ids": 0}
 """Per-token inputs extended by the answer tokens when teacher forcing, with the fill value (None: the ids)."""
+_TAG_TOKEN = re.compile(
+    r"^\s*<\s*/?\s*(think|vision|reasoning|analysis|confidence|vision_confidence|reasoning_confidence)\s*>\s*$"
+    r"|\\boxed",
+    re.IGNORECASE,
+)
+"""Special tokens that are structured-answer tags, kept visible when decoding."""
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -187,14 +195,33 @@ class TransformersBackend:
         )
         return str(rendered)
 
+    @functools.cached_property
+    def _hidden_ids(self) -> frozenset[int]:
+        """Special tokens left out of response texts (EOS, padding, image placeholders, ...).
+
+        Special tokens that are structured-answer tags (``<vision>``, ``\\boxed{``, ...) stay visible: some
+        tokenizers mark them special, and ``skip_special_tokens=True`` would erase the very spans we parse.
+        """
+        ids = getattr(self.tokenizer, "all_special_ids", []) or []
+        tokens = getattr(self.tokenizer, "all_special_tokens", []) or []
+        special = {int(i): str(t) for i, t in zip(ids, tokens, strict=False)}
+        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}  # includes tokens only Rust marks special
+        special.update({int(i): str(t) for i, t in added.items() if getattr(t, "special", False)})
+        return frozenset(i for i, t in special.items() if not _TAG_TOKEN.search(t))
+
+    def _visible(self, ids: Sequence[int]) -> list[int]:
+        hidden = self._hidden_ids
+        return [int(i) for i in ids if int(i) not in hidden]
+
     def _decode(self, ids: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+        return str(self.tokenizer.decode(self._visible(ids), skip_special_tokens=False))
 
     def token_offsets(self, token_ids: Sequence[int]) -> list[tuple[int, int]]:
-        """Character range of each token of ``token_ids`` in their decoded text (special tokens: zero width)."""
+        """Character range of each token of ``token_ids`` in their decoded text (hidden tokens: zero width)."""
 
         def decode_batch(batch: list[list[int]]) -> list[str]:
-            return [str(t) for t in self.tokenizer.batch_decode(batch, skip_special_tokens=True)]
+            visible = [self._visible(ids) for ids in batch]
+            return [str(t) for t in self.tokenizer.batch_decode(visible, skip_special_tokens=False)]
 
         return token_char_offsets(decode_batch, token_ids)
 

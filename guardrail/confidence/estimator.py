@@ -18,6 +18,7 @@ Every measurement is kept in ``Signals.features``. A backend that cannot re-scor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -228,6 +229,11 @@ class DecoupledEstimator:
         ids = generation.token_ids
         offsets = backend.token_offsets(ids)
         n = len(ids)
+        if (offsets[-1][1] if offsets else 0) != len(parsed.text):
+            problems.append("the token ids do not decode to the response text: spans fall back to all tokens")
+            # every token then covers character 0, so every span (the whole response) selects all tokens
+            parsed = dataclasses.replace(parsed, vision=(0, 1), reasoning=(0, 1), answer=(0, 1))
+            offsets = [(0, 1)] * n
 
         def tokens(span: CharSpan | None) -> torch.Tensor:
             return _mask(None if span is None else char_span_to_token_span(span, offsets), n)

@@ -60,6 +60,16 @@ def test_token_offsets_tile_the_text(llava_backend: TransformersBackend, questio
     assert all(a[1] == b[0] for a, b in itertools.pairwise(offsets))
 
 
+def test_special_tag_tokens_stay_visible() -> None:
+    model, processor = BUILDERS["llava"]()
+    processor.tokenizer.add_special_tokens({"additional_special_tokens": ["<vision>", "</vision>", "\\boxed{"]})
+    backend = TransformersBackend(model, processor)
+    ids = processor.tokenizer.encode("<vision>red</vision>\\boxed{red}<eos><image>", add_special_tokens=False)
+    offsets = backend.token_offsets(ids)
+    assert offsets[-1][1] == len("<vision>red</vision>\\boxed{red}")
+    assert offsets[-2][0] == offsets[-2][1]  # <eos> is hidden
+
+
 def _png_bytes(size: tuple[int, int] = (20, 20)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, (10, 20, 30)).save(buffer, format="PNG")

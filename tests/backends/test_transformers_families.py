@@ -25,7 +25,8 @@ def test_generate(family_backend: TransformersBackend, question: Request) -> Non
     assert 1 <= len(gen.token_ids) <= 12
     assert len(gen.token_logprobs) == len(gen.token_ids)
     assert all(lp <= 0 for lp in gen.token_logprobs)
-    assert gen.text == family_backend.tokenizer.decode(list(gen.token_ids), skip_special_tokens=True)
+    visible = [i for i in gen.token_ids if i < 256]  # the byte tokens; every special token is hidden
+    assert gen.text == family_backend.tokenizer.decode(visible)
     assert gen.provider == "transformers"
     assert gen.usage.output_tokens == len(gen.token_ids)
     assert gen.usage.input_tokens > 0

@@ -202,3 +202,13 @@ def test_invalid_parameters_name_the_parameter() -> None:
         DecoupledEstimator(draws=0)
     with pytest.raises(ValueError, match="`perturbation` must be one of"):
         DecoupledEstimator(perturbation="rotate")  # type: ignore[arg-type]
+
+
+def test_token_text_mismatch_falls_back_to_all_tokens(request_with_image: Request) -> None:
+    gen = _generation(STRUCTURED)
+    gen = gen.model_copy(update={"text": STRUCTURED + " extra"})
+    signals = DecoupledEstimator().estimate(FakeScoringBackend(), request_with_image, gen)
+    assert signals.features["vision_tokens"] == len(STRUCTURED)
+    assert signals.features["answer_tokens"] == len(STRUCTURED)
+    assert signals.problems == ("the token ids do not decode to the response text: spans fall back to all tokens",)
+    assert signals.features["verbalized_vision"] == 0.8
