@@ -209,15 +209,28 @@ def _checksum(payload: Mapping[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _non_finite(value: Any, where: str) -> str | None:
+    """The path of the first NaN or infinity inside ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, Mapping):
+        items: Iterable[tuple[str, Any]] = ((f"{where}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((found for key, v in items if (found := _non_finite(v, key)) is not None), None)
+
+
 def save_artifact(artifact: CalibrationArtifact, path: str | os.PathLike[str]) -> Path:
-    """Write ``artifact`` as strict JSON (no NaN) with a content checksum, atomically; returns the path."""
+    """Write ``artifact`` as strict JSON (NaN refused) with a content checksum, atomically; returns the path."""
     target = Path(path)
+    bad = _non_finite(artifact.model_dump(mode="python", by_alias=True), "artifact")
+    if bad is not None:
+        raise ArtifactError(f"cannot save artifact {target}: {bad} is NaN or infinity (strict JSON has neither)")
     payload = artifact.model_dump(mode="json", by_alias=True)
-    try:
-        payload["checksum"] = _checksum(payload)
-        text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
-    except ValueError as exc:
-        raise ArtifactError(f"cannot save artifact {target}: {exc} (NaN or infinity in a value)") from exc
+    payload["checksum"] = _checksum(payload)
+    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
     try:
@@ -241,7 +254,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ArtifactError(f"artifact {path} is corrupted: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(text.rstrip()):
+        if exc.pos >= len(text.rstrip()) or not text.rstrip().endswith("}"):  # saved files end with "}"
             raise ArtifactError(
                 f"artifact {path} is truncated: the JSON ends early (line {exc.lineno}, column {exc.colno})"
             ) from exc

@@ -99,9 +99,9 @@ class ScoreCalibrator(ABC):
     def _check_scores(self, scores: npt.ArrayLike) -> FloatArray:
         s = _as_1d("scores", scores)
         if not np.all(np.isfinite(s)):
-            raise CalibrationError(f"`scores` must be finite, got {s[~np.isfinite(s)][0]!r}")
+            raise CalibrationError(f"`scores` must be finite, got {float(s[~np.isfinite(s)][0])!r}")
         if not self._accepts_reals and (np.any(s < 0.0) or np.any(s > 1.0)):
-            bad = s[(s < 0.0) | (s > 1.0)][0]
+            bad = float(s[(s < 0.0) | (s > 1.0)][0])
             raise CalibrationError(
                 f"`scores` must be in [0, 1] for {type(self).__name__}, got {bad!r}"
                 " (real-valued scores: IsotonicCalibrator, or scale='logit')"
@@ -114,7 +114,7 @@ class ScoreCalibrator(ABC):
         if y.shape[0] != n:
             raise CalibrationError(f"`labels` must have the length of `scores` ({n}), got {y.shape[0]}")
         if np.any((y != 0.0) & (y != 1.0)):
-            raise CalibrationError(f"`labels` must hold 0/1 labels, got {y[(y != 0.0) & (y != 1.0)][0]!r}")
+            raise CalibrationError(f"`labels` must hold 0/1 labels, got {float(y[(y != 0.0) & (y != 1.0)][0])!r}")
         return y
 
     # -- estimator interface ---------------------------------------------------------------------------------

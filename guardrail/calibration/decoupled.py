@@ -28,7 +28,7 @@ Component fits are in-sample (the combiner sees the parts' in-sample calibrated 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -50,6 +50,8 @@ __all__ = ["COMBINERS", "DecoupledCalibrator", "harmonic_mean_array"]
 
 FloatArray = npt.NDArray[np.float64]
 _D = TypeVar("_D", bound="DecoupledCalibrator")
+MaybeArray = npt.ArrayLike | Sequence[float | None]
+"""Scores or labels where NaN or None means "not measured"."""
 COMBINERS = ("harmonic", "product", "platt_harmonic", "isotonic_harmonic", "logistic")
 _PARTS = ("visual", "reasoning", "holistic")
 
@@ -103,7 +105,7 @@ class _LogisticCombiner:
             raise CalibrationError(f"malformed logistic combiner dict: {dict(data)!r}") from exc
 
 
-def _optional_array(name: str, values: npt.ArrayLike | None, n: int | None, *, labels: bool) -> FloatArray:
+def _optional_array(name: str, values: MaybeArray | None, n: int | None, *, labels: bool) -> FloatArray:
     """Float array with NaN for "not measured"; values checked in [0, 1] (scores) or {0, 1} (labels)."""
     if values is None:
         if n is None:
@@ -119,7 +121,7 @@ def _optional_array(name: str, values: npt.ArrayLike | None, n: int | None, *, l
     bad = known[(known != 0) & (known != 1)] if labels else known[(known < 0) | (known > 1)]
     if bad.size:
         expected = "0/1 labels (NaN or None = unknown)" if labels else "scores in [0, 1] (NaN or None = unknown)"
-        raise CalibrationError(f"`{name}` must hold {expected}, got {bad[0]!r}")
+        raise CalibrationError(f"`{name}` must hold {expected}, got {float(bad[0])!r}")
     return array
 
 
@@ -162,12 +164,12 @@ class DecoupledCalibrator:
     # -- fit -------------------------------------------------------------------------------------------------
     def fit(
         self: _D,
-        visual_scores: npt.ArrayLike | None,
-        reasoning_scores: npt.ArrayLike | None,
+        visual_scores: MaybeArray | None,
+        reasoning_scores: MaybeArray | None,
         *,
-        answer_correct: npt.ArrayLike,
-        perception_correct: npt.ArrayLike | None = None,
-        holistic_scores: npt.ArrayLike | None = None,
+        answer_correct: MaybeArray,
+        perception_correct: MaybeArray | None = None,
+        holistic_scores: MaybeArray | None = None,
     ) -> _D:
         """Fit every component that has enough labelled rows; returns ``self``. Inputs are not modified."""
         if self.combiner not in COMBINERS:
@@ -239,9 +241,9 @@ class DecoupledCalibrator:
 
     def predict_components(
         self,
-        visual_scores: npt.ArrayLike | None,
-        reasoning_scores: npt.ArrayLike | None,
-        holistic_scores: npt.ArrayLike | None = None,
+        visual_scores: MaybeArray | None,
+        reasoning_scores: MaybeArray | None,
+        holistic_scores: MaybeArray | None = None,
     ) -> dict[str, FloatArray]:
         """Calibrated ``visual``, ``reasoning`` and ``overall`` arrays for a batch (NaN = unknown)."""
         self._require_fitted()

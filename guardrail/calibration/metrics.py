@@ -64,10 +64,10 @@ def _check_confidence_correct(confidence: ArrayLike, correct: ArrayLike) -> tupl
             f"`confidence` and `correct` must have the same length, got {c.shape[0]} and {y.shape[0]}"
         )
     if not np.all(np.isfinite(c)) or np.any(c < 0.0) or np.any(c > 1.0):
-        bad = c[~(np.isfinite(c) & (c >= 0.0) & (c <= 1.0))][0]
+        bad = float(c[~(np.isfinite(c) & (c >= 0.0) & (c <= 1.0))][0])
         raise CalibrationError(f"`confidence` must hold probabilities in [0, 1], got {bad!r}")
     if np.any((y != 0.0) & (y != 1.0)):
-        bad = y[(y != 0.0) & (y != 1.0)][0]
+        bad = float(y[(y != 0.0) & (y != 1.0)][0])
         raise CalibrationError(f"`correct` must hold 0/1 labels, got {bad!r}")
     return c, y
 

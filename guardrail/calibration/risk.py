@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import CalibrationError
 from .metrics import _as_1d
 
-__all__ = ["CertifiedThreshold", "binomial_upper_bound", "certify_pair", "certify_threshold"]
+__all__ = ["DEFAULT_GRID", "CertifiedThreshold", "binomial_upper_bound", "certify_pair", "certify_threshold"]
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_GRID: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99)
@@ -116,14 +116,15 @@ def _check_scores_labels(name: str, scores: npt.ArrayLike, correct: FloatArray) 
         raise CalibrationError(f"`{name}` must have the length of `correct` ({correct.shape[0]}), got {s.shape[0]}")
     known = s[~np.isnan(s)]
     if np.any((known < 0.0) | (known > 1.0)):
-        raise CalibrationError(f"`{name}` must hold values in [0, 1] or NaN (unknown), got {known[known < 0][:1]}")
+        bad = float(known[(known < 0.0) | (known > 1.0)][0])
+        raise CalibrationError(f"`{name}` must hold values in [0, 1] or NaN (unknown), got {bad!r}")
     return s
 
 
 def _check_correct(correct: npt.ArrayLike) -> FloatArray:
     y = _as_1d("correct", correct)
     if np.any((y != 0.0) & (y != 1.0)):
-        raise CalibrationError(f"`correct` must hold 0/1 labels, got {y[(y != 0.0) & (y != 1.0)][0]!r}")
+        raise CalibrationError(f"`correct` must hold 0/1 labels, got {float(y[(y != 0.0) & (y != 1.0)][0])!r}")
     return y
 
 

@@ -1,0 +1,68 @@
+"""Named synthetic inputs for the calibration tests, in one place.
+
+Every generator is seeded and vectorised. ``sign_changing`` is mis-calibrated with a sign that changes across
+bins (over-confident in some, under-confident in others): with one sign every binned ECE collapses to
+|mean c - mean y| and a wrong implementation would pass (METHOD.md section 6).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[np.float64]
+
+
+def sigmoid(z: Array) -> Array:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def logit(p: Array) -> Array:
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(p) - np.log1p(-p)
+
+
+def sign_changing(n: int = 2000, seed: int = 0) -> tuple[Array, Array]:
+    """c ~ U(0, 1), P(y = 1 | c) = c + 0.25 sin(2 pi c): under-confident below 0.5, over-confident above."""
+    rng = np.random.default_rng(seed)
+    c = rng.random(n)
+    p = np.clip(c + 0.25 * np.sin(2 * np.pi * c), 0.0, 1.0)
+    return c, (rng.random(n) < p).astype(np.float64)
+
+
+def quantized(n: int = 2000, seed: int = 1) -> tuple[Array, Array]:
+    """``sign_changing`` with confidences rounded to the 0.1 grid (every value sits on a bin edge at B = 10)."""
+    c, y = sign_changing(n, seed)
+    return np.round(c, 1), y
+
+
+def overconfident(n: int = 2000, seed: int = 2, slope: float = 0.4) -> tuple[Array, Array]:
+    """Scores s with P(y = 1 | s) = sigmoid(slope * logit(s)): over-confident at both ends (every calibrator
+    family can repair it)."""
+    rng = np.random.default_rng(seed)
+    s = rng.beta(0.7, 0.7, n)
+    return s, (rng.random(n) < sigmoid(slope * logit(s))).astype(np.float64)
+
+
+def decoupled_world(n: int, seed: int) -> dict[str, Array]:
+    """A world where perception and reasoning fail separately.
+
+    Perception is right with probability pv, reasoning (given right perception) with pr; a wrong perception still
+    gives the right answer by luck 1 time in 13 (easy-VQA has 13 answers). The raw scores are mis-calibrated
+    monotone transforms of pv and pr (visual over-, reasoning under-confident).
+    """
+    rng = np.random.default_rng(seed)
+    pv, pr = rng.beta(4, 1.5, n), rng.beta(4, 1.5, n)
+    perception = rng.random(n) < pv
+    reasoning = rng.random(n) < pr
+    lucky = rng.random(n) < 1 / 13
+    answer = np.where(perception, reasoning, lucky)
+    return {
+        "visual": sigmoid(2.0 * logit(pv) + 1.0),
+        "reasoning": sigmoid(0.5 * logit(pr) + 1.0),
+        "holistic": sigmoid(logit(pv * pr) + 0.8),
+        "perception": perception.astype(np.float64),
+        "answer": answer.astype(np.float64),
+        "pv": pv,
+        "pr": pr,
+    }
