@@ -22,9 +22,11 @@ from typing import Any
 
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
+from langgraph.errors import GraphBubbleUp
 from PIL import Image
 
 from ..errors import GuardrailError, ViewProviderError
+from ..images import decode_image
 from ..types import ImageBlock, Request
 from ..views import ViewProvider
 from .messages import image_blocks_of
@@ -75,8 +77,13 @@ class ToolViewProvider:
 
     def __call__(self, request: Request, count: int) -> Sequence[ImageBlock]:
         """Up to ``count`` images from one tool call."""
-        args = dict(self.tool_args(request, count))
-        return _checked(self.name, _call(self.name, lambda: self.tool.invoke(args)), count)
+        call = {
+            "type": "tool_call",
+            "name": self.tool.name,
+            "args": dict(self.tool_args(request, count)),
+            "id": "views",
+        }
+        return _checked(self.name, _call(self.name, lambda: self.tool.invoke(call)), count)
 
 
 def as_view_provider(
@@ -102,35 +109,37 @@ def to_image_blocks(value: object, *, name: str = "view provider") -> list[Image
         return [ImageBlock.from_bytes(value)]
     if isinstance(value, Path):
         return [ImageBlock.from_path(value)]
-    if isinstance(value, ToolMessage):
-        return list(image_blocks_of(value))
+    if isinstance(value, ToolMessage):  # images in the content, and in the artifact of a content_and_artifact tool
+        artifact = [] if value.artifact is None else to_image_blocks(value.artifact, name=name)
+        return [*image_blocks_of(value), *artifact]
     if isinstance(value, Mapping):
         carrier = ToolMessage(content=[dict(value)], tool_call_id="view")
         return list(image_blocks_of(carrier))
-    if isinstance(value, tuple) and len(value) == 2 and not _is_image_like(value[0]):
-        return to_image_blocks(value[1], name=name)  # a tool's (content, artifact) pair: images in the artifact
     if isinstance(value, list | tuple):
         return [block for item in value for block in to_image_blocks(item, name=name)]
     raise ViewProviderError(f"{name}: returned {type(value).__name__}, which is not an image")
 
 
-def _is_image_like(value: object) -> bool:
-    return isinstance(value, ImageBlock | Image.Image | bytes | Path | Mapping | list)
-
-
 def _call(name: str, function: Callable[[], object]) -> list[ImageBlock]:
+    """Call user code; translate its errors (never LangGraph's control flow) and check every image decodes."""
     try:
         value = function()
+    except GraphBubbleUp:
+        raise
     except ViewProviderError:
         raise
-    except (GuardrailError, OSError, ValueError, TypeError, RuntimeError, LookupError) as exc:
+    except Exception as exc:
         raise ViewProviderError(f"{name}: failed: {type(exc).__name__}: {exc}") from exc
     try:
-        return to_image_blocks(value, name=name)
+        blocks = to_image_blocks(value, name=name)
+        for block in blocks:
+            if block.base64 is not None:
+                decode_image(block, name="image")
+    except ViewProviderError:
+        raise
     except (GuardrailError, OSError, ValueError) as exc:
-        if isinstance(exc, ViewProviderError):
-            raise
         raise ViewProviderError(f"{name}: returned an unusable image: {exc}") from exc
+    return blocks
 
 
 def _checked(name: str, views: list[ImageBlock], count: int) -> list[ImageBlock]:

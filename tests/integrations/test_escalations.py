@@ -55,8 +55,9 @@ def test_a_resolved_escalation_is_no_longer_listed(tmp_path: Path) -> None:
 
 
 def test_open_saver_refuses_a_missing_database(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"checkpoint database '.*missing.sqlite' does not exist"), open_saver(
-        tmp_path / "missing.sqlite"
+    with (
+        pytest.raises(InputError, match=r"checkpoint database '.*missing.sqlite' does not exist"),
+        open_saver(tmp_path / "missing.sqlite"),
     ):
         pass
 

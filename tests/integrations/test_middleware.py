@@ -1,0 +1,183 @@
+"""GuardrailMiddleware in real ``create_agent`` graphs (sync): model calls, vision tools, review, and HITL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain.agents.middleware import HumanInTheLoopMiddleware
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from guardrail import ConfigurationError
+from guardrail.integrations import GuardrailChatModel, GuardrailMiddleware
+from tests.fakes import ScriptedModel, Step
+from tests.integrations.agent_fakes import ScriptedPlanner, tool_call
+from tests.integrations.helpers import ABSTAIN, ACCEPT, ESCALATE, image_message, png_b64, scripted_guard
+
+THREAD: dict[str, Any] = {"configurable": {"thread_id": "agent-1"}}
+
+
+def agent_over(step: Step, **middleware: Any) -> tuple[Any, ScriptedModel, ScriptedModel]:
+    """An agent whose own model is a plain backend, guarded by a guard over another scripted backend."""
+    guard, guarded_model = scripted_guard(step)
+    plain = ScriptedModel(steps=(Step(answer="plain"),))
+    agent = create_agent(
+        GuardrailChatModel(backend=plain),
+        middleware=[GuardrailMiddleware(guard, **middleware)],
+        checkpointer=InMemorySaver(),
+    )
+    return agent, guarded_model, plain
+
+
+def test_a_model_call_with_an_image_is_answered_by_the_guard() -> None:
+    agent, guarded, plain = agent_over(ACCEPT)
+    state = agent.invoke({"messages": [image_message()]}, THREAD)
+    reply = state["messages"][-1]
+    assert reply.content == "red"
+    assert reply.response_metadata["guardrail"]["status"] == "accepted"
+    assert reply.response_metadata["guardrail"]["confidence"]["overall"] == 0.9
+    assert (len(guarded.calls), len(plain.calls)) == (1, 0)
+
+
+def test_a_model_call_without_images_goes_to_the_agent_model() -> None:
+    agent, guarded, plain = agent_over(ACCEPT)
+    state = agent.invoke({"messages": [HumanMessage(content="Hello?")]}, THREAD)
+    assert state["messages"][-1].content == "plain"
+    assert (len(guarded.calls), len(plain.calls)) == (0, 1)
+
+
+def test_an_abstention_reaches_the_agent_as_a_reason_not_an_answer() -> None:
+    agent, _, _ = agent_over(ABSTAIN)
+    reply = agent.invoke({"messages": [image_message()]}, THREAD)["messages"][-1]
+    assert "not confident enough" in reply.content
+    assert "blue" not in reply.content
+
+
+def test_an_escalation_pauses_after_the_model_and_the_decision_replaces_the_notice() -> None:
+    agent, guarded, _ = agent_over(ESCALATE)
+    state = agent.invoke({"messages": [image_message()]}, THREAD)
+    (pending,) = state["__interrupt__"]
+    assert pending.value["candidate_answer"] == "green"
+    final = agent.invoke(Command(resume={"type": "edit", "answer": "olive"}), THREAD)
+    replies = [m for m in final["messages"] if isinstance(m, AIMessage)]
+    assert [m.content for m in replies] == ["olive"]  # the notice was replaced, keeping its id
+    assert replies[0].response_metadata["guardrail"]["review"]["decision"] == {"type": "edit", "answer": "olive"}
+    assert len(guarded.calls) == 1  # resuming ran the review hook only
+
+
+def test_escalate_message_mode_replies_without_pausing() -> None:
+    agent, _, _ = agent_over(ESCALATE, escalate="message")
+    state = agent.invoke({"messages": [image_message()]}, THREAD)
+    assert "__interrupt__" not in state
+    assert "escalated to a human reviewer" in state["messages"][-1].content
+
+
+def test_configuration_is_checked() -> None:
+    guard, _ = scripted_guard(ACCEPT)
+    with pytest.raises(ConfigurationError, match="`escalate` must be 'interrupt' or 'message', got 'ask'"):
+        GuardrailMiddleware(guard, escalate="ask")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="got the string 'camera'"):
+        GuardrailMiddleware(guard, vision_tools="camera")
+
+
+# -- vision tools ----------------------------------------------------------------------------------------------
+
+
+class Camera:
+    """A tool that photographs the scene; counts how often it really ran."""
+
+    def __init__(self, *, images: bool = True) -> None:
+        self.runs = 0
+        self.images = images
+
+        @tool(response_format="content")
+        def camera(question: str) -> list[dict[str, Any]]:
+            """Take a photo of the scene to answer a question about it."""
+            self.runs += 1
+            if not self.images:
+                return [{"type": "text", "text": "lens cap on"}]
+            return [{"type": "image", "base64": png_b64(), "mime_type": "image/png"}]
+
+        self.tool = camera
+
+
+def tool_agent(
+    camera: Camera, step: Step, *, before: Sequence[Any] = (), after: Sequence[Any] = ()
+) -> tuple[Any, ScriptedModel]:
+    guard, guarded = scripted_guard(step)
+    planner = ScriptedPlanner(
+        replies=[tool_call("camera", {"question": "What colour is the shape?"}), AIMessage(content="done")]
+    )
+    agent = create_agent(
+        planner,
+        tools=[camera.tool],
+        middleware=[*before, GuardrailMiddleware(guard, vision_tools=["camera"]), *after],
+        checkpointer=InMemorySaver(),
+    )
+    return agent, guarded
+
+
+def tool_results(state: dict[str, Any]) -> list[ToolMessage]:
+    return [m for m in state["messages"] if isinstance(m, ToolMessage)]
+
+
+def test_a_vision_tool_result_is_answered_by_the_guard() -> None:
+    camera = Camera()
+    agent, guarded = tool_agent(camera, ACCEPT)
+    state = agent.invoke({"messages": [HumanMessage(content="Look at the shape.")]}, THREAD)
+    (result,) = tool_results(state)
+    assert (result.content, result.status) == ("red", "success")
+    assert result.artifact["guardrail"]["status"] == "accepted"
+    assert guarded.calls[0][0].question == "What colour is the shape?"
+    assert len(guarded.calls[0][0].images) == 1
+    assert camera.runs == 1
+
+
+def test_a_vision_tool_abstention_is_an_error_result_with_the_reason() -> None:
+    agent, _ = tool_agent(Camera(), ABSTAIN)
+    (result,) = tool_results(agent.invoke({"messages": [HumanMessage(content="Look.")]}, THREAD))
+    assert result.status == "error"
+    assert "not confident enough" in result.content
+
+
+def test_a_vision_tool_result_without_images_passes_through() -> None:
+    agent, guarded = tool_agent(Camera(images=False), ACCEPT)
+    (result,) = tool_results(agent.invoke({"messages": [HumanMessage(content="Look.")]}, THREAD))
+    assert result.content == [{"type": "text", "text": "lens cap on"}]
+    assert guarded.calls == []
+
+
+@pytest.mark.parametrize("mode", ["batched", "per_call"])
+@pytest.mark.parametrize("order", ["hitl-first", "guardrail-first"])
+def test_a_tool_call_a_human_rejected_never_runs_and_is_never_guarded(mode: str, order: str) -> None:
+    camera = Camera()
+    hitl = HumanInTheLoopMiddleware(interrupt_on={"camera": True}, interrupt_mode=mode)  # type: ignore[arg-type]
+    where = {"before": [hitl]} if order == "hitl-first" else {"after": [hitl]}
+    agent, guarded = tool_agent(camera, ACCEPT, **where)
+    state = agent.invoke({"messages": [HumanMessage(content="Look.")]}, THREAD)
+    (pending,) = state["__interrupt__"]
+    decision = {"type": "reject", "message": "no photos here"}
+    resume = {"decisions": [decision]} if mode == "batched" else {pending.id: decision}
+    final = agent.invoke(Command(resume=resume), THREAD)
+    (result,) = tool_results(final)
+    assert "no photos here" in result.content
+    assert result.status == "error"
+    assert camera.runs == 0
+    assert guarded.calls == []
+
+
+@pytest.mark.parametrize("mode", ["batched", "per_call"])
+def test_a_tool_call_a_human_approved_runs_once_and_is_guarded_once(mode: str) -> None:
+    camera = Camera()
+    hitl = HumanInTheLoopMiddleware(interrupt_on={"camera": True}, interrupt_mode=mode)  # type: ignore[arg-type]
+    agent, guarded = tool_agent(camera, ACCEPT, before=[hitl])
+    pending = agent.invoke({"messages": [HumanMessage(content="Look.")]}, THREAD)["__interrupt__"][0]
+    resume = {"decisions": [{"type": "approve"}]} if mode == "batched" else {pending.id: {"type": "approve"}}
+    (result,) = tool_results(agent.invoke(Command(resume=resume), THREAD))
+    assert result.content == "red"
+    assert (camera.runs, len(guarded.calls)) == (1, 1)
