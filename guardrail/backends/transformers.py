@@ -16,9 +16,11 @@ Tested on tiny random LLaVA, Idefics3/SmolVLM, Qwen2-VL and Qwen2.5-VL models. L
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import re
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,6 +102,7 @@ class TransformersBackend:
         self.sample_reasks = sample_reasks
         self.reask_temperature = reask_temperature
         self.max_image_pixels = max_image_pixels
+        self._lock = threading.Lock()  # one model call at a time: the seeded RNG and the model are shared
         config = getattr(model, "config", None)
         self._name = name or str(getattr(config, "_name_or_path", "") or getattr(config, "model_type", "model"))
 
@@ -251,7 +254,7 @@ class TransformersBackend:
             config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         try:
-            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            with self._lock, torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(seed)
                 out = self.model.generate(**inputs, generation_config=config)
         except _MODEL_ERRORS as exc:
@@ -272,6 +275,10 @@ class TransformersBackend:
             usage=Usage(input_tokens=prompt_len, output_tokens=int(new_ids.shape[0])),
             seconds=time.perf_counter() - start,
         )
+
+    async def agenerate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
+        """The async twin of :meth:`generate` (runs in a worker thread; calls are serialised)."""
+        return await asyncio.to_thread(self.generate, request, options)
 
     # -- teacher-forced scoring --------------------------------------------------------------------------------
 
@@ -302,7 +309,7 @@ class TransformersBackend:
             batch = self._stack_rows(rows)
             answer = torch.tensor(ids, device=self.device)
             forced = self._append_answer(batch, answer[:-1])
-            with torch.inference_mode():
+            with self._lock, torch.inference_mode():
                 logits = self.model(**forced, logits_to_keep=len(ids)).logits
         except GuardrailError:
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import itertools
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from guardrail import BackendError, GenerationOptions, ImageBlock, ImageError, Request
+from guardrail import AsyncBackend, BackendError, GenerationOptions, ImageBlock, ImageError, Request
 from guardrail.backends import TransformersBackend
 from guardrail.backends.transformers import resolve_device, resolve_dtype
 from guardrail.confidence import ScoringBackend
@@ -31,6 +32,12 @@ def test_greedy_is_deterministic(llava_backend: TransformersBackend, question: R
     b = llava_backend.generate(question, GenerationOptions(attempt=1))  # re-asks stay greedy unless configured
     assert a.token_ids == b.token_ids
     assert a.token_logprobs == pytest.approx(b.token_logprobs)
+
+
+def test_agenerate_matches_generate(llava_backend: TransformersBackend, question: Request) -> None:
+    assert isinstance(llava_backend, AsyncBackend)
+    gen = asyncio.run(llava_backend.agenerate(question, GenerationOptions()))
+    assert gen.token_ids == llava_backend.generate(question, GenerationOptions()).token_ids
 
 
 def test_sampling_is_seeded(llava_backend: TransformersBackend, question: Request) -> None:
