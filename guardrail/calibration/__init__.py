@@ -23,19 +23,13 @@ from .calibrators import (
 )
 from .decoupled import COMBINERS, DecoupledCalibrator, harmonic_mean_array
 from .metrics import (
-    BootstrapCI,
-    CalibrationSummary,
-    NoiseFloor,
     ReliabilityDiagram,
     RiskCoverage,
     adaptive_calibration_error,
     aurc,
     auroc,
-    bootstrap_ci,
     brier_score,
-    calibration_summary,
     eaurc,
-    ece_noise_floor,
     expected_calibration_error,
     maximum_calibration_error,
     negative_log_likelihood,
@@ -44,6 +38,7 @@ from .metrics import (
     selective_accuracy,
 )
 from .risk import DEFAULT_GRID, CertifiedThreshold, binomial_upper_bound, certify_pair, certify_threshold
+from .summary import BootstrapCI, CalibrationSummary, NoiseFloor, bootstrap_ci, calibration_summary, ece_noise_floor
 
 __all__ = [
     "ARTIFACT_SCHEMA",

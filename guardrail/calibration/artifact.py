@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import ArtifactError, CalibrationError
 from .decoupled import DecoupledCalibrator
-from .metrics import CalibrationSummary
 from .risk import CertifiedThreshold
+from .summary import CalibrationSummary
 
 __all__ = [
     "ARTIFACT_SCHEMA",

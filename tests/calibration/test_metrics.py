@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from guardrail.calibration import metrics as m
+from guardrail.calibration import summary as sm
 from guardrail.errors import CalibrationError
 
 from .data import quantized, sign_changing
@@ -168,51 +169,6 @@ def test_selective_accuracy_takes_exactly_ceil_coverage_n(coverage: float, expec
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Noise floor, bootstrap, summary
-
-
-def test_noise_floor_matches_a_loop_over_redraws() -> None:
-    c, _ = DATASETS["sign_changing"]
-    floor = m.ece_noise_floor(c, n_bins=10, n_draws=40, seed=3)
-    rng = np.random.default_rng(3)
-    eces = [ref_ece(c, (row < c).astype(float), 10) for row in rng.random((40, len(c)))]
-    assert floor.mean == pytest.approx(np.mean(eces), abs=1e-12)
-    assert floor.low == pytest.approx(np.percentile(eces, 2.5))
-    assert floor.high == pytest.approx(np.percentile(eces, 97.5))
-
-
-def test_noise_floor_contains_a_calibrated_predictor_and_shrinks_with_n() -> None:
-    rng = np.random.default_rng(0)
-    c = rng.random(1000)
-    floor = m.ece_noise_floor(c, n_bins=10, n_draws=300, seed=1)
-    inside = [floor.low <= m.expected_calibration_error(c, rng.random(1000) < c, 10) <= floor.high for _ in range(50)]
-    assert sum(inside) >= 40
-    assert m.ece_noise_floor(np.tile(c, 10), n_bins=10, n_draws=100).mean < floor.mean / 2
-
-
-def test_bootstrap_matches_a_loop_and_counts_undefined_resamples() -> None:
-    c, y = DATASETS["small"]
-    ci = m.bootstrap_ci(m.brier_score, c, y, n_boot=50, alpha=0.1, seed=4)
-    rng = np.random.default_rng(4)
-    values = [m.brier_score(c[i], y[i]) for i in rng.integers(0, len(c), size=(50, len(c)))]
-    assert (ci.low, ci.high) == pytest.approx(tuple(np.percentile(values, [5, 95])))
-    assert ci.estimate == m.brier_score(c, y)
-    tiny = m.bootstrap_ci(m.auroc, [0.1, 0.9, 0.5], [0, 1, 1], n_boot=200, seed=0)
-    assert 0 < tiny.n_failed < 200
-
-
-def test_summary_agrees_with_the_functions_and_is_json() -> None:
-    c, y = DATASETS["quantized"]
-    s = m.calibration_summary(c, y, noise_draws=50)
-    assert s.ece_10 == m.expected_calibration_error(c, y, 10)
-    assert s.ece_15 == m.expected_calibration_error(c, y, 15)
-    assert s.auroc == m.auroc(c, y)
-    assert s.selective_accuracy_90 == m.selective_accuracy(c, y, 0.9)
-    assert m.CalibrationSummary.model_validate_json(s.model_dump_json()) == s
-    assert m.calibration_summary([0.9, 0.8], [1, 1], noise_draws=10).auroc is None
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Validation and hygiene
 
 
@@ -229,8 +185,8 @@ def test_summary_agrees_with_the_functions_and_is_json() -> None:
         (lambda: m.brier_score([[0.5]], [[1]]), r"`confidence` must be a 1-D array, got shape \(1, 1\)"),
         (lambda: m.negative_log_likelihood([0.5], [1], eps=0.5), r"`eps` must be a float in \(0, 0.5\), got 0.5"),
         (lambda: m.selective_accuracy([0.5], [1], 0.0), r"`coverage` must be a float in \(0, 1\], got 0.0"),
-        (lambda: m.ece_noise_floor([0.5], n_draws=0), r"`n_draws` must be an int >= 1, got 0"),
-        (lambda: m.bootstrap_ci(m.auroc, [0.5], [1], alpha=1.0), r"`alpha` must be a float in \(0, 1\), got 1.0"),
+        (lambda: sm.ece_noise_floor([0.5], n_draws=0), r"`n_draws` must be an int >= 1, got 0"),
+        (lambda: sm.bootstrap_ci(m.auroc, [0.5], [1], alpha=1.0), r"`alpha` must be a float in \(0, 1\), got 1.0"),
     ],
 )
 def test_bad_arguments_name_parameter_value_and_expectation(call: object, message: str) -> None:
@@ -243,8 +199,8 @@ def test_inputs_are_untouched_and_read_only_inputs_work() -> None:
     c_before, y_before = c.copy(), y.copy()
     c.flags.writeable = False
     y.flags.writeable = False
-    m.calibration_summary(c, y, noise_draws=20)
-    m.bootstrap_ci(m.brier_score, c, y, n_boot=5)
+    sm.calibration_summary(c, y, noise_draws=20)
+    sm.bootstrap_ci(m.brier_score, c, y, n_boot=5)
     m.risk_coverage_curve(c, y)
     np.testing.assert_array_equal(c, c_before)
     np.testing.assert_array_equal(y, y_before)
