@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 from .backends import AsyncBackend, Backend
 from .calibration import Calibrator, PassThroughCalibrator
-from .confidence import Estimator
+from .confidence.base import AsyncEstimator, Estimator
 from .errors import (
     ArtifactError,
     BackendError,
@@ -27,6 +27,7 @@ from .errors import (
 )
 from .guard import Guard
 from .policy.engine import decide
+from .policy.loader import load_policy
 from .policy.schema import Policy
 from .types import (
     Action,
@@ -50,6 +51,7 @@ __all__ = [
     "Action",
     "ArtifactError",
     "AsyncBackend",
+    "AsyncEstimator",
     "Attempt",
     "Backend",
     "BackendError",
@@ -83,4 +85,5 @@ __all__ = [
     "ViewProviderError",
     "__version__",
     "decide",
+    "load_policy",
 ]

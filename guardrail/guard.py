@@ -27,7 +27,7 @@ from typing import Any, TypeAlias, TypeVar
 from ._pool import shared_pool
 from .backends.base import AsyncBackend, Backend
 from .calibration.base import Calibrator, PassThroughCalibrator
-from .confidence.base import Estimator
+from .confidence.base import AsyncEstimator, Estimator
 from .errors import BackendTimeout, ConfigurationError
 from .policy.engine import decide, decide_on_error, decide_on_exhausted
 from .policy.schema import Policy
@@ -225,22 +225,30 @@ class Guard:
         return outcome
 
     async def _attempt_async(self, call: _AttemptCall) -> _AttemptOutcome:
+        """A native async attempt: ``agenerate``, then ``aestimate`` when the estimator has one (else a worker
+        thread), then the calibrator inline (a pure, microsecond-scale map)."""
         start = time.perf_counter()
         outcome = _AttemptOutcome()
+        stage: ErrorStage = "backend"
         try:
             assert isinstance(call.backend, AsyncBackend)
-            outcome.generation = _checked(await call.backend.agenerate(call.request, call.options))
+            outcome.generation = generation = _checked(await call.backend.agenerate(call.request, call.options))
+            stage = "estimator"
+            if isinstance(self.estimator, AsyncEstimator):
+                outcome.signals = await self.estimator.aestimate(call.backend, call.request, generation)
+            else:
+                estimate = self.estimator.estimate
+                outcome.signals = await asyncio.wrap_future(
+                    shared_pool().submit(_in_current_context(lambda: estimate(call.backend, call.request, generation)))
+                )
+            stage = "calibrator"
+            outcome.confidence = self.calibrator.calibrate(outcome.signals)
         except Exception as exc:
             if _is_control_flow(exc):
                 raise
-            outcome.error = ErrorInfo.from_exception("backend", exc)
-            outcome.seconds = time.perf_counter() - start
-            return outcome
-        measured = await asyncio.wrap_future(
-            shared_pool().submit(_in_current_context(lambda: self._measure(call, outcome)))
-        )
-        measured.seconds = time.perf_counter() - start
-        return measured
+            outcome.error = ErrorInfo.from_exception(stage, exc)
+        outcome.seconds = time.perf_counter() - start
+        return outcome
 
     def _measure(self, call: _AttemptCall, outcome: _AttemptOutcome) -> _AttemptOutcome:
         """Estimator then calibrator on a generation; errors are recorded with their stage."""

@@ -75,3 +75,33 @@ def test_arun_stops_waiting_on_a_slow_sync_model() -> None:
     result = asyncio.run(guard.arun(image_request()))
     assert time.perf_counter() - start < 1.0
     assert result.final_decision.rule == "on_exhausted"
+
+
+def test_arun_awaits_an_async_estimator_and_keeps_its_errors() -> None:
+    from guardrail import Generation, Signals
+
+    class AsyncEstimatorFake:
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+            self.awaited = 0
+
+        def estimate(self, backend: object, request: Request, generation: Generation) -> Signals:
+            raise AssertionError("the sync estimate must not be used when aestimate exists")
+
+        async def aestimate(self, backend: object, request: Request, generation: Generation) -> Signals:
+            self.awaited += 1
+            await asyncio.sleep(0)
+            if self.fail:
+                raise ConnectionError("scoring server unreachable")
+            return Signals(visual=0.9, reasoning=0.9)
+
+    model = AsyncScriptedModel(steps=[Step(answer="red")])
+    good = AsyncEstimatorFake(fail=False)
+    result = asyncio.run(Guard(model, estimator=good, policy=make_policy()).arun(image_request()))
+    assert (result.status, result.answer, good.awaited) == ("accepted", "red", 1)
+
+    bad = AsyncEstimatorFake(fail=True)
+    result = asyncio.run(Guard(model, estimator=bad, policy=make_policy()).arun(image_request()))
+    assert result.status == "abstained"
+    assert result.error is not None
+    assert (result.error.stage, result.error.type) == ("estimator", "ConnectionError")

@@ -8,11 +8,11 @@ import sys
 import guardrail
 
 EXPECTED = {
-    "Action", "ArtifactError", "AsyncBackend", "Attempt", "Backend", "BackendError", "BackendTimeout",
+    "Action", "ArtifactError", "AsyncBackend", "AsyncEstimator", "Attempt", "Backend", "BackendError", "BackendTimeout",
     "CalibrationError", "Calibrator", "Confidence", "ConfigurationError", "Decision", "ErrorInfo", "Escalation",
     "Estimator", "EstimatorError", "Generation", "GenerationOptions", "Guard", "GuardResult", "GuardrailError",
     "ImageBlock", "ImageError", "InputError", "Message", "PassThroughCalibrator", "Policy", "PolicyError",
-    "PolicyProblem", "Request", "Signals", "TextBlock", "Usage", "ViewProviderError", "__version__", "decide",
+    "PolicyProblem", "Request", "Signals", "TextBlock", "Usage", "ViewProviderError", "__version__", "decide", "load_policy",
 }  # fmt: skip
 
 

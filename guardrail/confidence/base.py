@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 from ..backends.base import Backend
 from ..types import Generation, Request, Signals
 
-__all__ = ["Estimator"]
+__all__ = ["AsyncEstimator", "Estimator"]
 
 
 @runtime_checkable
@@ -20,4 +20,13 @@ class Estimator(Protocol):
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """Measure the signals of ``generation``, the backend's answer to ``request``."""
+        ...
+
+
+@runtime_checkable
+class AsyncEstimator(Estimator, Protocol):
+    """An estimator that can also measure without blocking the event loop (e.g. re-queries over the network)."""
+
+    async def aestimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
+        """The async twin of :meth:`Estimator.estimate`."""
         ...

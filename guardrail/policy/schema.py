@@ -23,6 +23,9 @@ A numeric comparison matches only a *known* component: an unknown one never pass
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cached_property
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -180,16 +183,16 @@ class FallbackParams(_Strict):
 
 
 class _ActionBase(_Strict):
-    @property
+    @cached_property
     def action(self) -> Action:
         """The action as an enum."""
         return Action(getattr(self, "do"))  # noqa: B009 - ``do`` is declared by every subclass
 
-    @property
-    def params(self) -> dict[str, Any]:
-        """The action's parameters with defaults filled in."""
+    @cached_property
+    def params(self) -> Mapping[str, Any]:
+        """The action's parameters with defaults filled in (computed once: the model is frozen)."""
         with_: BaseModel = getattr(self, "with_")  # noqa: B009
-        return with_.model_dump(exclude_none=True)
+        return MappingProxyType(with_.model_dump(exclude_none=True))
 
 
 class AcceptAction(_ActionBase):
