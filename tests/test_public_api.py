@@ -12,7 +12,8 @@ EXPECTED = {
     "CalibrationError", "Calibrator", "Confidence", "ConfigurationError", "Decision", "ErrorInfo", "Escalation",
     "Estimator", "EstimatorError", "Generation", "GenerationOptions", "Guard", "GuardResult", "GuardrailError",
     "ImageBlock", "ImageError", "InputError", "Message", "PassThroughCalibrator", "Policy", "PolicyError",
-    "PolicyProblem", "Request", "Signals", "TextBlock", "Usage", "ViewProviderError", "__version__", "decide", "load_policy",
+    "PolicyProblem", "Request", "Signals", "TextBlock", "Usage", "ViewProviderError", "__version__", "decide",
+    "load_policy",
 }  # fmt: skip
 
 
