@@ -16,6 +16,7 @@ nothing).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -177,13 +178,16 @@ def token_char_offsets(
 
 
 def char_span_to_token_span(span: CharSpan, offsets: Sequence[CharSpan]) -> TokenSpan | None:
-    """The smallest token range whose characters overlap ``span``; ``None`` when no token does.
+    """The token range whose characters overlap ``span``; ``None`` when no token does.
+
+    ``offsets`` must be ordered, as ``token_char_offsets`` returns them.
 
     A token overlaps ``[a, b)`` when it covers at least one of its characters; a zero-width token (a special
     token that decodes to nothing) counts only strictly inside the span, never at its edges.
     """
     start, end = span
-    hits = [k for k, (lo, hi) in enumerate(offsets) if lo < end and hi > start]
-    if not hits:
-        return None
-    return (hits[0], hits[-1] + 1)
+    # Offsets are ordered (both ends non-decreasing), so the overlapping tokens are one contiguous run: from the
+    # first token ending after ``start`` to the last one starting before ``end``.
+    first = bisect.bisect_right([hi for _, hi in offsets], start)
+    stop = bisect.bisect_left([lo for lo, _ in offsets], end)
+    return (first, stop) if first < stop else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from guardrail.confidence.spans import (
     char_offsets_from_prefixes,
@@ -118,3 +120,25 @@ def test_char_span_to_token_span_overlap_rule() -> None:
     assert char_span_to_token_span((4, 6), offsets) == (1, 4)  # partial overlaps count
     assert char_span_to_token_span((5, 5), offsets) is None  # empty span, zero-width token
     assert char_span_to_token_span((11, 11), offsets) is None
+
+
+@given(st.lists(st.text(max_size=3), max_size=12), st.integers(0, 40), st.integers(0, 40))
+def test_token_span_matches_brute_force_overlap(pieces: list[str], a: int, b: int) -> None:
+    def decode_batch(batch: list[list[int]]) -> list[str]:
+        return ["".join(pieces[i] for i in ids) for ids in batch]
+
+    offsets = token_char_offsets(decode_batch, list(range(len(pieces))))
+    start, end = min(a, b), max(a, b)
+    hits = [k for k, (lo, hi) in enumerate(offsets) if lo < end and hi > start]
+    expected = (hits[0], hits[-1] + 1) if hits else None
+    assert char_span_to_token_span((start, end), offsets) == expected
+
+
+@given(st.text(alphabet=st.sampled_from(list("<>/ \\{}abvisonreagcft_0123456789")), max_size=80))
+def test_parse_response_never_raises_and_spans_are_in_bounds(text: str) -> None:
+    parsed = parse_response(text)
+    for span in (parsed.vision, parsed.reasoning, parsed.answer):
+        if span is not None:
+            assert 0 <= span[0] <= span[1] <= len(text)
+    for score in (parsed.vision_confidence, parsed.reasoning_confidence):
+        assert score is None or 0.0 <= score <= 1.0
