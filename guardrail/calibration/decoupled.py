@@ -9,8 +9,7 @@
   ============================  =====================================================================
   ``"harmonic"`` (default)      2vr/(v+r), 0 when either is 0: the paper's rule (one weak part sinks the
                                 whole), no fit. Not a probability of the answer: it exceeds v·r, so it
-                                is over-confident whenever both parts are calibrated (see the bench
-                                ``bench/calibration_combiners.py`` for the measured gap).
+                                is over-confident whenever both parts are calibrated.
   ``"product"``                 v·r: the chain rule P(perception) P(reasoning | perception), ignoring
                                 lucky answers from wrong perception; no fit.
   ``"platt_harmonic"``          Platt scaling of the harmonic mean against ``answer_correct``.
@@ -19,6 +18,12 @@
   ============================  =====================================================================
 
   The fitted combiners keep the harmonic mean's (or each part's) ordering and make overall a probability.
+  Measured (``bench/calibration_synthetic.py``, Platt parts, 2,000 training rows, 50,000 fresh rows, mean of 5
+  seeds): overall ECE10 0.153 harmonic, 0.023 product, 0.012 platt_harmonic, 0.022 isotonic_harmonic, 0.015
+  logistic; AUROC 0.701 for harmonic and platt_harmonic (a monotone map of it). With isotonic parts the logistic
+  combiner over-fits (ECE10 0.064): their in-sample values reach 0 and 1. Prefer ``"platt_harmonic"`` whenever
+  overall is read as P(answer correct) (policies, certified thresholds).
+
   When visual or reasoning is unknown, overall is the calibrated **holistic** score if one was fitted and
   measured, else unknown: a component is never invented.
 

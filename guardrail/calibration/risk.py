@@ -20,6 +20,12 @@ least mu - (1 - a) gives risk >= (mu - 1 + a) / a). ``min_abstention`` reports t
 no tested rule is certified, the result says so (``feasible=False``, no threshold): never a fake threshold.
 
 A confidence that is NaN (unknown) is never accepted: such answers count in n and against coverage.
+
+Measured (``bench/calibration_synthetic.py``: c ~ U(0, 1), P(correct | c) = c, delta = 0.1, 1,000 runs each):
+the certified threshold's true risk exceeded alpha in 0.4 % (alpha 0.1, n 500), 1.2 % (0.2, 500), 0.5 % (0.1,
+2,000) and 0.4 % (0.05, 5,000) of runs; the naive empirical threshold in 52-56 %. The price is power: SGR's
+binary search moves to higher thresholds (fewer accepted answers, looser bounds) whenever a bound fails, so
+small sets are often declared infeasible (90 % of runs at alpha 0.1, n 500; 13 % at alpha 0.2, n 500).
 """
 
 from __future__ import annotations
