@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from guardrail import Generation, GenerationOptions, Request
 from guardrail.backends.transformers import TransformersBackend
@@ -81,3 +82,13 @@ def test_model_images_are_at_the_encoders_resolution(family_backend: Transformer
     (image,) = family_backend.model_images(question)
     assert image.width % family_backend.patch_size == 0 or family_backend.name == "idefics3"
     assert max(image.size) == 28 or family_backend.name.startswith("qwen")
+
+
+def test_model_resolution_is_what_the_processor_sees(family_backend: TransformersBackend, photo: Image.Image) -> None:
+    """Processing the model-resolution image gives the original's pixel values: perturbations hit those pixels."""
+    large = photo.resize((500, 400))
+    request = Request.from_question("?", [large])
+    (image,) = family_backend.model_images(request)
+    process = family_backend.processor.image_processor
+    original = process(images=[large], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(process(images=[image], return_tensors="pt")["pixel_values"], original)
