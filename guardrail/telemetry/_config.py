@@ -79,13 +79,16 @@ _ENV_KEYS = (
 
 
 class ConfiguredTelemetry(OtelTelemetry):
-    """An ``OtelTelemetry`` that owns its providers: ``shutdown()`` flushes and closes them, bounded in time."""
+    """An ``OtelTelemetry`` that owns its providers (and shows their exporters and readers): ``shutdown()``
+    flushes and closes them, bounded in time."""
 
     def __init__(
         self,
         *,
         tracer_provider: TracerProvider,
         meter_provider: MeterProvider,
+        span_exporters: Sequence[SpanExporter],
+        metric_readers: Sequence[MetricReader],
         capture_content: bool | None,
         shutdown_timeout: float,
     ) -> None:
@@ -94,6 +97,8 @@ class ConfiguredTelemetry(OtelTelemetry):
         )
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
+        self.span_exporters = tuple(span_exporters)
+        self.metric_readers = tuple(metric_readers)
         self.shutdown_timeout = shutdown_timeout
         self._closed = False
 
@@ -173,6 +178,8 @@ def configure_telemetry(
     telemetry = ConfiguredTelemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
+        span_exporters=span_exporters,
+        metric_readers=readers,
         capture_content=capture_content,
         shutdown_timeout=shutdown_timeout,
     )

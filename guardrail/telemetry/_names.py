@@ -8,7 +8,8 @@ and the project's own ``guardrail.*`` namespace are spelled here and nowhere els
 Span names:
 - ``guardrail.guard {model}`` (INTERNAL): one guarded call. The GenAI conventions have no operation for it: it
   is not one inference (``chat``), nor an agent (``invoke_agent``: it neither plans nor calls tools), so it
-  carries no ``gen_ai.operation.name`` and GenAI-aware backends do not count its time or tokens twice.
+  carries no ``gen_ai.*`` attribute at all (its model is ``guardrail.model``): GenAI-aware backends classify
+  any span with ``gen_ai.request.model`` as an LLM call (Phoenix does), which would count its time twice.
 - ``chat {model}`` (CLIENT): one model attempt, a GenAI inference span (``gen_ai.operation.name=chat``).
 """
 
@@ -81,6 +82,7 @@ __all__ = [
     "GUARDRAIL_DECISION_RULE",
     "GUARDRAIL_DECISION_TERMINAL",
     "GUARDRAIL_ERROR_STAGE",
+    "GUARDRAIL_MODEL",
     "GUARDRAIL_OVERHEAD_DURATION",
     "GUARDRAIL_OVERHEAD_MS",
     "GUARDRAIL_POLICY_NAME",
@@ -122,6 +124,8 @@ DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56,
 
 CALL_SPAN_PREFIX: Final = "guardrail.guard"
 
+GUARDRAIL_MODEL: Final = "guardrail.model"
+"""The model a guarded call starts with (fallbacks show as their own ``chat {model}`` spans)."""
 GUARDRAIL_POLICY_NAME: Final = "guardrail.policy.name"
 GUARDRAIL_POLICY_VERSION: Final = "guardrail.policy.version"
 GUARDRAIL_BUDGET_MAX_ATTEMPTS: Final = "guardrail.budget.max_attempts"

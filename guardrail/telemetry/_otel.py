@@ -150,7 +150,7 @@ class _OtelCallTrace(CallTrace):
         self._attempt_span: trace.Span | None = None
         self._attempt_token: Token[Context] | None = None
         attributes: dict[str, Any] = {
-            n.GEN_AI_REQUEST_MODEL: model,
+            n.GUARDRAIL_MODEL: model,
             n.GUARDRAIL_POLICY_NAME: policy.name,
             n.GUARDRAIL_POLICY_VERSION: policy.version,
             n.GUARDRAIL_BUDGET_MAX_ATTEMPTS: policy.budget.max_attempts,
