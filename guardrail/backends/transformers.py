@@ -340,22 +340,19 @@ class TransformersBackend:
 
     @staticmethod
     def _reduce(logits: torch.Tensor, answer: torch.Tensor, distributions: bool) -> TeacherForcedScores:
-        """``(rows, tokens, vocab)`` logits -> per-token reductions, one row at a time in float32."""
-        rows = logits.shape[0]
-        targets = answer.expand(rows, -1)
-        logp = token_logprobs(logits, targets).clamp_max(0.0).cpu()
-        if not distributions:
-            return TeacherForcedScores(token_logprobs=logp)
+        """``(rows, tokens, vocab)`` logits -> ``(rows, tokens)`` reductions.
+
+        One row at a time in float32, so at most two ``(tokens, vocab)`` float32 distributions (the original's
+        and the current row's) exist at once, whatever the number of variants.
+        """
         reference = torch.log_softmax(logits[0].float(), dim=-1)
-        ent, margin, kl = [], [], []
-        for row in range(rows):
+        per_row: list[list[torch.Tensor]] = [[], [], [], []]
+        for row in range(logits.shape[0]):
             dist = reference if row == 0 else torch.log_softmax(logits[row].float(), dim=-1)
-            ent.append(entropy(dist))
-            margin.append(top2_margin(dist))
-            kl.append(full_kl(reference, dist))
-        return TeacherForcedScores(
-            token_logprobs=logp,
-            entropy=torch.stack(ent).cpu(),
-            margin=torch.stack(margin).cpu(),
-            kl_full=torch.stack(kl).cpu(),
-        )
+            per_row[0].append(dist.gather(-1, answer.unsqueeze(-1)).squeeze(-1).clamp_max(0.0))
+            if distributions:
+                per_row[1].append(entropy(dist))
+                per_row[2].append(top2_margin(dist))
+                per_row[3].append(full_kl(reference, dist))
+        ent, margin, kl = (torch.stack(values).cpu() if values else None for values in per_row[1:])
+        return TeacherForcedScores(token_logprobs=torch.stack(per_row[0]).cpu(), entropy=ent, margin=margin, kl_full=kl)
