@@ -49,8 +49,10 @@ def list_(
             typer.echo(json.dumps({"thread_id": item.thread_id, **item.payload}, sort_keys=True))
             continue
         typer.echo(f"thread {item.thread_id}")
-        typer.echo(f"  question:   {item.question}")
-        typer.echo(f"  candidate:  {item.candidate_answer if item.candidate_answer is not None else '(none)'}")
+        typer.echo(f"  question:   {_printable(item.question)}")
+        typer.echo(
+            f"  candidate:  {_printable(item.candidate_answer) if item.candidate_answer is not None else '(none)'}"
+        )
         typer.echo(f"  confidence: {_confidences(item.confidence)}")
         typer.echo(f"  reason:     {item.reason}")
     if not pending and not as_json:
@@ -105,7 +107,12 @@ def resolve(
         raise typer.Exit(2) from exc
     messages = state.get("messages") or []
     final = messages[-1].content if messages else ""
-    typer.echo(f"thread {thread}: {decision['type']}; final message: {final}")
+    typer.echo(f"thread {thread}: {decision['type']}; final message: {_printable(str(final))}")
+
+
+def _printable(text: str) -> str:
+    """One line, control characters shown as escapes: a model's answer must not garble the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _confidences(confidence: Any) -> str:

@@ -1,0 +1,97 @@
+"""A LangGraph graph with the guardrail in it: guarded answers, abstentions and escalations as graph state.
+
+The graph is ``START -> guardrail [-> guardrail_review] -> report -> END``. The ``guardrail`` node runs the
+guarded call on the conversation's LangChain messages (standard image blocks), writes the GuardResult and the
+confidences into state, and adds the answer (accepted) or a reason (abstained) as an AI message. An escalation
+pauses in ``guardrail_review`` (see ``human_escalation.py`` for the durable, two-process version); here the
+example answers it in the same process to show the round trip.
+
+Run:  python examples/langgraph_agent.py [--model DIR]
+(``DIR`` is any transformers vision-language model folder; by default the embedded reference model.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
+from PIL import Image, ImageDraw, ImageFilter
+
+from guardrail import Guard
+from guardrail.integrations import GuardState, add_guardrail_nodes
+
+
+def build_guard(model_dir: str | None = None) -> Guard:
+    """The one place this example chooses its model: the embedded reference model unless told otherwise."""
+    from guardrail.backends.transformers import TransformersBackend
+    from guardrail.confidence.estimator import DecoupledEstimator
+    from guardrail.reference import reference_model_path
+
+    path = model_dir or os.environ.get("GUARDRAIL_EXAMPLE_MODEL") or reference_model_path()
+    return Guard(TransformersBackend.from_pretrained(path), estimator=DecoupledEstimator(), policy="default")
+
+
+def draw_scene(colour: str = "red", *, blur: float = 0.0) -> HumanMessage:
+    """A 64x64 easy-VQA-style scene (one coloured circle on white) and the question about it, as a message."""
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).ellipse((14, 14, 50, 50), fill=colour)
+    if blur:
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return HumanMessage(
+        content=[
+            {"type": "image", "base64": data, "mime_type": "image/png"},
+            {"type": "text", "text": "What color is the shape?"},
+        ]
+    )
+
+
+def report(state: dict[str, Any]) -> dict[str, Any]:
+    """A downstream node: it sees the guard's verdict in state, whatever the outcome was."""
+    result = state["guardrail"]
+    reply = state["messages"][-1]
+    print(f"  status={result['status']} confidence={state['confidence']}")
+    print(f"  reply: {reply.content}")
+    return {}
+
+
+def build_graph(guard: Guard) -> Any:
+    builder: StateGraph[Any, Any, Any, Any] = StateGraph(GuardState)
+    entry = add_guardrail_nodes(builder, guard, then="report")
+    builder.add_node("report", report)
+    builder.add_edge(START, entry)
+    builder.add_edge("report", END)
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a transformers vision-language model folder (default: reference model)")
+    args = parser.parse_args(argv)
+    graph = build_graph(build_guard(args.model))
+    for i, (label, message) in enumerate(
+        [("clear image", draw_scene("red")), ("blurred image", draw_scene("blue", blur=6))]
+    ):
+        config = {"configurable": {"thread_id": f"example-{i}"}}
+        print(f"{label}:")
+        state = graph.invoke({"messages": [message]}, config)
+        if "__interrupt__" in state:
+            pending = state["__interrupt__"][0].value
+            print(f"  escalated: candidate={pending['candidate_answer']!r} reason={pending['reason']!r}")
+            print("  reviewer rejects it (see human_escalation.py for a real reviewer)")
+            state = graph.invoke(Command(resume={"type": "reject", "reason": "example"}), config)
+        assert isinstance(state["messages"][-1], AIMessage)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
