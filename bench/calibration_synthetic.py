@@ -9,8 +9,9 @@ Run: ``.venv/bin/python bench/calibration_synthetic.py`` (about a minute on 2 CP
    on n_train rows and scored on 50,000 fresh rows: ECE (10 and 15 bins), Brier and AUROC of overall against
    answer correctness, with the ECE noise floor of a calibrated predictor at the same n for scale.
 2. Risk control. Worlds with known selective risk (c ~ U(0, 1), P(correct | c) = c, so "accept c >= t" has risk
-   (1 - t)/2): the share of runs whose certified SGR threshold has true risk > alpha, against delta, and the same
-   for the naive threshold (lowest t with empirical risk <= alpha).
+   (1 - t)/2): the share of runs whose certified threshold (SGR, and Learn-then-Test with Bonferroni over a fixed
+   grid) has true risk > alpha, against delta, and the same for the naive threshold (lowest t with empirical
+   risk <= alpha).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from guardrail.calibration import (
     auroc,
     brier_score,
     certify_threshold,
+    certify_threshold_ltt,
     ece_noise_floor,
     expected_calibration_error,
 )
@@ -97,8 +99,8 @@ def bench_risk(runs: int = 1000) -> list[dict[str, Any]]:
     rows = []
     for alpha, n in ((0.1, 500), (0.2, 500), (0.1, 2000), (0.05, 5000)):
         delta = 0.1
-        violations = naive = infeasible = 0
-        coverage = []
+        violations = naive = infeasible = ltt_violations = ltt_infeasible = 0
+        coverage, ltt_coverage = [], []
         for seed in range(runs):
             rng = np.random.default_rng(seed)
             c = rng.random(n)
@@ -109,6 +111,12 @@ def bench_risk(runs: int = 1000) -> list[dict[str, Any]]:
                 coverage.append(result.coverage)
             else:
                 infeasible += 1
+            ltt = certify_threshold_ltt(c, y, alpha=alpha, delta=delta)
+            if ltt.feasible and ltt.threshold is not None:
+                ltt_violations += (1 - ltt.threshold) / 2 > alpha
+                ltt_coverage.append(ltt.coverage)
+            else:
+                ltt_infeasible += 1
             order = np.argsort(-c, kind="stable")
             risk = np.cumsum(1 - y[order]) / np.arange(1, n + 1)
             naive += (1 - c[order][np.nonzero(risk <= alpha)[0].max()]) / 2 > alpha
@@ -122,6 +130,9 @@ def bench_risk(runs: int = 1000) -> list[dict[str, Any]]:
                 "naive_violation_rate": naive / runs,
                 "sgr_infeasible_rate": infeasible / runs,
                 "sgr_mean_coverage_when_feasible": float(np.mean(coverage)) if coverage else None,
+                "ltt_violation_rate": ltt_violations / runs,
+                "ltt_infeasible_rate": ltt_infeasible / runs,
+                "ltt_mean_coverage_when_feasible": float(np.mean(ltt_coverage)) if ltt_coverage else None,
                 "best_possible_coverage": 2 * alpha,
             }
         )
@@ -148,13 +159,17 @@ def main() -> None:
             f"{r['n_train']:>5} {r['part_calibrator']:>8} {r['combiner']:>18} {r['ece_10']:7.4f} {r['ece_15']:7.4f}"
             f" {r['brier']:7.4f} {r['auroc']:7.4f}"
         )
-    print(f"\n{'alpha':>6} {'n':>5} {'runs':>5} {'SGR viol':>9} {'naive viol':>11} {'infeasible':>11} {'coverage':>9}")
+    print(f"\n{'alpha':>6} {'n':>5} {'runs':>5} {'naive viol':>11}" + " {:>26} {:>26}".format("SGR", "LTT"))
+    print(" " * 30 + " {:>8} {:>8} {:>8}".format("viol", "infeas", "cover") * 2)
     for r in risk:
-        cov = "-" if r["sgr_mean_coverage_when_feasible"] is None else f"{r['sgr_mean_coverage_when_feasible']:.3f}"
-        print(
-            f"{r['alpha']:>6} {r['n']:>5} {r['runs']:>5} {r['sgr_violation_rate']:9.3f}"
-            f" {r['naive_violation_rate']:11.3f} {r['sgr_infeasible_rate']:11.3f} {cov:>9}"
-        )
+        cells = []
+        for method in ("sgr", "ltt"):
+            cov = r[f"{method}_mean_coverage_when_feasible"]
+            cells.append(
+                f" {r[f'{method}_violation_rate']:8.3f} {r[f'{method}_infeasible_rate']:8.3f}"
+                f" {'-' if cov is None else format(cov, '.3f'):>8}"
+            )
+        print(f"{r['alpha']:>6} {r['n']:>5} {r['runs']:>5} {r['naive_violation_rate']:11.3f}" + "".join(cells))
     print(f"\nwrote {OUT} in {result['seconds']} s")
 
 

@@ -37,7 +37,15 @@ from .metrics import (
     risk_coverage_curve,
     selective_accuracy,
 )
-from .risk import DEFAULT_GRID, CertifiedThreshold, binomial_upper_bound, certify_pair, certify_threshold
+from .risk import (
+    DEFAULT_GRID,
+    LTT_GRID,
+    CertifiedThreshold,
+    binomial_upper_bound,
+    certify_pair,
+    certify_threshold,
+    certify_threshold_ltt,
+)
 from .summary import BootstrapCI, CalibrationSummary, NoiseFloor, bootstrap_ci, calibration_summary, ece_noise_floor
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "CALIBRATORS",
     "COMBINERS",
     "DEFAULT_GRID",
+    "LTT_GRID",
     "BootstrapCI",
     "CalibrationArtifact",
     "CalibrationSummary",
@@ -72,6 +81,7 @@ __all__ = [
     "calibrator_from_dict",
     "certify_pair",
     "certify_threshold",
+    "certify_threshold_ltt",
     "eaurc",
     "ece_noise_floor",
     "expected_calibration_error",

@@ -10,6 +10,8 @@ rate among accepted answers.
   k = ceil(log2 m) steps and each bound is taken at level delta / k, so by the union bound every bound the
   search computed holds at once with probability >= 1 - delta; returning any tested threshold whose bound is
   <= alpha is therefore safe. We return the one with the largest coverage.
+- :func:`certify_threshold_ltt` is Learn-then-Test (Angelopoulos et al. 2021) with Bonferroni over a fixed grid
+  of thresholds (:data:`LTT_GRID`): binomial p-values, each tested at delta / len(grid).
 - :func:`certify_pair` certifies the joint rule "accept iff visual >= t_v and reasoning >= t_r" over a fixed grid
   of (t_v, t_r) pairs, each bound at level delta / (number of pairs) (Bonferroni), and keeps the feasible pair
   with the largest coverage.
@@ -26,6 +28,8 @@ the certified threshold's true risk exceeded alpha in 0.4 % (alpha 0.1, n 500), 
 2,000) and 0.4 % (0.05, 5,000) of runs; the naive empirical threshold in 52-56 %. The price is power: SGR's
 binary search moves to higher thresholds (fewer accepted answers, looser bounds) whenever a bound fails, so
 small sets are often declared infeasible (90 % of runs at alpha 0.1, n 500; 13 % at alpha 0.2, n 500).
+Learn-then-Test on the default grid is as safe (0-0.1 % violations) with similar power (93 %, 15 % infeasible;
+20 % rather than 26 % at alpha 0.1, n 2,000).
 """
 
 from __future__ import annotations
@@ -41,11 +45,25 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import CalibrationError
 from .metrics import _as_1d
 
-__all__ = ["DEFAULT_GRID", "CertifiedThreshold", "binomial_upper_bound", "certify_pair", "certify_threshold"]
+__all__ = [
+    "DEFAULT_GRID",
+    "LTT_GRID",
+    "CertifiedThreshold",
+    "binomial_upper_bound",
+    "certify_pair",
+    "certify_threshold",
+    "certify_threshold_ltt",
+]
 
 FloatArray = npt.NDArray[np.float64]
 DEFAULT_GRID: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99)
 """The default per-component thresholds of :func:`certify_pair` (12 values, 144 pairs; 0 = no condition)."""
+LTT_GRID: tuple[float, ...] = (
+    *(k / 20 for k in range(10, 18)),  # 0.5 .. 0.85 by 0.05
+    *(k / 100 for k in range(86, 100)),  # 0.86 .. 0.99 by 0.01
+    0.995,
+)
+"""The default thresholds of :func:`certify_threshold_ltt` (23 values, finer where high-accuracy rules live)."""
 
 
 class CertifiedThreshold(BaseModel):
@@ -228,6 +246,63 @@ def certify_threshold(
     )
 
 
+def certify_threshold_ltt(
+    confidence: npt.ArrayLike,
+    correct: npt.ArrayLike,
+    *,
+    alpha: float,
+    delta: float,
+    component: str = "overall",
+    grid: Sequence[float] = LTT_GRID,
+) -> CertifiedThreshold:
+    """Learn-then-Test (Angelopoulos et al. 2021) with Bonferroni over a fixed grid of thresholds.
+
+    For each threshold t in ``grid`` (fixed before seeing the data) the null "risk(t) > alpha" has the binomial
+    p-value P(Bin(accepted, alpha) <= errors); thresholds with p <= delta / len(grid) are certified together
+    with probability >= 1 - delta, and the one with the largest coverage is returned. Unlike SGR's binary search
+    it never walks away from a feasible region after one failed bound, at the price of a fixed grid.
+    """
+    from scipy.stats import binom
+
+    alpha, delta = _check_unit("alpha", alpha), _check_unit("delta", delta)
+    ts = _check_grid(grid)
+    y = _check_correct(correct)
+    c = _check_scores_labels("confidence", confidence, y)
+    base_error, min_abstention = _feasibility(y, alpha)
+    with np.errstate(invalid="ignore"):  # NaN >= t is False: unknown never accepted
+        accept = c[None, :] >= ts[:, None]
+    accepted = accept.sum(axis=1).astype(np.int64)
+    errors = np.rint(accept.astype(np.float64) @ (1.0 - y)).astype(np.int64)
+    level = delta / ts.size
+    p_values = binom.cdf(errors, accepted, alpha)
+    ok = p_values <= level
+    i = int(np.argmax(np.where(ok, accepted, -1))) if np.any(ok) else int(np.argmin(p_values))
+    a, e = int(accepted[i]), int(errors[i])
+    return _result(
+        component=component,
+        alpha=alpha,
+        delta=delta,
+        n=int(y.shape[0]),
+        base_error=base_error,
+        min_abstention=min_abstention,
+        method="ltt_bonferroni",
+        n_tests=int(ts.size),
+        feasible=bool(ok[i]),
+        threshold=float(ts[i]),
+        thresholds={component: float(ts[i])},
+        coverage=a / y.shape[0],
+        empirical_risk=e / a if a else None,
+        risk_bound=binomial_upper_bound(e, a, level),
+    )
+
+
+def _check_grid(grid: Sequence[float]) -> FloatArray:
+    ts = np.array(sorted({float(t) for t in grid}), dtype=np.float64)
+    if ts.size == 0 or np.any((ts < 0.0) | (ts > 1.0)):
+        raise CalibrationError(f"`grid` must be a non-empty sequence of thresholds in [0, 1], got {list(grid)!r}")
+    return ts
+
+
 def certify_pair(
     visual: npt.ArrayLike,
     reasoning: npt.ArrayLike,
@@ -244,9 +319,7 @@ def certify_pair(
     The grid must be fixed before seeing the data (default: :data:`DEFAULT_GRID`).
     """
     alpha, delta = _check_unit("alpha", alpha), _check_unit("delta", delta)
-    ts = np.array(sorted({float(t) for t in grid}), dtype=np.float64)
-    if ts.size == 0 or np.any((ts < 0.0) | (ts > 1.0)):
-        raise CalibrationError(f"`grid` must be a non-empty sequence of thresholds in [0, 1], got {list(grid)!r}")
+    ts = _check_grid(grid)
     y = _check_correct(correct)
     v = _check_scores_labels("visual", visual, y)
     r = _check_scores_labels("reasoning", reasoning, y)

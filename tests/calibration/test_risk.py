@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from guardrail.calibration import CertifiedThreshold, binomial_upper_bound, certify_pair, certify_threshold
+from guardrail.calibration import (
+    CertifiedThreshold,
+    binomial_upper_bound,
+    certify_pair,
+    certify_threshold,
+    certify_threshold_ltt,
+)
 from guardrail.errors import CalibrationError
 
 RUNS = 300
@@ -64,6 +70,21 @@ def test_sgr_violates_at_most_delta_and_naive_violates_often() -> None:
     assert naive_violations > 5 * max(violations, 1)
     assert infeasible < RUNS * 0.25
     assert 0.15 < np.mean(coverage) < 0.4
+
+
+def test_learn_then_test_violates_at_most_delta() -> None:
+    violations = feasible = 0
+    for seed in range(200):
+        c, y = one_component_world(seed)
+        result = certify_threshold_ltt(c, y, alpha=ALPHA, delta=DELTA, component="reasoning")
+        if result.feasible:
+            assert result.threshold is not None
+            feasible += 1
+            violations += (1 - result.threshold) / 2 > ALPHA
+    assert result.n_tests == 23
+    assert result.method == "ltt_bonferroni"
+    assert violations <= slack(200, DELTA)
+    assert feasible > 150
 
 
 def test_pair_rule_violates_at_most_delta() -> None:
@@ -123,6 +144,17 @@ def test_a_good_predictor_is_certified_with_high_coverage() -> None:
     assert "with probability >= 0.9" in result.reason
 
 
+def test_ltt_infeasible_and_unknowns() -> None:
+    c, y = one_component_world(0)
+    result = certify_threshold_ltt(c, y, alpha=0.01, delta=0.1)
+    assert not result.feasible
+    assert result.threshold is None
+    assert "must abstain on at least" in result.reason
+    c = c.copy()
+    c[c > 0.9] = np.nan  # the best answers unknown: never accepted, so less is certified
+    assert certify_threshold_ltt(c, y, alpha=0.1, delta=0.1).coverage <= 0.9
+
+
 def test_ties_at_the_threshold_are_all_accepted() -> None:
     c = np.array([0.9] * 300 + [0.2] * 300)
     y = np.array([1.0] * 295 + [0.0] * 5 + [0.0] * 300)
@@ -159,6 +191,7 @@ def test_result_round_trips_as_json() -> None:
         (lambda: certify_threshold([0.5], [1, 0], alpha=0.1, delta=0.1), r"length of `correct` \(2\), got 1"),
         (lambda: certify_threshold([0.5], [3], alpha=0.1, delta=0.1), r"`correct` must hold 0/1 labels, got 3.0"),
         (lambda: certify_pair([0.5], [0.5], [1], alpha=0.1, delta=0.1, grid=[1.5]), r"`grid` must be a non-empty"),
+        (lambda: certify_threshold_ltt([0.5], [1], alpha=0.1, delta=0.1, grid=[]), r"`grid` must be a non-empty"),
     ],
 )
 def test_bad_arguments(call: object, message: str) -> None:
