@@ -70,9 +70,12 @@ class TransformersBackend:
     """Generate with, and re-score under perturbed images, a ``transformers`` image-text-to-text model.
 
     ``model`` and ``processor`` are the in-memory objects (``from_pretrained`` loads both from a local
-    directory). Generation is greedy unless ``options.temperature > 0``, or ``sample_reasks`` is set and the
-    call is a re-ask (``options.attempt > 0``: then ``reask_temperature`` is used); sampling is seeded by
-    ``options.seed`` (else the attempt number) so a re-ask is reproducible.
+    directory). The model is moved to ``device`` (default: CUDA when present, else the CPU) and, when given,
+    cast to ``dtype`` (``"bfloat16"``, ``torch.float16``, ...).
+
+    Generation is greedy unless ``options.temperature > 0``, or ``sample_reasks`` is set and the call is a
+    re-ask (``options.attempt > 0``: then ``reask_temperature`` is used); sampling is seeded by ``options.seed``
+    (else the attempt number) so a re-ask is reproducible.
     """
 
     def __init__(
@@ -117,6 +120,9 @@ class TransformersBackend:
     ) -> TransformersBackend:
         """Load model and processor from a local directory (never from a hub); ``kwargs`` go to ``__init__``.
 
+        Without ``dtype`` the checkpoint's own dtype is kept on a GPU and float32 is used on the CPU (where half
+        precision is slow and lossy).
+
         When the model's full processor cannot be built here (Qwen2-VL-style processors need torchvision for
         their video part), it is assembled from the image processor and the tokenizer.
         """
@@ -127,9 +133,9 @@ class TransformersBackend:
         if not path.is_dir():
             raise BackendError(f"model directory {str(path)!r} does not exist")
         try:
-            model = auto.AutoModelForImageTextToText.from_pretrained(
-                path, dtype=resolve_dtype(dtype) or "auto", local_files_only=True
-            )
+            on_gpu = resolve_device(device).type == "cuda"
+            load_dtype = resolve_dtype(dtype) or ("auto" if on_gpu else torch.float32)
+            model = auto.AutoModelForImageTextToText.from_pretrained(path, dtype=load_dtype, local_files_only=True)
             try:
                 processor: Any = auto.AutoProcessor.from_pretrained(path, local_files_only=True)
             except (ImportError, ValueError, TypeError, AttributeError):
