@@ -13,7 +13,8 @@ For one generation it
    for the calibrator), and as the **holistic** baseline the mean probability of the answer tokens.
 
 Every measurement is kept in ``Signals.features``. A backend that cannot re-score (no ``score`` method) gets a
-``None`` visual component with the reason in ``problems``; its verbalized scores are still used.
+``None`` visual component with the reason in ``problems``; its verbalized scores are still used. A failed
+re-scoring call raises ``EstimatorError`` (from the backend's ``BackendError``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..backends.base import Backend
+from ..errors import BackendError, EstimatorError
 from ..types import Generation, Request, Signals
 from . import signals as sig
 from .perturb import PERTURBATIONS, PerturbationKind, perturb_image
@@ -140,6 +142,8 @@ class DecoupledEstimator:
     ) -> None:
         if draws < 1:
             raise ValueError(f"`draws` must be an int >= 1 (perturbations averaged), got {draws}")
+        if not 0.0 <= blackout_probability <= 1.0:
+            raise ValueError(f"`blackout_probability` must be in [0, 1], got {blackout_probability}")
         if perturbation not in PERTURBATIONS:
             raise ValueError(f"`perturbation` must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
         self.draws = draws
@@ -244,9 +248,14 @@ class DecoupledEstimator:
             problems.append("no \\boxed{} answer: the whole response serves as the answer tokens")
         images = backend.model_images(request)
         variants = self._variants(images, backend.patch_size) if images else []
-        scores = backend.score(request, ids, variants, distributions=self.full_distribution)
+        try:
+            scores = backend.score(request, ids, variants, distributions=self.full_distribution)
+        except BackendError as exc:
+            raise EstimatorError(f"teacher-forced re-scoring failed: {exc}") from exc
         logp = scores.token_logprobs[0]
 
+        # "reasoning_*" features cover the reasoning span *and* the answer tokens (the tokens whose correctness
+        # the reasoning decides); "answer_*" the answer tokens alone (the holistic single-score baseline).
         features.update(self._span_stats("reasoning", logp, reasoning_mask | answer, scores))
         features.update(self._span_stats("answer", logp, answer, scores))
         features["vision_tokens"] = float(vision.sum())

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from guardrail import Generation, GenerationOptions, Request, Signals
+from guardrail import BackendError, EstimatorError, Generation, GenerationOptions, Request, Signals
 from guardrail.confidence import DecoupledEstimator, ScoringBackend, TeacherForcedScores, VisualNormalization
 from guardrail.confidence.spans import parse_response
 
@@ -197,11 +197,22 @@ def test_visual_normalization_fit_apply_and_round_trip() -> None:
         VisualNormalization.fit([2.0, 2.0])
 
 
+def test_rescoring_failure_is_an_estimator_error(request_with_image: Request) -> None:
+    class Failing(FakeScoringBackend):
+        def score(self, *args: object, **kwargs: object) -> TeacherForcedScores:
+            raise BackendError("out of memory")
+
+    with pytest.raises(EstimatorError, match="teacher-forced re-scoring failed: out of memory"):
+        DecoupledEstimator().estimate(Failing(), request_with_image, _generation(STRUCTURED))
+
+
 def test_invalid_parameters_name_the_parameter() -> None:
     with pytest.raises(ValueError, match="`draws` must be an int >= 1"):
         DecoupledEstimator(draws=0)
     with pytest.raises(ValueError, match="`perturbation` must be one of"):
         DecoupledEstimator(perturbation="rotate")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`blackout_probability` must be in"):
+        DecoupledEstimator(blackout_probability=1.2)
 
 
 def test_token_text_mismatch_falls_back_to_all_tokens(request_with_image: Request) -> None:
