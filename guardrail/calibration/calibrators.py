@@ -321,6 +321,8 @@ class IsotonicCalibrator(ScoreCalibrator):
         self.y_ = np.asarray(model.y_thresholds_, dtype=np.float64)
 
     def _predict(self, s: FloatArray) -> FloatArray:
+        if self.x_.shape != self.y_.shape or np.any(np.diff(self.x_) < 0) or np.any(np.diff(self.y_) < 0):
+            raise CalibrationError("`x_` and `y_` must be non-decreasing knots of one length")
         out: FloatArray = np.interp(s, self.x_, self.y_)
         return out
 

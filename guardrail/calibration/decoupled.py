@@ -158,6 +158,17 @@ class DecoupledCalibrator:
         """The constructor parameters, as given."""
         return {name: getattr(self, name) for name in (*_PARTS, "combiner", "min_samples")}
 
+    def _validate_params(self) -> None:
+        if self.combiner not in COMBINERS:
+            raise CalibrationError(f"`combiner` must be one of {list(COMBINERS)}, got {self.combiner!r}")
+        if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 1:
+            raise CalibrationError(f"`min_samples` must be an int >= 1, got {self.min_samples!r}")
+        for name in _PARTS:
+            if not isinstance(getattr(self, name), str | ScoreCalibrator):
+                raise CalibrationError(
+                    f"`{name}` must be a calibrator kind or a ScoreCalibrator, got {getattr(self, name)!r}"
+                )
+
     def _new_part(self, name: str) -> ScoreCalibrator:
         spec = getattr(self, name)
         if isinstance(spec, ScoreCalibrator):
@@ -177,10 +188,7 @@ class DecoupledCalibrator:
         holistic_scores: MaybeArray | None = None,
     ) -> _D:
         """Fit every component that has enough labelled rows; returns ``self``. Inputs are not modified."""
-        if self.combiner not in COMBINERS:
-            raise CalibrationError(f"`combiner` must be one of {list(COMBINERS)}, got {self.combiner!r}")
-        if isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int) or self.min_samples < 1:
-            raise CalibrationError(f"`min_samples` must be an int >= 1, got {self.min_samples!r}")
+        self._validate_params()
         y = _optional_array("answer_correct", answer_correct, None, labels=True)
         n = y.shape[0]
         v = _optional_array("visual_scores", visual_scores, n, labels=False)
@@ -320,6 +328,7 @@ class DecoupledCalibrator:
                 k: (calibrator_from_dict(v) if isinstance(v, Mapping) else v) for k, v in data["params"].items()
             }
             calibrator = cls(**params)
+            calibrator._validate_params()
             fitted = data["fitted"]
             if fitted is None:
                 return calibrator

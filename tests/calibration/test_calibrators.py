@@ -203,11 +203,12 @@ def test_histogram_binning_pools_decreasing_bins_unless_classic() -> None:
             "fitted value `temperature_` must be a finite number",
         ),
         ({"type": "histogram", "params": {"n_bins": 0, "monotone": True}, "fitted": None}, "`n_bins` must be"),
+        ({"type": "isotonic", "params": {}, "fitted": {"x_": [0.0, 1.0], "y_": [0.9, 0.1]}}, "must be non-decreasing"),
     ],
 )
 def test_malformed_dicts_are_calibration_errors(data: dict[str, object], message: str) -> None:
     with pytest.raises(CalibrationError, match=message):
-        calibrator_from_dict(data)
+        calibrator_from_dict(data).predict([0.5])  # malformed fitted state may only show when used
 
 
 def test_make_calibrator() -> None:

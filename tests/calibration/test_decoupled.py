@@ -220,5 +220,9 @@ def test_malformed_dict_is_a_calibration_error() -> None:
     del good["fitted"]["n"]
     with pytest.raises(CalibrationError, match="malformed decoupled calibrator dict"):
         DecoupledCalibrator.from_dict(good)
+    bad_combiner = fit().to_dict()
+    bad_combiner["params"]["combiner"] = "mean"
+    with pytest.raises(CalibrationError, match=r"`combiner` must be one of"):
+        DecoupledCalibrator.from_dict(bad_combiner)
     with pytest.raises(CalibrationError, match="expected a 'decoupled' calibrator dict"):
         DecoupledCalibrator.from_dict({"type": "platt", "params": {}, "fitted": None})
