@@ -27,19 +27,12 @@ from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
     GEN_AI_OUTPUT_MESSAGES,
     GEN_AI_PROVIDER_NAME,
     GEN_AI_REQUEST_MODEL,
-    GEN_AI_REQUEST_SEED,
-    GEN_AI_REQUEST_TEMPERATURE,
     GEN_AI_RESPONSE_MODEL,
-    GEN_AI_TOKEN_TYPE,
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
     GenAiOperationNameValues,
-    GenAiTokenTypeValues,
 )
-from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import (
-    GEN_AI_CLIENT_OPERATION_DURATION,
-    GEN_AI_CLIENT_TOKEN_USAGE,
-)
+from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import GEN_AI_CLIENT_OPERATION_DURATION
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
 from ..types import Component
@@ -53,7 +46,6 @@ __all__ = [
     "ERROR_TYPE",
     "EVALUATION_NAMES",
     "GEN_AI_CLIENT_OPERATION_DURATION",
-    "GEN_AI_CLIENT_TOKEN_USAGE",
     "GEN_AI_EVALUATION_EXPLANATION",
     "GEN_AI_EVALUATION_NAME",
     "GEN_AI_EVALUATION_RESULT",
@@ -64,16 +56,11 @@ __all__ = [
     "GEN_AI_OUTPUT_MESSAGES",
     "GEN_AI_PROVIDER_NAME",
     "GEN_AI_REQUEST_MODEL",
-    "GEN_AI_REQUEST_SEED",
-    "GEN_AI_REQUEST_TEMPERATURE",
     "GEN_AI_RESPONSE_MODEL",
-    "GEN_AI_TOKEN_TYPE",
     "GEN_AI_USAGE_INPUT_TOKENS",
     "GEN_AI_USAGE_OUTPUT_TOKENS",
     "GUARDRAIL_ATTEMPT",
     "GUARDRAIL_ATTEMPTS",
-    "GUARDRAIL_BUDGET_MAX_ATTEMPTS",
-    "GUARDRAIL_BUDGET_MAX_SECONDS",
     "GUARDRAIL_CONFIDENCE",
     "GUARDRAIL_CONFIDENCE_COMPONENT",
     "GUARDRAIL_DECISIONS",
@@ -87,7 +74,6 @@ __all__ = [
     "GUARDRAIL_OVERHEAD_MS",
     "GUARDRAIL_POLICY_NAME",
     "GUARDRAIL_POLICY_VERSION",
-    "GUARDRAIL_REQUEST_IMAGES",
     "GUARDRAIL_STATUS",
     "GUARDRAIL_VIEWS_COUNT",
     "GUARDRAIL_VIEWS_FETCHED",
@@ -99,8 +85,6 @@ __all__ = [
     "LABEL_UNKNOWN",
     "OVERHEAD_BUCKETS",
     "PROVIDER_OTHER",
-    "TOKEN_INPUT",
-    "TOKEN_OUTPUT",
     "confidence_label",
 ]
 
@@ -110,8 +94,6 @@ INSTRUMENTATION_SCOPE: Final = "guardrail"
 
 CHAT: Final = GenAiOperationNameValues.CHAT.value
 """``gen_ai.operation.name`` of a model attempt."""
-TOKEN_INPUT: Final = GenAiTokenTypeValues.INPUT.value
-TOKEN_OUTPUT: Final = GenAiTokenTypeValues.OUTPUT.value
 PROVIDER_OTHER: Final = "_OTHER"
 """``gen_ai.provider.name`` when the backend did not say which provider it is."""
 GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
@@ -128,10 +110,6 @@ GUARDRAIL_MODEL: Final = "guardrail.model"
 """The model a guarded call starts with (fallbacks show as their own ``chat {model}`` spans)."""
 GUARDRAIL_POLICY_NAME: Final = "guardrail.policy.name"
 GUARDRAIL_POLICY_VERSION: Final = "guardrail.policy.version"
-GUARDRAIL_BUDGET_MAX_ATTEMPTS: Final = "guardrail.budget.max_attempts"
-GUARDRAIL_BUDGET_MAX_SECONDS: Final = "guardrail.budget.max_seconds"
-GUARDRAIL_REQUEST_IMAGES: Final = "guardrail.request.images"
-"""How many images the request carried (a count, never the images)."""
 GUARDRAIL_ATTEMPT: Final = "guardrail.attempt"
 """0-based index of the attempt a span or decision belongs to."""
 GUARDRAIL_ATTEMPTS: Final = "guardrail.attempts"

@@ -74,9 +74,6 @@ class _Instruments:
             description="GenAI operation duration.",
             explicit_bucket_boundaries_advisory=n.DURATION_BUCKETS,
         )
-        self.tokens = meter.create_histogram(
-            n.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used."
-        )
 
 
 class OtelTelemetry(Telemetry):
@@ -149,15 +146,12 @@ class _OtelCallTrace(CallTrace):
         self._policy_name = policy.name
         self._attempt_span: trace.Span | None = None
         self._attempt_token: Token[Context] | None = None
+        self._attempt_provider = n.PROVIDER_OTHER
         attributes: dict[str, Any] = {
             n.GUARDRAIL_MODEL: model,
             n.GUARDRAIL_POLICY_NAME: policy.name,
             n.GUARDRAIL_POLICY_VERSION: policy.version,
-            n.GUARDRAIL_BUDGET_MAX_ATTEMPTS: policy.budget.max_attempts,
-            n.GUARDRAIL_REQUEST_IMAGES: len(request.images),
         }
-        if policy.budget.max_seconds is not None:
-            attributes[n.GUARDRAIL_BUDGET_MAX_SECONDS] = policy.budget.max_seconds
         self._span = owner._tracer.start_span(
             f"{n.CALL_SPAN_PREFIX} {model}", kind=SpanKind.INTERNAL, attributes=attributes
         )
@@ -170,6 +164,7 @@ class _OtelCallTrace(CallTrace):
         try:
             self._end_attempt(None, "attempt superseded before it finished")
             provider = self._owner._providers.get(model, n.PROVIDER_OTHER)
+            self._attempt_provider = provider
             span = self._owner._tracer.start_span(
                 f"{n.CHAT} {model}",
                 kind=SpanKind.CLIENT,
@@ -226,11 +221,11 @@ class _OtelCallTrace(CallTrace):
         }
         seconds = attempt.seconds
         metric_attributes: dict[str, Any] = {n.GEN_AI_OPERATION_NAME: n.CHAT, n.GEN_AI_REQUEST_MODEL: attempt.model}
+        provider = self._attempt_provider
         if generation is not None:
-            provider = generation.provider or n.PROVIDER_OTHER
-            if generation.provider:
-                owner._providers[attempt.model] = generation.provider
-            attributes[n.GEN_AI_PROVIDER_NAME] = provider
+            if generation.provider and generation.provider != provider:
+                provider = owner._providers[attempt.model] = generation.provider
+                attributes[n.GEN_AI_PROVIDER_NAME] = provider
             attributes[n.GEN_AI_USAGE_INPUT_TOKENS] = generation.usage.input_tokens
             attributes[n.GEN_AI_USAGE_OUTPUT_TOKENS] = generation.usage.output_tokens
             if generation.model:
@@ -241,7 +236,7 @@ class _OtelCallTrace(CallTrace):
             if owner.capture_content:
                 attributes[n.GEN_AI_INPUT_MESSAGES] = input_messages(attempt.request or self._request)
                 attributes[n.GEN_AI_OUTPUT_MESSAGES] = output_messages(generation)
-        metric_attributes[n.GEN_AI_PROVIDER_NAME] = attributes.get(n.GEN_AI_PROVIDER_NAME, n.PROVIDER_OTHER)
+        metric_attributes[n.GEN_AI_PROVIDER_NAME] = provider
         self._model_seconds += seconds
         if attempt.error is not None:
             attributes[n.ERROR_TYPE] = attempt.error.type
@@ -258,12 +253,7 @@ class _OtelCallTrace(CallTrace):
                 if value is not None:
                     owner._instruments.confidence.record(value, {n.GUARDRAIL_CONFIDENCE_COMPONENT: component})
 
-        instruments = owner._instruments
-        instruments.duration.record(seconds, metric_attributes)
-        if generation is not None:
-            usage = generation.usage
-            instruments.tokens.record(usage.input_tokens, {**metric_attributes, n.GEN_AI_TOKEN_TYPE: n.TOKEN_INPUT})
-            instruments.tokens.record(usage.output_tokens, {**metric_attributes, n.GEN_AI_TOKEN_TYPE: n.TOKEN_OUTPUT})
+        owner._instruments.duration.record(seconds, metric_attributes)
 
     def _record_result(self, result: GuardResult) -> None:
         overhead = max(time.perf_counter() - self._start - self._model_seconds, 0.0)
@@ -273,7 +263,6 @@ class _OtelCallTrace(CallTrace):
             n.GUARDRAIL_DECISION_ACTION: final.action.value,
             n.GUARDRAIL_DECISION_RULE: final.rule,
             n.GUARDRAIL_DECISION_REASON: final.reason,
-            n.GUARDRAIL_ATTEMPT: final.attempt,
             n.GUARDRAIL_ATTEMPTS: len(result.attempts),
             n.GUARDRAIL_OVERHEAD_MS: overhead * 1000.0,
         }

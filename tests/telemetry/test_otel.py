@@ -98,13 +98,9 @@ def test_decision_attributes_name_action_rule_reason_policy_and_overhead(recorde
     assert call["guardrail.model"] == "scripted"
     assert call["guardrail.policy.name"] == "test"
     assert call["guardrail.policy.version"] == 1
-    assert call["guardrail.budget.max_attempts"] == 3
-    assert call["guardrail.budget.max_seconds"] == 5.0
-    assert call["guardrail.request.images"] == 1
     assert call["guardrail.status"] == "accepted"
     assert call["guardrail.decision.action"] == "accept"
     assert call["guardrail.decision.rule"] == "otherwise"
-    assert call["guardrail.attempt"] == 1
     assert call["guardrail.attempts"] == 2
     assert isinstance(call["guardrail.overhead_ms"], float)
     assert 0.0 <= call["guardrail.overhead_ms"] < 5_000
@@ -187,8 +183,6 @@ def test_metrics_decisions_confidence_overhead_and_operation_duration(recorded: 
     assert duration.attributes["gen_ai.operation.name"] == "chat"
     assert duration.attributes["gen_ai.request.model"] == "scripted"
     assert list(duration.explicit_bounds)[:3] == [0.01, 0.02, 0.04]
-    tokens = {p.attributes["gen_ai.token.type"]: p.count for p in metrics["gen_ai.client.token.usage"]}
-    assert tokens == {"input": 2, "output": 2}
 
 
 def test_no_content_is_recorded_unless_opted_in(recorded: Recorded) -> None:
