@@ -4,9 +4,11 @@ Three hooks, each with its async twin:
 
 - ``wrap_model_call``: a model call whose messages carry an image is answered by the guarded call
   (``Guard.run`` / ``Guard.arun`` on the converted conversation) instead of the plain model; calls without
-  images go to ``handler`` untouched. The reply is one ``AIMessage``: the answer (accepted), a sentence saying
-  why there is none (abstained), or a notice that a human is reviewing it (escalated), with the confidences in
-  ``response_metadata["guardrail"]``.
+  images go to ``handler`` untouched. ``model_calls="new_image"`` guards only calls whose new input (the
+  messages after the last AI message) carries an image, so a planner can go on calling tools about an image
+  seen earlier; ``"off"`` leaves model calls alone and guards vision tools only. The reply is one
+  ``AIMessage``: the answer (accepted), a sentence saying why there is none (abstained), or a notice that a
+  human is reviewing it (escalated), with the confidences in ``response_metadata["guardrail"]``.
 - ``after_model``: when the last reply is an escalation, it calls ``interrupt(payload)`` in this separate, cheap
   node: resuming runs only this hook, never the model call. The reviewer's ``Command(resume=decision)``
   (approve / edit / answer / reject, validated by LangGraph against the schema) replaces the notice with the
@@ -14,7 +16,9 @@ Three hooks, each with its async twin:
 - ``wrap_tool_call``: for the tools named in ``vision_tools``, the tool runs first (it fetches the images: a
   camera, a page renderer); when its result carries image blocks, the guard answers the question (the tool
   call's ``question`` argument, else the user's last message) on those images, and the agent gets the guarded
-  answer, or the abstention, as the tool result; the full ``GuardResult`` is the message's ``artifact``.
+  answer, or the abstention, as the tool result; the full ``GuardResult`` is the message's ``artifact``. An
+  escalation here becomes an error result carrying the notice (it does not pause: resuming a tool node would
+  run the tool again); pause-and-review happens on model calls, or use ``HumanInTheLoopMiddleware`` on the tool.
   A tool result that is an error (for instance a call that ``HumanInTheLoopMiddleware`` rejected, and which
   therefore never ran) passes through untouched: the guard never runs, or re-runs, a rejected call.
 
@@ -24,7 +28,7 @@ Nothing is edited in place: requests are replaced with ``override`` and messages
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Literal
 
 from langchain.agents.middleware.types import AgentMiddleware, AgentState, ModelRequest, ModelResponse
@@ -61,6 +65,8 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         question_arg: the tool-call argument holding the question for a vision tool.
         escalate: ``"interrupt"`` to pause for a human on escalation (needs a checkpointer), ``"message"`` to
             reply with the escalation notice and carry on.
+        model_calls: which model calls to guard: ``"any_image"`` (an image anywhere in the conversation),
+            ``"new_image"`` (an image in the messages since the last AI reply) or ``"off"``.
     """
 
     def __init__(
@@ -70,10 +76,13 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         vision_tools: Collection[str] = (),
         question_arg: str = "question",
         escalate: Literal["interrupt", "message"] = "interrupt",
+        model_calls: Literal["any_image", "new_image", "off"] = "any_image",
     ) -> None:
         super().__init__()
         if escalate not in ("interrupt", "message"):
             raise ConfigurationError(f"`escalate` must be 'interrupt' or 'message', got {escalate!r}")
+        if model_calls not in ("any_image", "new_image", "off"):
+            raise ConfigurationError(f"`model_calls` must be 'any_image', 'new_image' or 'off', got {model_calls!r}")
         if isinstance(vision_tools, str):
             raise ConfigurationError(
                 f"`vision_tools` must be a collection of tool names, got the string {vision_tools!r}"
@@ -82,6 +91,7 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         self.vision_tools = frozenset(vision_tools)
         self.question_arg = question_arg
         self.escalate = escalate
+        self.model_calls = model_calls
 
     # -- model calls -------------------------------------------------------------------------------------------
 
@@ -89,7 +99,7 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], ModelResponse[Any]]
     ) -> ModelResponse[Any] | AIMessage:
         """Answer image-carrying calls through the guard; pass the others to ``handler``."""
-        if not has_images(request.messages):
+        if not self._guards(request.messages):
             return handler(request)
         result = self._guard.get().run(self._model_request(request))
         return ModelResponse(result=[self._reply(result)])
@@ -98,7 +108,7 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]]
     ) -> ModelResponse[Any] | AIMessage:
         """The async twin of :meth:`wrap_model_call`."""
-        if not has_images(request.messages):
+        if not self._guards(request.messages):
             return await handler(request)
         result = await self._guard.get().arun(self._model_request(request))
         return ModelResponse(result=[self._reply(result)])
@@ -140,6 +150,14 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         return self._tool_reply(output, await self._guard.get().arun(guarded))
 
     # -- shared, pure parts ------------------------------------------------------------------------------------
+
+    def _guards(self, messages: Sequence[BaseMessage]) -> bool:
+        if self.model_calls == "off":
+            return False
+        if self.model_calls == "new_image":
+            last_ai = max((i for i, m in enumerate(messages) if isinstance(m, AIMessage)), default=-1)
+            messages = messages[last_ai + 1 :]
+        return has_images(messages)
 
     @staticmethod
     def _model_request(request: ModelRequest[Any]) -> Request:

@@ -70,6 +70,27 @@ def test_an_escalation_pauses_after_the_model_and_the_decision_replaces_the_noti
     assert len(guarded.calls) == 1  # resuming ran the review hook only
 
 
+def test_model_calls_new_image_guards_only_calls_whose_new_input_has_an_image() -> None:
+    agent, guarded, plain = agent_over(ACCEPT, model_calls="new_image")
+    agent.invoke({"messages": [image_message()]}, THREAD)
+    state = agent.invoke({"messages": [HumanMessage(content="Thanks! Anything else?")]}, THREAD)
+    assert state["messages"][-1].content == "plain"
+    assert (len(guarded.calls), len(plain.calls)) == (1, 1)
+
+
+def test_model_calls_any_image_guards_follow_ups_about_an_earlier_image() -> None:
+    agent, guarded, plain = agent_over(ACCEPT)
+    agent.invoke({"messages": [image_message()]}, THREAD)
+    agent.invoke({"messages": [HumanMessage(content="Are you sure?")]}, THREAD)
+    assert (len(guarded.calls), len(plain.calls)) == (2, 0)
+
+
+def test_model_calls_off_leaves_model_calls_alone() -> None:
+    agent, guarded, plain = agent_over(ACCEPT, model_calls="off")
+    assert agent.invoke({"messages": [image_message()]}, THREAD)["messages"][-1].content == "plain"
+    assert (len(guarded.calls), len(plain.calls)) == (0, 1)
+
+
 def test_escalate_message_mode_replies_without_pausing() -> None:
     agent, _, _ = agent_over(ESCALATE, escalate="message")
     state = agent.invoke({"messages": [image_message()]}, THREAD)
@@ -83,6 +104,8 @@ def test_configuration_is_checked() -> None:
         GuardrailMiddleware(guard, escalate="ask")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="got the string 'camera'"):
         GuardrailMiddleware(guard, vision_tools="camera")
+    with pytest.raises(ConfigurationError, match="`model_calls` must be 'any_image', 'new_image' or 'off', got 'x'"):
+        GuardrailMiddleware(guard, model_calls="x")  # type: ignore[arg-type]
 
 
 # -- vision tools ----------------------------------------------------------------------------------------------
