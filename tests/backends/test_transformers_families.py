@@ -92,3 +92,14 @@ def test_model_resolution_is_what_the_processor_sees(family_backend: Transformer
     process = family_backend.processor.image_processor
     original = process(images=[large], return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(process(images=[image], return_tensors="pt")["pixel_values"], original)
+
+
+def test_two_images_rescore_consistently(family_backend: TransformersBackend, photo: Image.Image) -> None:
+    request = Request.from_question("Which differs?", [photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    gen = family_backend.generate(request, GenerationOptions(max_new_tokens=4))
+    images = family_backend.model_images(request)
+    assert len(images) == 2
+    grey = [perturb_image(im, "grey") for im in images]
+    rows = family_backend.score(request, gen.token_ids, [grey]).token_logprobs
+    torch.testing.assert_close(rows[0], torch.tensor(gen.token_logprobs), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(rows[1], rows[0], atol=1e-6)
