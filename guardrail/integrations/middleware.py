@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from langchain.agents.middleware.types import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langgraph.config import get_config
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
@@ -180,6 +181,8 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         if not isinstance(info, Mapping) or not info.get("pending"):
             return None
         payload = dict(info["escalation"])
+        thread_id = get_config().get("configurable", {}).get("thread_id")
+        payload["thread_id"] = None if thread_id is None else str(thread_id)
         candidate = payload.get("candidate_answer")
         answer = interrupt(payload, response_schema=decision_schema(candidate))
         decision = parse_review(answer, candidate_answer=candidate)

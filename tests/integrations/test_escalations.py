@@ -108,3 +108,30 @@ def test_escalation_survives_the_process_and_is_resumed_by_another(tmp_path: Pat
     assert state["messages"][-1].content == "purple"
     assert state["review"] == {"type": "answer", "answer": "purple"}
     assert state["guardrail"]["escalation"]["candidate_answer"] == "green"
+
+
+def build_agent(checkpointer: Any) -> Any:
+    """A create_agent graph guarded by the middleware: its escalations are listed and resolved the same way."""
+    from langchain.agents import create_agent
+
+    from guardrail.integrations import GuardrailChatModel, GuardrailMiddleware
+    from tests.fakes import ScriptedModel
+    from tests.integrations.helpers import ESCALATE, scripted_guard
+
+    guard, _ = scripted_guard(ESCALATE)
+    return create_agent(
+        GuardrailChatModel(backend=ScriptedModel()), middleware=[GuardrailMiddleware(guard)], checkpointer=checkpointer
+    )
+
+
+def test_agent_escalations_are_listed_and_resolved_from_sqlite(tmp_path: Path) -> None:
+    db = tmp_path / "agent.sqlite"
+    with open_saver(db, must_exist=False) as saver:
+        build_agent(saver).invoke({"messages": [image_message()]}, {"configurable": {"thread_id": "agent-9"}})
+    with open_saver(db) as saver:
+        (pending,) = list_escalations(saver)
+        assert (pending.thread_id, pending.candidate_answer) == ("agent-9", "green")
+        assert pending.payload["thread_id"] == "agent-9"
+        final = resolve_escalation(saver, "agent-9", {"type": "approve"}, graph=build_agent)
+        assert final["messages"][-1].content == "green"
+        assert list_escalations(saver) == []
