@@ -1,7 +1,7 @@
 """Image and prompt preparation for the transformers backend.
 
-- ``decode_block``: an ``ImageBlock`` (inline base64, ``data:`` URL or local file) to an RGB PIL image, refusing
-  decompression bombs; every failure is an ``ImageError``.
+- ``decode_block``: an ``ImageBlock`` (inline base64, ``data:`` URL or local file) to an RGB PIL image through
+  ``guardrail.images.decode_image`` (which refuses decompression bombs); every failure is an ``ImageError``.
 - ``model_resolution``: the size an image processor resizes an image to, so that perturbations act on the pixels
   the vision encoder sees (a blackened patch is one encoder patch).
 - ``TokenExpandingProcessor``: tokenizer + image processor for models whose full processor cannot be built here
@@ -12,45 +12,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import ImageError
+from ..images import MAX_PIXELS, decode_image
 from ..types import ImageBlock
 
-__all__ = ["DEFAULT_MAX_PIXELS", "TokenExpandingProcessor", "decode_block", "decode_bytes", "model_resolution"]
+__all__ = ["DEFAULT_MAX_PIXELS", "TokenExpandingProcessor", "decode_block", "model_resolution"]
 
-DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_PIXELS = MAX_PIXELS
 """Largest image accepted (width x height); larger ones are refused as possible decompression bombs."""
-
-
-def decode_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Image.Image:
-    """Decode encoded image bytes to a fully loaded RGB image, or raise ``ImageError`` naming the problem."""
-    if not data:
-        raise ImageError(f"{name}: empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels}")
-            image.load()
-            return image.convert("RGB")
-    except ImageError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"{name}: not a recognised image format") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: refused as a possible decompression bomb ({exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{name}: truncated or corrupt image data ({exc})") from exc
 
 
 def _block_bytes(block: ImageBlock, name: str) -> bytes:
@@ -76,7 +52,7 @@ def _block_bytes(block: ImageBlock, name: str) -> bytes:
 
 def decode_block(block: ImageBlock, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Image.Image:
     """Decode one image block safely (see module docstring)."""
-    return decode_bytes(_block_bytes(block, name), max_pixels=max_pixels, name=name)
+    return decode_image(_block_bytes(block, name), max_pixels=max_pixels, name=name)
 
 
 def _size_get(size: Any, key: str) -> int | None:
