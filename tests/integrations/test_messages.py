@@ -81,10 +81,16 @@ def test_has_images_and_image_blocks_of() -> None:
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ([{"type": "audio", "base64": "AAAA", "mime_type": "audio/wav"}], r"content\[0\]: content block of type 'audio'"),
+        (
+            [{"type": "audio", "base64": "AAAA", "mime_type": "audio/wav"}],
+            r"content\[0\]: content block of type 'audio'",
+        ),
         ([{"type": "image", "file_id": "file-1"}], r"content\[0\]: image by file_id 'file-1' cannot be read"),
         ([{"type": "image", "base64": "not base64!!"}], r"content\[0\]: image base64 data is not valid base64"),
-        ([{"type": "image", "url": "data:image/png,rawbytes"}], r"content\[0\]: data URL must be 'data:<mime>;base64,<data>'"),
+        (
+            [{"type": "image", "url": "data:image/png,rawbytes"}],
+            r"content\[0\]: data URL must be 'data:<mime>;base64,<data>'",
+        ),
         ([{"type": "image"}], r"content\[0\]: image block has neither 'base64' nor 'url'"),
         ([{"type": "image", "source_type": "id", "id": "x"}], r"content\[0\]: image source_type 'id' is not supported"),
         ([{"type": "text", "text": 3}], r"content\[0\]: text block has no string 'text'"),
