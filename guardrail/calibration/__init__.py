@@ -22,6 +22,7 @@ from .calibrators import (
     make_calibrator,
 )
 from .decoupled import COMBINERS, DecoupledCalibrator, harmonic_mean_array
+from .fit import fit_artifact, visual_normalisation
 from .metrics import (
     ReliabilityDiagram,
     RiskCoverage,
@@ -87,6 +88,7 @@ __all__ = [
     "expected_calibration_error",
     "fingerprint_data",
     "fingerprint_model",
+    "fit_artifact",
     "harmonic_mean",
     "harmonic_mean_array",
     "load_artifact",
@@ -97,4 +99,5 @@ __all__ = [
     "risk_coverage_curve",
     "save_artifact",
     "selective_accuracy",
+    "visual_normalisation",
 ]

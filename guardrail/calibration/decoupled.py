@@ -110,8 +110,10 @@ class _LogisticCombiner:
             raise CalibrationError(f"malformed logistic combiner dict: {dict(data)!r}") from exc
 
 
-def _optional_array(name: str, values: MaybeArray | None, n: int | None, *, labels: bool) -> FloatArray:
-    """Float array with NaN for "not measured"; values checked in [0, 1] (scores) or {0, 1} (labels)."""
+def _optional_array(
+    name: str, values: MaybeArray | None, n: int | None, *, labels: bool, bounded: bool = True
+) -> FloatArray:
+    """Float array with NaN for "not measured"; values checked in [0, 1] (scores, if ``bounded``) or {0, 1}."""
     if values is None:
         if n is None:
             raise CalibrationError(f"`{name}` is required")
@@ -123,9 +125,13 @@ def _optional_array(name: str, values: MaybeArray | None, n: int | None, *, labe
     if array.ndim != 1 or (n is not None and array.shape[0] != n):
         raise CalibrationError(f"`{name}` must be 1-D of length {n}, got shape {array.shape}")
     known = array[~np.isnan(array)]
-    bad = known[(known != 0) & (known != 1)] if labels else known[(known < 0) | (known > 1)]
+    if labels:
+        bad = known[(known != 0) & (known != 1)]
+    else:
+        bad = known[(known < 0) | (known > 1)] if bounded else known[~np.isfinite(known)]
     if bad.size:
-        expected = "0/1 labels (NaN or None = unknown)" if labels else "scores in [0, 1] (NaN or None = unknown)"
+        expected = "0/1 labels" if labels else "scores in [0, 1]" if bounded else "finite numbers"
+        expected += " (NaN or None = unknown)"
         raise CalibrationError(f"`{name}` must hold {expected}, got {float(bad[0])!r}")
     return array
 

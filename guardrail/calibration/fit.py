@@ -1,0 +1,137 @@
+"""One call from labelled scores to a calibration artifact: fit, certify on held-out rows, measure.
+
+:func:`fit_artifact` is what ``guardrail calibrate`` runs once the estimator has scored a calibration set:
+
+1. split the rows (seeded) into a *fit* part and a *certify* part (``certify_fraction``, default one half);
+2. fit a :class:`DecoupledCalibrator` on the fit part;
+3. on the certify part, which the calibrator never saw, certify thresholds for every (alpha, delta) in
+   ``targets``: per component (visual against perception correctness, reasoning against answer correctness
+   given correct perception, overall against answer correctness) with SGR, and for the (visual, reasoning)
+   pair; and measure every section-6 metric of each component;
+4. return a :class:`CalibrationArtifact` with the visual normalisation statistics and fingerprints.
+
+Certifying on rows the calibrator was fitted on would make the calibrated scores depend on the labels being
+tested; the split keeps the guarantee of METHOD.md section 7 honest. ``certify_fraction=None`` uses every row
+for both (more data, the guarantee then only approximate) and says so in ``info``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import CalibrationError
+from .artifact import CalibrationArtifact, VisualNormalisation
+from .decoupled import DecoupledCalibrator, MaybeArray, _optional_array
+from .risk import CertifiedThreshold, certify_pair, certify_threshold
+from .summary import CalibrationSummary, calibration_summary
+
+__all__ = ["fit_artifact", "visual_normalisation"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def visual_normalisation(statistic: MaybeArray) -> VisualNormalisation:
+    """Mean and std (ddof 0) of the raw visual statistic s over the rows where it was measured (METHOD.md 3.6)."""
+    s = _optional_array("statistic", statistic, None, labels=False, bounded=False)
+    s = s[np.isfinite(s)]
+    if s.size < 2 or float(np.std(s)) <= 0.0:
+        raise CalibrationError(f"`statistic` needs >= 2 distinct finite values, got {s.size} value(s)")
+    return VisualNormalisation(mean=float(np.mean(s)), std=float(np.std(s)))
+
+
+def fit_artifact(
+    *,
+    visual_scores: MaybeArray | None,
+    reasoning_scores: MaybeArray | None,
+    answer_correct: MaybeArray,
+    perception_correct: MaybeArray | None = None,
+    holistic_scores: MaybeArray | None = None,
+    visual_statistic: MaybeArray | None = None,
+    model_fingerprint: str,
+    data_fingerprint: str,
+    calibrator: DecoupledCalibrator | None = None,
+    targets: Sequence[tuple[float, float]] = ((0.05, 0.1), (0.1, 0.1)),
+    certify_fraction: float | None = 0.5,
+    seed: int = 0,
+    info: Mapping[str, Any] | None = None,
+) -> CalibrationArtifact:
+    """Fit, certify and measure (see the module docstring); ``calibrator`` is an unfitted template."""
+    y = _optional_array("answer_correct", answer_correct, None, labels=True)
+    n = y.shape[0]
+    arrays = {
+        "visual": _optional_array("visual_scores", visual_scores, n, labels=False),
+        "reasoning": _optional_array("reasoning_scores", reasoning_scores, n, labels=False),
+        "holistic": _optional_array("holistic_scores", holistic_scores, n, labels=False),
+        "perception": _optional_array("perception_correct", perception_correct, n, labels=True),
+    }
+    fit_rows, test_rows = _split(n, certify_fraction, seed)
+    template = calibrator if calibrator is not None else DecoupledCalibrator()
+    fitted = DecoupledCalibrator(**template.get_params()).fit(
+        arrays["visual"][fit_rows],
+        arrays["reasoning"][fit_rows],
+        answer_correct=y[fit_rows],
+        perception_correct=arrays["perception"][fit_rows],
+        holistic_scores=arrays["holistic"][fit_rows],
+    )
+    out = fitted.predict_components(
+        arrays["visual"][test_rows], arrays["reasoning"][test_rows], arrays["holistic"][test_rows]
+    )
+    perception, answer = arrays["perception"][test_rows], y[test_rows]
+    targets_by_component = {
+        "visual": (out["visual"], perception, ~np.isnan(perception)),
+        "reasoning": (out["reasoning"], answer, (perception == 1.0) | np.all(np.isnan(perception))),
+        "overall": (out["overall"], answer, ~np.isnan(answer)),
+    }
+    metrics: dict[str, CalibrationSummary] = {}
+    thresholds: list[CertifiedThreshold] = []
+    for name, (confidence, labels, rows) in targets_by_component.items():
+        rows = rows & ~np.isnan(labels)
+        known = rows & ~np.isnan(confidence)
+        if np.any(known):
+            metrics[name] = calibration_summary(confidence[known], labels[known], seed=seed)
+        if np.any(rows):
+            for alpha, delta in targets:
+                thresholds.append(
+                    certify_threshold(confidence[rows], labels[rows], alpha=alpha, delta=delta, component=name)
+                )
+    both = ~np.isnan(answer)
+    if np.any(both) and np.any(~np.isnan(out["visual"])) and np.any(~np.isnan(out["reasoning"])):
+        for alpha, delta in targets:
+            thresholds.append(
+                certify_pair(out["visual"][both], out["reasoning"][both], answer[both], alpha=alpha, delta=delta)
+            )
+    provenance = {
+        "n": n,
+        "n_fit": int(fit_rows.size),
+        "n_certify": int(test_rows.size),
+        "certify_fraction": certify_fraction,
+        "split_seed": seed,
+        "metrics_on": "certify rows" if certify_fraction is not None else "fit rows (in-sample)",
+        **dict(info or {}),
+    }
+    return CalibrationArtifact.create(
+        fitted,
+        model_fingerprint=model_fingerprint,
+        data_fingerprint=data_fingerprint,
+        visual_normalisation=None if visual_statistic is None else visual_normalisation(visual_statistic),
+        thresholds=thresholds,
+        metrics=metrics,
+        info=provenance,
+    )
+
+
+def _split(n: int, fraction: float | None, seed: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    everything = np.arange(n)
+    if fraction is None:
+        return everything, everything
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 < fraction < 1.0:
+        raise CalibrationError(f"`certify_fraction` must be a float in (0, 1) or None, got {fraction!r}")
+    order = np.random.default_rng(seed).permutation(n)
+    cut = n - round(fraction * n)
+    if cut < 1 or cut >= n:
+        raise CalibrationError(f"`certify_fraction`={fraction} leaves an empty part of {n} rows")
+    return np.sort(order[:cut]), np.sort(order[cut:])
