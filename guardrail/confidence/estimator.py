@@ -111,6 +111,9 @@ class VisualNormalization(BaseModel):
         return float(sig.normalized_visual_certainty(torch.tensor(score, dtype=torch.float64), self.mean, self.std))
 
 
+_RANDOM_KINDS = ("blackout", "noise")
+
+
 def _mask(span: tuple[int, int] | None, length: int) -> torch.Tensor:
     positions = torch.arange(length)
     if span is None:
@@ -206,6 +209,8 @@ class DecoupledEstimator:
         return None, mean_prob
 
     def _variants(self, images: list[Image.Image], patch_size: int) -> list[list[Image.Image]]:
+        """K perturbed copies of the images; one only for the deterministic kinds (grey, blur)."""
+        draws = self.draws if self.perturbation in _RANDOM_KINDS else 1
         return [
             [
                 perturb_image(
@@ -217,7 +222,7 @@ class DecoupledEstimator:
                 )
                 for i, im in enumerate(images)
             ]
-            for k in range(self.draws)
+            for k in range(draws)
         ]
 
     def _white_box(

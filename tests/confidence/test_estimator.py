@@ -137,6 +137,12 @@ def test_k_draws_are_distinct_and_batched_in_one_call(request_with_image: Reques
     assert all(0.6 < (v == 0).all(-1).mean() < 1.0 for v in variants)
 
 
+def test_deterministic_perturbations_are_drawn_once(request_with_image: Request) -> None:
+    backend = FakeScoringBackend()
+    DecoupledEstimator(draws=4, perturbation="grey").estimate(backend, request_with_image, _generation(STRUCTURED))
+    assert len(backend.calls[0]) == 1
+
+
 def test_full_distribution_uses_entropy(request_with_image: Request) -> None:
     signals = DecoupledEstimator(full_distribution=True).estimate(
         FakeScoringBackend(), request_with_image, _generation(STRUCTURED)
