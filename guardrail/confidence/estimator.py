@@ -128,9 +128,11 @@ def _finite(features: dict[str, float]) -> dict[str, float]:
 class DecoupledEstimator:
     """Estimator of raw decoupled ``Signals`` (see the module docstring for the method).
 
-    Parameters (keyword-only): ``draws`` K >= 1 perturbations averaged; ``perturbation`` its kind; ``seed`` of
-    the first draw (draw k uses ``seed + k``); ``full_distribution`` to measure the full-vocabulary KL and the
-    full entropy (then H is the full entropy); ``normalization`` the reference statistics of s.
+    Parameters (keyword-only): ``draws`` K >= 1 perturbations averaged (random kinds; grey and blur are drawn
+    once); ``perturbation`` its kind; ``seed`` of the first draw (draw k of image i uses
+    ``seed + k * n_images + i``); ``full_distribution`` to measure the full-vocabulary KL and the full entropy
+    (then H is the full entropy); ``normalization`` the reference statistics of s; ``blackout_probability``
+    the chance a patch is blackened.
     """
 
     def __init__(
