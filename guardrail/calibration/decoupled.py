@@ -19,10 +19,11 @@
 
   The fitted combiners keep the harmonic mean's (or each part's) ordering and make overall a probability.
   Measured (``bench/calibration_synthetic.py``, Platt parts, 2,000 training rows, 50,000 fresh rows, mean of 5
-  seeds): overall ECE10 0.153 harmonic, 0.023 product, 0.012 platt_harmonic, 0.022 isotonic_harmonic, 0.015
-  logistic; AUROC 0.701 for harmonic and platt_harmonic (a monotone map of it). With isotonic parts the logistic
-  combiner over-fits (ECE10 0.064): their in-sample values reach 0 and 1. Prefer ``"platt_harmonic"`` whenever
-  overall is read as P(answer correct) (policies, certified thresholds).
+  seeds): overall ECE10 0.153 harmonic, 0.023 product, 0.012 platt_harmonic, 0.022 isotonic_harmonic, 0.014
+  logistic; AUROC 0.701 for harmonic and platt_harmonic (a monotone map of it), 0.691 logistic. With isotonic
+  parts every combiner is a little worse (platt_harmonic 0.020, logistic 0.019); with 500 training rows
+  platt_harmonic still reaches 0.013. Prefer ``"platt_harmonic"`` whenever overall is read as P(answer correct)
+  (policies, certified thresholds).
 
   When visual or reasoning is unknown, overall is the calibrated **holistic** score if one was fitted and
   measured, else unknown: a component is never invented.
@@ -70,9 +71,15 @@ def harmonic_mean_array(v: FloatArray, r: FloatArray) -> FloatArray:
 
 
 class _LogisticCombiner:
-    """sigmoid(a logit v + b logit r + c) with a, b >= 0 (monotone in each part), fitted by maximum likelihood."""
+    """sigmoid(a logit v + b logit r + c) with a, b >= 0 (monotone in each part), fitted by maximum likelihood.
+
+    The parts are clipped to [0.01, 0.99] before the logit: in-sample isotonic parts reach exactly 0 and 1, whose
+    logits (about +-14 at 1e-6) would dominate the fit (measured: ECE10 0.064 -> 0.019 with isotonic parts,
+    unchanged with Platt parts).
+    """
 
     kind = "logistic"
+    eps = 1e-2
 
     def __init__(self, coef: tuple[float, float] = (1.0, 1.0), intercept: float = 0.0) -> None:
         self.coef = coef
@@ -81,7 +88,7 @@ class _LogisticCombiner:
     def fit(self, v: FloatArray, r: FloatArray, y: FloatArray) -> _LogisticCombiner:
         from scipy.optimize import minimize
 
-        x = np.stack([_logit(v, 1e-6), _logit(r, 1e-6)], axis=1)
+        x = np.stack([_logit(v, self.eps), _logit(r, self.eps)], axis=1)
 
         def loss(w: FloatArray) -> tuple[float, FloatArray]:
             a = x @ w[:2] + w[2]
@@ -95,7 +102,7 @@ class _LogisticCombiner:
         return self
 
     def predict(self, v: FloatArray, r: FloatArray) -> FloatArray:
-        a = self.coef[0] * _logit(v, 1e-6) + self.coef[1] * _logit(r, 1e-6) + self.intercept
+        a = self.coef[0] * _logit(v, self.eps) + self.coef[1] * _logit(r, self.eps) + self.intercept
         return _sigmoid(a)
 
     def to_dict(self) -> dict[str, Any]:
