@@ -61,6 +61,8 @@ _MODEL_FILES = frozenset(
         "tokenizer_config.json",
         "special_tokens_map.json",
         "chat_template.json",
+        "chat_template.jinja",
+        "added_tokens.json",
         "vocab.json",
         "merges.txt",
         "tokenizer.model",
