@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import Estimator
+from .base import AsyncEstimator, Estimator
 from .spans import ParsedResponse, char_span_to_token_span, parse_boxed, parse_response
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .perturb import PerturbationKind, perturb_image
 
 __all__ = [
+    "AsyncEstimator",
     "DecoupledEstimator",
     "Estimator",
     "ParsedResponse",

@@ -19,6 +19,7 @@ re-scoring call raises ``EstimatorError`` (from the backend's ``BackendError``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -197,6 +198,10 @@ class DecoupledEstimator:
             sources=sources,
             problems=tuple(problems),
         )
+
+    async def aestimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
+        """The async twin of :meth:`estimate` (the re-scoring forward pass runs in a worker thread)."""
+        return await asyncio.to_thread(self.estimate, backend, request, generation)
 
     @staticmethod
     def _black_box(

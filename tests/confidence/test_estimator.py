@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 
@@ -11,7 +12,13 @@ import torch
 from PIL import Image
 
 from guardrail import BackendError, EstimatorError, Generation, GenerationOptions, Request, Signals
-from guardrail.confidence import DecoupledEstimator, ScoringBackend, TeacherForcedScores, VisualNormalization
+from guardrail.confidence import (
+    AsyncEstimator,
+    DecoupledEstimator,
+    ScoringBackend,
+    TeacherForcedScores,
+    VisualNormalization,
+)
 from guardrail.confidence.spans import parse_response
 
 STRUCTURED = (
@@ -88,6 +95,14 @@ def _in_unit(value: float | None) -> bool:
 def test_fake_is_a_scoring_backend() -> None:
     assert isinstance(FakeScoringBackend(), ScoringBackend)
     assert not isinstance(FakeBlackBox(), ScoringBackend)
+
+
+def test_aestimate_matches_estimate(request_with_image: Request) -> None:
+    estimator = DecoupledEstimator()
+    assert isinstance(estimator, AsyncEstimator)
+    gen = _generation(STRUCTURED)
+    signals = asyncio.run(estimator.aestimate(FakeScoringBackend(), request_with_image, gen))
+    assert signals == estimator.estimate(FakeScoringBackend(), request_with_image, gen)
 
 
 def test_white_box_signals(request_with_image: Request) -> None:
