@@ -140,7 +140,6 @@ class _OtelCallTrace(CallTrace):
     def __init__(self, owner: OtelTelemetry, request: Request, policy: Policy, model: str) -> None:
         self._owner = owner
         self._request = request
-        self._model = model
         self._start = time.perf_counter()
         self._model_seconds = 0.0
         self._policy_name = policy.name
@@ -184,8 +183,7 @@ class _OtelCallTrace(CallTrace):
         """Record the attempt's usage, decision and confidences on its span, then end it."""
         span = self._attempt_span
         try:
-            if span is not None:
-                self._record_attempt(span, attempt)
+            self._record_attempt(span if span is not None else trace.INVALID_SPAN, attempt)
         except Exception as exc:
             self._owner._failed("attempt_finished", exc)
         finally:
@@ -211,49 +209,60 @@ class _OtelCallTrace(CallTrace):
     # -- recording -------------------------------------------------------------------------------------------
 
     def _record_attempt(self, span: trace.Span, attempt: Attempt) -> None:
-        owner = self._owner
-        generation = attempt.generation
-        decision = attempt.decision
+        """The attempt's outcome on its span (unless it is not recording, e.g. sampled out) and in the metrics."""
+        owner, generation = self._owner, attempt.generation
+        provider = self._attempt_provider
+        if generation is not None and generation.provider and generation.provider != provider:
+            provider = owner._providers[attempt.model] = generation.provider
+        seconds = generation.seconds if generation is not None and generation.seconds > 0 else attempt.seconds
+        self._model_seconds += seconds
+        if span.is_recording():
+            self._annotate_attempt(span, attempt, provider)
+
+        instruments = owner._instruments
+        metric_attributes: dict[str, Any] = {
+            n.GEN_AI_OPERATION_NAME: n.CHAT,
+            n.GEN_AI_PROVIDER_NAME: provider,
+            n.GEN_AI_REQUEST_MODEL: attempt.model,
+        }
+        if generation is not None and generation.model:
+            metric_attributes[n.GEN_AI_RESPONSE_MODEL] = generation.model
+        if attempt.error is not None:
+            metric_attributes[n.ERROR_TYPE] = attempt.error.type
+        instruments.duration.record(seconds, metric_attributes)
+        if attempt.confidence is not None:
+            for component in _COMPONENTS:
+                value = attempt.confidence.get(component)
+                if value is not None:
+                    instruments.confidence.record(value, {n.GUARDRAIL_CONFIDENCE_COMPONENT: component})
+
+    def _annotate_attempt(self, span: trace.Span, attempt: Attempt, provider: str) -> None:
+        generation, decision = attempt.generation, attempt.decision
         attributes: dict[str, Any] = {
             n.GUARDRAIL_DECISION_ACTION: decision.action.value,
             n.GUARDRAIL_DECISION_RULE: decision.rule,
             n.GUARDRAIL_DECISION_REASON: decision.reason,
         }
-        seconds = attempt.seconds
-        metric_attributes: dict[str, Any] = {n.GEN_AI_OPERATION_NAME: n.CHAT, n.GEN_AI_REQUEST_MODEL: attempt.model}
-        provider = self._attempt_provider
+        if provider != self._attempt_provider:
+            attributes[n.GEN_AI_PROVIDER_NAME] = provider
         if generation is not None:
-            if generation.provider and generation.provider != provider:
-                provider = owner._providers[attempt.model] = generation.provider
-                attributes[n.GEN_AI_PROVIDER_NAME] = provider
             attributes[n.GEN_AI_USAGE_INPUT_TOKENS] = generation.usage.input_tokens
             attributes[n.GEN_AI_USAGE_OUTPUT_TOKENS] = generation.usage.output_tokens
             if generation.model:
                 attributes[n.GEN_AI_RESPONSE_MODEL] = generation.model
-                metric_attributes[n.GEN_AI_RESPONSE_MODEL] = generation.model
-            if generation.seconds > 0:
-                seconds = generation.seconds
-            if owner.capture_content:
+            if self._owner.capture_content:
                 attributes[n.GEN_AI_INPUT_MESSAGES] = input_messages(attempt.request or self._request)
                 attributes[n.GEN_AI_OUTPUT_MESSAGES] = output_messages(generation)
-        metric_attributes[n.GEN_AI_PROVIDER_NAME] = provider
-        self._model_seconds += seconds
         if attempt.error is not None:
             attributes[n.ERROR_TYPE] = attempt.error.type
             attributes[n.GUARDRAIL_ERROR_STAGE] = attempt.error.stage
-            metric_attributes[n.ERROR_TYPE] = attempt.error.type
             span.set_status(Status(StatusCode.ERROR, f"{attempt.error.stage}: {attempt.error.message}"))
         span.set_attributes(attributes)
-
         confidence = attempt.confidence
         if confidence is not None:
             for component in _COMPONENTS:
-                value = confidence.get(component)
-                span.add_event(n.GEN_AI_EVALUATION_RESULT, _evaluation(component, value, confidence.sources))
-                if value is not None:
-                    owner._instruments.confidence.record(value, {n.GUARDRAIL_CONFIDENCE_COMPONENT: component})
-
-        owner._instruments.duration.record(seconds, metric_attributes)
+                evaluation = _evaluation(component, confidence.get(component), confidence.sources)
+                span.add_event(n.GEN_AI_EVALUATION_RESULT, evaluation)
 
     def _record_result(self, result: GuardResult) -> None:
         overhead = max(time.perf_counter() - self._start - self._model_seconds, 0.0)
@@ -274,7 +283,8 @@ class _OtelCallTrace(CallTrace):
         if result.error is not None:
             attributes[n.ERROR_TYPE] = result.error.type
             attributes[n.GUARDRAIL_ERROR_STAGE] = result.error.stage
-        self._span.set_attributes(attributes)
+        if self._span.is_recording():
+            self._span.set_attributes(attributes)
 
         instruments = self._owner._instruments
         policy = {n.GUARDRAIL_POLICY_NAME: self._policy_name}

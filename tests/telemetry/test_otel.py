@@ -10,8 +10,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from guardrail import BackendError
-from tests.fakes import Step
+from guardrail import BackendError, Generation, GenerationOptions, Guard, Request
+from tests.fakes import ScriptedModel, Step
 from tests.telemetry.conftest import Recorded, make_recorded
 from tests.test_guard import image_request, make_policy
 
@@ -143,20 +143,26 @@ def test_views_fetched_is_an_event_on_the_call_span(recorded: Recorded) -> None:
     assert dict(event.attributes or {}) == {"guardrail.views.provider": "zoom", "guardrail.views.count": 2}
 
 
+class SpyingModel(ScriptedModel):
+    """Records the current span while it runs, and opens a span of its own as an instrumented client would."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        super().__init__(steps=[Step()])
+        self.tracer = tracer
+        self.seen: list[trace.Span] = []
+
+    def generate(self, request: Request, options: GenerationOptions) -> Generation:
+        self.seen.append(trace.get_current_span())
+        with self.tracer.start_as_current_span("backend.inner"):
+            return super().generate(request, options)
+
+
 def test_the_attempt_span_is_current_while_the_model_runs_on_a_worker(recorded: Recorded) -> None:
-    seen: list[trace.Span] = []
-    guard = recorded.guard([Step()])  # the policy has a time budget: the model runs on a worker thread
-    original = guard.backend.generate
-
-    def generate(*args: Any) -> Any:
-        seen.append(trace.get_current_span())
-        with recorded.tracer_provider.get_tracer("backend").start_as_current_span("backend.inner"):
-            return original(*args)
-
-    guard.backend.generate = generate  # type: ignore[method-assign]
-    guard.run(image_request())
+    model = SpyingModel(recorded.tracer_provider.get_tracer("backend"))
+    # The policy has a time budget, so the model runs on a worker thread.
+    Guard(model, estimator=model, policy=make_policy(), telemetry=recorded.telemetry).run(image_request())
     (attempt,) = recorded.attempt_spans()
-    assert seen[0].get_span_context().span_id == attempt.context.span_id
+    assert model.seen[0].get_span_context().span_id == attempt.context.span_id
     (inner,) = recorded.named("backend.inner")
     assert inner.parent is not None
     assert inner.parent.span_id == attempt.context.span_id
@@ -224,3 +230,25 @@ def test_opted_in_content_has_messages_but_images_only_as_hashes(how: str, monke
     assert image.base64[:64] not in everything
     rec.tracer_provider.shutdown()
     rec.meter_provider.shutdown()
+
+
+def test_sampled_out_calls_still_count_in_the_metrics() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from guardrail.telemetry import OtelTelemetry
+
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    telemetry = OtelTelemetry(tracer_provider=TracerProvider(sampler=ALWAYS_OFF), meter_provider=meter_provider)
+    model = ScriptedModel(steps=[Step(answer="red")])
+    result = Guard(model, estimator=model, policy=make_policy(), telemetry=telemetry).run(image_request())
+    assert result.answer == "red"
+    data = reader.get_metrics_data()
+    assert data is not None
+    names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    assert names == {"guardrail.decisions", "guardrail.confidence", "guardrail.overhead.duration",
+                     "gen_ai.client.operation.duration"}  # fmt: skip
+    meter_provider.shutdown()
