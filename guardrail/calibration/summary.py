@@ -158,12 +158,27 @@ class CalibrationSummary(BaseModel):
     ece_10_noise_floor_high: float
     ece_15_noise_floor_mean: float
     ece_15_noise_floor_high: float
+    ece_10_ci: tuple[float, float] | None = None
+    """95 % percentile-bootstrap interval of ECE10 (``n_boot`` resamples), None when not asked for."""
+    auroc_ci: tuple[float, float] | None = None
+    """95 % percentile-bootstrap interval of AUROC, None when not asked for or undefined."""
+    n_boot: int = 0
 
 
 def calibration_summary(
-    confidence: ArrayLike, correct: ArrayLike, *, eps: float = 1e-7, noise_draws: int = 500, seed: int = 0
+    confidence: ArrayLike,
+    correct: ArrayLike,
+    *,
+    eps: float = 1e-7,
+    noise_draws: int = 500,
+    n_boot: int = 0,
+    seed: int = 0,
 ) -> CalibrationSummary:
-    """All metrics of METHOD.md section 6 for one (confidence, correct) set; noise floors at the 95 % level."""
+    """All metrics of METHOD.md section 6 for one (confidence, correct) set; noise floors at the 95 % level.
+
+    With ``n_boot`` > 0 it adds 95 % bootstrap intervals of ECE10 and AUROC.
+    """
+    n_boot = _check_int("n_boot", n_boot, 0)
     c, y = _check_confidence_correct(confidence, correct)
     try:
         area: float | None = _auroc_compute(c, y)
@@ -192,5 +207,12 @@ def calibration_summary(
         "ece_10_noise_floor_high": floor10.high,
         "ece_15_noise_floor_mean": floor15.mean,
         "ece_15_noise_floor_high": floor15.high,
+        "n_boot": n_boot,
     }
+    if n_boot:
+        ece = bootstrap_ci(lambda a, b: _ece_compute(a, b, 10), c, y, n_boot=n_boot, seed=seed)
+        values["ece_10_ci"] = (ece.low, ece.high)
+        if area is not None:
+            ranking = bootstrap_ci(_auroc_compute, c, y, n_boot=n_boot, seed=seed)
+            values["auroc_ci"] = (ranking.low, ranking.high)
     return CalibrationSummary(**values)
