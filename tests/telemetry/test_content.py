@@ -1,0 +1,52 @@
+"""Opt-in message content: images are identified by hash and size (or URL), never carried."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from guardrail import Generation, ImageBlock, Request
+from guardrail.telemetry._content import image_reference, input_messages, output_messages
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+
+
+def test_an_inline_image_becomes_its_digest_and_size() -> None:
+    part = image_reference(ImageBlock.from_bytes(PNG))
+    assert part == {
+        "type": "file",
+        "modality": "image",
+        "file_id": "sha256:" + hashlib.sha256(PNG).hexdigest(),
+        "size": len(PNG),
+        "mime_type": "image/png",
+    }
+
+
+def test_a_data_url_is_hashed_like_inline_data() -> None:
+    url = "data:image/jpeg;base64," + base64.b64encode(PNG).decode()
+    part = image_reference(ImageBlock(url=url))
+    assert part["file_id"] == "sha256:" + hashlib.sha256(PNG).hexdigest()
+    assert part["mime_type"] == "image/jpeg"
+    assert base64.b64encode(PNG).decode() not in json.dumps(part)
+
+
+def test_a_remote_image_is_kept_as_its_url() -> None:
+    assert image_reference(ImageBlock(url="https://example.org/cat.png")) == {
+        "type": "uri",
+        "modality": "image",
+        "uri": "https://example.org/cat.png",
+    }
+
+
+def test_messages_follow_the_genai_parts_shape() -> None:
+    request = Request.from_question("What shape?", [ImageBlock.from_bytes(PNG)], system="Be brief.")
+    system, user = json.loads(input_messages(request))
+    assert system == {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]}
+    assert [p["type"] for p in user["parts"]] == ["file", "text"]
+    (output,) = json.loads(output_messages(Generation(text="\\boxed{circle}", answer="circle")))
+    assert output == {
+        "role": "assistant",
+        "parts": [{"type": "text", "content": "\\boxed{circle}"}],
+        "finish_reason": "stop",
+    }
