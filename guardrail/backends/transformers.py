@@ -218,6 +218,19 @@ class TransformersBackend:
         special.update({int(i): str(t) for i, t in added.items() if getattr(t, "special", False)})
         return frozenset(i for i, t in special.items() if not _TAG_TOKEN.search(t))
 
+    @functools.cached_property
+    def _placeholder_ids(self) -> frozenset[int]:
+        """Token ids that stand for images or videos in a prompt: never valid in an answer."""
+        config = self.model.config
+        names = (
+            "image_token_index",
+            "image_token_id",
+            "video_token_id",
+            "vision_start_token_id",
+            "vision_end_token_id",
+        )
+        return frozenset(int(v) for v in (getattr(config, n, None) for n in names) if isinstance(v, int) and v >= 0)
+
     def _visible(self, ids: Sequence[int]) -> list[int]:
         hidden = self._hidden_ids
         return [int(i) for i in ids if int(i) not in hidden]
@@ -258,6 +271,8 @@ class TransformersBackend:
             config.top_p, config.top_k = None, None
         if config.pad_token_id is None:
             config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+        # Image placeholders in an answer would break re-scoring (features and tokens would not match).
+        config.suppress_tokens = sorted({*(config.suppress_tokens or ()), *self._placeholder_ids})
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         try:
             with self._lock, torch.random.fork_rng(devices=devices), torch.inference_mode():

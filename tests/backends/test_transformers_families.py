@@ -103,3 +103,10 @@ def test_two_images_rescore_consistently(family_backend: TransformersBackend, ph
     rows = family_backend.score(request, gen.token_ids, [grey]).token_logprobs
     torch.testing.assert_close(rows[0], torch.tensor(gen.token_logprobs), atol=1e-4, rtol=1e-4)
     assert not torch.allclose(rows[1], rows[0], atol=1e-6)
+
+
+def test_generation_never_emits_image_placeholders(family_backend: TransformersBackend, question: Request) -> None:
+    # A random model would happily emit its image token; an answer holding one cannot be re-scored.
+    gen = family_backend.generate(question, GenerationOptions(max_new_tokens=64))
+    assert family_backend._placeholder_ids  # every family declares at least its image token
+    assert not set(gen.token_ids) & family_backend._placeholder_ids
