@@ -9,13 +9,15 @@ One guarded call gives this tree (names in ``_names``)::
         gen_ai.evaluation.result
       chat {model}                 a re-ask, more views, or a fallback model
 
-Decisions: an unknown confidence component still gets its evaluation event, labelled ``unknown`` and without a
-score, so "not measured" stays visible next to the measured ones (the guard never invents a value); an attempt
-that produced no confidence at all (the model or the estimator failed) gets no evaluation events and an ERROR
-status. ``guardrail.overhead_ms`` is the call's wall time minus the model's own time: per attempt, the time the
-backend reports (``Generation.seconds``), or the whole attempt (model and confidence measurement) when it reports
-none. A call aborted by an exception (a LangGraph interrupt, a cancellation) ends every span it left open with
-an ERROR status and the exception's type as ``error.type``, and re-raises the exception untouched.
+Decisions: evaluation results are span events on the attempt span they evaluate (the conventions ask for them to be
+parented to that span; trace backends such as Phoenix store span events, while log-based events would need a
+separate logs pipeline). An unknown confidence component still gets its evaluation event, labelled ``unknown`` and
+without a score, so "not measured" stays visible next to the measured ones (the guard never invents a value); an
+attempt that produced no confidence at all (the model or the estimator failed) gets no evaluation events and an
+ERROR status. ``guardrail.overhead_ms`` is the call's wall time minus the model's own time: per attempt, the time
+the backend reports (``Generation.seconds``), or the whole attempt (model and confidence measurement) when it
+reports none. A call aborted by an exception (a LangGraph interrupt, a cancellation) ends every span it left open
+with an ERROR status and the exception's type as ``error.type``, and re-raises the exception untouched.
 
 Telemetry never breaks a guarded call: every hook body is guarded; the first failure is logged as a warning
 (later ones at debug level) and that hook's record is dropped, while the call goes on.
