@@ -2,7 +2,7 @@
 
 One guarded call gives this tree (names in ``_names``)::
 
-    guardrail.guard {model}        INTERNAL, current for the whole call: policy, budget, final decision, overhead
+    guardrail.guard {model}        INTERNAL, current for the whole call: policy, final decision, confidences, overhead
       chat {model}                 CLIENT, one per attempt, current while the model runs (a backend's own spans
         gen_ai.evaluation.result     nest under it): usage, decision of that attempt, and one evaluation event
         gen_ai.evaluation.result     per confidence component (visual, reasoning, overall)
