@@ -1,10 +1,10 @@
 """Calibration: calibrators, metrics, certified thresholds and the calibration artifact (METHOD.md 5-7)."""
 
+from ..confidence.normalization import VisualNormalization
 from .artifact import (
     ARTIFACT_SCHEMA,
     ARTIFACT_VERSION,
     CalibrationArtifact,
-    VisualNormalisation,
     fingerprint_data,
     fingerprint_model,
     load_artifact,
@@ -22,7 +22,7 @@ from .calibrators import (
     make_calibrator,
 )
 from .decoupled import COMBINERS, DecoupledCalibrator, harmonic_mean_array
-from .fit import fit_artifact, visual_normalisation
+from .fit import fit_artifact
 from .metrics import (
     ReliabilityDiagram,
     RiskCoverage,
@@ -71,7 +71,7 @@ __all__ = [
     "RiskCoverage",
     "ScoreCalibrator",
     "TemperatureScaling",
-    "VisualNormalisation",
+    "VisualNormalization",
     "adaptive_calibration_error",
     "aurc",
     "auroc",
@@ -99,5 +99,4 @@ __all__ = [
     "risk_coverage_curve",
     "save_artifact",
     "selective_accuracy",
-    "visual_normalisation",
 ]

@@ -14,7 +14,7 @@ File layout (top-level keys)::
 
     {"schema": "guardrail.calibration", "version": 1, "created": "2026-...Z",
      "model_fingerprint": "sha256:...", "data_fingerprint": "sha256:...",
-     "calibrator": {...}, "visual_normalisation": {"mean": ..., "std": ...},
+     "calibrator": {...}, "visual_normalization": {"mean": ..., "std": ...},
      "thresholds": [...], "metrics": {"overall": {...}, ...}, "info": {...},
      "checksum": "sha256:..."}
 """
@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..confidence.normalization import VisualNormalization
 from ..errors import ArtifactError, CalibrationError
 from .decoupled import DecoupledCalibrator
 from .risk import CertifiedThreshold
@@ -41,7 +42,6 @@ __all__ = [
     "ARTIFACT_SCHEMA",
     "ARTIFACT_VERSION",
     "CalibrationArtifact",
-    "VisualNormalisation",
     "fingerprint_data",
     "fingerprint_model",
     "load_artifact",
@@ -71,15 +71,6 @@ _MODEL_FILES = frozenset(
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".safetensors.index.json", ".bin.index.json")
 
 
-class VisualNormalisation(BaseModel):
-    """Mean and std of the raw visual score s on the calibration set: z = (s - mean) / std."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mean: float = Field(allow_inf_nan=False)
-    std: float = Field(gt=0.0, allow_inf_nan=False)
-
-
 class CalibrationArtifact(BaseModel):
     """What one calibration run produced; build with :meth:`create`, save and load with the module functions."""
 
@@ -92,7 +83,7 @@ class CalibrationArtifact(BaseModel):
     data_fingerprint: str
     calibrator: dict[str, Any]
     """``DecoupledCalibrator.to_dict()``."""
-    visual_normalisation: VisualNormalisation | None
+    visual_normalization: VisualNormalization | None
     thresholds: tuple[CertifiedThreshold, ...] = ()
     metrics: dict[str, CalibrationSummary] = Field(default_factory=dict)
     """Metrics at fit time, by component (``visual``, ``reasoning``, ``overall``, ...)."""
@@ -117,20 +108,20 @@ class CalibrationArtifact(BaseModel):
         *,
         model_fingerprint: str,
         data_fingerprint: str,
-        visual_normalisation: VisualNormalisation | tuple[float, float] | None = None,
+        visual_normalization: VisualNormalization | tuple[float, float] | None = None,
         thresholds: Sequence[CertifiedThreshold] = (),
         metrics: Mapping[str, CalibrationSummary] | None = None,
         info: Mapping[str, Any] | None = None,
     ) -> CalibrationArtifact:
-        """An artifact stamped with the current UTC time (``visual_normalisation`` may be a (mean, std) pair)."""
-        if isinstance(visual_normalisation, tuple):
-            visual_normalisation = VisualNormalisation(mean=visual_normalisation[0], std=visual_normalisation[1])
+        """An artifact stamped with the current UTC time (``visual_normalization`` may be a (mean, std) pair)."""
+        if isinstance(visual_normalization, tuple):
+            visual_normalization = VisualNormalization(mean=visual_normalization[0], std=visual_normalization[1])
         return cls(
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
             model_fingerprint=model_fingerprint,
             data_fingerprint=data_fingerprint,
             calibrator=calibrator.to_dict(),
-            visual_normalisation=visual_normalisation,
+            visual_normalization=visual_normalization,
             thresholds=tuple(thresholds),
             metrics=dict(metrics or {}),
             info=dict(info or {}),

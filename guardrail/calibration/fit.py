@@ -23,24 +23,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..confidence.normalization import VisualNormalization
 from ..errors import CalibrationError
-from .artifact import CalibrationArtifact, VisualNormalisation
+from .artifact import CalibrationArtifact
 from .decoupled import DecoupledCalibrator, MaybeArray, _optional_array
 from .risk import CertifiedThreshold, certify_pair, certify_threshold
 from .summary import CalibrationSummary, calibration_summary
 
-__all__ = ["fit_artifact", "visual_normalisation"]
+__all__ = ["fit_artifact"]
 
 FloatArray = npt.NDArray[np.float64]
-
-
-def visual_normalisation(statistic: MaybeArray) -> VisualNormalisation:
-    """Mean and std (ddof 0) of the raw visual statistic s over the rows where it was measured (METHOD.md 3.6)."""
-    s = _optional_array("statistic", statistic, None, labels=False, bounded=False)
-    s = s[np.isfinite(s)]
-    if s.size < 2 or float(np.std(s)) <= 0.0:
-        raise CalibrationError(f"`statistic` needs >= 2 distinct finite values, got {s.size} value(s)")
-    return VisualNormalisation(mean=float(np.mean(s)), std=float(np.std(s)))
 
 
 def fit_artifact(
@@ -117,7 +109,11 @@ def fit_artifact(
         fitted,
         model_fingerprint=model_fingerprint,
         data_fingerprint=data_fingerprint,
-        visual_normalisation=None if visual_statistic is None else visual_normalisation(visual_statistic),
+        visual_normalization=None
+        if visual_statistic is None
+        else VisualNormalization.fit(
+            _optional_array("visual_statistic", visual_statistic, n, labels=False, bounded=False).tolist()
+        ),
         thresholds=thresholds,
         metrics=metrics,
         info=provenance,

@@ -10,10 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .base import AsyncEstimator, Estimator
+from .normalization import VisualNormalization
 from .spans import ParsedResponse, char_span_to_token_span, parse_boxed, parse_response
 
 if TYPE_CHECKING:
-    from .estimator import DecoupledEstimator, ScoringBackend, TeacherForcedScores, VisualNormalization
+    from .estimator import DecoupledEstimator, ScoringBackend, TeacherForcedScores
     from .perturb import PerturbationKind, perturb_image
 
 __all__ = [
@@ -35,7 +36,6 @@ _LAZY = {
     "DecoupledEstimator": ".estimator",
     "ScoringBackend": ".estimator",
     "TeacherForcedScores": ".estimator",
-    "VisualNormalization": ".estimator",
     "PerturbationKind": ".perturb",
     "perturb_image": ".perturb",
 }

@@ -28,12 +28,12 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..backends.base import Backend
 from ..errors import BackendError, EstimatorError
 from ..types import Generation, Request, Signals
 from . import signals as sig
+from .normalization import VisualNormalization
 from .perturb import PERTURBATIONS, PerturbationKind, perturb_image
 from .spans import CharSpan, ParsedResponse, char_span_to_token_span, parse_response
 
@@ -82,34 +82,6 @@ class ScoringBackend(Backend, Protocol):
     ) -> TeacherForcedScores:
         """Teacher-forced per-token scores of ``token_ids`` under the original images and each variant."""
         ...
-
-
-class VisualNormalization(BaseModel):
-    """Reference statistics of the raw visual score s, applied as ``sigmoid((s - mean) / std)``.
-
-    Measured on a calibration split (``fit``) and stored with the calibration artifact. The default (0, 1) is an
-    un-fitted identity z-score, usable for ranking but not a calibrated scale.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mean: float = Field(default=0.0, allow_inf_nan=False)
-    std: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
-
-    @classmethod
-    def fit(cls, scores: Sequence[float]) -> VisualNormalization:
-        """Mean and (population) std of finite raw scores; needs at least two distinct values."""
-        values = torch.tensor([s for s in scores if math.isfinite(s)], dtype=torch.float64)
-        if values.numel() < 2:
-            raise ValueError(f"`scores` must hold at least 2 finite values to fit, got {values.numel()}")
-        std = float(values.std(unbiased=False))
-        if std <= 0:
-            raise ValueError("`scores` are all equal: their spread (std) is 0, nothing to normalise by")
-        return cls(mean=float(values.mean()), std=std)
-
-    def apply(self, score: float) -> float:
-        """The visual certainty in (0, 1) for a raw score."""
-        return float(sig.normalized_visual_certainty(torch.tensor(score, dtype=torch.float64), self.mean, self.std))
 
 
 _RANDOM_KINDS = ("blackout", "noise")

@@ -42,7 +42,7 @@ def artifact() -> CalibrationArtifact:
         calibrator,
         model_fingerprint=MODEL,
         data_fingerprint=fingerprint_data([{"id": i} for i in range(10)]),
-        visual_normalisation=(-1.25, 0.75),
+        visual_normalization=(-1.25, 0.75),
         thresholds=[
             certify_threshold(out["overall"], world["answer"], alpha=0.2, delta=0.1),
             certify_pair(out["visual"], out["reasoning"], world["answer"], alpha=0.2, delta=0.1),
@@ -71,13 +71,13 @@ def test_round_trip(artifact: CalibrationArtifact, saved: Path) -> None:
     assert loaded == artifact
     signals = Signals(visual=0.4, reasoning=0.8)
     assert loaded.decoupled_calibrator().calibrate(signals) == artifact.decoupled_calibrator().calibrate(signals)
-    assert loaded.visual_normalisation is not None
-    assert (loaded.visual_normalisation.mean, loaded.visual_normalisation.std) == (-1.25, 0.75)
+    assert loaded.visual_normalization is not None
+    assert (loaded.visual_normalization.mean, loaded.visual_normalization.std) == (-1.25, 0.75)
     data = json.loads(saved.read_text())
     assert data["schema"] == ARTIFACT_SCHEMA
     assert data["version"] == 1
     assert data["created"].endswith("Z")
-    assert data["visual_normalisation"] == {"mean": -1.25, "std": 0.75}  # plain floats for the estimator
+    assert data["visual_normalization"] == {"mean": -1.25, "std": 0.75}  # plain floats for the estimator
 
 
 def test_certified_lookup(artifact: CalibrationArtifact) -> None:
@@ -101,8 +101,8 @@ def test_certified_lookup(artifact: CalibrationArtifact) -> None:
         (lambda p: rewrite(p, lambda d: d.pop("created")), r"is missing field\(s\): created"),
         (lambda p: rewrite(p, lambda d: d.pop("checksum"), reseal=False), r"is missing field\(s\): checksum"),
         (
-            lambda p: rewrite(p, lambda d: d["visual_normalisation"].update(std=-1.0)),
-            r"has an invalid field visual_normalisation.std",
+            lambda p: rewrite(p, lambda d: d["visual_normalization"].update(std=-1.0)),
+            r"has an invalid field visual_normalization.std",
         ),
         (
             lambda p: rewrite(p, lambda d: d["calibrator"]["fitted"].pop("visual")),

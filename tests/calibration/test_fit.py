@@ -13,7 +13,6 @@ from guardrail.calibration import (
     fit_artifact,
     load_artifact,
     save_artifact,
-    visual_normalisation,
 )
 from guardrail.errors import CalibrationError
 
@@ -48,8 +47,8 @@ def test_artifact_holds_every_component_and_the_pair(tmp_path: Path) -> None:
     assert artifact.metrics["overall"].n == 2000
     assert artifact.metrics["overall"].ece_10 < 0.05
     assert artifact.metrics["visual"].ece_10 < 0.05
-    assert artifact.visual_normalisation is not None
-    assert artifact.visual_normalisation.mean == pytest.approx(float(np.mean(np.log(WORLD["visual"]))))
+    assert artifact.visual_normalization is not None
+    assert artifact.visual_normalization.mean == pytest.approx(float(np.mean(np.log(WORLD["visual"]))))
     assert load_artifact(save_artifact(artifact, tmp_path / "a.json")) == artifact
 
 
@@ -86,10 +85,7 @@ def test_bad_fraction(fraction: object) -> None:
         make(certify_fraction=fraction)
 
 
-def test_visual_normalisation() -> None:
-    stats = visual_normalisation([1.0, 3.0, None, float("nan")])
-    assert (stats.mean, stats.std) == (2.0, 1.0)
-    with pytest.raises(CalibrationError, match="needs >= 2 distinct finite values"):
-        visual_normalisation([1.0, 1.0])
-    with pytest.raises(CalibrationError, match="`statistic` must hold finite numbers"):
-        visual_normalisation([1.0, float("inf")])
+def test_visual_statistic_fits_the_normalization_on_measured_rows() -> None:
+    artifact = make(visual_statistic=[1.0, 3.0, None, float("nan")] * 1000)
+    assert artifact.visual_normalization is not None
+    assert (artifact.visual_normalization.mean, artifact.visual_normalization.std) == (2.0, 1.0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from guardrail import BackendError, EstimatorError, Generation, GenerationOptions, Request, Signals
+from guardrail import BackendError, CalibrationError, EstimatorError, Generation, GenerationOptions, Request, Signals
 from guardrail.confidence import (
     AsyncEstimator,
     DecoupledEstimator,
@@ -212,9 +212,11 @@ def test_visual_normalization_fit_apply_and_round_trip() -> None:
     assert norm.std == pytest.approx(math.sqrt(8 / 3))
     assert norm.apply(3.0) == pytest.approx(0.5)
     assert VisualNormalization.model_validate_json(norm.model_dump_json()) == norm
-    with pytest.raises(ValueError, match="at least 2 finite values"):
+    with pytest.raises(CalibrationError, match="at least 2 finite values"):
         VisualNormalization.fit([1.0])
-    with pytest.raises(ValueError, match="all equal"):
+    with pytest.raises(CalibrationError, match="`scores\\[1\\]` must be a finite number, got inf"):
+        VisualNormalization.fit([1.0, float("inf")])
+    with pytest.raises(CalibrationError, match="all equal"):
         VisualNormalization.fit([2.0, 2.0])
 
 

@@ -1,0 +1,55 @@
+"""Visual normalisation (METHOD.md section 3, step 6): sigmoid((s - mean) / std) with reference statistics.
+
+The paper z-scores the raw visual score s over a batch of rollouts; a single answer at inference time has no
+batch, so the mean and std of s are measured once on a calibration split, stored in the calibration artifact,
+and applied to every answer. Plain Python (no torch), so that artifacts load without the model stack.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import CalibrationError
+
+__all__ = ["VisualNormalization"]
+
+
+class VisualNormalization(BaseModel):
+    """Reference statistics of the raw visual score s; ``apply`` maps s to a visual certainty in (0, 1).
+
+    The default (0, 1) is an un-fitted identity z-score: usable for ranking, not a calibrated scale.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mean: float = Field(default=0.0, allow_inf_nan=False)
+    std: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+
+    @classmethod
+    def fit(cls, scores: Iterable[float | None]) -> VisualNormalization:
+        """Mean and population std of the measured scores (``None`` and NaN mean "not measured" and are skipped)."""
+        values: list[float] = []
+        for i, score in enumerate(scores):
+            if score is None or math.isnan(score):
+                continue
+            if math.isinf(score):
+                raise CalibrationError(f"`scores[{i}]` must be a finite number, got {score}")
+            values.append(float(score))
+        if len(values) < 2:
+            raise CalibrationError(f"`scores` must hold at least 2 finite values to fit, got {len(values)}")
+        std = statistics.pstdev(values)
+        if not std > 0:
+            raise CalibrationError("`scores` are all equal: their spread (std) is 0, nothing to normalise by")
+        return cls(mean=statistics.fmean(values), std=std)
+
+    def apply(self, score: float) -> float:
+        """The visual certainty ``sigmoid((score - mean) / std)``, computed without overflow."""
+        z = (score - self.mean) / self.std
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
