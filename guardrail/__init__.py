@@ -29,6 +29,7 @@ from .guard import Guard
 from .policy.engine import decide
 from .policy.loader import load_policy
 from .policy.schema import Policy
+from .telemetry import OtelTelemetry, Telemetry, configure_telemetry
 from .types import (
     Action,
     Attempt,
@@ -74,16 +75,19 @@ __all__ = [
     "ImageError",
     "InputError",
     "Message",
+    "OtelTelemetry",
     "PassThroughCalibrator",
     "Policy",
     "PolicyError",
     "PolicyProblem",
     "Request",
     "Signals",
+    "Telemetry",
     "TextBlock",
     "Usage",
     "ViewProviderError",
     "__version__",
+    "configure_telemetry",
     "decide",
     "load_policy",
 ]

@@ -31,7 +31,7 @@ from .confidence.base import AsyncEstimator, Estimator
 from .errors import BackendTimeout, ConfigurationError
 from .policy.engine import decide, decide_on_error, decide_on_exhausted
 from .policy.schema import Policy
-from .telemetry import CallTrace, Telemetry
+from .telemetry import CallTrace, Telemetry, default_telemetry
 from .types import (
     Action,
     Attempt,
@@ -129,7 +129,7 @@ class Guard:
         self.policy = policy if isinstance(policy, Policy) else _load_policy(policy)
         self.view_providers: dict[str, ViewProvider] = {"zoom": ZoomProvider(), **(view_providers or {})}
         self.fallbacks: dict[str, Backend] = dict(fallbacks or {})
-        self.telemetry = telemetry if telemetry is not None else Telemetry()
+        self.telemetry = telemetry if telemetry is not None else default_telemetry()
         self.clock = clock
         self._check_references()
 

@@ -8,12 +8,12 @@ import sys
 import guardrail
 
 EXPECTED = {
-    "Action", "ArtifactError", "AsyncBackend", "AsyncEstimator", "Attempt", "Backend", "BackendError", "BackendTimeout",
-    "CalibrationError", "Calibrator", "Confidence", "ConfigurationError", "Decision", "ErrorInfo", "Escalation",
-    "Estimator", "EstimatorError", "Generation", "GenerationOptions", "Guard", "GuardResult", "GuardrailError",
-    "ImageBlock", "ImageError", "InputError", "Message", "PassThroughCalibrator", "Policy", "PolicyError",
-    "PolicyProblem", "Request", "Signals", "TextBlock", "Usage", "ViewProviderError", "__version__", "decide",
-    "load_policy",
+    "Action", "ArtifactError", "AsyncBackend", "AsyncEstimator", "Attempt", "Backend", "BackendError",
+    "BackendTimeout", "CalibrationError", "Calibrator", "Confidence", "ConfigurationError", "Decision",
+    "ErrorInfo", "Escalation", "Estimator", "EstimatorError", "Generation", "GenerationOptions", "Guard",
+    "GuardResult", "GuardrailError", "ImageBlock", "ImageError", "InputError", "Message", "OtelTelemetry",
+    "PassThroughCalibrator", "Policy", "PolicyError", "PolicyProblem", "Request", "Signals", "Telemetry",
+    "TextBlock", "Usage", "ViewProviderError", "configure_telemetry", "decide", "load_policy", "__version__",
 }  # fmt: skip
 
 

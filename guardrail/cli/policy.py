@@ -7,6 +7,7 @@ prints a policy's rules, in the order they are tried, with their actions and nor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,7 +110,7 @@ def _describe_threshold(name: str, threshold: Threshold) -> str:
     return " and ".join(parts)
 
 
-def _action(do: str, params: dict[str, Any]) -> str:
+def _action(do: str, params: Mapping[str, Any]) -> str:
     shown = ", ".join(
         f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}" for key, value in params.items()
     )
