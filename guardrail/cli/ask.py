@@ -1,0 +1,164 @@
+"""``guardrail ask IMAGE QUESTION``: one guarded answer, with its decoupled confidence and the policy decision.
+
+``--batch FILE.jsonl`` answers many questions with the model loaded once: one JSON line out per line in, in order;
+a bad line or image becomes an error object for that line and the rest go on.
+Exit codes: 0 answered (whatever the decision), 2 bad input (image, policy, model, artifact) in single mode.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import app
+
+__all__ = ["ask", "result_record"]
+
+
+def result_record(result: Any) -> dict[str, Any]:
+    """The JSON shape of one answer: ``answer`` only when accepted, plus what the model said and why."""
+    from ..confidence.spans import parse_response
+
+    final = result.attempts[-1] if result.attempts else None
+    generation = final.generation if final is not None else None
+    parsed = None if generation is None else parse_response(generation.text)
+    model_answer = None if parsed is None else (parsed.answer_text or parsed.text.strip())
+    confidence = result.confidence
+    decision = result.final_decision
+    return {
+        "status": result.status,
+        "answer": result.answer,
+        "model_answer": model_answer,
+        "perception": None if parsed is None else parsed.perception_text,
+        "confidence": {
+            "visual": None if confidence is None else confidence.visual,
+            "reasoning": None if confidence is None else confidence.reasoning,
+            "overall": None if confidence is None else confidence.overall,
+        },
+        "decision": {"action": decision.action.value, "rule": decision.rule, "reason": decision.reason},
+        "attempts": len(result.attempts),
+        "error": None if result.error is None else result.error.model_dump(),
+        "seconds": round(result.seconds, 4),
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3f}"
+
+
+def _print_human(record: dict[str, Any], *, policy: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    shown = record["answer"] if record["answer"] is not None else f"(withheld: {record['status']})"
+    table.add_row("answer", shown)
+    if record["answer"] is None and record["model_answer"] is not None:
+        table.add_row("model said", record["model_answer"])
+    table.add_row("perception", record["perception"] or "")
+    for part in ("visual", "reasoning", "overall"):
+        table.add_row(f"{part} confidence", _fmt(record["confidence"][part]))
+    decision = record["decision"]
+    table.add_row("decision", f"{decision['action']} ({decision['rule']} of policy {policy!r}): {decision['reason']}")
+    table.add_row("attempts", f"{record['attempts']} in {record['seconds']:.2f} s")
+    if record["error"] is not None:
+        table.add_row("error", f"{record['error']['stage']}: {record['error']['type']}: {record['error']['message']}")
+    console.print(table)
+
+
+def _request(image: Path, question: str) -> Any:
+    from ..images import load_image
+    from ..types import ImageBlock, Request
+
+    load_image(image)  # decode once up front: a bad image is an input error, not a model failure
+    return Request.from_question(question, [ImageBlock.from_path(image)])
+
+
+@app.command()
+def ask(
+    image: Annotated[Path | None, typer.Argument(help="Image file to ask about.", show_default=False)] = None,
+    question: Annotated[str | None, typer.Argument(help="The question.", show_default=False)] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model folder (transformers format). Default: the shipped reference model.")
+    ] = None,
+    policy: Annotated[str, typer.Option(help="Policy file or built-in name.")] = "default",
+    artifact: Annotated[
+        Path | None, typer.Option(help="Calibration artifact. Default: the model folder's guardrail_calibration.json.")
+    ] = None,
+    uncalibrated: Annotated[bool, typer.Option(help="Ignore any calibration artifact (raw scores).")] = False,
+    draws: Annotated[int, typer.Option(min=1, help="K image perturbations averaged for the visual signal.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    batch: Annotated[
+        Path | None, typer.Option(help='JSONL file of {"image": path, "question": text} lines; one JSON line out each.')
+    ] = None,
+) -> None:
+    """Answer QUESTION about IMAGE through the guard; print the answer, perception, confidences and decision."""
+    from ..errors import GuardrailError
+    from ..pretrained import load_guard
+
+    if batch is None and (image is None or question is None):
+        _fail("give IMAGE and QUESTION, or --batch FILE.jsonl")
+    if batch is not None and (image is not None or question is not None):
+        _fail("give either IMAGE QUESTION or --batch FILE.jsonl, not both")
+    if batch is None:
+        assert image is not None
+        assert question is not None
+        try:
+            request = _request(image, question)
+        except (GuardrailError, OSError) as exc:
+            _fail(str(exc))
+    try:
+        guard = load_guard(model, artifact=None if uncalibrated else (artifact or "auto"), policy=policy, draws=draws)
+    except (GuardrailError, OSError) as exc:
+        _fail(str(exc))
+    if batch is not None:
+        _run_batch(guard, batch)
+        return
+    record = result_record(guard.run(request))
+    if as_json:
+        typer.echo(json.dumps(record))
+    else:
+        _print_human(record, policy=guard.policy.name)
+
+
+def _run_batch(guard: Any, batch: Path) -> None:
+    from ..errors import GuardrailError
+
+    try:
+        lines = batch.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{batch}: cannot be read ({exc})")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{batch}:{number}"
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+                raise ValueError('expected an object with "image" (a path) and "question" (text)')
+            if not isinstance(item.get("question"), str):
+                raise ValueError('expected an object with "image" (a path) and "question" (text)')
+            image_path = Path(item["image"])
+            if not image_path.is_absolute():
+                image_path = batch.parent / image_path
+            record = result_record(guard.run(_request(image_path, item["question"])))
+            record = {"line": number, **record}
+        except (GuardrailError, OSError, ValueError) as exc:
+            record = {
+                "line": number,
+                "error": {"stage": "input", "type": type(exc).__name__, "message": f"{where}: {exc}"},
+            }
+        typer.echo(json.dumps(record))
+        sys.stdout.flush()
+
+
+def _fail(message: str) -> Any:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)

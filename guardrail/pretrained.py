@@ -1,0 +1,75 @@
+"""Build a ready guard for a transformers vision-language model folder: ``load_guard(model_dir)``.
+
+This is the one place that assembles the parts: the transformers backend, the decoupled estimator (with the
+visual normalisation of the calibration artifact), the fitted calibrator, and the policy. The shipped reference
+model is just the default folder; nothing here is specific to it.
+
+Calibration artifacts are found next to the model as ``guardrail_calibration.json`` unless given explicitly. An
+artifact fitted on another model, or a corrupt one, is refused with an :class:`~guardrail.ArtifactError` at load
+time: the guard is never built on a calibration it cannot trust (fail closed).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from .calibration.base import Calibrator
+from .guard import Guard
+from .policy.schema import Policy
+
+__all__ = ["ARTIFACT_FILENAME", "default_model_path", "find_artifact", "load_guard"]
+
+ARTIFACT_FILENAME = "guardrail_calibration.json"
+"""Where a model folder keeps its calibration artifact."""
+
+
+def default_model_path() -> Path:
+    """The model used when none is named: ``$GUARDRAIL_MODEL`` if set, else the shipped reference model."""
+    env = os.environ.get("GUARDRAIL_MODEL")
+    if env:
+        return Path(env)
+    from .reference import reference_model_path
+
+    return reference_model_path()
+
+
+def find_artifact(model_dir: str | os.PathLike[str]) -> Path | None:
+    """The calibration artifact stored next to a model, if there is one."""
+    candidate = Path(model_dir) / ARTIFACT_FILENAME
+    return candidate if candidate.is_file() else None
+
+
+def load_guard(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    artifact: str | os.PathLike[str] | Literal["auto"] | None = "auto",
+    policy: Policy | str | os.PathLike[str] = "default",
+    device: str | None = None,
+    dtype: str | None = None,
+    draws: int = 1,
+    **guard_options: Any,
+) -> Guard:
+    """A :class:`Guard` over the transformers model in ``model`` (default: :func:`default_model_path`).
+
+    ``artifact="auto"`` uses the model folder's ``guardrail_calibration.json`` when present; ``None`` runs
+    uncalibrated (raw scores pass through: fine for ranking, not probabilities). ``draws`` is K, the number of
+    image perturbations averaged for the visual signal. Other keyword arguments go to :class:`Guard`.
+    """
+    from .backends.transformers import TransformersBackend
+    from .calibration.artifact import fingerprint_model, load_artifact
+    from .confidence.estimator import DecoupledEstimator
+
+    model_dir = Path(model) if model is not None else default_model_path()
+    artifact_path = find_artifact(model_dir) if artifact == "auto" else (None if artifact is None else Path(artifact))
+    calibrator: Calibrator | None = None
+    normalization = None
+    if artifact_path is not None:
+        loaded = load_artifact(artifact_path, expected_model_fingerprint=fingerprint_model(model_dir))
+        calibrator = loaded.decoupled_calibrator()
+        normalization = loaded.visual_normalization
+    backend = TransformersBackend.from_pretrained(model_dir, device=device, dtype=dtype)
+    estimator = DecoupledEstimator(draws=draws, normalization=normalization)
+    policy_source = policy if isinstance(policy, Policy) else str(policy)
+    return Guard(backend, estimator=estimator, calibrator=calibrator, policy=policy_source, **guard_options)

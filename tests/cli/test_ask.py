@@ -1,0 +1,126 @@
+"""``guardrail ask``: single, JSON and batch modes, and clean errors for bad input.
+
+These run on a tiny random LLaVA saved to disk (the command's plumbing); the reference model's quality is checked
+by its own tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from guardrail.cli import _register, app
+from tests.backends.tiny_vlms import tiny_llava
+
+runner = CliRunner()
+_register()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, processor = tiny_llava()
+    path = tmp_path_factory.mktemp("tiny-llava")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "red.png"
+    Image.new("RGB", (64, 64), (220, 20, 20)).save(path)
+    return path
+
+
+def test_json_output_has_the_documented_fields(model_dir: Path, image: Path) -> None:
+    result = runner.invoke(app, ["ask", str(image), "What colour?", "--model", str(model_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert {"answer", "perception", "confidence", "decision", "status"} <= set(record)
+    assert set(record["confidence"]) == {"visual", "reasoning", "overall"}
+    assert record["decision"]["action"] in {"accept", "abstain", "escalate"}
+    assert (record["answer"] is not None) == (record["status"] == "accepted")
+
+
+def test_human_output_names_every_part(model_dir: Path, image: Path) -> None:
+    result = runner.invoke(app, ["ask", str(image), "What colour?", "--model", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    for label in (
+        "answer",
+        "perception",
+        "visual confidence",
+        "reasoning confidence",
+        "overall confidence",
+        "decision",
+    ):
+        assert label in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        (b"", "empty"),
+        (b"not an image", "not a recognised image format"),
+    ],
+)
+def test_bad_images_are_one_line_errors_with_exit_code_2(
+    model_dir: Path, tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "bad.png"
+    if content is not None:
+        path.write_bytes(content)
+    result = runner.invoke(app, ["ask", str(path), "What colour?", "--model", str(model_dir)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert message in result.stderr
+
+
+def test_decompression_bomb_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    Image.new("1", (9000, 9000)).save(path)  # 81 megapixels in a few kilobytes
+    assert path.stat().st_size < 200_000
+    result = runner.invoke(app, ["ask", str(path), "What colour?", "--model", str(model_dir)])
+    assert result.exit_code == 2
+    assert "decompression bomb" in result.stderr
+
+
+def test_missing_model_folder_is_exit_code_2(image: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ask", str(image), "What colour?", "--model", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "error:" in result.stderr
+
+
+def test_batch_keeps_order_and_isolates_bad_lines(model_dir: Path, image: Path, tmp_path: Path) -> None:
+    batch = tmp_path / "questions.jsonl"
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG truncated")
+    batch.write_text(
+        "\n".join(
+            [
+                json.dumps({"image": str(image), "question": "What colour?"}),
+                "{not json",
+                json.dumps({"image": "broken.png", "question": "What shape?"}),
+                json.dumps({"question": "no image"}),
+                json.dumps({"image": str(image), "question": "What shape?"}),
+            ]
+        )
+        + "\n"
+    )
+    result = runner.invoke(app, ["ask", "--batch", str(batch), "--model", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
+    assert [("status" in r) for r in records] == [True, False, False, False, True]
+    assert records[1]["error"]["message"].startswith(f"{batch}:2: ")
+    assert "broken.png" in records[2]["error"]["message"]
+    assert records[4]["confidence"].keys() == {"visual", "reasoning", "overall"}
+
+
+def test_image_and_batch_together_is_a_usage_error(image: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ask", str(image), "q", "--batch", str(tmp_path / "x.jsonl")])
+    assert result.exit_code == 2
+    assert "not both" in result.stderr
