@@ -1,0 +1,332 @@
+"""A backend for any OpenAI-compatible chat server (vLLM, SGLang, TGI, ``transformers serve``), over ``openai``.
+
+``generate`` sends the request's text and images (``image_url`` parts with ``data:`` URLs) to
+``/v1/chat/completions``, asks for token log-probs (``logprobs=True, top_logprobs=k``) and keeps what comes back:
+the text, the ``\\boxed{}`` answer, the per-token log-probs and token strings (where the server returns them),
+token counts.
+
+``score_text`` is **server-side teacher-forced scoring** (METHOD.md section 3 against a remote model): the
+answer is sent back as a final assistant message that the server continues (``continue_final_message=True,
+add_generation_prompt=False``) with ``prompt_logprobs=0`` and ``max_tokens=1``, once under the original images
+and once per perturbed copy. The log-probs of the prompt's last tokens are those of the answer, teacher-forced.
+These are vLLM's extensions of the chat API. A server without them (it rejects the fields, or answers without
+``prompt_logprobs``) raises :class:`ScoringUnavailable`; the answer is remembered, so later calls fail fast
+without another request, and the black-box estimator falls back to answer agreement. The legacy
+``/v1/completions`` route with ``echo`` is not used: it carries no images, so it cannot score under perturbed
+ones.
+
+What ``transformers serve`` (transformers 5.24) provides, checked by ``tests/backends/test_served_model.py``:
+chat completions with images for vision-language models, yes; generated-token log-probs, **no** (``logprobs``
+and ``top_logprobs`` are accepted and ignored: the response has none); prompt log-probs / teacher-forced scoring,
+**no** (``prompt_logprobs`` is refused with HTTP 422), so against it the guard measures verbalized scores and
+answer agreement only, and says so in ``Signals.problems``.
+
+Faults: timeouts become :class:`~guardrail.BackendTimeout`; connection refused, HTTP 429/500 and every other
+client error, and a malformed or truncated response, become :class:`~guardrail.BackendError`, the original kept
+as ``__cause__``. Retries are off by default (``max_retries=0``): the guard's policy and budget decide whether
+to try again.
+
+Needs the ``openai`` extra: ``pip install 'lvlm-guardrail[openai]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from PIL import Image
+
+from ..errors import BackendError
+from ..types import Generation, GenerationOptions, ImageBlock, Request, Usage
+from ._remote import (
+    ScoringUnavailable,
+    TextScores,
+    TokenTexts,
+    answer_of,
+    is_control_flow,
+    openai_messages,
+    parse_logprobs,
+    replace_images,
+    translate_error,
+)
+
+__all__ = ["OpenAICompatibleBackend", "ScoringUnavailable"]
+
+INSTALL_HINT = "OpenAICompatibleBackend needs the `openai` package: pip install 'lvlm-guardrail[openai]'"
+_REJECTED = (400, 404, 422)
+"""HTTP statuses with which a server refuses a request it does not understand (here: the scoring extension)."""
+
+
+def _openai() -> Any:
+    try:
+        import openai
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+    return openai
+
+
+class OpenAICompatibleBackend:
+    """Generate with (and, where the server offers it, re-score under perturbed images) a served model.
+
+    ``base_url`` ends in ``/v1``; ``model`` is the served model's id. ``timeout`` (seconds) and ``max_retries``
+    go to the ``openai`` client. Generation is greedy (``temperature``) unless ``options.temperature`` is given,
+    or ``sample_reasks`` is set and the call is a re-ask. ``logprobs``/``top_logprobs`` ask for token log-probs.
+    ``scoring="off"`` never attempts server-side scoring.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 0,
+        name: str | None = None,
+        logprobs: bool = True,
+        top_logprobs: int = 5,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        sample_reasks: bool = False,
+        reask_temperature: float = 0.7,
+        scoring: Literal["auto", "off"] = "auto",
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"`timeout` must be > 0 seconds, got {timeout}")
+        if max_retries < 0:
+            raise ValueError(f"`max_retries` must be an int >= 0, got {max_retries}")
+        if not 0 <= top_logprobs <= 20:
+            raise ValueError(f"`top_logprobs` must be in 0..20 (the OpenAI API's range), got {top_logprobs}")
+        if scoring not in ("auto", "off"):
+            raise ValueError(f"`scoring` must be 'auto' or 'off', got {scoring!r}")
+        openai = _openai()
+        options: dict[str, Any] = {
+            "base_url": base_url,
+            "api_key": api_key or "EMPTY",
+            "timeout": timeout,
+            "max_retries": max_retries,
+        }
+        self._client = openai.OpenAI(**options)
+        self._async_options = options
+        self._async_client: Any = None
+        self.base_url, self.model = base_url, model
+        self.logprobs, self.top_logprobs = logprobs, top_logprobs
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.sample_reasks, self.reask_temperature = sample_reasks, reask_temperature
+        self.scoring_problem: str | None = "scoring switched off (scoring='off')" if scoring == "off" else None
+        self._name = name or model
+        self._tokens = TokenTexts()
+
+    @property
+    def name(self) -> str:
+        """The model's name in results and traces (``name``, else the served model id)."""
+        return self._name
+
+    def _aclient(self) -> Any:
+        if self._async_client is None:
+            self._async_client = _openai().AsyncOpenAI(**self._async_options)
+        return self._async_client
+
+    def close(self) -> None:
+        """Close the HTTP connections of the sync client (the async one closes with ``aclose``)."""
+        self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections of both clients."""
+        self._client.close()
+        if self._async_client is not None:
+            await self._async_client.close()
+
+    # -- generation --------------------------------------------------------------------------------------------
+
+    def _body(self, request: Request, options: GenerationOptions) -> dict[str, Any]:
+        temperature = options.temperature
+        if temperature is None:
+            sampled = self.sample_reasks and options.attempt > 0
+            temperature = self.reask_temperature if sampled else self.temperature
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": openai_messages(request),
+            "temperature": temperature,
+            "seed": options.seed if options.seed is not None else options.attempt,
+        }
+        max_tokens = options.max_new_tokens or self.max_tokens
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        if self.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = self.top_logprobs
+        return body
+
+    def _generation(self, completion: Any, seconds: float) -> Generation:
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise BackendError(f"{self.name}: malformed response: no choices ({type(completion).__name__})")
+        choice = choices[0]
+        text = getattr(getattr(choice, "message", None), "content", None)
+        if not isinstance(text, str):
+            raise BackendError(f"{self.name}: malformed response: the first choice has no text content")
+        tokens, logprobs = parse_logprobs(getattr(choice, "logprobs", None))
+        usage = getattr(completion, "usage", None)
+        generation = Generation(
+            text=text,
+            answer=answer_of(text),
+            model=self.name,
+            provider="openai-compatible",
+            token_logprobs=logprobs,
+            usage=Usage(
+                input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            ),
+            seconds=seconds,
+        )
+        self._tokens.remember(generation, tokens)
+        return generation
+
+    def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
+        """Answer ``request`` (see the class docstring); library errors become ``BackendError``."""
+        body = self._body(request, options or GenerationOptions())
+        start = time.perf_counter()
+        try:
+            completion = self._client.chat.completions.create(**body)
+        except Exception as exc:
+            if is_control_flow(exc):
+                raise
+            raise translate_error(exc, f"{self.name}: chat completion") from exc
+        return self._generation(completion, time.perf_counter() - start)
+
+    async def agenerate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
+        """The async twin of :meth:`generate` (``openai.AsyncOpenAI``)."""
+        body = self._body(request, options or GenerationOptions())
+        start = time.perf_counter()
+        try:
+            completion = await self._aclient().chat.completions.create(**body)
+        except Exception as exc:
+            if is_control_flow(exc):
+                raise
+            raise translate_error(exc, f"{self.name}: chat completion") from exc
+        return self._generation(completion, time.perf_counter() - start)
+
+    def token_texts(self, generation: Generation) -> tuple[str, ...] | None:
+        """The token strings the server returned with ``generation``'s log-probs (recent generations only)."""
+        return self._tokens.get(generation)
+
+    # -- server-side teacher-forced scoring --------------------------------------------------------------------
+
+    @property
+    def scoring_available(self) -> bool | None:
+        """``False`` once the server has shown it cannot score (``scoring_problem`` says why), else unknown."""
+        return False if self.scoring_problem is not None else None
+
+    def _score_bodies(self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]]) -> list[Any]:
+        if self.scoring_problem is not None:
+            raise ScoringUnavailable(f"{self.name}: {self.scoring_problem}")
+        if not text:
+            raise BackendError(f"{self.name}: cannot score an empty answer")
+        rows = [request]
+        for i, variant in enumerate(variants):
+            if len(variant) != len(request.images):
+                raise BackendError(f"variant {i} has {len(variant)} images, the request has {len(request.images)}")
+            rows.append(replace_images(request, [ImageBlock.from_pil(im) for im in variant]))
+        return [
+            {
+                "model": self.model,
+                "messages": [*openai_messages(row), {"role": "assistant", "content": text}],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "extra_body": {"prompt_logprobs": 0, "add_generation_prompt": False, "continue_final_message": True},
+            }
+            for row in rows
+        ]
+
+    def _scoring_error(self, exc: Exception) -> BackendError:
+        status = getattr(exc, "status_code", None)
+        if status in _REJECTED:
+            self.scoring_problem = f"the server rejected the prompt_logprobs request (HTTP {status}: {exc})"
+            return ScoringUnavailable(f"{self.name}: {self.scoring_problem}")
+        return translate_error(exc, f"{self.name}: teacher-forced scoring")
+
+    def _row(self, completion: Any, text: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        extra = getattr(completion, "model_extra", None) or {}
+        entries = extra.get("prompt_logprobs") if isinstance(extra, Mapping) else None
+        if not isinstance(entries, list):
+            self.scoring_problem = "the server answered without prompt_logprobs (it ignores the vLLM extension)"
+            raise ScoringUnavailable(f"{self.name}: {self.scoring_problem}")
+        return _answer_tail(entries, text, self.name)
+
+    def _scores(self, text: str, rows: list[tuple[tuple[str, ...], tuple[float, ...]]]) -> TextScores:
+        tokens = rows[0][0]
+        for i, (row_tokens, _) in enumerate(rows[1:], start=1):
+            if row_tokens != tokens:
+                raise BackendError(f"{self.name}: row {i} tokenises the answer differently from the original")
+        return TextScores(text=text, tokens=tokens, token_logprobs=tuple(lp for _, lp in rows))
+
+    def score_text(self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]] = ()) -> TextScores:
+        """Teacher-forced log-probs of ``text`` under the request's images (row 0) and each variant (rows 1..).
+
+        Raises :class:`ScoringUnavailable` when the server cannot score (see the module docstring).
+        """
+        rows = []
+        for body in self._score_bodies(request, text, variants):
+            try:
+                completion = self._client.chat.completions.create(**body)
+            except Exception as exc:
+                if is_control_flow(exc):
+                    raise
+                raise self._scoring_error(exc) from exc
+            rows.append(self._row(completion, text))
+        return self._scores(text, rows)
+
+    async def ascore_text(
+        self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]] = ()
+    ) -> TextScores:
+        """The async twin of :meth:`score_text` (the rows are requested concurrently)."""
+
+        async def one(body: dict[str, Any]) -> Any:
+            try:
+                return await self._aclient().chat.completions.create(**body)
+            except Exception as exc:
+                if is_control_flow(exc):
+                    raise
+                raise self._scoring_error(exc) from exc
+
+        completions = await asyncio.gather(*(one(b) for b in self._score_bodies(request, text, variants)))
+        return self._scores(text, [self._row(c, text) for c in completions])
+
+
+def _answer_tail(entries: list[Any], text: str, name: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The answer's tokens and log-probs: the shortest tail of the prompt tokens whose text ends with ``text``.
+
+    vLLM's ``prompt_logprobs`` has one entry per prompt token (``None`` for the first): a mapping from token id to
+    ``{"logprob", "decoded_token"}``; with ``prompt_logprobs=0`` it holds the prompt token alone. A first answer
+    token that also covers the end of the template (``": The"``) is cut to its part in the answer.
+    """
+    tokens: list[str] = []
+    logprobs: list[float] = []
+    covered = 0
+    for entry in reversed(entries):
+        if covered >= len(text):
+            break
+        if not isinstance(entry, Mapping) or len(entry) != 1:
+            raise BackendError(f"{name}: malformed prompt_logprobs entry (expected one token record): {entry!r:.80}")
+        (record,) = entry.values()
+        token, logprob = _field(record, "decoded_token"), _field(record, "logprob")
+        if not isinstance(token, str) or not isinstance(logprob, int | float):
+            raise BackendError(f"{name}: malformed prompt_logprobs record: {record!r:.80}")
+        tokens.insert(0, token)
+        logprobs.insert(0, min(float(logprob), 0.0))
+        covered += len(token)
+    joined = "".join(tokens)
+    if not tokens or not joined.endswith(text):
+        raise ScoringUnavailable(
+            f"{name}: the scored prompt does not end with the answer text (the chat template changes it), "
+            "so the answer's tokens cannot be found"
+        )
+    tokens[0] = tokens[0][len(joined) - len(text) :]
+    return tuple(tokens), tuple(logprobs)
+
+
+def _field(record: Any, name: str) -> Any:
+    return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)

@@ -1,0 +1,209 @@
+"""OpenAICompatibleBackend against a local fake server: the wire format, server-side scoring, and every fault."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from guardrail import BackendError, BackendTimeout, Guard, Policy, Request
+from guardrail.backends.openai import INSTALL_HINT, OpenAICompatibleBackend, ScoringUnavailable
+from guardrail.confidence.blackbox import AgreementEstimator
+from tests.backends.fake_openai_server import TEXT, FakeServer, closed_port
+
+IMAGE = Image.fromarray(np.random.default_rng(0).integers(1, 256, size=(28, 28, 3), dtype=np.uint8))
+BLACK = Image.new("RGB", (28, 28))
+FAULTS = {
+    "429": (BackendError, "HTTP 429 rate limited"),
+    "500": (BackendError, "HTTP 500 server error"),
+    "malformed": (BackendError, "malformed response, not valid JSON"),
+    "no_choices": (BackendError, "malformed response: no choices"),
+    "truncated": (BackendError, "RemoteProtocolError"),
+    "slow": (BackendTimeout, "timed out"),
+}
+
+
+def question() -> Request:
+    return Request.from_question("What colour is the shape?", [IMAGE])
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[FakeServer]:
+    mode = getattr(request, "param", "ok")
+    with FakeServer(mode, delay=1.0) as fake:
+        yield fake
+
+
+def backend_for(url: str, **kwargs: Any) -> OpenAICompatibleBackend:
+    kwargs.setdefault("timeout", 0.5)
+    return OpenAICompatibleBackend(url, "fake-vlm", **kwargs)
+
+
+def test_generate_sends_images_and_asks_for_logprobs(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+    generation = backend.generate(question())
+    backend.close()
+    body = server.bodies[0]
+    parts = body["messages"][0]["content"]
+    assert parts[0]["type"] == "image_url"
+    assert parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert parts[1] == {"type": "text", "text": "What colour is the shape?"}
+    assert (body["logprobs"], body["top_logprobs"], body["temperature"], body["seed"]) == (True, 5, 0.0, 0)
+    assert generation.text == TEXT.replace("ANSWER", "red")
+    assert generation.answer == "red"
+    assert generation.provider == "openai-compatible"
+    assert generation.token_logprobs == pytest.approx([-0.1] * len(generation.token_logprobs))
+    tokens = backend.token_texts(generation)
+    assert tokens is not None
+    assert "".join(tokens) == generation.text
+    assert generation.usage.input_tokens == 12
+
+
+def test_agenerate_matches_generate(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+
+    async def both() -> Any:
+        try:
+            return await backend.agenerate(question())
+        finally:
+            await backend.aclose()
+
+    assert asyncio.run(both()).answer == "red"
+
+
+def test_logprobs_can_be_switched_off(server: FakeServer) -> None:
+    backend = backend_for(server.base_url, logprobs=False)
+    generation = backend.generate(question())
+    backend.close()
+    assert "logprobs" not in server.bodies[0]
+    assert generation.token_logprobs == ()
+
+
+def test_score_text_teacher_forces_the_answer_under_each_variant(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+    text = TEXT.replace("ANSWER", "red")
+    scores = backend.score_text(question(), text, [[BLACK]])
+    backend.close()
+    assert len(server.bodies) == 2
+    body = server.bodies[0]
+    assert body["prompt_logprobs"] == 0
+    assert (body["add_generation_prompt"], body["continue_final_message"], body["max_tokens"]) == (False, True, 1)
+    assert body["messages"][-1] == {"role": "assistant", "content": text}
+    assert "".join(scores.tokens) == text
+    assert set(scores.token_logprobs[0]) == {-0.1}
+    assert set(scores.token_logprobs[1]) == {-2.0}
+
+
+@pytest.mark.parametrize("server", ["no_scoring", "ignore_scoring"], indirect=True)
+def test_a_server_without_scoring_says_so_once(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+    with pytest.raises(ScoringUnavailable, match="prompt_logprobs"):
+        backend.score_text(question(), "an answer")
+    assert backend.scoring_available is False
+    asked = server.requests
+    with pytest.raises(ScoringUnavailable):
+        backend.score_text(question(), "an answer")
+    backend.close()
+    assert server.requests == asked  # known now: no second request
+
+
+def test_scoring_can_be_switched_off(server: FakeServer) -> None:
+    backend = backend_for(server.base_url, scoring="off")
+    with pytest.raises(ScoringUnavailable, match="scoring switched off"):
+        backend.score_text(question(), "an answer")
+    backend.close()
+    assert server.requests == 0
+
+
+@pytest.mark.parametrize("server", sorted(FAULTS), indirect=True)
+def test_each_fault_becomes_a_backend_error_with_its_cause(server: FakeServer) -> None:
+    error, message = FAULTS[server.mode]
+    backend = backend_for(server.base_url)
+    with pytest.raises(error, match=message) as caught:
+        backend.generate(question())
+    backend.close()
+    assert server.mode == "no_choices" or caught.value.__cause__ is not None
+
+
+def test_connection_refused_becomes_a_backend_error() -> None:
+    backend = backend_for(f"http://127.0.0.1:{closed_port()}/v1")
+    with pytest.raises(BackendError, match="APIConnectionError") as caught:
+        backend.generate(question())
+    backend.close()
+    assert not isinstance(caught.value, BackendTimeout)
+    assert caught.value.__cause__ is not None
+
+
+def policy(on_error: str) -> Policy:
+    return Policy.model_validate(
+        {"version": 1, "name": "faults", "budget": {"max_attempts": 3, "max_seconds": 20}, "rules": [],
+         "otherwise": "accept", "on_error": on_error}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("server", sorted(FAULTS), indirect=True)
+def test_each_fault_ends_in_on_error_with_the_error_kept(server: FakeServer) -> None:
+    error, message = FAULTS[server.mode]
+    backend = backend_for(server.base_url)
+    result = Guard(backend, estimator=AgreementEstimator(), policy=policy("abstain")).run(question())
+    backend.close()
+    assert result.status == "abstained"
+    assert result.answer is None
+    assert result.final_decision.rule == "on_error"
+    assert result.error is not None
+    assert (result.error.stage, result.error.type) == ("backend", error.__name__)
+    assert message in result.error.message
+
+
+def test_connection_refused_ends_in_on_error() -> None:
+    backend = backend_for(f"http://127.0.0.1:{closed_port()}/v1")
+    result = Guard(backend, estimator=AgreementEstimator(), policy=policy("escalate")).run(question())
+    backend.close()
+    assert result.status == "escalated"
+    assert result.error is not None
+    assert result.error.type == "BackendError"
+
+
+@pytest.mark.parametrize("server", ["500"], indirect=True)
+def test_retries_on_error_stay_within_the_attempt_budget(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+    result = Guard(backend, estimator=AgreementEstimator(), policy=policy("re_ask")).run(question())
+    backend.close()
+    assert result.status == "abstained"  # the re-ask on the last attempt becomes on_exhausted
+    assert len(result.attempts) == 3
+    assert server.requests == 3  # max_retries=0: the client itself never retries
+
+
+@pytest.mark.parametrize("server", ["429"], indirect=True)
+def test_async_guard_keeps_the_error_too(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+
+    async def run() -> Any:
+        try:
+            return await Guard(backend, estimator=AgreementEstimator(), policy=policy("abstain")).arun(question())
+        finally:
+            await backend.aclose()
+
+    result = asyncio.run(run())
+    assert result.status == "abstained"
+    assert result.error is not None
+    assert "HTTP 429" in result.error.message
+
+
+def test_parameters_are_validated() -> None:
+    with pytest.raises(ValueError, match="`timeout` must be > 0"):
+        OpenAICompatibleBackend("http://127.0.0.1:1/v1", "m", timeout=0)
+    with pytest.raises(ValueError, match=r"`top_logprobs` must be in 0\.\.20"):
+        OpenAICompatibleBackend("http://127.0.0.1:1/v1", "m", top_logprobs=21)
+
+
+def test_missing_openai_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openai", None)
+    with pytest.raises(ImportError, match=r"pip install 'lvlm-guardrail\[openai\]'"):
+        OpenAICompatibleBackend("http://127.0.0.1:1/v1", "m")
+    assert "lvlm-guardrail[openai]" in INSTALL_HINT
