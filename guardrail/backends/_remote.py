@@ -192,9 +192,11 @@ def translate_error(exc: BaseException, what: str) -> BackendError:
         return exc
     kind = type(exc).__name__
     detail = str(exc) or repr(exc)
-    inner = exc.__cause__ or exc.__context__
-    if inner is not None and str(inner) and str(inner) not in detail:  # e.g. httpx's reason under "Connection error."
-        detail = f"{detail} <- {type(inner).__name__}: {inner}"
+    inner, seen = exc.__cause__ or exc.__context__, 0
+    while inner is not None and seen < 5:  # the root reason, e.g. httpx's under openai's "Connection error."
+        if str(inner) and str(inner) not in detail:
+            detail = f"{detail} <- {type(inner).__name__}: {inner}"
+        inner, seen = inner.__cause__ or inner.__context__, seen + 1
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return BackendError(f"{what}: malformed response, not valid JSON ({kind}: {detail})")
     if isinstance(exc, TimeoutError | asyncio.TimeoutError) or any(

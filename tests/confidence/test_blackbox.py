@@ -1,0 +1,177 @@
+"""AgreementEstimator: which signal produced each score, what is missing and why, sync and async alike."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from guardrail import BackendError, EstimatorError, Generation, GenerationOptions, Guard, Policy, Request
+from guardrail.backends.openai import OpenAICompatibleBackend
+from guardrail.confidence.blackbox import NO_SCORING, AgreementEstimator, normalize_answer
+from tests.backends.fake_openai_server import FakeServer
+
+IMAGE = Image.fromarray(np.random.default_rng(0).integers(1, 256, size=(28, 28, 3), dtype=np.uint8))
+STRUCTURED = (
+    "<think><vision>a red circle</vision><reasoning>so red</reasoning></think> \\boxed{red} "
+    "<confidence><vision_confidence>8</vision_confidence><reasoning_confidence>6</reasoning_confidence></confidence>"
+)
+
+
+def question(*images: Image.Image) -> Request:
+    return Request.from_question("What colour is the shape?", list(images))
+
+
+@dataclass
+class AnswersModel:
+    """An in-process black-box model: answers ``answers[i]`` on its i-th call (the last repeats); no log-probs."""
+
+    answers: tuple[str, ...] = ("red",)
+    fail_on: int | None = None
+    name: str = "answers"
+    calls: list[Request] = field(default_factory=list)
+
+    def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
+        self.calls.append(request)
+        if self.fail_on is not None and len(self.calls) - 1 == self.fail_on:
+            raise BackendError("HTTP 500 server error")
+        answer = self.answers[min(len(self.calls) - 1, len(self.answers) - 1)]
+        return Generation(text=STRUCTURED.replace("{red}", "{" + answer + "}"), answer=answer, model=self.name)
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[FakeServer, OpenAICompatibleBackend]]:
+    with FakeServer(getattr(request, "param", "ok")) as server:
+        backend = OpenAICompatibleBackend(server.base_url, "fake-vlm", timeout=5)
+        yield server, backend
+        backend.close()
+
+
+def test_server_scoring_gives_the_perturbation_kl(served: tuple[FakeServer, OpenAICompatibleBackend]) -> None:
+    _, backend = served
+    request = question(IMAGE)
+    signals = AgreementEstimator().estimate(backend, request, backend.generate(request))
+    assert signals.sources["visual"] == ("vision_kl", "vision_surprisal", "visual_score")
+    # -0.1 under the original, -2.0 under the blackened copy: kl_t = p (log p - log q) on every vision token
+    assert signals.features["vision_kl"] == pytest.approx(math.exp(-0.1) * 1.9)
+    assert signals.features["vision_surprisal"] == pytest.approx(0.1)
+    assert signals.visual == pytest.approx(1 / (1 + math.exp(-math.log(math.exp(-0.1) * 1.9 / 0.1))), rel=1e-6)
+    assert signals.reasoning == pytest.approx(math.exp(-0.1))
+    assert signals.sources["reasoning"] == ("reasoning_mean_prob",)
+    assert signals.holistic == pytest.approx(math.exp(-0.1))
+    assert "visual_agreement" not in signals.features
+    assert signals.features["verbalized_vision"] == 0.8
+    assert not any(NO_SCORING in p for p in signals.problems)
+
+
+@pytest.mark.parametrize("served", ["no_scoring"], indirect=True)
+def test_without_server_scoring_visual_comes_from_agreement(
+    served: tuple[FakeServer, OpenAICompatibleBackend],
+) -> None:
+    server, backend = served
+    request = question(IMAGE)
+    signals = AgreementEstimator(draws=3).estimate(backend, request, backend.generate(request))
+    assert any(p.startswith(NO_SCORING) for p in signals.problems), signals.problems
+    assert signals.sources["visual"] == ("visual_agreement",)
+    assert signals.visual == 1.0  # a quarter of the patches dark: still "red"
+    assert signals.features["visual_requeries"] == 3
+    assert server.requests == 1 + 1 + 3  # the answer, the refused scoring request, three re-queries
+    assert "vision_kl" not in signals.features
+
+
+@pytest.mark.parametrize("served", ["no_scoring"], indirect=True)
+def test_answers_that_flip_under_perturbation_disagree(served: tuple[FakeServer, OpenAICompatibleBackend]) -> None:
+    _, backend = served
+    request = question(IMAGE)
+    signals = AgreementEstimator(draws=2, probability=1.0).estimate(backend, request, backend.generate(request))
+    assert signals.visual == 0.0  # every re-query saw a black image and answered "black"
+
+
+@pytest.mark.parametrize("served", ["no_scoring"], indirect=True)
+def test_async_twin_measures_the_same(served: tuple[FakeServer, OpenAICompatibleBackend]) -> None:
+    _, backend = served
+    request = question(IMAGE)
+    generation = backend.generate(request)
+    estimator = AgreementEstimator(draws=2)
+    sync = estimator.estimate(backend, request, generation)
+
+    async def measure() -> Any:
+        try:
+            return await estimator.aestimate(backend, request, generation)
+        finally:
+            await backend.aclose()
+
+    assert asyncio.run(measure()) == sync
+
+
+def test_without_logprobs_reasoning_is_the_verbalized_score() -> None:
+    model = AnswersModel()
+    request = question(IMAGE)
+    signals = AgreementEstimator(draws=2).estimate(model, request, model.generate(request))
+    assert signals.reasoning == 0.6
+    assert signals.sources["reasoning"] == ("verbalized_reasoning",)
+    assert signals.holistic is None
+    assert "backend 'answers' returned no token log-probs" in signals.problems
+    assert any("cannot re-score on the server" in p for p in signals.problems)
+    assert signals.visual == 1.0
+    assert len(model.calls) == 3
+
+
+def test_nothing_measurable_stays_unknown_with_reasons() -> None:
+    model = AnswersModel()
+    generation = Generation(text="red", answer=None, model="answers")
+    signals = AgreementEstimator().estimate(model, question(), generation)
+    assert (signals.visual, signals.reasoning, signals.holistic) == (None, None, None)
+    assert "request has no image: visual certainty not measured" in signals.problems
+    assert any("reasoning not measured" in p for p in signals.problems)
+    assert model.calls == []
+
+
+def test_a_failed_requery_is_an_estimator_error() -> None:
+    model = AnswersModel(fail_on=2)
+    request = question(IMAGE)
+    generation = model.generate(request)
+    with pytest.raises(EstimatorError, match="perturbed re-query 1 failed: HTTP 500") as caught:
+        AgreementEstimator(draws=3).estimate(model, request, generation)
+    assert isinstance(caught.value.__cause__, BackendError)
+
+
+def test_agreement_counts_matching_answers() -> None:
+    model = AnswersModel(answers=("red", "Red.", "blue", "red "))
+    request = question(IMAGE)
+    signals = AgreementEstimator(draws=3).estimate(model, request, model.generate(request))
+    assert signals.visual == pytest.approx(2 / 3)
+
+
+def test_the_guard_accepts_with_sources_recorded(served: tuple[FakeServer, OpenAICompatibleBackend]) -> None:
+    _, backend = served
+    policy = Policy.model_validate({"version": 1, "name": "t", "rules": [], "otherwise": "accept"})
+    result = Guard(backend, estimator=AgreementEstimator(), policy=policy).run(question(IMAGE))
+    assert result.status == "accepted"
+    assert result.answer == "red"
+    assert result.confidence is not None
+    assert result.confidence.sources["visual"] == ("vision_kl", "vision_surprisal", "visual_score")
+
+
+def test_normalize_answer() -> None:
+    assert normalize_answer("  The  Circle. ") == "the circle"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"draws": 0}, "`draws` must be an int >= 1"),
+        ({"probability": 1.5}, r"`probability` must be in \[0, 1\]"),
+        ({"perturbation": "zoom"}, "`perturbation` must be one of"),
+        ({"patch_size": 0}, "`patch_size` must be an int >= 1"),
+    ],
+)
+def test_parameters_are_validated(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AgreementEstimator(**kwargs)
