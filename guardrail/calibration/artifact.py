@@ -5,6 +5,12 @@ visual score s, METHOD.md section 3 step 6), the certified thresholds (section 7
 (section 6), and sha256 fingerprints of the model and the data it was fitted on. A calibration is only valid
 for the model it was fitted on: :func:`load_artifact` refuses another model when told which one to expect.
 
+Optionally (``evaluation``, filled by :func:`guardrail.calibration.fit_artifact`) it also keeps, per component,
+the calibrated confidences and 0/1 labels of the held-out rows the metrics were measured on, rounded to 6
+decimals: summary numbers alone cannot be drawn, and ``guardrail report`` draws reliability diagrams and
+risk-coverage curves from these. The field is optional, so artifacts written before it existed still load (the
+version stays 1), and a file without it is written without the key, as before.
+
 :func:`load_artifact` turns every way a file can be wrong into an :class:`guardrail.ArtifactError` that names the
 file and the problem: unreadable, empty or truncated, not JSON, not an artifact (``schema``), another
 ``version``, missing or invalid fields, edited after saving (``checksum``), an unusable calibrator, or a model
@@ -16,6 +22,7 @@ File layout (top-level keys)::
      "model_fingerprint": "sha256:...", "data_fingerprint": "sha256:...",
      "calibrator": {...}, "visual_normalization": {"mean": ..., "std": ...},
      "thresholds": [...], "metrics": {"overall": {...}, ...}, "info": {...},
+     "evaluation": {"overall": {"confidence": [0.912345, ...], "correct": [1, ...]}, ...},  # optional
      "checksum": "sha256:..."}
 """
 
@@ -30,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..confidence.normalization import VisualNormalization
 from ..errors import ArtifactError, CalibrationError
@@ -42,6 +49,7 @@ __all__ = [
     "ARTIFACT_SCHEMA",
     "ARTIFACT_VERSION",
     "CalibrationArtifact",
+    "HeldOutScores",
     "fingerprint_data",
     "fingerprint_model",
     "load_artifact",
@@ -71,6 +79,43 @@ _MODEL_FILES = frozenset(
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".safetensors.index.json", ".bin.index.json")
 
 
+class HeldOutScores(BaseModel):
+    """One component's calibrated confidences and 0/1 labels on held-out rows (what its metrics were measured on).
+
+    Kept so that plots (reliability diagram, risk-coverage curve) can be drawn from the artifact alone. Build with
+    :meth:`from_arrays`, which rounds confidences to ``decimals`` places to keep files small.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    confidence: tuple[float, ...]
+    correct: tuple[int, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HeldOutScores:
+        if len(self.confidence) != len(self.correct):
+            raise ValueError(
+                f"confidence and correct must have the same length, got {len(self.confidence)} and {len(self.correct)}"
+            )
+        if not self.confidence:
+            raise ValueError("confidence and correct must not be empty")
+        bad = next((c for c in self.confidence if not 0.0 <= c <= 1.0), None)  # NaN fails the comparison too
+        if bad is not None:
+            raise ValueError(f"confidence must hold probabilities in [0, 1], got {bad!r}")
+        wrong = next((y for y in self.correct if y not in (0, 1)), None)
+        if wrong is not None:
+            raise ValueError(f"correct must hold 0/1 labels, got {wrong!r}")
+        return self
+
+    @classmethod
+    def from_arrays(cls, confidence: Iterable[float], correct: Iterable[float], *, decimals: int = 6) -> HeldOutScores:
+        """Confidences rounded to ``decimals`` places and labels as ints (0/1)."""
+        return cls(
+            confidence=tuple(round(float(c), decimals) for c in confidence),
+            correct=tuple(int(y) for y in correct),
+        )
+
+
 class CalibrationArtifact(BaseModel):
     """What one calibration run produced; build with :meth:`create`, save and load with the module functions."""
 
@@ -89,6 +134,8 @@ class CalibrationArtifact(BaseModel):
     """Metrics at fit time, by component (``visual``, ``reasoning``, ``overall``, ...)."""
     info: dict[str, Any] = Field(default_factory=dict)
     """Free-form provenance (split name, sizes, command line); plain JSON values."""
+    evaluation: dict[str, HeldOutScores] | None = None
+    """Held-out calibrated confidences and labels by component (as ``metrics``), for plots; None in older files."""
 
     @field_validator("calibrator")
     @classmethod
@@ -112,6 +159,7 @@ class CalibrationArtifact(BaseModel):
         thresholds: Sequence[CertifiedThreshold] = (),
         metrics: Mapping[str, CalibrationSummary] | None = None,
         info: Mapping[str, Any] | None = None,
+        evaluation: Mapping[str, HeldOutScores] | None = None,
     ) -> CalibrationArtifact:
         """An artifact stamped with the current UTC time (``visual_normalization`` may be a (mean, std) pair)."""
         if isinstance(visual_normalization, tuple):
@@ -125,6 +173,7 @@ class CalibrationArtifact(BaseModel):
             thresholds=tuple(thresholds),
             metrics=dict(metrics or {}),
             info=dict(info or {}),
+            evaluation=None if evaluation is None else dict(evaluation),
         )
 
     def decoupled_calibrator(self) -> DecoupledCalibrator:
@@ -222,6 +271,8 @@ def save_artifact(artifact: CalibrationArtifact, path: str | os.PathLike[str]) -
     if bad is not None:
         raise ArtifactError(f"cannot save artifact {target}: {bad} is NaN or infinity (strict JSON has neither)")
     payload = artifact.model_dump(mode="json", by_alias=True)
+    if payload.get("evaluation") is None:
+        del payload["evaluation"]  # optional: a file without it is the same as before the field existed
     payload["checksum"] = _checksum(payload)
     text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,9 @@
    ``targets``: per component (visual against perception correctness, reasoning against answer correctness
    given correct perception, overall against answer correctness) with SGR, and for the (visual, reasoning)
    pair; and measure every section-6 metric of each component;
-4. return a :class:`CalibrationArtifact` with the visual normalisation statistics and fingerprints.
+4. return a :class:`CalibrationArtifact` with the visual normalisation statistics and fingerprints, and (in
+   ``evaluation``) the calibrated confidences and labels each component's metrics were measured on, rounded to 6
+   decimals, so that ``guardrail report`` can draw reliability diagrams and risk-coverage curves from the file.
 
 Certifying on rows the calibrator was fitted on would make the calibrated scores depend on the labels being
 tested; the split keeps the guarantee of METHOD.md section 7 honest. ``certify_fraction=None`` uses every row
@@ -25,7 +27,7 @@ import numpy.typing as npt
 
 from ..confidence.normalization import VisualNormalization
 from ..errors import CalibrationError
-from .artifact import CalibrationArtifact
+from .artifact import CalibrationArtifact, HeldOutScores
 from .decoupled import DecoupledCalibrator, MaybeArray, _optional_array
 from .risk import CertifiedThreshold, certify_pair, certify_threshold
 from .summary import CalibrationSummary, calibration_summary
@@ -79,12 +81,14 @@ def fit_artifact(
         "overall": (out["overall"], answer, ~np.isnan(answer)),
     }
     metrics: dict[str, CalibrationSummary] = {}
+    evaluation: dict[str, HeldOutScores] = {}
     thresholds: list[CertifiedThreshold] = []
     for name, (confidence, labels, rows) in targets_by_component.items():
         rows = rows & ~np.isnan(labels)
         known = rows & ~np.isnan(confidence)
         if np.any(known):
             metrics[name] = calibration_summary(confidence[known], labels[known], seed=seed)
+            evaluation[name] = HeldOutScores.from_arrays(confidence[known], labels[known])
         if np.any(rows):
             for alpha, delta in targets:
                 thresholds.append(
@@ -117,6 +121,7 @@ def fit_artifact(
         thresholds=thresholds,
         metrics=metrics,
         info=provenance,
+        evaluation=evaluation,
     )
 
 

@@ -22,7 +22,7 @@ from guardrail.calibration import (
     load_artifact,
     save_artifact,
 )
-from guardrail.calibration.artifact import _checksum
+from guardrail.calibration.artifact import HeldOutScores, _checksum
 from guardrail.errors import ArtifactError
 from guardrail.types import Signals
 
@@ -186,3 +186,56 @@ def test_data_fingerprint(tmp_path: Path) -> None:
     assert fingerprint_data([np.float64(0.5)]).startswith("sha256:")
     with pytest.raises(ArtifactError, match="cannot fingerprint data"):
         fingerprint_data(tmp_path / "missing.jsonl")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The optional held-out scores (``evaluation``), kept for the report's plots
+
+
+def with_evaluation(artifact: CalibrationArtifact) -> CalibrationArtifact:
+    scores = HeldOutScores.from_arrays([0.12345678, 0.5, 0.9999999], [0, 1, 1.0])
+    return artifact.model_copy(update={"evaluation": {"overall": scores}})
+
+
+def test_held_out_scores_are_rounded_and_round_trip(artifact: CalibrationArtifact, tmp_path: Path) -> None:
+    full = with_evaluation(artifact)
+    assert full.evaluation is not None
+    assert full.evaluation["overall"].confidence == (0.123457, 0.5, 1.0)
+    assert full.evaluation["overall"].correct == (0, 1, 1)
+    path = save_artifact(full, tmp_path / "a.json")
+    assert json.loads(path.read_text())["evaluation"] == {
+        "overall": {"confidence": [0.123457, 0.5, 1.0], "correct": [0, 1, 1]}
+    }
+    assert load_artifact(path) == full
+
+
+def test_held_out_scores_are_covered_by_the_checksum(artifact: CalibrationArtifact, tmp_path: Path) -> None:
+    path = save_artifact(with_evaluation(artifact), tmp_path / "a.json")
+    rewrite(path, lambda d: d["evaluation"]["overall"]["correct"].__setitem__(0, 1), reseal=False)
+    with pytest.raises(ArtifactError, match=r"is corrupted: checksum mismatch"):
+        load_artifact(path)
+
+
+def test_an_artifact_without_held_out_scores_is_written_and_read_as_before(saved: Path) -> None:
+    data = json.loads(saved.read_text())
+    assert "evaluation" not in data  # the same layout as files written before the field existed
+    assert data["version"] == 1
+    assert load_artifact(saved).evaluation is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda e: e["overall"]["correct"].pop(), r"evaluation.overall: .*same length, got 3 and 2"),
+        (lambda e: e["overall"]["correct"].__setitem__(0, 2), r"evaluation.overall: .*0/1 labels, got 2"),
+        (lambda e: e["overall"]["confidence"].__setitem__(0, 1.5), r"evaluation.overall: .*\[0, 1\], got 1.5"),
+        (lambda e: e["overall"].update(confidence=[], correct=[]), r"evaluation.overall: .*must not be empty"),
+    ],
+)
+def test_bad_held_out_scores_are_a_clear_error(
+    artifact: CalibrationArtifact, tmp_path: Path, edit: Any, message: str
+) -> None:
+    path = save_artifact(with_evaluation(artifact), tmp_path / "a.json")
+    rewrite(path, lambda d: edit(d["evaluation"]))
+    with pytest.raises(ArtifactError, match=r"has an invalid field " + message):
+        load_artifact(path)

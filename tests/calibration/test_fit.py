@@ -10,6 +10,7 @@ import pytest
 from guardrail.calibration import (
     CalibrationArtifact,
     DecoupledCalibrator,
+    calibration_summary,
     fit_artifact,
     load_artifact,
     save_artifact,
@@ -89,3 +90,18 @@ def test_visual_statistic_fits_the_normalization_on_measured_rows() -> None:
     artifact = make(visual_statistic=[1.0, 3.0, None, float("nan")] * 1000)
     assert artifact.visual_normalization is not None
     assert (artifact.visual_normalization.mean, artifact.visual_normalization.std) == (2.0, 1.0)
+
+
+def test_held_out_scores_are_what_the_metrics_were_measured_on() -> None:
+    artifact = make()
+    assert artifact.evaluation is not None
+    assert set(artifact.evaluation) == set(artifact.metrics)
+    for name, scores in artifact.evaluation.items():
+        measured = artifact.metrics[name]
+        assert len(scores.confidence) == len(scores.correct) == measured.n
+        assert all(c == round(c, 6) for c in scores.confidence)
+        again = calibration_summary(scores.confidence, scores.correct, noise_draws=10)
+        assert again.accuracy == measured.accuracy
+        assert again.ece_10 == pytest.approx(measured.ece_10, abs=1e-5)  # up to the 6-decimal rounding
+        assert again.aurc == pytest.approx(measured.aurc, abs=1e-5)
+    assert artifact.metrics["reasoning"].n < artifact.metrics["overall"].n  # given correct perception only
