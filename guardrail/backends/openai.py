@@ -244,7 +244,9 @@ class OpenAICompatibleBackend:
     def _scoring_error(self, exc: Exception) -> BackendError:
         status = getattr(exc, "status_code", None)
         if status in _REJECTED:
-            self.scoring_problem = f"the server rejected the prompt_logprobs request (HTTP {status}: {exc})"
+            body = getattr(exc, "body", None)
+            reason = f"{exc}: {body}" if body else str(exc)
+            self.scoring_problem = f"the server rejected the prompt_logprobs request (HTTP {status}: {reason})"
             return ScoringUnavailable(f"{self.name}: {self.scoring_problem}")
         return translate_error(exc, f"{self.name}: teacher-forced scoring")
 
