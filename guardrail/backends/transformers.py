@@ -66,6 +66,10 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return resolved
 
 
+DEFAULT_MAX_NEW_TOKENS = 512
+"""Answer-length limit when neither the caller nor the model's generation config sets one."""
+
+
 class TransformersBackend:
     """Generate with, and re-score under perturbed images, a ``transformers`` image-text-to-text model.
 
@@ -86,12 +90,12 @@ class TransformersBackend:
         name: str | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-        max_new_tokens: int = 512,
+        max_new_tokens: int | None = None,
         sample_reasks: bool = False,
         reask_temperature: float = 0.7,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        if max_new_tokens < 1:
+        if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"`max_new_tokens` must be an int >= 1, got {max_new_tokens}")
         if reask_temperature <= 0:
             raise ValueError(f"`reask_temperature` must be > 0 (sampling on re-asks), got {reask_temperature}")
@@ -101,7 +105,9 @@ class TransformersBackend:
         self.model.eval()
         self.processor = processor
         self.tokenizer: Any = getattr(processor, "tokenizer", processor)
-        self.max_new_tokens = max_new_tokens
+        # The answer-length limit: this argument, else the model's own generation config, else 512.
+        configured = getattr(getattr(model, "generation_config", None), "max_new_tokens", None)
+        self.max_new_tokens: int = max_new_tokens or configured or DEFAULT_MAX_NEW_TOKENS
         self.sample_reasks = sample_reasks
         self.reask_temperature = reask_temperature
         self.max_image_pixels = max_image_pixels

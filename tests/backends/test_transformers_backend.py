@@ -191,3 +191,11 @@ def test_import_guardrail_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_answer_length_comes_from_the_model_generation_config(tmp_path: Path) -> None:
+    from tests.backends.tiny_vlms import save_tiny_llava
+
+    save_tiny_llava(tmp_path, max_new_tokens=7)
+    assert TransformersBackend.from_pretrained(tmp_path).max_new_tokens == 7
+    assert TransformersBackend.from_pretrained(tmp_path, max_new_tokens=3).max_new_tokens == 3

@@ -7,6 +7,7 @@ tokens. The PIL image processors are used, so nothing needs torchvision or a mod
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -232,3 +233,12 @@ BUILDERS = {
     "qwen2_vl": tiny_qwen2_vl,
     "qwen2_5_vl": tiny_qwen2_5_vl,
 }
+
+
+def save_tiny_llava(path: Path, *, max_new_tokens: int = 24) -> Path:
+    """A tiny random LLaVA saved as a model folder, with a short answer limit in its generation config."""
+    model, processor = tiny_llava()
+    model.generation_config.max_new_tokens = max_new_tokens
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

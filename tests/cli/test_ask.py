@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from guardrail.cli import _register, app
-from tests.backends.tiny_vlms import tiny_llava
+from tests.backends.tiny_vlms import save_tiny_llava
 
 runner = CliRunner()
 _register()
@@ -22,11 +22,7 @@ _register()
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, processor = tiny_llava()
-    path = tmp_path_factory.mktemp("tiny-llava")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
 
 
 @pytest.fixture(scope="module")

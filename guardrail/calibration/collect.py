@@ -1,0 +1,133 @@
+"""Run a model and an estimator over labelled items and grade each answer: the rows calibration is fitted on.
+
+Each row holds the raw signals and two labels: *answer correct* (the final answer equals the right one) and
+*perception correct* (the ``<vision>`` text names what the image shows, where the item says what that is).
+``guardrail calibrate``, the benchmarks and the demo all use this one pipeline.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ..backends.base import Backend
+from ..confidence.base import Estimator
+from ..confidence.spans import parse_response
+from ..data.labelled import LabelledItem
+from ..types import Generation, GenerationOptions, Signals
+
+__all__ = ["ScoredItem", "grade_answer", "grade_perception", "score_items", "scored_arrays"]
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def grade_answer(model_answer: str | None, expected: str) -> bool:
+    """Whether the final answer equals the expected one (case and surrounding space ignored)."""
+    return model_answer is not None and model_answer.strip().casefold() == expected.strip().casefold()
+
+
+def grade_perception(text: str, expected: Sequence[str] | None, vocabulary: Sequence[str] | None = None) -> bool | None:
+    """Whether ``text`` names what the image shows; ``None`` when the item does not say.
+
+    With a ``vocabulary`` (all words of the kind, e.g. every colour and shape), the words of that vocabulary the
+    text names must be exactly the expected ones: naming a second colour is a perception error. Without one,
+    every expected word must appear.
+    """
+    if expected is None:
+        return None
+    words = set(_WORD.findall(text.casefold()))
+    wanted = {w.casefold() for w in expected}
+    if vocabulary is None:
+        return wanted <= words
+    return words & {w.casefold() for w in vocabulary} == wanted
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """One item after the model answered and the estimator measured: signals, grades, timings."""
+
+    item: LabelledItem
+    generation: Generation | None
+    signals: Signals | None
+    model_answer: str | None
+    perception_text: str | None
+    answer_correct: bool
+    perception_correct: bool | None
+    error: str | None
+    generate_seconds: float
+    estimate_seconds: float
+
+
+def score_items(
+    backend: Backend,
+    estimator: Estimator,
+    items: Iterable[LabelledItem],
+    *,
+    on_item: Callable[[ScoredItem], None] | None = None,
+) -> list[ScoredItem]:
+    """Answer, measure and grade every item; a failure is kept on its row (graded wrong), never skipped."""
+    rows = []
+    for item in items:
+        generation = signals = None
+        error = None
+        start = time.perf_counter()
+        try:
+            generation = backend.generate(item.request, GenerationOptions())
+        except Exception as exc:
+            error = f"backend: {type(exc).__name__}: {exc}"
+        generated = time.perf_counter()
+        if generation is not None:
+            try:
+                signals = estimator.estimate(backend, item.request, generation)
+            except Exception as exc:
+                error = f"estimator: {type(exc).__name__}: {exc}"
+        measured = time.perf_counter()
+        parsed = None if generation is None else parse_response(generation.text)
+        answer = None if parsed is None else parsed.answer_text
+        perception = None if parsed is None else parsed.perception_text
+        row = ScoredItem(
+            item=item,
+            generation=generation,
+            signals=signals,
+            model_answer=answer,
+            perception_text=perception,
+            answer_correct=grade_answer(answer, item.answer),
+            perception_correct=None
+            if perception is None and item.perception is not None
+            else grade_perception(perception or "", item.perception, item.vocabulary),
+            error=error,
+            generate_seconds=generated - start,
+            estimate_seconds=measured - generated,
+        )
+        rows.append(row)
+        if on_item is not None:
+            on_item(row)
+    return rows
+
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def scored_arrays(rows: Sequence[ScoredItem]) -> dict[str, FloatArray]:
+    """Column arrays of the rows (NaN = not measured / not known): the input of calibration and metrics.
+
+    Columns: ``visual``, ``reasoning``, ``holistic`` (raw scores), ``visual_score`` (the raw statistic s before
+    normalisation), ``answer_correct``, ``perception_correct``.
+    """
+
+    def column(get: Callable[[ScoredItem], float | bool | None]) -> FloatArray:
+        return np.array([np.nan if (v := get(r)) is None else float(v) for r in rows], dtype=np.float64)
+
+    return {
+        "visual": column(lambda r: None if r.signals is None else r.signals.visual),
+        "reasoning": column(lambda r: None if r.signals is None else r.signals.reasoning),
+        "holistic": column(lambda r: None if r.signals is None else r.signals.holistic),
+        "visual_score": column(lambda r: None if r.signals is None else r.signals.features.get("visual_score")),
+        "answer_correct": column(lambda r: r.answer_correct),
+        "perception_correct": column(lambda r: r.perception_correct),
+    }

@@ -1,0 +1,104 @@
+"""Calibrate a model end to end: score labelled items, fit the visual normalisation and the calibrators, certify.
+
+The order matters. The visual normalisation (mean, std of the raw statistic s) is fitted first, and the visual
+score the calibrator learns from is the *normalised* one, exactly as the estimator will compute it at inference
+time with the artifact loaded. Otherwise the fitted map would be applied to a different scale.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends.base import Backend
+from ..confidence.base import Estimator
+from ..confidence.normalization import VisualNormalization
+from ..data.labelled import LabelledItem
+from .artifact import CalibrationArtifact, fingerprint_data, fingerprint_model
+from .collect import ScoredItem, score_items, scored_arrays
+from .decoupled import DecoupledCalibrator
+from .fit import fit_artifact
+
+__all__ = ["DEFAULT_TARGETS", "calibrate_rows", "calibrate_transformers_model", "normalized_visual"]
+
+DEFAULT_TARGETS: tuple[tuple[float, float], ...] = ((0.05, 0.1), (0.1, 0.1), (0.2, 0.1))
+"""(max_error alpha, delta) pairs certified by default."""
+
+
+def normalized_visual(visual_score: np.ndarray, normalization: VisualNormalization) -> np.ndarray:
+    """The visual certainty the estimator reports under ``normalization`` (NaN stays NaN)."""
+    return np.array([np.nan if np.isnan(s) else normalization.apply(float(s)) for s in visual_score])
+
+
+def calibrate_rows(
+    rows: Sequence[ScoredItem],
+    *,
+    model_fingerprint: str,
+    data_fingerprint: str,
+    combiner: str = "platt_harmonic",
+    targets: Sequence[tuple[float, float]] = DEFAULT_TARGETS,
+    seed: int = 0,
+    info: dict[str, Any] | None = None,
+) -> CalibrationArtifact:
+    """Fit an artifact on already-scored rows (see the module docstring for the order of the fits)."""
+    arrays = scored_arrays(rows)
+    statistic = arrays["visual_score"]
+    visual = arrays["visual"]
+    if np.any(~np.isnan(statistic)):
+        visual = normalized_visual(statistic, VisualNormalization.fit(statistic.tolist()))
+    errors = sum(r.error is not None for r in rows)
+    return fit_artifact(
+        visual_scores=visual,
+        reasoning_scores=arrays["reasoning"],
+        holistic_scores=arrays["holistic"],
+        answer_correct=arrays["answer_correct"],
+        perception_correct=arrays["perception_correct"],
+        visual_statistic=None if np.all(np.isnan(statistic)) else statistic,
+        model_fingerprint=model_fingerprint,
+        data_fingerprint=data_fingerprint,
+        calibrator=DecoupledCalibrator(combiner=combiner),
+        targets=targets,
+        seed=seed,
+        info={"rows_with_errors": errors, **(info or {})},
+    )
+
+
+def calibrate_transformers_model(
+    model_dir: str | os.PathLike[str],
+    items: Sequence[LabelledItem],
+    *,
+    draws: int = 1,
+    combiner: str = "platt_harmonic",
+    targets: Sequence[tuple[float, float]] = DEFAULT_TARGETS,
+    seed: int = 0,
+    data_name: str = "",
+    on_item: Callable[[ScoredItem], None] | None = None,
+    device: str | None = None,
+) -> tuple[CalibrationArtifact, list[ScoredItem]]:
+    """Score ``items`` with the model in ``model_dir`` and fit its calibration artifact."""
+    from ..backends.transformers import TransformersBackend
+    from ..confidence.estimator import DecoupledEstimator
+
+    backend: Backend = TransformersBackend.from_pretrained(Path(model_dir), device=device)
+    estimator: Estimator = DecoupledEstimator(draws=draws)
+    rows = score_items(backend, estimator, items, on_item=on_item)
+    data_fingerprint = fingerprint_data(
+        [
+            (item.request.model_dump(mode="json"), item.answer, item.perception, sorted(item.tags.items()))
+            for item in items
+        ]
+    )
+    artifact = calibrate_rows(
+        rows,
+        model_fingerprint=fingerprint_model(Path(model_dir)),
+        data_fingerprint=data_fingerprint,
+        combiner=combiner,
+        targets=targets,
+        seed=seed,
+        info={"data": data_name, "draws": draws, "items": len(items)},
+    )
+    return artifact, rows

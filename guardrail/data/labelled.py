@@ -1,0 +1,141 @@
+"""Labelled questions for calibration and evaluation: from a JSONL file, or from easy-VQA under corruptions.
+
+A ``LabelledItem`` is one question about one image with its right answer and, where known, what a correct
+perception must name (``perception``: e.g. ``("red", "circle")``). JSONL lines look like::
+
+    {"image": "img/0.png", "question": "What colour is the shape?", "answer": "red", "perception": "red circle"}
+
+``perception`` is optional (a string of words or a list); relative image paths are read from the file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..images import load_image
+from ..types import ImageBlock, Request
+
+__all__ = ["LabelledItem", "easyvqa_items", "read_jsonl"]
+
+
+@dataclass(frozen=True)
+class LabelledItem:
+    """One labelled question: the request, the right answer, what correct perception names, and tags."""
+
+    request: Request
+    answer: str
+    perception: tuple[str, ...] | None = None
+    vocabulary: tuple[str, ...] | None = None
+    """Words of the same kind as ``perception`` (e.g. all colours and shapes): naming another one is an error."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[LabelledItem]:
+    """Items from a JSONL file; a bad line is an ``InputError`` naming ``FILE:LINE`` and the problem."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc})") from exc
+    items = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            items.append(_item_from_line(path, number, line))
+    if not items:
+        raise InputError(f"{path}: no labelled items (the file is empty)")
+    return items
+
+
+def _item_from_line(path: Path, number: int, line: str) -> LabelledItem:
+    where = f"{path}:{number}"
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object")
+    for key in ("image", "question", "answer"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise InputError(f"{where}: {key!r} must be a non-empty string")
+    unknown = set(data) - {"image", "question", "answer", "perception", "tags"}
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {sorted(unknown)}; expected image, question, answer, perception")
+    perception = data.get("perception")
+    if isinstance(perception, str):
+        perception = perception.split()
+    if perception is not None and not (
+        isinstance(perception, list) and perception and all(isinstance(w, str) for w in perception)
+    ):
+        raise InputError(f"{where}: 'perception' must be a string or a list of strings")
+    image_path = Path(data["image"])
+    if not image_path.is_absolute():
+        image_path = path.parent / image_path
+    load_image(image_path)  # refuse a bad image here, with its path, rather than inside a model call
+    tags = {"line": str(number), **{str(k): str(v) for k, v in dict(data.get("tags") or {}).items()}}
+    return LabelledItem(
+        request=Request.from_question(data["question"], [ImageBlock.from_path(image_path)]),
+        answer=data["answer"],
+        perception=None if perception is None else tuple(w.lower() for w in perception),
+        tags=tags,
+    )
+
+
+def easyvqa_items(
+    split: str,
+    *,
+    limit: int | None = None,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = (0, 1, 2, 3, 4, 5),
+    seed: int = 0,
+) -> list[LabelledItem]:
+    """easy-VQA questions of ``split``, each image corrupted by a seeded draw of kind and severity.
+
+    ``corruptions=None`` uses every corruption kind; ``()`` keeps images clean. ``limit`` takes a seeded random
+    subset of questions (the same for the same seed).
+    """
+    from .corruptions import CORRUPTIONS, corrupt
+    from .easyvqa import COLORS, SHAPES, load_easyvqa
+
+    examples = load_easyvqa(split)  # type: ignore[arg-type]
+    rng = np.random.default_rng(seed)
+    if limit is not None and limit < len(examples):
+        chosen = np.sort(rng.choice(len(examples), size=limit, replace=False))
+        examples = [examples[i] for i in chosen]
+    kinds = tuple(CORRUPTIONS) if corruptions is None else tuple(corruptions)
+    vocabulary = (*COLORS, *SHAPES)
+    items = []
+    for index, example in enumerate(examples):
+        image = example.image()
+        kind, severity = "none", 0
+        if kinds:
+            kind = str(kinds[int(rng.integers(len(kinds)))])
+            severity = int(severities[int(rng.integers(len(severities)))])
+            image = corrupt(image, kind, severity, seed=seed * 1_000_003 + index)
+        items.append(
+            LabelledItem(
+                request=Request.from_question(example.question, [image]),
+                answer=example.answer,
+                perception=(example.scene.color, example.scene.shape),
+                vocabulary=vocabulary,
+                tags={
+                    "image_id": example.image_id,
+                    "question_type": example.question_type,
+                    "corruption": kind if severity > 0 else "none",
+                    "severity": str(severity),
+                },
+            )
+        )
+    return items
+
+
+def iter_batches(items: Sequence[LabelledItem], size: int) -> Iterator[Sequence[LabelledItem]]:
+    """``items`` in consecutive batches of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

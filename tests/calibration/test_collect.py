@@ -1,0 +1,71 @@
+"""Grading answers and perception, and turning scored rows into calibration columns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guardrail import Generation, GenerationOptions, Request, Signals
+from guardrail.calibration.collect import grade_answer, grade_perception, score_items, scored_arrays
+from guardrail.data.labelled import LabelledItem
+
+VOCAB = ("red", "blue", "circle", "triangle")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "vocabulary", "graded"),
+    [
+        ("I see a red circle.", ("red", "circle"), VOCAB, True),
+        ("I see a RED Circle", ("red", "circle"), VOCAB, True),
+        ("I see a red or blue circle.", ("red", "circle"), VOCAB, False),  # names a second colour
+        ("I see a red triangle.", ("red", "circle"), VOCAB, False),
+        ("I see a circle.", ("red", "circle"), VOCAB, False),
+        ("a red circle next to a blue one", ("red", "circle"), None, True),  # no vocabulary: all words present
+        ("anything", None, VOCAB, None),
+    ],
+)
+def test_grade_perception(text: str, expected: tuple[str, ...] | None, vocabulary: tuple[str, ...] | None,
+                          graded: bool | None) -> None:  # fmt: skip
+    assert grade_perception(text, expected, vocabulary) is graded
+
+
+def test_grade_answer_ignores_case_and_space_only() -> None:
+    assert grade_answer(" Red ", "red")
+    assert not grade_answer("reddish", "red")
+    assert not grade_answer(None, "red")
+
+
+class Scripted:
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.texts = iter(
+            [
+                "<vision>a red circle</vision><reasoning>so red</reasoning>\\boxed{red}",
+                "<vision>a blue circle</vision><reasoning>so blue</reasoning>\\boxed{blue}",
+                "no structure at all",
+            ]
+        )
+
+    def generate(self, request: Request, options: GenerationOptions) -> Generation:
+        text = next(self.texts)
+        if text.startswith("no"):
+            raise ConnectionError("model went away")
+        return Generation(text=text)
+
+    def estimate(self, backend: object, request: Request, generation: Generation) -> Signals:
+        return Signals(visual=0.8, reasoning=0.7, features={"visual_score": -1.5})
+
+
+def test_score_items_grades_and_keeps_failures() -> None:
+    item = LabelledItem(request=Request.from_question("What colour?"), answer="red", perception=("red", "circle"),
+                        vocabulary=VOCAB)  # fmt: skip
+    model = Scripted()
+    rows = score_items(model, model, [item, item, item])
+    assert [r.answer_correct for r in rows] == [True, False, False]
+    assert [r.perception_correct for r in rows] == [True, False, None]
+    assert rows[2].error == "backend: ConnectionError: model went away"
+    columns = scored_arrays(rows)
+    np.testing.assert_array_equal(columns["answer_correct"], [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(columns["perception_correct"], [1.0, 0.0, np.nan])
+    np.testing.assert_array_equal(columns["visual_score"], [-1.5, -1.5, np.nan])
