@@ -1,7 +1,8 @@
 """Access to vision-language models.
 
-``TransformersBackend`` (any local ``transformers`` image-text-to-text model) is imported lazily, on first use,
-so that ``import guardrail`` does not load torch or transformers.
+``TransformersBackend`` (any local ``transformers`` image-text-to-text model), ``OpenAICompatibleBackend`` (any
+OpenAI-compatible server, over ``openai``) and ``LangChainBackend`` (any LangChain chat model) are imported
+lazily, on first use, so that ``import guardrail`` loads none of torch, transformers, openai or langchain_openai.
 """
 
 from __future__ import annotations
@@ -12,11 +13,26 @@ from typing import TYPE_CHECKING, Any
 from .base import AsyncBackend, Backend
 
 if TYPE_CHECKING:
+    from ._remote import ScoringUnavailable
+    from .langchain import LangChainBackend
+    from .openai import OpenAICompatibleBackend
     from .transformers import TransformersBackend
 
-__all__ = ["AsyncBackend", "Backend", "TransformersBackend"]
+__all__ = [
+    "AsyncBackend",
+    "Backend",
+    "LangChainBackend",
+    "OpenAICompatibleBackend",
+    "ScoringUnavailable",
+    "TransformersBackend",
+]
 
-_LAZY = {"TransformersBackend": ".transformers"}
+_LAZY = {
+    "TransformersBackend": ".transformers",
+    "OpenAICompatibleBackend": ".openai",
+    "LangChainBackend": ".langchain",
+    "ScoringUnavailable": "._remote",
+}
 
 
 def __getattr__(name: str) -> Any:

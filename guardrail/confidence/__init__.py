@@ -14,10 +14,12 @@ from .normalization import VisualNormalization
 from .spans import ParsedResponse, char_span_to_token_span, parse_boxed, parse_response
 
 if TYPE_CHECKING:
+    from .blackbox import AgreementEstimator
     from .estimator import DecoupledEstimator, ScoringBackend, TeacherForcedScores
     from .perturb import PerturbationKind, perturb_image
 
 __all__ = [
+    "AgreementEstimator",
     "AsyncEstimator",
     "DecoupledEstimator",
     "Estimator",
@@ -33,6 +35,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AgreementEstimator": ".blackbox",
     "DecoupledEstimator": ".estimator",
     "ScoringBackend": ".estimator",
     "TeacherForcedScores": ".estimator",

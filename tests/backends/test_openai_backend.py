@@ -207,3 +207,17 @@ def test_missing_openai_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ImportError, match=r"pip install 'lvlm-guardrail\[openai\]'"):
         OpenAICompatibleBackend("http://127.0.0.1:1/v1", "m")
     assert "lvlm-guardrail[openai]" in INSTALL_HINT
+
+
+def test_exports_are_lazy() -> None:
+    import subprocess
+
+    code = (
+        "import sys, guardrail, guardrail.backends as b, guardrail.confidence as c; "
+        "print(sorted(m for m in ('torch', 'transformers', 'openai', 'langchain_openai') if m in sys.modules)); "
+        "print(b.OpenAICompatibleBackend.__name__, b.LangChainBackend.__name__, b.ScoringUnavailable.__name__, "
+        "c.AgreementEstimator.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "OpenAICompatibleBackend LangChainBackend ScoringUnavailable AgreementEstimator"
