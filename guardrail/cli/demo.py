@@ -1,0 +1,144 @@
+"""``guardrail demo``: the guarded agent on corrupted easy-VQA images, against the model alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import app
+
+__all__ = ["demo"]
+
+
+@app.command()
+def demo(
+    n: Annotated[int, typer.Option("-n", "--n", min=1, help="Questions to answer.")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of the question sample, corruptions and reviewer.")] = 0,
+    out: Annotated[Path, typer.Option(help="Output folder (report, traces, summary).")] = Path("guardrail-demo"),
+    policy: Annotated[str, typer.Option(help="Policy file or built-in name.")] = "default",
+    model: Annotated[Path | None, typer.Option(help="Model folder. Default: the shipped reference model.")] = None,
+    reviewer_accuracy: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Accuracy of the stand-in reviewer who answers escalations.")
+    ] = 0.9,
+    interactive: Annotated[bool, typer.Option(help="Answer escalations yourself instead.")] = False,
+) -> None:
+    """Run a LangGraph agent through the guard on N corrupted easy-VQA test questions and compare."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..data.labelled import easyvqa_items
+    from ..demo import StandInReviewer, run_demo
+    from ..errors import GuardrailError
+    from ..pretrained import default_model_path, find_artifact, load_guard
+
+    console = Console()
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = model or default_model_path()
+    telemetry, trace_file = _file_telemetry(out / "traces.jsonl")
+    try:
+        with console.status("loading the model and the calibration"):
+            guard = load_guard(model_dir, policy=policy, telemetry=telemetry)
+        with console.status(f"preparing {n} easy-VQA test questions under graded corruptions"):
+            items = easyvqa_items("test", limit=n, seed=seed)
+    except (GuardrailError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    reviewer: Any = (
+        _InteractiveReviewer(console, out / "review")
+        if interactive
+        else StandInReviewer(accuracy=reviewer_accuracy, seed=seed)
+    )
+    who = "you" if interactive else f"a stand-in reviewer who is right {reviewer_accuracy:.0%} of the time"
+    console.print(
+        f"[bold]guardrail demo[/]: {n} questions, policy [cyan]{guard.policy.name}[/], escalations answered by {who}"
+    )
+    columns: list[Any] = [TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, disable=interactive) as progress:
+        task = progress.add_task("demo", total=n)
+        summary = run_demo(
+            items, guard=guard, reviewer=reviewer, out_dir=out, on_outcome=lambda _: progress.advance(task)
+        )
+    shutdown = getattr(telemetry, "shutdown", None)
+    if shutdown is not None:  # the no-op telemetry (OTEL_SDK_DISABLED) has nothing to flush
+        shutdown()
+    trace_file.close()
+    report = None
+    artifact_path = find_artifact(model_dir)
+    if artifact_path is not None:
+        from ..calibration.artifact import load_artifact
+        from ..calibration.report import write_report
+
+        report = write_report(load_artifact(artifact_path), out / "calibration")
+    _print_summary(console, summary, who)
+    console.print(f"\nwritten to [bold]{out}/[/]: summary.json, traces.jsonl (OpenTelemetry spans, one per line)")
+    if report is not None:
+        console.print(f"calibration report: [bold]{report}[/]")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _print_summary(console: Any, summary: Any, who: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{summary.n} corrupted easy-VQA questions ({summary.seconds:.0f} s)")
+    table.add_column("")
+    table.add_column("coverage", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_row("model alone (first answer)", "100.0%", _pct(summary.unguarded_accuracy))
+    table.add_row("guarded: answers the model gave", _pct(summary.model_coverage), _pct(summary.model_accuracy))
+    table.add_row("guarded: with reviewed escalations", _pct(summary.agent_coverage), _pct(summary.agent_accuracy))
+    console.print(table)
+    actions = Table(title="what the policy did")
+    actions.add_column("action")
+    actions.add_column("times", justify="right")
+    for name, count in summary.actions.items():
+        actions.add_row(name, str(count))
+    console.print(actions)
+    console.print(
+        f"escalations: {summary.escalations} (answered by {who}; their accuracy here "
+        f"{_pct(summary.reviewer_accuracy)}), abstentions: {summary.abstentions}"
+    )
+    console.print(f"mean latency the guard added per question: {summary.mean_added_seconds * 1000:.0f} ms")
+
+
+def _file_telemetry(path: Path) -> tuple[Any, Any]:
+    """Telemetry that writes every span as one JSON line to ``path``."""
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    from ..telemetry import configure_telemetry
+
+    handle = path.open("w", encoding="utf-8")
+    exporter = ConsoleSpanExporter(out=handle, formatter=lambda span: span.to_json(indent=None) + "\n")
+    return configure_telemetry(traces=exporter, metrics="none"), handle
+
+
+class _InteractiveReviewer:
+    """Asks the person at the keyboard; the image is saved so they can look at it."""
+
+    def __init__(self, console: Any, folder: Path) -> None:
+        self.console = console
+        self.folder = folder
+        self.count = 0
+
+    def __call__(self, payload: dict[str, Any], item: Any) -> dict[str, Any]:
+        from ..images import decode_image
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.count += 1
+        image_path = self.folder / f"escalation-{self.count}.png"
+        decode_image(item.request.images[0]).save(image_path)
+        confidence = payload.get("confidence") or {}
+        shown = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} unknown" for k, v in confidence.items())
+        self.console.print(f"\n[bold yellow]escalation[/]: {payload.get('question')}  (image: {image_path})")
+        self.console.print(f"  candidate answer: {payload.get('candidate_answer')!r}; confidence: {shown}")
+        self.console.print(f"  reason: {payload.get('reason')}")
+        reply = typer.prompt("  [a]pprove, [r]eject, or type the answer", default="a").strip()
+        if reply.lower() in ("a", "approve") and payload.get("candidate_answer"):
+            return {"type": "approve"}
+        if reply.lower() in ("r", "reject"):
+            return {"type": "reject"}
+        return {"type": "answer", "answer": reply}
