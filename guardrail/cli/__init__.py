@@ -32,6 +32,7 @@ def _register() -> None:
     from . import (
         escalations,  # noqa: F401
         policy,  # noqa: F401
+        report,  # noqa: F401
     )
 
 
