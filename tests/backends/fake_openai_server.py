@@ -61,6 +61,13 @@ def closed_port() -> int:
     return port
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (a timeout test) resets the connection: expected, not worth a traceback."""
+
+
 class FakeServer:
     """Run with ``with FakeServer("ok") as server: ... server.base_url ...``."""
 
@@ -82,8 +89,7 @@ class FakeServer:
                 fake.bodies.append(body)
                 fake.answer(self, body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

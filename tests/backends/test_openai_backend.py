@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -221,3 +222,19 @@ def test_exports_are_lazy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]"
     assert out[1] == "OpenAICompatibleBackend LangChainBackend ScoringUnavailable AgreementEstimator"
+
+
+@pytest.mark.parametrize("server", ["slow"], indirect=True)
+def test_a_slow_server_is_cut_off_by_the_time_budget(server: FakeServer) -> None:
+    backend = backend_for(server.base_url, timeout=5.0)
+    spent = Policy.model_validate(
+        {"version": 1, "name": "fast", "budget": {"max_attempts": 3, "max_seconds": 0.3}, "rules": [],
+         "otherwise": "accept", "on_error": "re_ask", "on_exhausted": "escalate"}
+    )  # fmt: skip
+    result = Guard(backend, estimator=AgreementEstimator(), policy=spent).run(question())
+    assert result.status == "escalated"
+    assert result.error is not None
+    assert (result.error.stage, result.error.type) == ("budget", "BackendTimeout")
+    assert server.requests == 1
+    time.sleep(1.0)  # let the abandoned request finish before the server stops
+    backend.close()
