@@ -13,7 +13,8 @@ returns no log-probs still works: the estimator then uses the verbalized scores 
 
 Every failure of the call (timeouts, connection errors, HTTP 429/500, a reply that is not a text message)
 becomes :class:`~guardrail.BackendError` or :class:`~guardrail.BackendTimeout`, the original kept as
-``__cause__``; LangGraph interrupts pass through.
+``__cause__``; LangGraph interrupts pass through. Build the chat model with ``max_retries=0`` (``ChatOpenAI``
+retries twice by default) so that the guard's policy and budget alone decide when to call again.
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@
   go dark was read off a fragile percept. It costs K extra model calls. (With the paper's destructive probe,
   probability 0.8, agreement would instead measure reliance on language priors: a different question.)
 
+Patches are laid on the images as sent: a remote model's input resolution is unknown here, so set
+``patch_size`` to the vision encoder's patch at that scale when it matters. Features differ from the white-box
+estimator's (``visual_agreement`` is not ``visual_certainty``), so a calibrator fitted on white-box signals does
+not apply to these: fit one on black-box signals, or use the pass-through calibrator.
+
 The guard awaits :meth:`AgreementEstimator.aestimate`, which issues the re-queries concurrently.
 """
 

@@ -175,3 +175,15 @@ def test_normalize_answer() -> None:
 def test_parameters_are_validated(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AgreementEstimator(**kwargs)
+
+
+def test_without_generation_logprobs_the_scored_row_gives_reasoning() -> None:
+    with FakeServer("ok") as server:
+        backend = OpenAICompatibleBackend(server.base_url, "fake-vlm", timeout=5, logprobs=False)
+        request = question(IMAGE)
+        signals = AgreementEstimator().estimate(backend, request, backend.generate(request))
+        backend.close()
+    assert signals.features["logprobs_from_scoring"] == 1.0
+    assert signals.sources["reasoning"] == ("reasoning_mean_prob",)
+    assert signals.reasoning == pytest.approx(math.exp(-0.1))
+    assert signals.visual is not None
