@@ -28,6 +28,7 @@ from .errors import (
 from .guard import Guard
 from .policy.engine import decide
 from .policy.loader import load_policy
+from .pretrained import load_guard
 from .policy.schema import Policy
 from .telemetry import OtelTelemetry, Telemetry, configure_telemetry
 from .types import (
@@ -89,5 +90,6 @@ __all__ = [
     "__version__",
     "configure_telemetry",
     "decide",
+    "load_guard",
     "load_policy",
 ]

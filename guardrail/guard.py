@@ -135,6 +135,14 @@ class Guard:
 
     def _check_references(self) -> None:
         """Fail at construction, not mid-call, when the policy names parts the guard does not have."""
+        unresolved = self.policy.certified_bounds()
+        if unresolved:
+            where = ", ".join(f"{w} (max_error {b.max_error:g}, delta {b.delta:g})" for w, _, _, b in unresolved)
+            raise ConfigurationError(
+                f"policy {self.policy.name!r} asks for certified thresholds at {where}, but they have not been "
+                "taken from a calibration artifact: build the guard with guardrail.load_guard(..., artifact=...) "
+                "or resolve them with Policy.with_certified(...)"
+            )
         specs: list[tuple[str, Any]] = [(self.policy.rule_label(i), r) for i, r in enumerate(self.policy.rules)]
         specs += [("otherwise", self.policy.otherwise), ("on_error", self.policy.on_error)]
         for where, spec in specs:

@@ -15,11 +15,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from .calibration.artifact import CalibrationArtifact
 from .calibration.base import Calibrator
+from .errors import ConfigurationError
 from .guard import Guard
-from .policy.schema import Policy
+from .policy.loader import load_policy
+from .policy.schema import CertifiedBound, Policy
 
-__all__ = ["ARTIFACT_FILENAME", "default_model_path", "find_artifact", "load_guard"]
+__all__ = ["ARTIFACT_FILENAME", "default_model_path", "find_artifact", "load_guard", "resolve_certified"]
 
 ARTIFACT_FILENAME = "guardrail_calibration.json"
 """Where a model folder keeps its calibration artifact."""
@@ -63,13 +66,41 @@ def load_guard(
 
     model_dir = Path(model) if model is not None else default_model_path()
     artifact_path = find_artifact(model_dir) if artifact == "auto" else (None if artifact is None else Path(artifact))
+    policy_object = policy if isinstance(policy, Policy) else load_policy(str(policy))
     calibrator: Calibrator | None = None
     normalization = None
     if artifact_path is not None:
         loaded = load_artifact(artifact_path, expected_model_fingerprint=fingerprint_model(model_dir))
         calibrator = loaded.decoupled_calibrator()
         normalization = loaded.visual_normalization
+        policy_object = resolve_certified(policy_object, loaded, source=str(artifact_path))
     backend = TransformersBackend.from_pretrained(model_dir, device=device, dtype=dtype)
     estimator = DecoupledEstimator(draws=draws, normalization=normalization)
-    policy_source = policy if isinstance(policy, Policy) else str(policy)
-    return Guard(backend, estimator=estimator, calibrator=calibrator, policy=policy_source, **guard_options)
+    return Guard(backend, estimator=estimator, calibrator=calibrator, policy=policy_object, **guard_options)
+
+
+def resolve_certified(policy: Policy, artifact: CalibrationArtifact, *, source: str = "the artifact") -> Policy:
+    """``policy`` with its certified thresholds taken from ``artifact``.
+
+    A threshold the artifact did not certify at that (max_error, delta), or could not certify at all (too few
+    examples, or a base error above max_error), is a :class:`~guardrail.ConfigurationError` saying which and why:
+    the guard is not built on a guarantee that does not hold.
+    """
+
+    def resolve(component: str, bound: CertifiedBound) -> float:
+        found = artifact.certified(component, max_error=bound.max_error, delta=bound.delta)
+        if found is None:
+            targets = sorted({(t.alpha, t.delta) for t in artifact.thresholds if t.component == component})
+            raise ConfigurationError(
+                f"policy {policy.name!r} asks for a certified {component} threshold at max_error {bound.max_error:g}, "
+                f"delta {bound.delta:g}, but {source} certified {component} only at (max_error, delta) in {targets}; "
+                "re-run `guardrail calibrate` with that target"
+            )
+        if not found.feasible or found.threshold is None:
+            raise ConfigurationError(
+                f"policy {policy.name!r}: {source} cannot certify {component} at max_error {bound.max_error:g}, "
+                f"delta {bound.delta:g}: {found.reason}"
+            )
+        return found.threshold
+
+    return policy.with_certified(resolve)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from ..errors import PolicyError, PolicyProblem
 from ..types import Action
 from ._source import INVALID, MAX_BYTES, Located, Path, Pos, label, read_yaml
-from .schema import Condition, Policy
+from .schema import BOUND_TAGS, CertifiedBound, Condition, Policy
 
 __all__ = ["builtin_policy_names", "check_policy_file", "load_builtin_policy", "load_policy"]
 
@@ -236,6 +236,7 @@ def _path_of(loc: tuple[str | int, ...], data: Any) -> Path:
     node, tag_seen = data, False
     for segment in loc:
         is_tag = (isinstance(node, dict) and node.get("do") == segment) or (isinstance(node, str) and node == segment)
+        is_tag = is_tag or (segment in BOUND_TAGS and not (isinstance(node, dict) and segment in node))
         if is_tag and not tag_seen:
             tag_seen = True
             continue
@@ -276,6 +277,8 @@ def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
             candidates = [arg for c in candidates for arg in _leaves(c, items=True)]
         elif tagged := [m for m in models if _tag_of(m) == segment]:
             candidates = list(tagged)
+        elif segment in BOUND_TAGS:  # the number-or-certified union inside a threshold
+            candidates = [c for c in candidates if (segment == "certified") == (c is CertifiedBound)]
         else:
             fields = [m.model_fields[n] for m in models for n, f in m.model_fields.items() if _alias(n, f) == segment]
             candidates = [leaf for f in fields for leaf in _leaves(f.annotation)]

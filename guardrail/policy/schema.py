@@ -23,12 +23,12 @@ A numeric comparison matches only a *known* component: an unknown one never pass
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from ..types import Action, Component
 
@@ -36,7 +36,9 @@ __all__ = [
     "AbstainParams",
     "ActionSpec",
     "AttemptCondition",
+    "Bound",
     "Budget",
+    "CertifiedBound",
     "Condition",
     "EscalateParams",
     "FallbackParams",
@@ -55,13 +57,41 @@ class _Strict(BaseModel):
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=False)]
 
 
+class CertifiedBound(_Strict):
+    """A threshold taken from the calibration artifact instead of written by hand (METHOD.md section 7).
+
+    The certified threshold t of a component at (``max_error``, ``delta``) guarantees that, among answers with
+    confidence >= t, the error rate is at most ``max_error`` with probability at least 1 - ``delta`` over the
+    calibration draw. Use it as ``at_least`` to accept, or as ``below`` to send the rest to a remedy.
+    """
+
+    max_error: float = Field(gt=0.0, lt=1.0, allow_inf_nan=False)
+    delta: float = Field(gt=0.0, lt=1.0, allow_inf_nan=False)
+
+
+def _bound_kind(value: Any) -> str:
+    return "certified" if isinstance(value, dict | CertifiedBound) else "number"
+
+
+Bound = Annotated[
+    Annotated[Probability, Tag("number")] | Annotated[CertifiedBound, Tag("certified")],
+    Discriminator(_bound_kind),
+]
+"""A threshold: a number in [0, 1], or ``{max_error, delta}`` certified from the calibration artifact."""
+
+BOUND_TAGS = ("number", "certified")
+"""The tags pydantic puts into an error's location inside a ``Bound``."""
+
+_OPERATORS = ("below", "at_most", "above", "at_least")
+
+
 class Threshold(_Strict):
     """Comparisons on one confidence component, all of which must hold (e.g. ``{at_least: 0.3, below: 0.7}``)."""
 
-    below: Probability | None = None
-    at_most: Probability | None = None
-    above: Probability | None = None
-    at_least: Probability | None = None
+    below: Bound | None = None
+    at_most: Bound | None = None
+    above: Bound | None = None
+    at_least: Bound | None = None
     unknown: bool | None = None
     """``true``: matches when the component could not be measured; ``false``: matches when it was."""
 
@@ -80,12 +110,24 @@ class Threshold(_Strict):
             return self.unknown is True
         if self.unknown is True:
             return False
+        below, at_most, above, at_least = self._numeric
         return (
-            (self.below is None or value < self.below)
-            and (self.at_most is None or value <= self.at_most)
-            and (self.above is None or value > self.above)
-            and (self.at_least is None or value >= self.at_least)
+            (below is None or value < below)
+            and (at_most is None or value <= at_most)
+            and (above is None or value > above)
+            and (at_least is None or value >= at_least)
         )
+
+    @cached_property
+    def _numeric(self) -> tuple[float | None, float | None, float | None, float | None]:
+        bounds = tuple(getattr(self, op) for op in _OPERATORS)
+        if any(isinstance(b, CertifiedBound) for b in bounds):
+            raise ValueError("a certified threshold must be resolved from a calibration artifact before use")
+        return bounds
+
+    def certified(self) -> dict[str, CertifiedBound]:
+        """The comparisons whose threshold is still to be taken from a calibration artifact."""
+        return {op: bound for op in _OPERATORS if isinstance(bound := getattr(self, op), CertifiedBound)}
 
     def describe(self, name: str, value: float | None) -> str:
         """A short human reading, e.g. ``visual 0.31 < 0.5``."""
@@ -93,7 +135,7 @@ class Threshold(_Strict):
         if self.unknown is not None:
             return f"{name} {'is' if self.unknown else 'is not'} unknown"
         parts = [
-            f"{op} {bound:g}"
+            f"{op} {bound:g}" if isinstance(bound, float) else f"{op} certified({bound.max_error:g}, {bound.delta:g})"
             for op, bound in (("<", self.below), ("<=", self.at_most), (">", self.above), (">=", self.at_least))
             if bound is not None
         ]
@@ -308,6 +350,26 @@ class Policy(_Strict):
             if key in data:
                 data[key] = _shorthand_action(data[key])
         return data
+
+    def certified_bounds(self) -> list[tuple[str, Component, str, CertifiedBound]]:
+        """Every threshold still to be taken from a calibration artifact: (where, component, operator, bound)."""
+        found = []
+        for index, rule in enumerate(self.rules):
+            for component, threshold in rule.when.components():
+                for op, bound in threshold.certified().items():
+                    found.append((f"rules[{index}].when.{component}.{op}", component, op, bound))
+        return found
+
+    def with_certified(self, resolve: Callable[[Component, CertifiedBound], float]) -> Policy:
+        """A copy with every certified threshold replaced by ``resolve(component, bound)``."""
+        if not self.certified_bounds():
+            return self
+        data = self.model_dump(by_alias=True, exclude_none=True)
+        for index, rule in enumerate(self.rules):
+            for component, threshold in rule.when.components():
+                for op, bound in threshold.certified().items():
+                    data["rules"][index]["when"][component][op] = resolve(component, bound)
+        return Policy.model_validate(data)
 
     def rule_label(self, index: int) -> str:
         """``rules[i]``, followed by the rule's name when it has one."""

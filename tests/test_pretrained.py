@@ -1,0 +1,66 @@
+"""Certified thresholds in policies: stated as (max_error, delta), taken from the calibration artifact."""
+
+from __future__ import annotations
+
+import pytest
+
+from guardrail import Confidence, ConfigurationError, Guard, decide, load_policy
+from guardrail.calibration.fit import fit_artifact
+from guardrail.pretrained import resolve_certified
+from tests.calibration.data import decoupled_world
+from tests.fakes import ScriptedModel
+
+CERTIFIED = """
+version: 1
+name: certified
+rules:
+  - name: not-certainly-right
+    when: {overall: {below: {max_error: 0.35, delta: 0.1}}}
+    do: escalate
+otherwise: accept
+"""
+
+
+def artifact(targets: list[tuple[float, float]]) -> object:
+    world = decoupled_world(4000, seed=5)
+    return fit_artifact(
+        visual_scores=world["visual"],
+        reasoning_scores=world["reasoning"],
+        answer_correct=world["answer"],
+        perception_correct=world["perception"],
+        model_fingerprint="sha256:m",
+        data_fingerprint="sha256:d",
+        targets=targets,
+    )
+
+
+def test_a_guard_refuses_a_policy_with_unresolved_certified_thresholds() -> None:
+    model = ScriptedModel()
+    with pytest.raises(ConfigurationError, match=r"rules\[0\]\.when\.overall\.below \(max_error 0\.35, delta 0\.1\)"):
+        Guard(model, estimator=model, policy=load_policy(CERTIFIED))
+
+
+def test_certified_threshold_comes_from_the_artifact() -> None:
+    fitted = artifact([(0.35, 0.1)])
+    policy = resolve_certified(load_policy(CERTIFIED), fitted)  # type: ignore[arg-type]
+    certified = fitted.certified("overall", max_error=0.35, delta=0.1)  # type: ignore[attr-defined]
+    assert certified is not None
+    assert certified.feasible
+    threshold = policy.rules[0].when.overall
+    assert threshold is not None
+    assert threshold.below == certified.threshold
+    assert decide(policy, Confidence(overall=certified.threshold - 1e-6), attempt=0).action.value == "escalate"
+    assert decide(policy, Confidence(overall=certified.threshold), attempt=0).action.value == "accept"
+
+
+def test_a_target_the_artifact_did_not_certify_is_a_clear_error() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"certified overall only at \(max_error, delta\) in \[\(0\.3, 0\.1\)\]"
+    ):
+        resolve_certified(load_policy(CERTIFIED), artifact([(0.3, 0.1)]))  # type: ignore[arg-type]
+
+
+def test_an_infeasible_certification_refuses_to_build_rather_than_promise() -> None:
+    strict = CERTIFIED.replace("max_error: 0.35", "max_error: 0.001")
+    with pytest.raises(ConfigurationError, match=r"cannot certify overall at max_error 0\.001"):
+        resolve_certified(load_policy(strict), artifact([(0.001, 0.1)]))  # type: ignore[arg-type]
