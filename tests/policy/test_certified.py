@@ -27,7 +27,8 @@ def test_a_certified_bound_loads_and_is_listed() -> None:
 @pytest.mark.parametrize(
     ("bound", "problem"),
     [
-        ("{max_error: 2, delta: 0.1}", "<string>:4:41: rules[0].when.overall.below.max_error: should be less than 1, got 2"),
+        ("{max_error: 2, delta: 0.1}",
+         "<string>:4:41: rules[0].when.overall.below.max_error: should be less than 1, got 2"),
         ("{max_error: 0.1}", "<string>:4:29: rules[0].when.overall.below.delta: required key is missing"),
         ("{max_eror: 0.1, delta: 0.1}",
          "<string>:4:30: rules[0].when.overall.below.max_eror: unknown key; expected one of: max_error, delta "

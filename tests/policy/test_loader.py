@@ -24,8 +24,8 @@ def test_a_valid_policy_loads() -> None:
 
 def test_public_surface_is_pinned() -> None:
     assert sorted(guardrail.policy.__all__) == [
-        "AbstainParams", "ActionSpec", "AttemptCondition", "Bound", "Budget", "CertifiedBound", "Condition", "EscalateParams",
-        "FallbackParams", "FetchMoreViewsParams", "Policy", "ReAskParams", "Rule", "Threshold",
+        "AbstainParams", "ActionSpec", "AttemptCondition", "Bound", "Budget", "CertifiedBound", "Condition",
+        "EscalateParams", "FallbackParams", "FetchMoreViewsParams", "Policy", "ReAskParams", "Rule", "Threshold",
         "builtin_policy_names", "check_policy_file", "decide", "decide_on_error", "decide_on_exhausted",
         "load_builtin_policy", "load_policy",
     ]  # fmt: skip
