@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import os
 from typing import Any
 
 from langchain.agents import create_agent
@@ -23,18 +22,15 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from PIL import Image, ImageDraw
 
-from guardrail import Guard
+from guardrail import Guard, load_guard
 from guardrail.integrations import GuardrailChatModel, GuardrailMiddleware
 
 
 def build_guard(model_dir: str | None = None) -> Guard:
     """The one place this example chooses its model: the embedded reference model unless told otherwise."""
-    from guardrail.backends.transformers import TransformersBackend
-    from guardrail.confidence.estimator import DecoupledEstimator
-    from guardrail.reference import reference_model_path
-
-    path = model_dir or os.environ.get("GUARDRAIL_EXAMPLE_MODEL") or reference_model_path()
-    return Guard(TransformersBackend.from_pretrained(path), estimator=DecoupledEstimator(), policy="default")
+    # load_guard: transformers backend + decoupled estimator + the model's calibration artifact, in one call.
+    # The model folder defaults to $GUARDRAIL_MODEL, else the embedded reference model.
+    return load_guard(model_dir, policy="default")
 
 
 def scene_message(question: str) -> HumanMessage:

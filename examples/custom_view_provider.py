@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import os
 from typing import Any
 
 import numpy as np
 from langchain_core.tools import tool
 from PIL import Image, ImageDraw
 
-from guardrail import Guard, Request
+from guardrail import Guard, Request, load_guard
 from guardrail.integrations import RecaptureProvider, as_view_provider
 
 POLICY = """\
@@ -66,9 +65,6 @@ class Camera:
 
 def build_guard(camera: Camera, model_dir: str | None = None) -> Guard:
     """The one place this example chooses its model: the embedded reference model unless told otherwise."""
-    from guardrail.backends.transformers import TransformersBackend
-    from guardrail.confidence.estimator import DecoupledEstimator
-    from guardrail.reference import reference_model_path
 
     @tool(response_format="content")
     def closeup() -> list[dict[str, Any]]:
@@ -78,10 +74,9 @@ def build_guard(camera: Camera, model_dir: str | None = None) -> Guard:
         crop.save(buffer, format="PNG")
         return [{"type": "image", "base64": base64.b64encode(buffer.getvalue()).decode(), "mime_type": "image/png"}]
 
-    path = model_dir or os.environ.get("GUARDRAIL_EXAMPLE_MODEL") or reference_model_path()
-    return Guard(
-        TransformersBackend.from_pretrained(path),
-        estimator=DecoupledEstimator(),
+    # load_guard: the model folder ($GUARDRAIL_MODEL, else the embedded reference model) with its calibration.
+    return load_guard(
+        model_dir,
         policy=POLICY,
         view_providers={
             "camera": RecaptureProvider(camera.capture, name="camera"),

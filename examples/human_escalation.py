@@ -31,7 +31,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from PIL import Image, ImageDraw
 
-from guardrail import Guard
+from guardrail import Guard, load_guard
 from guardrail.integrations import guardrail_graph, open_saver
 
 HERE = Path(__file__).resolve()
@@ -51,12 +51,9 @@ on_error: escalate
 
 def build_guard(model_dir: str | None = None) -> Guard:
     """The one place this example chooses its model: the embedded reference model unless told otherwise."""
-    from guardrail.backends.transformers import TransformersBackend
-    from guardrail.confidence.estimator import DecoupledEstimator
-    from guardrail.reference import reference_model_path
-
-    path = model_dir or os.environ.get("GUARDRAIL_EXAMPLE_MODEL") or reference_model_path()
-    return Guard(TransformersBackend.from_pretrained(path), estimator=DecoupledEstimator(), policy=POLICY)
+    # load_guard: transformers backend + decoupled estimator + the model's calibration artifact, in one call.
+    # The model folder defaults to $GUARDRAIL_MODEL, else the embedded reference model.
+    return load_guard(model_dir, policy=POLICY)
 
 
 def build_graph(checkpointer: BaseCheckpointSaver[Any]) -> Any:
@@ -102,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a transformers vision-language model folder (default: reference model)")
     args = parser.parse_args(argv)
     if args.model:
-        os.environ["GUARDRAIL_EXAMPLE_MODEL"] = args.model  # the child processes build the same guard
+        os.environ["GUARDRAIL_MODEL"] = args.model  # the child processes build the same guard
     if args.step == "start":
         return start(args.db, args.thread)
     db = args.db or str(Path(tempfile.mkdtemp()) / "escalations.sqlite")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import os
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -24,18 +23,15 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 from PIL import Image, ImageDraw, ImageFilter
 
-from guardrail import Guard
+from guardrail import Guard, load_guard
 from guardrail.integrations import GuardState, add_guardrail_nodes
 
 
 def build_guard(model_dir: str | None = None) -> Guard:
     """The one place this example chooses its model: the embedded reference model unless told otherwise."""
-    from guardrail.backends.transformers import TransformersBackend
-    from guardrail.confidence.estimator import DecoupledEstimator
-    from guardrail.reference import reference_model_path
-
-    path = model_dir or os.environ.get("GUARDRAIL_EXAMPLE_MODEL") or reference_model_path()
-    return Guard(TransformersBackend.from_pretrained(path), estimator=DecoupledEstimator(), policy="default")
+    # load_guard: transformers backend + decoupled estimator + the model's calibration artifact, in one call.
+    # The model folder defaults to $GUARDRAIL_MODEL, else the embedded reference model.
+    return load_guard(model_dir, policy="default")
 
 
 def draw_scene(colour: str = "red", *, blur: float = 0.0) -> HumanMessage:

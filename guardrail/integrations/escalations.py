@@ -129,13 +129,9 @@ def reference_graph(checkpointer: SqliteSaver) -> CompiledStateGraph[Any, Any, A
 
 
 def _reference_guard() -> Any:
-    from ..backends.transformers import TransformersBackend  # type: ignore[import-not-found, unused-ignore]
-    from ..confidence.estimator import DecoupledEstimator  # type: ignore[import-not-found, unused-ignore]
-    from ..guard import Guard
-    from ..reference import reference_model_path
+    from ..pretrained import load_guard
 
-    backend = TransformersBackend.from_pretrained(reference_model_path())
-    return Guard(backend, estimator=DecoupledEstimator())
+    return load_guard()
 
 
 def _pending(thread_id: str, interrupt_id: str, payload: Mapping[str, Any]) -> PendingEscalation:

@@ -39,13 +39,9 @@ def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         if not (path / "config.json").is_file():
             pytest.skip(f"the reference model is not built yet ({path})")
         return str(path)
-    from tests.backends.tiny_vlms import tiny_llava
+    from tests.backends.tiny_vlms import save_tiny_llava
 
-    folder = tmp_path_factory.mktemp("tiny-llava")
-    model, processor = tiny_llava()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_llava(tmp_path_factory.mktemp("tiny-llava")))
 
 
 def test_langgraph_agent(model_dir: str, capsys: pytest.CaptureFixture[str]) -> None:
