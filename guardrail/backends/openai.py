@@ -32,6 +32,7 @@ Needs the ``openai`` extra: ``pip install 'lvlm-guardrail[openai]'``.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -57,6 +58,15 @@ __all__ = ["OpenAICompatibleBackend", "ScoringUnavailable"]
 INSTALL_HINT = "OpenAICompatibleBackend needs the `openai` package: pip install 'lvlm-guardrail[openai]'"
 _REJECTED = (400, 404, 422)
 """HTTP statuses with which a server refuses a request it does not understand (here: the scoring extension)."""
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The CA bundle httpx itself uses (certifi), else the system's."""
+    try:
+        import certifi
+    except ImportError:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _openai() -> Any:
@@ -110,7 +120,7 @@ class OpenAICompatibleBackend:
         }
         self._client = openai.OpenAI(**options)
         self._async_options = options
-        self._async_client: Any = None
+        self._tls: ssl.SSLContext | None = None
         self.base_url, self.model = base_url, model
         self.logprobs, self.top_logprobs = logprobs, top_logprobs
         self.temperature, self.max_tokens = temperature, max_tokens
@@ -125,19 +135,24 @@ class OpenAICompatibleBackend:
         return self._name
 
     def _aclient(self) -> Any:
-        if self._async_client is None:
-            self._async_client = _openai().AsyncOpenAI(**self._async_options)
-        return self._async_client
+        """A fresh async client, to be closed with ``async with``.
+
+        One per call, because an httpx async client cannot outlive the event loop it first ran on, and callers
+        may run ``asyncio.run`` more than once; the TLS context is made once and shared (creating it is most of
+        a client's cost).
+        """
+        openai = _openai()
+        if self._tls is None:
+            self._tls = _tls_context()
+        return openai.AsyncOpenAI(**self._async_options, http_client=openai.DefaultAsyncHttpxClient(verify=self._tls))
 
     def close(self) -> None:
-        """Close the HTTP connections of the sync client (the async one closes with ``aclose``)."""
+        """Close the HTTP connections of the (sync) client; async calls close their own."""
         self._client.close()
 
     async def aclose(self) -> None:
-        """Close the HTTP connections of both clients."""
+        """The async twin of :meth:`close`."""
         self._client.close()
-        if self._async_client is not None:
-            await self._async_client.close()
 
     # -- generation --------------------------------------------------------------------------------------------
 
@@ -202,7 +217,8 @@ class OpenAICompatibleBackend:
         body = self._body(request, options or GenerationOptions())
         start = time.perf_counter()
         try:
-            completion = await self._aclient().chat.completions.create(**body)
+            async with self._aclient() as client:
+                completion = await client.chat.completions.create(**body)
         except Exception as exc:
             if is_control_flow(exc):
                 raise
@@ -286,15 +302,18 @@ class OpenAICompatibleBackend:
     ) -> TextScores:
         """The async twin of :meth:`score_text` (the rows are requested concurrently)."""
 
-        async def one(body: dict[str, Any]) -> Any:
-            try:
-                return await self._aclient().chat.completions.create(**body)
-            except Exception as exc:
-                if is_control_flow(exc):
-                    raise
-                raise self._scoring_error(exc) from exc
+        bodies = self._score_bodies(request, text, variants)
+        async with self._aclient() as client:
 
-        completions = await asyncio.gather(*(one(b) for b in self._score_bodies(request, text, variants)))
+            async def one(body: dict[str, Any]) -> Any:
+                try:
+                    return await client.chat.completions.create(**body)
+                except Exception as exc:
+                    if is_control_flow(exc):
+                        raise
+                    raise self._scoring_error(exc) from exc
+
+            completions = await asyncio.gather(*(one(b) for b in bodies))
         return self._scores(text, [self._row(c, text) for c in completions])
 
 

@@ -238,3 +238,11 @@ def test_a_slow_server_is_cut_off_by_the_time_budget(server: FakeServer) -> None
     assert server.requests == 1
     time.sleep(1.0)  # let the abandoned request finish before the server stops
     backend.close()
+
+
+def test_async_calls_work_across_event_loops(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+    first = asyncio.run(backend.agenerate(question()))
+    second = asyncio.run(backend.agenerate(question()))
+    asyncio.run(backend.aclose())
+    assert first.text == second.text
