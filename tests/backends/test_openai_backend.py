@@ -246,3 +246,18 @@ def test_async_calls_work_across_event_loops(server: FakeServer) -> None:
     second = asyncio.run(backend.agenerate(question()))
     asyncio.run(backend.aclose())
     assert first.text == second.text
+
+
+def test_the_answer_tail_is_cut_from_the_prompt_tokens() -> None:
+    from guardrail.backends.openai import _answer_tail
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"7": {"logprob": logprob, "rank": 1, "decoded_token": token}}
+
+    entries = [None, entry("USER", -1.0), entry(":\nASSISTANT: re", -0.5), entry("d c", -0.2), entry("ircle", -0.1)]
+    assert _answer_tail(entries, "red circle", "m") == (("re", "d c", "ircle"), (-0.5, -0.2, -0.1))
+    with pytest.raises(ScoringUnavailable, match="does not end with the answer text"):
+        _answer_tail(entries, "blue", "m")
+    two = {"7": {"logprob": -0.1, "decoded_token": "a"}, "8": {"logprob": -2.0, "decoded_token": "b"}}
+    with pytest.raises(BackendError, match="malformed prompt_logprobs entry"):
+        _answer_tail([None, two], "a", "m")
