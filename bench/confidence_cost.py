@@ -1,0 +1,216 @@
+"""Benchmark: what decoupled confidence adds to a model call's latency (issue 4, item 6), on the CPU.
+
+    .venv/bin/python bench/confidence_cost.py [--model DIR] [--items 24] [--rounds 3] [--threads 1]
+
+Three variants answer the same real easy-VQA test questions (``easyvqa_items("test", limit=N, seed=0)``, images
+corrupted as in calibration) through ``TransformersBackend`` on the CPU:
+
+- ``generate``: ``backend.generate(request)`` alone (greedy, the model's own answer length);
+- ``K=1``: the same ``generate`` followed by ``DecoupledEstimator(draws=1).estimate(backend, request, generation)``
+  (span parsing, token offsets, one patch-blackened copy of the image, one teacher-forced forward pass over the
+  original + the copy, the reductions);
+- ``K=4``: likewise with ``DecoupledEstimator(draws=4)`` (original + 4 copies in one forward pass).
+
+The variants are interleaved: for each round and each item the three run back to back, in an order rotated from
+item to item, so that slow phases of this shared machine hit them alike. Each call is timed with the wall clock
+(``perf_counter``) and with the process CPU clock (all threads), split into its generate and estimate parts.
+The ratio of a variant is taken per (round, item) pair against the ``generate`` call of the same pair, and the
+median of those paired ratios is reported (the ratio of the median seconds is kept beside it).
+
+Goal: <= 1.3x at K = 1 on the CPU. Default model: the shipped reference model; ``--model DIR`` for any other
+model folder. Results go to bench/results/confidence_cost.json (``--out`` for another path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results" / "confidence_cost.json"
+GOAL_K1 = 1.3
+VARIANTS: tuple[str, ...] = ("generate", "K=1", "K=4")
+DRAWS: dict[str, int] = {"K=1": 1, "K=4": 4}
+
+
+@dataclass
+class Timings:
+    """Seconds of every timed call of one variant, in call order (wall clock and process CPU clock)."""
+
+    total: list[float] = field(default_factory=list)
+    generate: list[float] = field(default_factory=list)
+    estimate: list[float] = field(default_factory=list)
+    cpu_total: list[float] = field(default_factory=list)
+
+
+def _timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = call()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else math.nan
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the reference model)")
+    parser.add_argument("--items", type=int, default=24, help="easy-VQA test questions (default 24)")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the items (default 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="answer limit (default: the model's)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS})")
+    args = parser.parse_args(argv)
+    if args.items < 1 or args.rounds < 1 or args.threads < 1:
+        parser.error("--items, --rounds and --threads must be >= 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure and return the summary (see the module docstring); writes nothing."""
+    import torch
+    import transformers
+
+    from guardrail.backends.transformers import TransformersBackend
+    from guardrail.confidence import DecoupledEstimator
+    from guardrail.data.labelled import easyvqa_items
+    from guardrail.reference import reference_model_path
+
+    torch.set_num_threads(args.threads)
+    model_dir = Path(args.model) if args.model is not None else reference_model_path()
+    backend = TransformersBackend.from_pretrained(model_dir, device="cpu", max_new_tokens=args.max_new_tokens)
+    estimators = {label: DecoupledEstimator(draws=k) for label, k in DRAWS.items()}
+    items = easyvqa_items("test", limit=args.items, seed=0)
+    requests = [item.request for item in items]
+
+    # Warm-up (first calls allocate and compile): one of each variant, not timed.
+    warm = backend.generate(requests[0])
+    for estimator in estimators.values():
+        estimator.estimate(backend, requests[0], warm)
+
+    timings = {label: Timings() for label in VARIANTS}
+    answer_tokens: list[int] = []
+    paired: dict[str, list[float]] = {label: [] for label in DRAWS}
+    paired_cpu: dict[str, list[float]] = {label: [] for label in DRAWS}
+    for round_index in range(args.rounds):
+        for index, request in enumerate(requests):
+            shift = (round_index + index) % len(VARIANTS)
+            order = VARIANTS[shift:] + VARIANTS[:shift]
+            walls: dict[str, float] = {}
+            cpus: dict[str, float] = {}
+            for label in order:
+                generation, gen_wall, gen_cpu = _timed(functools.partial(backend.generate, request))
+                est_wall = est_cpu = 0.0
+                if label in estimators:
+                    estimator = estimators[label]
+                    _, est_wall, est_cpu = _timed(functools.partial(estimator.estimate, backend, request, generation))
+                else:
+                    answer_tokens.append(len(generation.token_ids))
+                record = timings[label]
+                record.generate.append(gen_wall)
+                record.estimate.append(est_wall)
+                record.total.append(gen_wall + est_wall)
+                record.cpu_total.append(gen_cpu + est_cpu)
+                walls[label], cpus[label] = gen_wall + est_wall, gen_cpu + est_cpu
+            for label in DRAWS:
+                paired[label].append(walls[label] / walls["generate"])
+                paired_cpu[label].append(cpus[label] / cpus["generate"])
+        print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+
+    per_variant = {
+        label: {
+            "median_s": _median(t.total),
+            "generate_median_s": _median(t.generate),
+            "estimate_median_s": _median(t.estimate),
+            "cpu_median_s": _median(t.cpu_total),
+            "calls": len(t.total),
+        }
+        for label, t in timings.items()
+    }
+    base = per_variant["generate"]["median_s"]
+    ratio = {label: _median(values) for label, values in paired.items()}
+    command = [
+        "bench/confidence_cost.py",
+        *([] if args.model is None else ["--model", str(args.model)]),
+        f"--items {args.items} --rounds {args.rounds} --threads {args.threads}",
+        *([] if args.max_new_tokens is None else [f"--max-new-tokens {args.max_new_tokens}"]),
+    ]
+    return {
+        "benchmark": "generate + decoupled confidence vs generate alone (TransformersBackend, CPU)",
+        "command": " ".join(command),
+        "model": backend.name,
+        "model_path": str(model_dir),
+        "model_parameters": sum(p.numel() for p in backend.model.parameters()),
+        "device": "cpu",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}",
+        "load_average_1m_5m_15m": list(os.getloadavg()),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": args.threads,
+        "items": len(requests),
+        "rounds": args.rounds,
+        "answer_tokens_median": _median([float(n) for n in answer_tokens]),
+        "variants": per_variant,
+        "ratio": ratio,
+        "ratio_cpu": {label: _median(values) for label, values in paired_cpu.items()},
+        "ratio_of_medians": {label: per_variant[label]["median_s"] / base for label in DRAWS},
+        "goal_k1": GOAL_K1,
+        "goal_met": ratio["K=1"] <= GOAL_K1,
+    }
+
+
+def report(summary: dict[str, Any], out: Path) -> None:
+    """Print the summary as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Confidence cost on {summary['model']} (CPU, {summary['threads']} thread(s)), medians")
+    for column in ("variant", "total s", "generate s", "estimate s", "ratio (paired)", "ratio CPU time"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for label, values in summary["variants"].items():
+        paired = "1.00" if label == "generate" else f"{summary['ratio'][label]:.3f}"
+        cpu = "1.00" if label == "generate" else f"{summary['ratio_cpu'][label]:.3f}"
+        table.add_row(
+            label,
+            f"{values['median_s']:.4f}",
+            f"{values['generate_median_s']:.4f}",
+            f"{values['estimate_median_s']:.4f}",
+            paired,
+            cpu,
+        )
+    console = Console()
+    console.print(table)
+    verdict = "met" if summary["goal_met"] else "MISSED"
+    console.print(
+        f"K=1 costs {summary['ratio']['K=1']:.3f}x generate alone (goal <= {summary['goal_k1']}: {verdict}); "
+        f"{summary['items']} items x {summary['rounds']} rounds, median answer "
+        f"{summary['answer_tokens_median']:g} tokens; load average {summary['load_average_1m_5m_15m'][0]:.1f}. "
+        f"Written to {out}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, write the JSON, print the table; returns the summary."""
+    args = parse_args(argv)
+    summary = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    report(summary, out)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
