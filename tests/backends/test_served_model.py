@@ -1,7 +1,8 @@
 """A real server: ``transformers serve`` on 127.0.0.1, reached through ``openai`` and ``langchain-openai``.
 
-The served model is the reference model when it is built (``guardrail/reference/model``), else a tiny random
-LLaVA saved to a temporary folder. The test starts and stops the server itself.
+The served model is the folder named by ``GUARDRAIL_SERVED_MODEL_DIR`` when set, else the reference model when it
+is built (``guardrail/reference/model``), else a tiny random LLaVA saved to a temporary folder. The test starts
+and stops the server itself.
 
 What ``transformers serve`` (transformers 5.24) can and cannot provide is asserted here, not assumed:
 - images: accepted (``image_url`` parts reach the processor; the prompt grows by the image's tokens);
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -44,7 +46,7 @@ def example() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = reference_model_path()
+    path = Path(os.environ.get("GUARDRAIL_SERVED_MODEL_DIR") or reference_model_path())
     if (path / "config.json").is_file():
         return str(path)
     from tests.backends.tiny_vlms import tiny_llava
