@@ -30,9 +30,13 @@ def version() -> None:
 def _register() -> None:
     # Command modules import their heavy dependencies lazily, inside the commands.
     from . import (
+        ask,  # noqa: F401
+        calibrate,  # noqa: F401
+        demo,  # noqa: F401
         escalations,  # noqa: F401
         policy,  # noqa: F401
         report,  # noqa: F401
+        train,  # noqa: F401
     )
 
 

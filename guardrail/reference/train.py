@@ -1,0 +1,252 @@
+"""The reproducible training run of the reference model (``guardrail train-reference``).
+
+Teacher-forced next-token training of the structured answer
+``<think><vision>I see a red circle.</vision><reasoning>...</reasoning></think> \\boxed{red}`` on the easy-VQA
+training split. A share of the images is corrupted (random kind, severity 1-5) while the target still states the
+true scene: the model learns to see through mild corruption and, at high severities, really misperceives.
+
+Honest reasoning errors: only ``negated_fraction`` of the negated yes/no questions are used for training. The
+negation step ("asked if not, so ...") is then learned from a small budget of examples and stays imperfect,
+which gives the reasoning-confidence signals real errors to find. Nothing is faked: the targets are always right.
+
+Seeded end to end (data order, corruptions, initialisation); single process, CPU, a rich progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..data.corruptions import CORRUPTIONS, corrupt
+from ..data.easyvqa import Example, load_easyvqa
+from .build import IMAGE_TOKEN, ModelSize, answer_text, build_model, build_processor, prompt_text
+
+__all__ = ["TrainConfig", "TrainResult", "train_reference"]
+
+Progress = Callable[[str, int, int, float], None]
+"""``(stage, step, total_steps, loss) -> None``, called after every optimiser step; stage is "vision" or "answer"."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the trained model; recorded next to it in ``training_config.json``."""
+
+    seed: int = 0
+    vision_steps: int = 1800
+    vision_batch_size: int = 64
+    epochs: int = 2
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    corrupt_probability: float = 0.3
+    max_shift: int = 6
+    negated_fraction: float = 0.2
+    threads: int = 2
+    size: ModelSize = field(default_factory=lambda: ModelSize(vision_hidden=128, vision_layers=3))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the model went, how long training took, and the last smoothed loss."""
+
+    path: Path
+    seconds: float
+    steps: int
+    final_loss: float
+
+
+def _training_examples(config: TrainConfig) -> list[Example]:
+    rng = random.Random(config.seed)
+    examples = load_easyvqa("train")
+    return [e for e in examples if e.question_type != "negated_yes_no" or rng.random() < config.negated_fraction]
+
+
+def _augment(image: Image.Image, rng: random.Random, max_shift: int) -> Image.Image:
+    """A scene-preserving variant: maybe mirrored left-right, shifted by up to ``max_shift`` px.
+
+    3,000 images are few for a vision transformer trained from scratch; mirroring and small shifts keep the
+    shape and colour (the labels) and multiply the views. The uncovered border takes the background colour.
+    """
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    dx, dy = rng.randint(-max_shift, max_shift), rng.randint(-max_shift, max_shift)
+    if dx or dy:
+        background = image.getpixel((0, 0))
+        image = image.transform(image.size, Image.Transform.AFFINE, (1, 0, dx, 0, 1, dy), fillcolor=background)
+    return image
+
+
+class _Batcher:
+    """Turns examples into model inputs: cached decoded images, cached token ids, seeded corruptions."""
+
+    def __init__(self, processor: Any, config: TrainConfig) -> None:
+        self.processor = processor
+        self.config = config
+        self.tokenizer = processor.tokenizer
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.n_image_tokens = (processor.image_processor.crop_size["height"] // processor.patch_size) ** 2
+        self._images: dict[str, Image.Image] = {}
+        self._tokens: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+
+    def image(self, example: Example) -> Image.Image:
+        if example.image_id not in self._images:
+            self._images[example.image_id] = example.image()
+        return self._images[example.image_id]
+
+    def tokens(self, example: Example) -> tuple[list[int], list[int]]:
+        key = (example.question, answer_text(example))
+        if key not in self._tokens:
+            prompt = self.tokenizer(prompt_text(example.question), add_special_tokens=False).input_ids
+            expanded: list[int] = []
+            for token in prompt:
+                expanded.extend([token] * self.n_image_tokens if token == self.image_token_id else [token])
+            answer = [*self.tokenizer(key[1], add_special_tokens=False).input_ids, self.tokenizer.eos_token_id]
+            self._tokens[key] = (expanded, answer)
+        return self._tokens[key]
+
+    def pixels(self, examples: Sequence[Example], rng: random.Random) -> Any:
+        """Pixel values of the examples' images, a share of them corrupted (random kind, severity 1-5)."""
+        images = []
+        for e in examples:
+            image = _augment(self.image(e), rng, self.config.max_shift)
+            if rng.random() < self.config.corrupt_probability:
+                kind = rng.choice(sorted(CORRUPTIONS))
+                image = corrupt(image, kind, rng.randint(1, 5), seed=rng.randrange(2**31))
+            images.append(image)
+        return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+    def __call__(self, examples: Sequence[Example], rng: random.Random) -> dict[str, Any]:
+        import torch
+
+        pixel_values = self.pixels(examples, rng)
+        rows = [self.tokens(e) for e in examples]
+        width = max(len(p) + len(a) for p, a in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (prompt, answer) in enumerate(rows):
+            n = len(prompt) + len(answer)
+            input_ids[i, :n] = torch.tensor(prompt + answer)
+            labels[i, len(prompt) : n] = torch.tensor(answer)
+            attention[i, :n] = 1
+        return {"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixel_values, "labels": labels}
+
+
+def _pretrain_vision(
+    model: Any, batcher: _Batcher, examples: Sequence[Example], config: TrainConfig, progress: Progress | None
+) -> None:
+    """Stage 1: the vision tower and projector learn to classify shape and colour (the head is then dropped).
+
+    A tiny vision tower learns shapes slowly through the language-model loss alone; this cheap image-only
+    stage (about a tenth of the cost of a full step) gives it the scene first, on clean and corrupted images.
+    """
+    import torch
+
+    from ..data.easyvqa import COLORS, SHAPES
+
+    rng = random.Random(config.seed + 1)
+    images = {e.image_id: e for e in examples}
+    pool = sorted(images)
+    head = torch.nn.Linear(model.config.text_config.hidden_size, len(SHAPES) + len(COLORS))
+    params = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
+    optimizer = torch.optim.AdamW([*params, *head.parameters()], lr=config.learning_rate, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, total_steps=config.vision_steps, pct_start=0.1
+    )
+    for step in range(1, config.vision_steps + 1):
+        batch = [images[i] for i in rng.sample(pool, config.vision_batch_size)]
+        pixels = batcher.pixels(batch, rng)
+        shape = torch.tensor([SHAPES.index(e.scene.shape) for e in batch])
+        color = torch.tensor([COLORS.index(e.scene.color) for e in batch])
+        features = model.get_image_features(
+            pixel_values=pixels, vision_feature_layer=-1, vision_feature_select_strategy="default"
+        ).pooler_output
+        logits = head(torch.stack(list(features)).mean(dim=1))
+        cross_entropy = torch.nn.functional.cross_entropy
+        loss: Any = cross_entropy(logits[:, : len(SHAPES)], shape) + cross_entropy(logits[:, len(SHAPES) :], color)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if progress is not None:
+            progress("vision", step, config.vision_steps, float(loss.detach()))
+
+
+def train_reference(
+    out: Path,
+    config: TrainConfig | None = None,
+    *,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Trains the reference model from scratch and saves model + processor (safetensors) to ``out``."""
+    import json
+
+    import torch
+
+    config = config or TrainConfig()
+    torch.set_num_threads(config.threads)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+
+    processor = build_processor(load_easyvqa(), config.size.patch_size)
+    model = build_model(processor, config.size, seed=config.seed)
+    model.train()
+    examples = _training_examples(config)
+    batcher = _Batcher(processor, config)
+    _pretrain_vision(model, batcher, examples, config, progress)
+    rng = random.Random(config.seed)
+
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    def schedule(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        done = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    step, smoothed = 0, float("nan")
+    for _ in range(config.epochs):
+        order = list(examples)
+        rng.shuffle(order)
+        for first in range(0, len(order), config.batch_size):
+            batch = batcher(order[first : first + config.batch_size], rng)
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            value = float(loss.detach())
+            smoothed = value if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * value
+            if progress is not None:
+                progress("answer", step, total, smoothed)
+
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    seconds = time.perf_counter() - start
+    record = {
+        **asdict(config),
+        "train_examples": len(examples),
+        "steps": step,
+        "final_loss": smoothed,
+        "seconds": round(seconds, 1),
+        "torch": torch.__version__,
+    }
+    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return TrainResult(path=out, seconds=seconds, steps=step, final_loss=smoothed)
