@@ -6,7 +6,10 @@
 
 - **reasoning**: the mean token probability over the ``<reasoning>`` span and the answer tokens, where the
   model returned token log-probs (and token strings, to find the spans); else the verbalized reasoning score r;
-  else unknown.
+  else, when asked for (``reask_draws``), the agreement of the answer with ``reask_draws`` re-asks sampled at
+  ``reask_temperature`` on the same images; else unknown. Re-ask agreement is opt-in: a server that ignores
+  the temperature (``transformers serve`` does unless the model's generation config samples) answers every
+  re-ask identically, and the agreement would then be 1 whatever the model's doubt.
 - **holistic**: the mean probability of the ``\\boxed{}`` answer tokens, where log-probs are known.
 - **visual**, first choice: the perturbation KL of METHOD.md section 3, when the backend can re-score the answer
   teacher-forced on the server (:class:`~guardrail.backends._remote.TextScoringBackend`, e.g. vLLM's prompt
@@ -155,6 +158,14 @@ class _Work:
         self.features["visual_requeries"] = float(len(answers))
         self.sources["visual"] = ("visual_agreement",)
 
+    def reask_agreement(self, answers: Sequence[Generation]) -> None:
+        """The reasoning score from answer agreement under sampled re-asks (same images)."""
+        original = _final_answer(self.generation)
+        self.reasoning = sum(_final_answer(g) == original for g in answers) / len(answers)
+        self.features["reasoning_agreement"] = self.reasoning
+        self.features["reasoning_reasks"] = float(len(answers))
+        self.sources["reasoning"] = ("reasoning_agreement",)
+
     def signals(self) -> Signals:
         r = self.parsed.reasoning_confidence
         if self.reasoning is None and r is not None:
@@ -179,7 +190,8 @@ class AgreementEstimator:
     ``perturbation`` their kind and ``probability`` the chance a patch is blackened (mild by default);
     ``patch_size`` in pixels of the original image; ``seed`` of the first draw; ``server_scoring`` to try
     server-side teacher-forced scoring first, with ``scoring_draws`` perturbations of the paper's probe
-    (``scoring_probability`` 0.8) and ``normalization`` the reference statistics of s.
+    (``scoring_probability`` 0.8) and ``normalization`` the reference statistics of s; ``reask_draws`` sampled
+    re-asks at ``reask_temperature`` for a reasoning score when neither log-probs nor a verbalized r exist (0: off).
     """
 
     def __init__(
@@ -194,6 +206,8 @@ class AgreementEstimator:
         scoring_draws: int = 1,
         scoring_probability: float = 0.8,
         normalization: VisualNormalization | None = None,
+        reask_draws: int = 0,
+        reask_temperature: float = 0.7,
     ) -> None:
         if draws < 1:
             raise ValueError(f"`draws` must be an int >= 1 (perturbed re-queries), got {draws}")
@@ -204,6 +218,10 @@ class AgreementEstimator:
         for label, p in (("probability", probability), ("scoring_probability", scoring_probability)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"`{label}` must be in [0, 1] (chance a patch is blackened), got {p}")
+        if reask_draws < 0:
+            raise ValueError(f"`reask_draws` must be an int >= 0 (0: no re-asks), got {reask_draws}")
+        if reask_temperature <= 0:
+            raise ValueError(f"`reask_temperature` must be > 0 (re-asks are sampled), got {reask_temperature}")
         if patch_size < 1:
             raise ValueError(f"`patch_size` must be an int >= 1, got {patch_size}")
         self.draws, self.perturbation, self.probability = draws, perturbation, probability
@@ -214,6 +232,7 @@ class AgreementEstimator:
             scoring_probability,
         )
         self.normalization = normalization or VisualNormalization()
+        self.reask_draws, self.reask_temperature = reask_draws, reask_temperature
 
     # -- the stages shared by both twins --------------------------------------------------------------------
 
@@ -279,6 +298,15 @@ class AgreementEstimator:
             for variant in self._variants(work.images, self.draws, self.probability)
         ]
 
+    def _reasks(self, work: _Work) -> list[GenerationOptions]:
+        """Options of the sampled re-asks, when reasoning has no other measurement and re-asks are on."""
+        if not self.reask_draws or work.reasoning is not None or work.parsed.reasoning_confidence is not None:
+            return []
+        return [
+            GenerationOptions(attempt=1 + k, seed=self.seed + 1 + k, temperature=self.reask_temperature)
+            for k in range(self.reask_draws)
+        ]
+
     @staticmethod
     def _unavailable(work: _Work, exc: ScoringUnavailable) -> None:
         work.problems.append(f"{NO_SCORING} ({exc}); visual from answer agreement")
@@ -306,6 +334,12 @@ class AgreementEstimator:
                 except BackendError as exc:
                     raise EstimatorError(f"perturbed re-query {k} failed: {exc}") from exc
             work.agreement(answers)
+        reasks = self._reasks(work)
+        if reasks:
+            try:
+                work.reask_agreement([backend.generate(request, options) for options in reasks])
+            except BackendError as exc:
+                raise EstimatorError(f"re-ask for reasoning agreement failed: {exc}") from exc
         return work.signals()
 
     async def aestimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
@@ -338,4 +372,16 @@ class AgreementEstimator:
                     raise EstimatorError(f"perturbed re-query {k} failed: {exc}") from exc
 
             work.agreement(await asyncio.gather(*(one(k, r) for k, r in enumerate(requests))))
+        reasks = self._reasks(work)
+        if reasks:
+
+            async def reask(options: GenerationOptions) -> Generation:
+                try:
+                    if isinstance(backend, AsyncBackend):
+                        return await backend.agenerate(request, options)
+                    return await asyncio.to_thread(backend.generate, request, options)
+                except BackendError as exc:
+                    raise EstimatorError(f"re-ask for reasoning agreement failed: {exc}") from exc
+
+            work.reask_agreement(await asyncio.gather(*(reask(o) for o in reasks)))
         return work.signals()

@@ -34,15 +34,19 @@ class AnswersModel:
 
     answers: tuple[str, ...] = ("red",)
     fail_on: int | None = None
+    structured: bool = True
     name: str = "answers"
     calls: list[Request] = field(default_factory=list)
+    options: list[GenerationOptions | None] = field(default_factory=list)
 
     def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         self.calls.append(request)
+        self.options.append(options)
         if self.fail_on is not None and len(self.calls) - 1 == self.fail_on:
             raise BackendError("HTTP 500 server error")
         answer = self.answers[min(len(self.calls) - 1, len(self.answers) - 1)]
-        return Generation(text=STRUCTURED.replace("{red}", "{" + answer + "}"), answer=answer, model=self.name)
+        text = STRUCTURED if self.structured else "\\boxed{red}"
+        return Generation(text=text.replace("{red}", "{" + answer + "}"), answer=answer, model=self.name)
 
 
 @pytest.fixture
@@ -170,6 +174,8 @@ def test_normalize_answer() -> None:
         ({"probability": 1.5}, r"`probability` must be in \[0, 1\]"),
         ({"perturbation": "zoom"}, "`perturbation` must be one of"),
         ({"patch_size": 0}, "`patch_size` must be an int >= 1"),
+        ({"reask_draws": -1}, "`reask_draws` must be an int >= 0"),
+        ({"reask_temperature": 0.0}, "`reask_temperature` must be > 0"),
     ],
 )
 def test_parameters_are_validated(kwargs: dict[str, Any], message: str) -> None:
@@ -187,3 +193,33 @@ def test_without_generation_logprobs_the_scored_row_gives_reasoning() -> None:
     assert signals.sources["reasoning"] == ("reasoning_mean_prob",)
     assert signals.reasoning == pytest.approx(math.exp(-0.1))
     assert signals.visual is not None
+
+
+def test_opt_in_reasks_give_reasoning_agreement_when_nothing_else_does() -> None:
+    model = AnswersModel(answers=("red", "red", "red", "blue", "red"), structured=False)
+    request = question(IMAGE)
+    signals = AgreementEstimator(draws=2, reask_draws=2).estimate(model, request, model.generate(request))
+    assert signals.visual == 1.0
+    assert signals.reasoning == 0.5
+    assert signals.sources["reasoning"] == ("reasoning_agreement",)
+    reasks = model.options[3:]
+    assert [(o.attempt, o.temperature) for o in reasks if o is not None] == [(1, 0.7), (2, 0.7)]
+    assert model.calls[3] == request  # re-asks keep the original images
+
+
+def test_reasks_are_skipped_when_a_verbalized_score_exists() -> None:
+    model = AnswersModel()
+    request = question(IMAGE)
+    signals = AgreementEstimator(draws=1, reask_draws=3).estimate(model, request, model.generate(request))
+    assert signals.sources["reasoning"] == ("verbalized_reasoning",)
+    assert len(model.calls) == 2
+
+
+def test_async_reasks_match_sync() -> None:
+    request = question(IMAGE)
+    estimator = AgreementEstimator(draws=1, reask_draws=2)
+    sync_model = AnswersModel(answers=("red", "red", "blue"), structured=False)
+    sync = estimator.estimate(sync_model, request, sync_model.generate(request))
+    async_model = AnswersModel(answers=("red", "red", "blue"), structured=False)
+    generation = async_model.generate(request)
+    assert asyncio.run(estimator.aestimate(async_model, request, generation)) == sync
