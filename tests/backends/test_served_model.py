@@ -8,13 +8,16 @@ What ``transformers serve`` (transformers 5.24) can and cannot provide is assert
 - images: accepted (``image_url`` parts reach the processor; the prompt grows by the image's tokens);
 - generated-token log-probs: **not returned** (``logprobs``/``top_logprobs`` are ignored);
 - prompt log-probs (server-side teacher-forced scoring): **refused** with HTTP 422, so the visual KL cannot be
-  measured and the estimator falls back to answer agreement, saying so in ``Signals.problems``.
+  measured and the estimator falls back to answer agreement, saying so in ``Signals.problems``;
+- sampling: ``temperature`` > 0 is **ignored** unless the model's generation config samples (``do_sample``), so
+  re-asks repeat the greedy answer and re-ask agreement would measure nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +28,7 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 import guardrail
-from guardrail import Guard, Policy, Request
+from guardrail import GenerationOptions, Guard, Policy, Request
 from guardrail.backends.langchain import LangChainBackend
 from guardrail.backends.openai import OpenAICompatibleBackend, ScoringUnavailable
 from guardrail.confidence.blackbox import NO_SCORING, AgreementEstimator
@@ -133,3 +136,13 @@ def test_the_example_guards_the_served_model(model_dir: str, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "status=" in out
     assert "server offers no teacher-forced scoring" in out
+
+
+def test_transformers_serve_ignores_the_temperature_of_a_greedy_model(
+    backend: OpenAICompatibleBackend, model_dir: str
+) -> None:
+    config = json.loads((Path(model_dir) / "generation_config.json").read_text())
+    if config.get("do_sample"):
+        pytest.skip("this model's generation config samples: the temperature is honoured")
+    texts = {backend.generate(question(), GenerationOptions(attempt=k, seed=k, temperature=0.9)).text for k in range(3)}
+    assert len(texts) == 1  # limitation: every "sampled" re-ask is the greedy answer
