@@ -18,8 +18,9 @@ ones.
 What ``transformers serve`` (transformers 5.24) provides, checked by ``tests/backends/test_served_model.py``:
 chat completions with images for vision-language models, yes; generated-token log-probs, **no** (``logprobs``
 and ``top_logprobs`` are accepted and ignored: the response has none); prompt log-probs / teacher-forced scoring,
-**no** (``prompt_logprobs`` is refused with HTTP 422), so against it the guard measures verbalized scores and
-answer agreement only, and says so in ``Signals.problems``.
+**no** (``prompt_logprobs`` is refused with HTTP 422); sampled re-asks, **no** for a model whose generation
+config does not sample (``temperature`` is then ignored). Against it the guard measures verbalized scores and
+answer agreement under perturbed images only, and says so in ``Signals.problems``.
 
 Faults: timeouts become :class:`~guardrail.BackendTimeout`; connection refused, HTTP 429/500 and every other
 client error, and a malformed or truncated response, become :class:`~guardrail.BackendError`, the original kept
