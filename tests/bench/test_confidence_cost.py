@@ -1,0 +1,107 @@
+"""The confidence-cost benchmarks run end to end on tiny models (CPU) and write the documented JSON (slow).
+
+``bench/confidence_cost.py`` runs on a tiny random LLaVA folder; ``bench/gpu_confidence_cost.py --tiny`` on a tiny
+Qwen2.5-VL config (its full-size run needs a GPU). Timings on this shared machine are not checked against the
+goals, only for being finite and sane.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+pytest.importorskip("transformers")
+
+pytestmark = pytest.mark.slow
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` (bench/ is not a package); importing must not run anything."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finite_positive(value: Any) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.backends.tiny_vlms import save_tiny_llava
+
+    return save_tiny_llava(tmp_path_factory.mktemp("models") / "tiny_llava", max_new_tokens=8)
+
+
+def test_cpu_benchmark_writes_ratios(tiny_llava_dir: Path, tmp_path: Path) -> None:
+    bench = _load("confidence_cost")
+    out = tmp_path / "confidence_cost.json"
+    returned = bench.main(["--model", str(tiny_llava_dir), "--items", "2", "--rounds", "2", "--out", str(out)])
+    summary = json.loads(out.read_text())
+    assert summary == json.loads(json.dumps(returned))
+    assert summary["model"] == "tiny_llava"
+    assert summary["device"] == "cpu"
+    assert summary["items"] == 2
+    assert summary["rounds"] == 2
+    assert set(summary["variants"]) == {"generate", "K=1", "K=4"}
+    for label, values in summary["variants"].items():
+        assert values["calls"] == 4
+        assert _finite_positive(values["median_s"])
+        assert _finite_positive(values["generate_median_s"])
+        assert math.isfinite(values["estimate_median_s"])
+        assert (values["estimate_median_s"] > 0) == (label != "generate")
+    for key in ("ratio", "ratio_cpu", "ratio_of_medians"):
+        assert set(summary[key]) == {"K=1", "K=4"}
+        assert all(math.isfinite(r) and r > 1.0 for r in summary[key].values()), summary[key]
+    assert summary["goal_k1"] == 1.3
+    assert summary["goal_met"] == (summary["ratio"]["K=1"] <= 1.3)
+    assert 1 <= summary["answer_tokens_median"] <= 8
+
+
+def test_gpu_benchmark_code_path_on_cpu(tmp_path: Path) -> None:
+    bench = _load("gpu_confidence_cost")
+    out = tmp_path / "gpu_confidence_cost.json"
+    bench.main(["--tiny", "--answer-tokens", "6", "--rounds", "2", "--out", str(out)])
+    summary = json.loads(out.read_text())
+    assert summary["device"] == "cpu"
+    assert summary["device_name"].startswith("cpu")
+    assert summary["answer_tokens"] == 6
+    assert summary["goal_k1"] == 1.15
+    assert set(summary["results"]) == {"batch 1", "batch 2"}
+    for label, entry in summary["results"].items():
+        batch = entry["batch"]
+        assert label == f"batch {batch}"
+        assert entry["rows_scored"] == {"K=1": 2 * batch, "K=4": 5 * batch}
+        assert len(entry["generate_s"]) == 2
+        assert _finite_positive(entry["generate_median_s"])
+        for k in ("K=1", "K=4"):
+            assert _finite_positive(entry["confidence_median_s"][k])
+            assert math.isfinite(entry["ratio"][k])
+            assert entry["ratio"][k] > 1.0
+        assert entry["scores_finite"]
+        # The teacher-forced original rows reproduce the generation's own log-probs (float32 on the CPU).
+        assert entry["rescoring_logprob_max_abs_diff"] < 1e-4
+
+
+def test_full_size_config_is_qwen2_5_vl_3b() -> None:
+    """The written-down numbers give the 3.75 B-parameter architecture (built on the meta device: no memory)."""
+    import torch
+
+    bench = _load("gpu_confidence_cost")
+    model = bench.build_model(bench.QWEN2_5_VL_3B, torch.device("meta"), torch.bfloat16)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 3.70e9 < parameters < 3.80e9
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight  # tied, as in the checkpoint
