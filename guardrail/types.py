@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -241,6 +241,8 @@ class Generation(_Frozen):
     provider: str = ""
     token_ids: tuple[int, ...] = ()
     token_logprobs: tuple[float, ...] = ()
+    tokens: tuple[str, ...] = ()
+    """The generated tokens as text, one per log-prob, where the backend knows them (remote APIs return them)."""
     usage: Usage = Usage()
     seconds: float = Field(default=0.0, ge=0.0)
 
@@ -251,6 +253,15 @@ class Generation(_Frozen):
             if math.isnan(lp) or lp > 1e-6:
                 raise ValueError(f"token_logprobs[{i}] must be a log-probability (<= 0), got {lp}")
         return value
+
+    @model_validator(mode="after")
+    def _one_token_per_logprob(self) -> Generation:
+        if self.tokens and self.token_logprobs and len(self.tokens) != len(self.token_logprobs):
+            raise ValueError(
+                f"tokens and token_logprobs must have one entry per token, got {len(self.tokens)} "
+                f"and {len(self.token_logprobs)}"
+            )
+        return self
 
 
 class Signals(_Frozen):

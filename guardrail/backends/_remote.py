@@ -8,9 +8,6 @@ holds what they have in common, free of any optional dependency (no ``openai``, 
   refusing malformed records (a response we cannot read is a failed call, not a confident one);
 - ``translate_error``: any library error of a model call -> :class:`~guardrail.BackendError` or
   :class:`~guardrail.BackendTimeout`, the original kept as ``__cause__``;
-- ``TokenTexts``: a small bounded memory of the token strings of recent generations. ``Generation`` carries
-  log-probs but no token strings, and the estimator needs them to map the ``<vision>``/``<reasoning>`` spans
-  onto tokens (see ``TokenTextBackend``);
 - ``TextScoringBackend`` / ``TextScores`` / ``ScoringUnavailable``: server-side teacher-forced scoring of an
   answer *text* under other images. The white-box ``ScoringBackend`` protocol re-scores token *ids*, which a
   remote server cannot accept without its tokenizer, so remote scoring works on the text instead.
@@ -21,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -30,15 +26,13 @@ from PIL import Image
 
 from ..confidence.spans import parse_boxed
 from ..errors import BackendError, BackendTimeout, GuardrailError
-from ..types import Generation, ImageBlock, Message, Request, TextBlock
+from ..types import ImageBlock, Message, Request, TextBlock
 from .base import Backend
 
 __all__ = [
     "ScoringUnavailable",
     "TextScores",
     "TextScoringBackend",
-    "TokenTextBackend",
-    "TokenTexts",
     "answer_of",
     "image_url",
     "is_control_flow",
@@ -73,35 +67,6 @@ class TextScoringBackend(Backend, Protocol):
     def score_text(self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]] = ()) -> TextScores:
         """Scores of ``text`` under the request's images and each variant; ``ScoringUnavailable`` if unsupported."""
         ...
-
-
-@runtime_checkable
-class TokenTextBackend(Protocol):
-    """A backend that remembers the token strings of the generations it returned."""
-
-    def token_texts(self, generation: Generation) -> tuple[str, ...] | None:
-        """The token strings of ``generation`` (one per log-prob), or ``None`` when unknown."""
-        ...
-
-
-class TokenTexts:
-    """A bounded memory of token strings, keyed by a generation's text and log-probs (thread-safe enough:
-    one dict operation per call)."""
-
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[str, tuple[float, ...]], tuple[str, ...]] = OrderedDict()
-
-    def remember(self, generation: Generation, tokens: Sequence[str]) -> None:
-        """Keep ``tokens`` for ``generation`` (only when there is one token per log-prob)."""
-        if tokens and len(tokens) == len(generation.token_logprobs):
-            self._items[(generation.text, generation.token_logprobs)] = tuple(tokens)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def get(self, generation: Generation) -> tuple[str, ...] | None:
-        """The token strings of ``generation``, or ``None``."""
-        return self._items.get((generation.text, generation.token_logprobs))
 
 
 def answer_of(text: str) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import BackendError
 from ..types import Generation, GenerationOptions, Request, Usage
-from ._remote import TokenTexts, answer_of, is_control_flow, parse_logprobs, translate_error
+from ._remote import answer_of, is_control_flow, parse_logprobs, translate_error
 
 __all__ = ["LangChainBackend"]
 
@@ -50,7 +50,6 @@ class LangChainBackend:
         self._fields = frozenset(fields)
         model_id = getattr(chat_model, "model_name", None) or getattr(chat_model, "model", None)
         self._name = name or (model_id if isinstance(model_id, str) and model_id else chat_model._llm_type)
-        self._tokens = TokenTexts()
 
     @property
     def name(self) -> str:
@@ -85,20 +84,19 @@ class LangChainBackend:
         metadata = reply.response_metadata or {}
         tokens, logprobs = parse_logprobs(metadata.get("logprobs"))
         usage: Mapping[str, Any] = reply.usage_metadata or {}
-        generation = Generation(
+        return Generation(
             text=text,
             answer=answer_of(text),
             model=self.name,
             provider=f"langchain:{self.chat_model._llm_type}",
             token_logprobs=logprobs,
+            tokens=tokens if len(tokens) == len(logprobs) else (),
             usage=Usage(
                 input_tokens=int(usage.get("input_tokens", 0) or 0),
                 output_tokens=int(usage.get("output_tokens", 0) or 0),
             ),
             seconds=seconds,
         )
-        self._tokens.remember(generation, tokens)
-        return generation
 
     def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """Answer ``request`` with the chat model; its errors become ``BackendError``/``BackendTimeout``."""
@@ -123,7 +121,3 @@ class LangChainBackend:
                 raise
             raise translate_error(exc, f"{self.name}: chat model call") from exc
         return self._generation(reply, time.perf_counter() - start)
-
-    def token_texts(self, generation: Generation) -> tuple[str, ...] | None:
-        """The token strings the model returned with ``generation``'s log-probs (recent generations only)."""
-        return self._tokens.get(generation)

@@ -45,7 +45,6 @@ from ..types import Generation, GenerationOptions, ImageBlock, Request, Usage
 from ._remote import (
     ScoringUnavailable,
     TextScores,
-    TokenTexts,
     answer_of,
     is_control_flow,
     openai_messages,
@@ -128,7 +127,6 @@ class OpenAICompatibleBackend:
         self.sample_reasks, self.reask_temperature = sample_reasks, reask_temperature
         self.scoring_problem: str | None = "scoring switched off (scoring='off')" if scoring == "off" else None
         self._name = name or model
-        self._tokens = TokenTexts()
 
     @property
     def name(self) -> str:
@@ -186,20 +184,19 @@ class OpenAICompatibleBackend:
             raise BackendError(f"{self.name}: malformed response: the first choice has no text content")
         tokens, logprobs = parse_logprobs(getattr(choice, "logprobs", None))
         usage = getattr(completion, "usage", None)
-        generation = Generation(
+        return Generation(
             text=text,
             answer=answer_of(text),
             model=self.name,
             provider="openai-compatible",
             token_logprobs=logprobs,
+            tokens=tokens if len(tokens) == len(logprobs) else (),
             usage=Usage(
                 input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                 output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             ),
             seconds=seconds,
         )
-        self._tokens.remember(generation, tokens)
-        return generation
 
     def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """Answer ``request`` (see the class docstring); library errors become ``BackendError``."""
@@ -225,10 +222,6 @@ class OpenAICompatibleBackend:
                 raise
             raise translate_error(exc, f"{self.name}: chat completion") from exc
         return self._generation(completion, time.perf_counter() - start)
-
-    def token_texts(self, generation: Generation) -> tuple[str, ...] | None:
-        """The token strings the server returned with ``generation``'s log-probs (recent generations only)."""
-        return self._tokens.get(generation)
 
     # -- server-side teacher-forced scoring --------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..backends._remote import ScoringUnavailable, TextScores, TextScoringBackend, TokenTextBackend, replace_images
+from ..backends._remote import ScoringUnavailable, TextScores, TextScoringBackend, replace_images
 from ..backends.base import AsyncBackend, Backend
 from ..errors import BackendError, EstimatorError, ImageError
 from ..images import decode_image
@@ -245,8 +245,8 @@ class AgreementEstimator:
         if r is not None:
             work.features["verbalized_reasoning"] = r
         if generation.token_logprobs:
-            tokens = backend.token_texts(generation) if isinstance(backend, TokenTextBackend) else None
-            if tokens is None or "".join(tokens) != generation.text:
+            tokens: tuple[str, ...] | None = generation.tokens
+            if not tokens or "".join(tokens) != generation.text:
                 work.problems.append("token strings unknown or not matching the text: every token counts as a span")
                 tokens = None
             work.token_stats(tokens, generation.token_logprobs, "generation")

@@ -47,7 +47,7 @@ def test_chat_openai_sends_the_image_and_returns_logprobs(server: FakeServer) ->
     assert generation.answer == "red"
     assert generation.provider == "langchain:openai-chat"
     assert backend.name == "fake-vlm"
-    assert len(generation.token_logprobs) == len(backend.token_texts(generation) or ())
+    assert len(generation.token_logprobs) == len(generation.tokens)
     assert generation.usage.input_tokens == 12
 
 
@@ -74,7 +74,7 @@ def test_logprobs_in_response_metadata_are_read() -> None:
     backend = LangChainBackend(model)
     generation = backend.generate(question())
     assert generation.token_logprobs == (-0.5, -0.25)
-    assert backend.token_texts(generation) == ("\\boxed{", "blue}")
+    assert generation.tokens == ("\\boxed{", "blue}")
 
 
 def test_malformed_logprobs_are_a_backend_error() -> None:

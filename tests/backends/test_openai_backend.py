@@ -59,7 +59,7 @@ def test_generate_sends_images_and_asks_for_logprobs(server: FakeServer) -> None
     assert generation.answer == "red"
     assert generation.provider == "openai-compatible"
     assert generation.token_logprobs == pytest.approx([-0.1] * len(generation.token_logprobs))
-    tokens = backend.token_texts(generation)
+    tokens = generation.tokens
     assert tokens is not None
     assert "".join(tokens) == generation.text
     assert generation.usage.input_tokens == 12
