@@ -28,8 +28,8 @@ from .errors import (
 from .guard import Guard
 from .policy.engine import decide
 from .policy.loader import load_policy
-from .pretrained import load_guard
 from .policy.schema import Policy
+from .pretrained import load_guard
 from .telemetry import OtelTelemetry, Telemetry, configure_telemetry
 from .types import (
     Action,
