@@ -1,7 +1,8 @@
 """Benchmark for a lent GPU: the cost of decoupled confidence on a full-size Qwen2.5-VL-3B (random weights).
 
-    # on the GPU machine (about 2-3 minutes of device time in all):
-    PYTHONUNBUFFERED=1 python3 bench/gpu_confidence_cost.py
+    # on a lent GPU machine (device tool `run`, timeout_s=600; about 2-3 minutes after the machine's start):
+    PYTHONUNBUFFERED=1 python3 bench/gpu_confidence_cost.py --out $OUT/gpu_confidence_cost.json
+    # then copy the returned file to bench/results/gpu_confidence_cost.json
     # anywhere, to prove the code path (tiny config of the same family, CPU, seconds):
     .venv/bin/python bench/gpu_confidence_cost.py --tiny
 
@@ -279,7 +280,7 @@ class Workload:
         inputs["input_ids"] = torch.cat([inputs["input_ids"], forced], dim=1)
         inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(forced)], dim=1)
         with torch.inference_mode():
-            logits = self.model(**inputs, logits_to_keep=n).logits  # (rows, n, vocab)
+            logits = self.model(**inputs, logits_to_keep=n, use_cache=False).logits  # (rows, n, vocab)
             targets = answer.repeat(1 + draws, 1).unsqueeze(-1)
             # Row by row in float32, as the backend reduces: one (n, vocab) float32 distribution at a time.
             logp_rows = [
@@ -333,10 +334,12 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Build, warm up and time every batch size (see the module docstring); returns the summary."""
-    import transformers
+def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
+    """Build, warm up and time every batch size (see the module docstring); returns the summary.
 
+    With ``out``, the summary so far is written there after every batch size (``"complete": false`` until the
+    last), so that a run stopped by a time limit still leaves its finished measurements.
+    """
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if not isinstance(dtype, torch.dtype):
@@ -353,6 +356,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device_name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
     results: dict[str, Any] = {}
+
+    def summary(*, complete: bool) -> dict[str, Any]:
+        return _summary_of(
+            args,
+            results,
+            parameters=parameters,
+            device=device,
+            device_name=device_name,
+            dtype=dtype,
+            started=started,
+            complete=complete,
+        )
+
     for batch in args.batches:
         work = Workload(
             model,
@@ -378,11 +394,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             generate_s.append(gen)
             order = DRAW_COUNTS if round_index % 2 == 0 else DRAW_COUNTS[::-1]
             for draws in order:
-                out, conf = work.timed(functools.partial(work.confidence, answer, draws, seed=round_index))
+                scored, conf = work.timed(functools.partial(work.confidence, answer, draws, seed=round_index))
                 confidence_s[draws].append(conf)
                 ratios[draws].append((gen + conf) / gen)
-                scores.extend(float(s) for s in out["score"])
-                drift = max(drift, float((out["logprobs"] - logprobs).abs().max()))
+                scores.extend(float(s) for s in scored["score"])
+                drift = max(drift, float((scored["logprobs"] - logprobs).abs().max()))
             _log(
                 f"batch {batch} round {round_index + 1}/{args.rounds}: generate {gen:.3f} s, "
                 + ", ".join(f"K={k} +{confidence_s[k][-1]:.3f} s" for k in DRAW_COUNTS)
@@ -404,8 +420,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if device.type == "cuda":
             entry["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         results[f"batch {batch}"] = entry
+        if out is not None:
+            _write(out, summary(complete=len(results) == len(args.batches)))
+    return summary(complete=True)
 
-    goal_met = all(entry["ratio"]["K=1"] <= GOAL_K1 for entry in results.values())
+
+def _write(out: Path, summary: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _summary_of(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    *,
+    parameters: int,
+    device: torch.device,
+    device_name: str,
+    dtype: torch.dtype,
+    started: float,
+    complete: bool,
+) -> dict[str, Any]:
+    import transformers
+
+    goal_met = bool(results) and all(entry["ratio"]["K=1"] <= GOAL_K1 for entry in results.values())
     return {
         "benchmark": "generate + decoupled confidence vs generate alone, Qwen2.5-VL family, random weights",
         "command": " ".join(["bench/gpu_confidence_cost.py", *args.argv]),
@@ -424,6 +462,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "results": results,
         "goal_k1": GOAL_K1,
         "goal_met": goal_met,
+        "complete": complete,
         "wall_s": time.perf_counter() - started,
     }
 
@@ -469,10 +508,9 @@ def report(summary: dict[str, Any], out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, write the JSON, print the table; returns the summary."""
     args = parse_args(argv)
-    summary = run(args)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    summary = run(args, out)
+    _write(out, summary)
     report(summary, out)
     return summary
 

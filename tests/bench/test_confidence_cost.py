@@ -80,6 +80,7 @@ def test_gpu_benchmark_code_path_on_cpu(tmp_path: Path) -> None:
     assert summary["device_name"].startswith("cpu")
     assert summary["answer_tokens"] == 6
     assert summary["goal_k1"] == 1.15
+    assert summary["complete"] is True
     assert set(summary["results"]) == {"batch 1", "batch 2"}
     for label, entry in summary["results"].items():
         batch = entry["batch"]
