@@ -337,7 +337,8 @@ class TransformersBackend:
             answer = torch.tensor(ids, device=self.device)
             forced = self._append_answer(batch, answer[:-1])
             with self._lock, torch.inference_mode():
-                logits = self.model(**forced, logits_to_keep=len(ids)).logits
+                # No KV cache: one pass reads nothing back, so building it would only cost a copy per layer.
+                logits = self.model(**forced, logits_to_keep=len(ids), use_cache=False).logits
         except GuardrailError:
             raise
         except _MODEL_ERRORS as exc:
