@@ -13,7 +13,9 @@ corrupted as in calibration) through ``TransformersBackend`` on the CPU:
 
 The variants are interleaved: for each round and each item the three run back to back, in an order rotated from
 item to item, so that slow phases of this shared machine hit them alike. Each call is timed with the wall clock
-(``perf_counter``) and with the process CPU clock (all threads), split into its generate and estimate parts.
+(``perf_counter``) and with the process CPU clock (all threads), split into its generate and estimate parts;
+inside the estimate, the backend's ``score`` call (encoding every row, the forward pass, the reductions) is
+timed too (``score_median_s``; the rest is parsing, token offsets, image decoding and perturbation).
 The ratio of a variant is taken per (round, item) pair against the ``generate`` call of the same pair, and the
 median of those paired ratios is reported (the ratio of the median seconds is kept beside it).
 
@@ -37,6 +39,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+import transformers
+from PIL import Image
+
+from guardrail import Request
+from guardrail.backends.transformers import TransformersBackend
+from guardrail.confidence import DecoupledEstimator
+from guardrail.confidence.estimator import TeacherForcedScores
+from guardrail.data.labelled import easyvqa_items
+from guardrail.reference import reference_model_path
+
 RESULTS = Path(__file__).parent / "results" / "confidence_cost.json"
 GOAL_K1 = 1.3
 VARIANTS: tuple[str, ...] = ("generate", "K=1", "K=4")
@@ -51,6 +64,29 @@ class Timings:
     generate: list[float] = field(default_factory=list)
     estimate: list[float] = field(default_factory=list)
     cpu_total: list[float] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+
+
+class TimedScoringBackend(TransformersBackend):
+    """``TransformersBackend`` whose ``score`` calls record their wall seconds in ``score_seconds``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.score_seconds: list[float] = []
+
+    def score(
+        self,
+        request: Request,
+        token_ids: Sequence[int],
+        variants: Sequence[Sequence[Image.Image]] = (),
+        *,
+        distributions: bool = False,
+    ) -> TeacherForcedScores:
+        start = time.perf_counter()
+        try:
+            return super().score(request, token_ids, variants, distributions=distributions)
+        finally:
+            self.score_seconds.append(time.perf_counter() - start)
 
 
 def _timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -79,17 +115,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure and return the summary (see the module docstring); writes nothing."""
-    import torch
-    import transformers
-
-    from guardrail.backends.transformers import TransformersBackend
-    from guardrail.confidence import DecoupledEstimator
-    from guardrail.data.labelled import easyvqa_items
-    from guardrail.reference import reference_model_path
-
     torch.set_num_threads(args.threads)
     model_dir = Path(args.model) if args.model is not None else reference_model_path()
-    backend = TransformersBackend.from_pretrained(model_dir, device="cpu", max_new_tokens=args.max_new_tokens)
+    backend = TimedScoringBackend.from_pretrained(model_dir, device="cpu", max_new_tokens=args.max_new_tokens)
+    assert isinstance(backend, TimedScoringBackend)
     estimators = {label: DecoupledEstimator(draws=k) for label, k in DRAWS.items()}
     items = easyvqa_items("test", limit=args.items, seed=0)
     requests = [item.request for item in items]
@@ -115,6 +144,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if label in estimators:
                     estimator = estimators[label]
                     _, est_wall, est_cpu = _timed(functools.partial(estimator.estimate, backend, request, generation))
+                    timings[label].score.append(backend.score_seconds[-1])
                 else:
                     answer_tokens.append(len(generation.token_ids))
                 record = timings[label]
@@ -133,6 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "median_s": _median(t.total),
             "generate_median_s": _median(t.generate),
             "estimate_median_s": _median(t.estimate),
+            "score_median_s": _median(t.score) if t.score else 0.0,
             "cpu_median_s": _median(t.cpu_total),
             "calls": len(t.total),
         }
@@ -177,7 +208,7 @@ def report(summary: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"Confidence cost on {summary['model']} (CPU, {summary['threads']} thread(s)), medians")
-    for column in ("variant", "total s", "generate s", "estimate s", "ratio (paired)", "ratio CPU time"):
+    for column in ("variant", "total s", "generate s", "estimate s", "of which score s", "ratio", "ratio CPU"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for label, values in summary["variants"].items():
         paired = "1.00" if label == "generate" else f"{summary['ratio'][label]:.3f}"
@@ -187,6 +218,7 @@ def report(summary: dict[str, Any], out: Path) -> None:
             f"{values['median_s']:.4f}",
             f"{values['generate_median_s']:.4f}",
             f"{values['estimate_median_s']:.4f}",
+            f"{values['score_median_s']:.4f}",
             paired,
             cpu,
         )

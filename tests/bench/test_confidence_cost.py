@@ -63,6 +63,7 @@ def test_cpu_benchmark_writes_ratios(tiny_llava_dir: Path, tmp_path: Path) -> No
         assert _finite_positive(values["generate_median_s"])
         assert math.isfinite(values["estimate_median_s"])
         assert (values["estimate_median_s"] > 0) == (label != "generate")
+        assert 0 <= values["score_median_s"] <= values["estimate_median_s"]
     for key in ("ratio", "ratio_cpu", "ratio_of_medians"):
         assert set(summary[key]) == {"K=1", "K=4"}
         assert all(math.isfinite(r) and r > 1.0 for r in summary[key].values()), summary[key]
