@@ -1,6 +1,6 @@
 """Benchmark: what decoupled confidence adds to a model call's latency (issue 4, item 6), on the CPU.
 
-    .venv/bin/python bench/confidence_cost.py [--model DIR] [--items 24] [--rounds 3] [--threads 1]
+    .venv/bin/python bench/confidence_cost.py [--model DIR] [--items 32] [--rounds 5] [--threads 1]
 
 Three variants answer the same real easy-VQA test questions (``easyvqa_items("test", limit=N, seed=0)``, images
 corrupted as in calibration) through ``TransformersBackend`` on the CPU:
@@ -102,8 +102,8 @@ def _median(values: Sequence[float]) -> float:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the reference model)")
-    parser.add_argument("--items", type=int, default=24, help="easy-VQA test questions (default 24)")
-    parser.add_argument("--rounds", type=int, default=3, help="passes over the items (default 3)")
+    parser.add_argument("--items", type=int, default=32, help="easy-VQA test questions (default 32)")
+    parser.add_argument("--rounds", type=int, default=5, help="passes over the items (default 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="answer limit (default: the model's)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS})")
@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure and return the summary (see the module docstring); writes nothing."""
     torch.set_num_threads(args.threads)
     model_dir = Path(args.model) if args.model is not None else reference_model_path()
+    if not (model_dir / "config.json").is_file():
+        raise SystemExit(f"no model folder at {model_dir} (train the reference model first, or pass --model DIR)")
     backend = TimedScoringBackend.from_pretrained(model_dir, device="cpu", max_new_tokens=args.max_new_tokens)
     assert isinstance(backend, TimedScoringBackend)
     estimators = {label: DecoupledEstimator(draws=k) for label, k in DRAWS.items()}
