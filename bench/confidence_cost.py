@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import math
 import os
@@ -97,6 +98,17 @@ def _timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
 
 def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else math.nan
+
+
+def _weights_digest(model_dir: Path) -> str | None:
+    """SHA-256 of the model's ``*.safetensors`` files (which weights were measured), ``None`` without any."""
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -182,8 +194,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "generate + decoupled confidence vs generate alone (TransformersBackend, CPU)",
         "command": " ".join(command),
-        "model": backend.name,
+        "model": "reference model" if args.model is None else backend.name,
         "model_path": str(model_dir),
+        "model_weights_sha256": _weights_digest(model_dir),
         "model_parameters": sum(p.numel() for p in backend.model.parameters()),
         "device": "cpu",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
