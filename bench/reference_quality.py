@@ -161,8 +161,8 @@ def _print(result: dict[str, Any]) -> None:
     console.print(table)
     kl, lat = result["black_image_kl_nats"], result["latency_ms_per_answer"]
     console.print(
-        f"KL(clean || black) nats, n={kl['n']}: all answer tokens {kl['all']:.3f}, "
-        f"vision span {kl['vision']:.3f}, boxed answer {kl['boxed']:.3f}"
+        f"KL(clean || black) nats, n={kl['n']}: whole answer {kl['sequence']:.3f}; per token: all "
+        f"{kl['all']:.3f}, vision span {kl['vision']:.3f}, boxed answer {kl['boxed']:.3f}"
     )
     console.print(
         f"latency per answer (batch 1, greedy, n={lat['n']}): mean {lat['mean']:.1f} ms, "

@@ -7,7 +7,9 @@ Works on any ``transformers`` image-text-to-text model and processor that take t
 - **answer correct**: the ``\\boxed{}`` content equals the easy-VQA answer;
 - **reasoning error**: answer wrong although perception was right;
 - **image reliance**: the full-vocabulary KL(p_clean || p_black) of the next-token distributions along the
-  model's own clean-image answer, teacher-forced on the clean image and on an all-black image.
+  model's own clean-image answer, teacher-forced on the clean image and on an all-black image. Summed over the
+  answer's tokens it is (by the chain rule, estimated along the greedy answer) the KL between the model's
+  distributions over whole answers given the two images; the per-token means are reported beside it.
 """
 
 from __future__ import annotations
@@ -99,15 +101,17 @@ def black_image_kl(
     questions: Sequence[str],
     answers: Sequence[str],
 ) -> dict[str, float]:
-    """Mean KL(p_clean || p_black) in nats over the tokens of each given answer, teacher-forced.
+    """KL(p_clean || p_black) in nats along each given answer, teacher-forced, averaged over the answers.
 
-    Returns the mean over all answer tokens (``all``), over the ``<vision>`` span (``vision``) and over the
-    tokens inside ``\\boxed{}`` (``boxed``); each is a mean over answers of the per-answer token mean.
+    ``sequence``: the sum over the answer's tokens (the KL between whole-answer distributions, estimated along
+    the given answer); ``all``: the mean per token; ``vision``: the mean over the ``<vision>`` span;
+    ``boxed``: the mean over the tokens inside ``\\boxed{}`` (which, after a chain of thought, mostly follow
+    from the text already written rather than from the image).
     """
     import torch
 
     tokenizer = processor.tokenizer
-    results: dict[str, list[float]] = {"all": [], "vision": [], "boxed": []}
+    results: dict[str, list[float]] = {"sequence": [], "all": [], "vision": [], "boxed": []}
     for image, question, answer in zip(images, questions, answers, strict=True):
         prompt = processor.apply_chat_template(messages_for(question), add_generation_prompt=True)
         black = Image.new("RGB", image.size, (0, 0, 0))
@@ -118,6 +122,7 @@ def black_image_kl(
         logp = torch.log_softmax(logits, dim=-1)
         kl = (logp[0].exp() * (logp[0] - logp[1])).sum(-1)  # (answer_tokens,)
         pieces = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0, n_prompt:].tolist())
+        results["sequence"].append(float(kl.sum()))
         results["all"].append(float(kl.mean()))
         spans = {"vision": _span(pieces, "<vision>", "</vision>"), "boxed": _span(pieces, "\\boxed{", "}")}
         for name, (lo, hi) in spans.items():
