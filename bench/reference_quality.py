@@ -65,9 +65,11 @@ def main() -> None:
     parser.add_argument("--n-kl", type=int, default=200)
     parser.add_argument("--n-latency", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steady on a shared CPU)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     start = time.perf_counter()
+    torch.set_num_threads(args.threads)
 
     model = AutoModelForImageTextToText.from_pretrained(args.model).eval()
     processor = AutoProcessor.from_pretrained(args.model)
