@@ -224,53 +224,54 @@ class Guard:
         try:
             outcome.generation = _checked(call.backend.generate(call.request, call.options))
         except Exception as exc:
-            if _is_control_flow(exc):
-                raise
-            outcome.error = ErrorInfo.from_exception("backend", exc)
+            _record_failure(outcome, "backend", exc)
         else:
             self._measure(call, outcome)
         outcome.seconds = time.perf_counter() - start
         return outcome
 
     async def _attempt_async(self, call: _AttemptCall) -> _AttemptOutcome:
-        """A native async attempt: ``agenerate``, then ``aestimate`` when the estimator has one (else a worker
-        thread), then the calibrator inline (a pure, microsecond-scale map)."""
+        """A native async attempt: ``agenerate``, then ``aestimate`` when the estimator has one (else the sync
+        estimator on a worker thread), then the calibrator inline (a pure, microsecond-scale map)."""
         start = time.perf_counter()
         outcome = _AttemptOutcome()
-        stage: ErrorStage = "backend"
+        assert isinstance(call.backend, AsyncBackend)
         try:
-            assert isinstance(call.backend, AsyncBackend)
             outcome.generation = generation = _checked(await call.backend.agenerate(call.request, call.options))
-            stage = "estimator"
-            if isinstance(self.estimator, AsyncEstimator):
-                outcome.signals = await self.estimator.aestimate(call.backend, call.request, generation)
-            else:
-                estimate = self.estimator.estimate
-                outcome.signals = await asyncio.wrap_future(
-                    shared_pool().submit(_in_current_context(lambda: estimate(call.backend, call.request, generation)))
-                )
-            stage = "calibrator"
-            outcome.confidence = self.calibrator.calibrate(outcome.signals)
         except Exception as exc:
-            if _is_control_flow(exc):
-                raise
-            outcome.error = ErrorInfo.from_exception(stage, exc)
+            _record_failure(outcome, "backend", exc)
+        else:
+            if isinstance(self.estimator, AsyncEstimator):
+                try:
+                    outcome.signals = await self.estimator.aestimate(call.backend, call.request, generation)
+                except Exception as exc:
+                    _record_failure(outcome, "estimator", exc)
+                else:
+                    self._calibrate(outcome)
+            else:
+                await asyncio.wrap_future(
+                    shared_pool().submit(_in_current_context(lambda: self._measure(call, outcome)))
+                )
         outcome.seconds = time.perf_counter() - start
         return outcome
 
     def _measure(self, call: _AttemptCall, outcome: _AttemptOutcome) -> _AttemptOutcome:
         """Estimator then calibrator on a generation; errors are recorded with their stage."""
         assert outcome.generation is not None
-        stage: ErrorStage = "estimator"
         try:
             outcome.signals = self.estimator.estimate(call.backend, call.request, outcome.generation)
-            stage = "calibrator"
+        except Exception as exc:
+            _record_failure(outcome, "estimator", exc)
+        else:
+            self._calibrate(outcome)
+        return outcome
+
+    def _calibrate(self, outcome: _AttemptOutcome) -> None:
+        assert outcome.signals is not None
+        try:
             outcome.confidence = self.calibrator.calibrate(outcome.signals)
         except Exception as exc:
-            if _is_control_flow(exc):
-                raise
-            outcome.error = ErrorInfo.from_exception(stage, exc)
-        return outcome
+            _record_failure(outcome, "calibrator", exc)
 
     def _views(self, call: _ViewsCall) -> _ViewsOutcome:
         try:
@@ -291,6 +292,13 @@ def _in_current_context(work: Callable[[], _T]) -> Callable[[], _T]:
     """Run ``work`` on a worker thread inside a copy of the caller's context (trace spans, LangChain config)."""
     context = contextvars.copy_context()
     return lambda: context.run(work)
+
+
+def _record_failure(outcome: _AttemptOutcome, stage: ErrorStage, exc: Exception) -> None:
+    """Keep a stage's failure on the outcome; LangGraph control flow is re-raised, never recorded."""
+    if _is_control_flow(exc):
+        raise exc
+    outcome.error = ErrorInfo.from_exception(stage, exc)
 
 
 def _checked(generation: object) -> Generation:
