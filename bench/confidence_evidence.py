@@ -9,6 +9,11 @@ On easy-VQA's test split under graded corruptions (seeded), with the model's own
 - the visual component on clean images against the same questions with the image blacked out entirely.
 AUROC is unchanged by any monotone calibration, so raw scores are ranked. Results go to
 bench/results/confidence_evidence.json.
+
+When the model folder has a calibration artifact, the same scored rows also check the calibration targets
+(issue 5): overall ECE10 against answer correctness (and the ECE noise floor at this n), visual ECE10 against
+perception correctness, and whether the certified alpha = 0.05 threshold holds on the test split. Those go to
+bench/results/calibration_targets.json.
 """
 
 from __future__ import annotations
@@ -33,6 +38,52 @@ from guardrail.pretrained import default_model_path, find_artifact
 from guardrail.types import Request
 
 RESULTS = Path(__file__).parent / "results" / "confidence_evidence.json"
+TARGETS = Path(__file__).parent / "results" / "calibration_targets.json"
+
+
+def calibration_targets(rows: Sequence[Any], artifact: Any, targets: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """The shipped calibration applied to held-out test rows: ECE against the noise floor, certified thresholds."""
+    from guardrail.calibration.metrics import expected_calibration_error
+    from guardrail.calibration.summary import ece_noise_floor
+
+    calibrator = artifact.decoupled_calibrator()
+    scored = [(r, calibrator.calibrate(r.signals)) for r in rows if r.signals is not None]
+    out: dict[str, Any] = {"n": len(scored)}
+    for component, label in (("overall", "answer_correct"), ("visual", "perception_correct")):
+        pairs = [(getattr(c, component), getattr(r, label)) for r, c in scored]
+        pairs = [(p, float(y)) for p, y in pairs if p is not None and y is not None]
+        c = np.array([p for p, _ in pairs])
+        y = np.array([y for _, y in pairs])
+        floor = ece_noise_floor(c, n_bins=10, n_draws=500)
+        out[component] = {
+            "n": len(pairs),
+            "ece_10": float(expected_calibration_error(c, y, n_bins=10)),
+            "noise_floor_mean": float(floor.mean),
+            "noise_floor_high": float(floor.high),
+            "mean_confidence": float(c.mean()),
+            "accuracy": float(y.mean()),
+        }
+    certified = []
+    for component in ("overall", "visual"):
+        label = "answer_correct" if component == "overall" else "perception_correct"
+        for alpha, delta in targets:
+            rule = artifact.certified(component, max_error=alpha, delta=delta)
+            if rule is None:
+                continue
+            entry: dict[str, Any] = {"component": component, "alpha": alpha, "delta": delta,
+                                     "feasible": rule.feasible, "threshold": rule.threshold}  # fmt: skip
+            if rule.feasible and rule.threshold is not None:
+                accepted = [float(getattr(r, label)) for r, c in scored
+                            if getattr(c, component) is not None and getattr(c, component) >= rule.threshold
+                            and getattr(r, label) is not None]  # fmt: skip
+                entry["test_coverage"] = len(accepted) / max(len(scored), 1)
+                entry["test_error"] = None if not accepted else 1.0 - float(np.mean(accepted))
+                entry["holds"] = entry["test_error"] is not None and entry["test_error"] <= alpha
+            else:
+                entry["reason"] = rule.reason
+            certified.append(entry)
+    out["certified"] = certified
+    return out
 
 
 def _auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -122,6 +173,9 @@ def run(model_dir: Path, n: int, n_black: int, seed: int) -> dict[str, Any]:
             "visual_calibrated_black_mean": calibrated.get("black"),
         },
         "errors": sum(r.error is not None for r in rows),
+        "calibration_targets": None
+        if artifact is None
+        else calibration_targets(rows, artifact, ((0.05, 0.1), (0.1, 0.1), (0.2, 0.1))),
     }
 
 
@@ -132,10 +186,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--black", type=int, default=150, help="clean questions asked again on a black image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--targets-out", type=Path, default=TARGETS)
     args = parser.parse_args(argv)
     results = run(args.model or default_model_path(), args.n, args.black, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    targets = results.pop("calibration_targets")
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if targets is not None:
+        targets = {"model": results["model"], "artifact": results["calibrated_with"], **targets}
+        args.targets_out.write_text(json.dumps(targets, indent=2) + "\n")
 
     table = Table(title=f"Decoupled confidence evidence (n={results['n']}, corrupted easy-VQA test)")
     table.add_column("target")
@@ -159,7 +218,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             else ""
         )
     )
+    if targets is not None:
+        for component in ("overall", "visual"):
+            t = targets[component]
+            console.print(
+                f"{component}: ECE10 {t['ece_10']:.3f} (noise floor {t['noise_floor_mean']:.3f}, 95% <= "
+                f"{t['noise_floor_high']:.3f}), mean confidence {t['mean_confidence']:.3f}, "
+                f"accuracy {t['accuracy']:.3f}"
+            )
+        for entry in targets["certified"]:
+            if entry["feasible"]:
+                console.print(
+                    f"certified {entry['component']} alpha={entry['alpha']}: threshold {entry['threshold']:.3f}, "
+                    f"test coverage {entry['test_coverage']:.1%}, test error {entry['test_error']}, "
+                    f"holds={entry['holds']}"
+                )
+            else:
+                console.print(f"certified {entry['component']} alpha={entry['alpha']}: infeasible ({entry['reason']})")
+        console.print(f"written to {args.targets_out}")
     console.print(f"written to {args.out}")
+    results["calibration_targets"] = targets
     return results
 
 
