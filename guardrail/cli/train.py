@@ -19,10 +19,10 @@ def train_reference(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data order, corruptions and init.")] = 0,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", min=1, help="Passes over the training split (default 1).")
+        int | None, typer.Option("--epochs", min=1, help="Passes over the training split (default 2).")
     ] = None,
     vision_steps: Annotated[
-        int | None, typer.Option("--vision-steps", min=0, help="Stage-1 vision steps (default 1000).")
+        int | None, typer.Option("--vision-steps", min=0, help="Stage-1 vision steps (default 3000).")
     ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for torch.")] = 2,
 ) -> None:

@@ -39,9 +39,9 @@ class TrainConfig:
     """Everything that decides the trained model; recorded next to it in ``training_config.json``."""
 
     seed: int = 0
-    vision_steps: int = 1000
+    vision_steps: int = 3000
     vision_batch_size: int = 64
-    epochs: int = 1
+    epochs: int = 2
     batch_size: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 0.01
