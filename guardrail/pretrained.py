@@ -51,14 +51,16 @@ def load_guard(
     policy: Policy | str | os.PathLike[str] = "default",
     device: str | None = None,
     dtype: str | None = None,
-    draws: int = 1,
+    draws: int | None = None,
+    perturbation: str | None = None,
     **guard_options: Any,
 ) -> Guard:
     """A :class:`Guard` over the transformers model in ``model`` (default: :func:`default_model_path`).
 
     ``artifact="auto"`` uses the model folder's ``guardrail_calibration.json`` when present; ``None`` runs
-    uncalibrated (raw scores pass through: fine for ranking, not probabilities). ``draws`` is K, the number of
-    image perturbations averaged for the visual signal. Other keyword arguments go to :class:`Guard`.
+    uncalibrated (raw scores pass through: fine for ranking, not probabilities). ``draws`` (K, perturbations
+    averaged for the visual signal) and ``perturbation`` default to the settings the artifact was fitted under
+    (its normalisation depends on them), else 1 and ``"blackout"``. Other keyword arguments go to :class:`Guard`.
     """
     from .backends.transformers import TransformersBackend
     from .calibration.artifact import fingerprint_model, load_artifact
@@ -69,13 +71,19 @@ def load_guard(
     policy_object = policy if isinstance(policy, Policy) else load_policy(str(policy))
     calibrator: Calibrator | None = None
     normalization = None
+    fitted_with: dict[str, Any] = {}
     if artifact_path is not None:
         loaded = load_artifact(artifact_path, expected_model_fingerprint=fingerprint_model(model_dir))
         calibrator = loaded.decoupled_calibrator()
         normalization = loaded.visual_normalization
+        fitted_with = dict(loaded.info.get("estimator") or {})
         policy_object = resolve_certified(policy_object, loaded, source=str(artifact_path))
     backend = TransformersBackend.from_pretrained(model_dir, device=device, dtype=dtype)
-    estimator = DecoupledEstimator(draws=draws, normalization=normalization)
+    estimator = DecoupledEstimator(
+        draws=draws or int(fitted_with.get("draws", 1)),
+        perturbation=perturbation or str(fitted_with.get("perturbation", "blackout")),  # type: ignore[arg-type]
+        normalization=normalization,
+    )
     return Guard(backend, estimator=estimator, calibrator=calibrator, policy=policy_object, **guard_options)
 
 

@@ -93,7 +93,9 @@ def ask(
         Path | None, typer.Option(help="Calibration artifact. Default: the model folder's guardrail_calibration.json.")
     ] = None,
     uncalibrated: Annotated[bool, typer.Option(help="Ignore any calibration artifact (raw scores).")] = False,
-    draws: Annotated[int, typer.Option(min=1, help="K image perturbations averaged for the visual signal.")] = 1,
+    draws: Annotated[
+        int | None, typer.Option(min=1, help="K image perturbations averaged (default: as calibrated, else 1).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     batch: Annotated[
         Path | None, typer.Option(help='JSONL file of {"image": path, "question": text} lines; one JSON line out each.')

@@ -25,6 +25,11 @@ def calibrate(
     limit: Annotated[int, typer.Option(min=10, help="easy-VQA questions to use (a seeded sample).")] = 3000,
     clean: Annotated[bool, typer.Option(help="easy-VQA without corruptions.")] = False,
     draws: Annotated[int, typer.Option(min=1, help="K image perturbations averaged.")] = 1,
+    perturbation: Annotated[str, typer.Option(help="blackout, noise, grey or blur.")] = "blackout",
+    calibrator: Annotated[
+        str,
+        typer.Option(help="Per-component calibrator: isotonic (large sets), platt (small), histogram, temperature."),
+    ] = "isotonic",
     combiner: Annotated[str, typer.Option(help="How overall is formed from the calibrated parts.")] = "platt_harmonic",
     seed: Annotated[int, typer.Option(help="Seed of sampling, corruptions and the fit/certify split.")] = 0,
 ) -> None:
@@ -64,7 +69,9 @@ def calibrate(
                 model_dir,
                 items,
                 draws=draws,
+                perturbation=perturbation,
                 combiner=combiner,
+                part_calibrator=calibrator,
                 seed=seed,
                 data_name=data_name,
                 on_item=lambda _: progress.advance(task),
