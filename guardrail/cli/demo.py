@@ -14,7 +14,7 @@ __all__ = ["demo"]
 
 @app.command()
 def demo(
-    n: Annotated[int, typer.Option("-n", "--n", min=1, help="Questions to answer.")] = 120,
+    n: Annotated[int, typer.Option("-n", "--n", min=1, help="Questions to answer.")] = 400,
     seed: Annotated[int, typer.Option(help="Seed of the question sample, corruptions and reviewer.")] = 0,
     out: Annotated[Path, typer.Option(help="Output folder (report, traces, summary).")] = Path("guardrail-demo"),
     policy: Annotated[str, typer.Option(help="Policy file or built-in name.")] = "default",
