@@ -37,8 +37,15 @@ test-slow: install
 
 check: test test-slow
 
+# Every CPU benchmark quoted in the README (several minutes); results go to bench/results/.
 bench: install
 	$(BIN)/python bench/policy_overhead.py
+	$(BIN)/python bench/telemetry_overhead.py
+	$(BIN)/python bench/reference_quality.py --n-clean 1000 --n-corrupt 100 --n-kl 200 --n-latency 50
+	$(BIN)/python bench/confidence_evidence.py --n 1500 --black 150
+	$(BIN)/python bench/confidence_cost.py
+	$(BIN)/python bench/decoupling.py --n 600
+	$(BIN)/python bench/calibration_synthetic.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
