@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from ..backends.base import Backend
+from ..calibration.base import harmonic_mean
 from ..errors import BackendError, EstimatorError
 from ..types import Generation, Request, Signals
 from . import signals as sig
@@ -143,7 +144,7 @@ class DecoupledEstimator:
         if r is not None:
             features["verbalized_reasoning"] = r
         if v is not None and r is not None:
-            features["verbalized_overall"] = float(sig.harmonic_mean(torch.tensor(v), torch.tensor(r)))
+            features["verbalized_overall"] = float(harmonic_mean(v, r) or 0.0)
         if not parsed.has_vision_tag:
             problems.append("no <vision> span: the whole response serves as the perception span")
 

@@ -18,7 +18,6 @@ __all__ = [
     "TOKEN_KL_CLAMP",
     "entropy",
     "full_kl",
-    "harmonic_mean",
     "masked_mean",
     "masked_min",
     "normalized_visual_certainty",
@@ -126,13 +125,3 @@ def normalized_visual_certainty(score: torch.Tensor, mean: float, std: float) ->
     if not std > 0:
         raise ValueError(f"`std` must be > 0 (the spread of s on the reference set), got {std}")
     return torch.sigmoid((score - mean) / std)
-
-
-def harmonic_mean(v: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Overall verbalized confidence ``2vr/(v+r)``, 0 when either is 0 (one weak part sinks the whole).
-
-    ``(...)`` scores in [0, 1] (broadcasting) -> ``(...)``.
-    """
-    both = (v > 0) & (r > 0)
-    safe = torch.where(both, v + r, torch.ones_like(v + r))
-    return torch.where(both, 2 * v * r / safe, torch.zeros_like(safe))

@@ -117,9 +117,3 @@ def test_visual_score_grows_with_kl_and_falls_with_entropy() -> None:
     kl = torch.tensor([0.1, 1.0])
     assert sig.visual_score(kl, torch.tensor(1.0)).diff() > 0
     assert sig.visual_score(torch.tensor(1.0), torch.tensor([0.1, 1.0])).diff() < 0
-
-
-def test_harmonic_mean() -> None:
-    v = torch.tensor([0.8, 0.0, 1.0, 0.5])
-    r = torch.tensor([0.4, 0.9, 1.0, 0.0])
-    torch.testing.assert_close(sig.harmonic_mean(v, r), torch.tensor([2 * 0.32 / 1.2, 0.0, 1.0, 0.0]))
