@@ -39,16 +39,16 @@ class TrainConfig:
     """Everything that decides the trained model; recorded next to it in ``training_config.json``."""
 
     seed: int = 0
-    vision_steps: int = 3000
+    vision_steps: int = 6000
     vision_batch_size: int = 64
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
     corrupt_probability: float = 0.3
     max_shift: int = 6
-    negated_fraction: float = 0.2
+    negated_fraction: float = 0.5
     threads: int = 2
     size: ModelSize = field(default_factory=lambda: ModelSize(vision_hidden=128, vision_layers=3))
 

@@ -31,11 +31,6 @@ def subset() -> list:
     return random.Random(1).sample(load_easyvqa("test"), 400)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped model (3000 vision + 580 answer steps, 10.5 min on 2 cores) falls short of the issue's "
-    "targets: clean perception 0.944, answer 0.899 on n=1000 (bench/results/reference_quality.json)",
-)
 def test_clean_accuracy(loaded: tuple[Any, Any], subset: list) -> None:
     model, processor = loaded
     texts = generate_answers(model, processor, [e.image() for e in subset], [e.question for e in subset])
