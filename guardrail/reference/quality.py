@@ -14,13 +14,14 @@ Works on any ``transformers`` image-text-to-text model and processor that take t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
+from ..calibration.collect import grade_answer, grade_perception
+from ..confidence.spans import parse_response
 from ..data.easyvqa import COLORS, SHAPES, Example
 
 __all__ = [
@@ -30,10 +31,6 @@ __all__ = [
     "grade",
     "messages_for",
 ]
-
-_VISION = re.compile(r"<\s*vision\s*>(.*?)<\s*/\s*vision\s*>", re.S)
-_BOXED = re.compile(r"\\boxed\{([^}]*)\}")
-_WORD = re.compile(r"[a-z]+")
 
 
 @dataclass(frozen=True)
@@ -52,14 +49,13 @@ class Graded:
 
 def grade(example: Example, text: str) -> Graded:
     """Grades one generated ``text`` against ``example``'s scene and answer."""
-    vision = _VISION.search(text)
-    words = set(_WORD.findall(vision.group(1).lower())) if vision else set()
-    seen_colors = words & set(COLORS)
-    seen_shapes = words & set(SHAPES)
-    perception = seen_colors == {example.scene.color} and seen_shapes == {example.scene.shape}
-    boxed = _BOXED.findall(text)
-    answer = bool(boxed) and boxed[-1].strip().lower() == example.answer
-    return Graded(text=text, perception_correct=perception, answer_correct=answer)
+    parsed = parse_response(text)
+    expected = (example.scene.color, example.scene.shape)
+    # Without a <vision> span there is no stated perception to credit (parse_response would fall back to the text).
+    perception = parsed.has_vision_tag and bool(grade_perception(parsed.perception_text, expected, (*COLORS, *SHAPES)))
+    return Graded(
+        text=text, perception_correct=perception, answer_correct=grade_answer(parsed.answer_text, example.answer)
+    )
 
 
 def messages_for(question: str) -> list[dict[str, Any]]:
