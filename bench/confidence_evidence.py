@@ -31,10 +31,11 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from guardrail.calibration.collect import score_items, scored_arrays
+from guardrail.calibration.collect import remeasure, score_items, scored_arrays
 from guardrail.calibration.metrics import auroc
+from guardrail.calibration.perturbation_choice import CANDIDATES
 from guardrail.data.labelled import LabelledItem, easyvqa_items
-from guardrail.pretrained import default_model_path, find_artifact
+from guardrail.pretrained import default_model_path, estimator_for, find_artifact
 from guardrail.types import Request
 
 RESULTS = Path(__file__).parent / "results" / "confidence_evidence.json"
@@ -104,13 +105,11 @@ def _blacked(items: Sequence[LabelledItem]) -> list[LabelledItem]:
 def run(model_dir: Path, n: int, n_black: int, seed: int) -> dict[str, Any]:
     from guardrail.backends.transformers import TransformersBackend
     from guardrail.calibration.artifact import load_artifact
-    from guardrail.confidence.estimator import DecoupledEstimator
 
     artifact_path = find_artifact(model_dir)
     artifact = None if artifact_path is None else load_artifact(artifact_path)
-    normalization = None if artifact is None else artifact.visual_normalization
     backend = TransformersBackend.from_pretrained(model_dir)
-    estimator = DecoupledEstimator(normalization=normalization)
+    estimator = estimator_for(artifact)  # the probe and normalisation the artifact was fitted under
 
     items = easyvqa_items("test", limit=n, seed=seed)
     start = time.perf_counter()
@@ -130,6 +129,11 @@ def run(model_dir: Path, n: int, n_black: int, seed: int) -> dict[str, Any]:
         for name, group in (("clean", clean_rows), ("black", black_rows)):
             values = [calibrator.calibrate(r.signals).visual for r in group if r.signals is not None]
             calibrated[name] = float(np.nanmean([np.nan if v is None else v for v in values]))
+
+    probes = {}  # every candidate probe on the same test answers: the choice was made on the calibration split
+    for setting in CANDIDATES:
+        remeasured = scored_arrays(remeasure(backend, setting.estimator(), rows))
+        probes[setting.label] = _auroc(remeasured["visual"], perception)
 
     severities = np.array([int(r.item.tags["severity"]) for r in rows])
     by_severity = {
@@ -153,6 +157,11 @@ def run(model_dir: Path, n: int, n_black: int, seed: int) -> dict[str, Any]:
             "visual": _auroc(columns["visual"], perception),
             "holistic_mean_answer_token_prob": _auroc(columns["holistic"], perception),
             "reasoning": _auroc(columns["reasoning"], perception),
+        },
+        "probe": {
+            "used": {"perturbation": estimator.perturbation, "blackout_probability": estimator.blackout_probability},
+            "chosen_on_calibration": None if artifact is None else artifact.info.get("perturbation_choice"),
+            "test_auroc_perception_by_candidate": probes,
         },
         "auroc_reasoning_given_correct_perception": {
             "n": int(reasoning_rows.sum()),
@@ -208,6 +217,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 table.add_row(target, score, f"{value:.3f}")
     console = Console()
     console.print(table)
+    probe = results["probe"]
+    console.print(
+        "visual probe AUROC (perception) on this test split: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in probe["test_auroc_perception_by_candidate"].items() if v is not None)
+    )
     black = results["blackout"]
     console.print(
         f"visual on clean vs black images: raw {black['visual_raw_clean_mean']:.3f} vs "

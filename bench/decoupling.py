@@ -86,10 +86,9 @@ def _selective(answers: Sequence[Answer], score: str, coverages: Sequence[float]
 def run(n: int, budget: float, seed: int, target: float) -> dict[str, Any]:
     from guardrail.backends.transformers import TransformersBackend
     from guardrail.calibration.artifact import load_artifact
-    from guardrail.confidence.estimator import DecoupledEstimator
     from guardrail.data.corruptions import CORRUPTIONS, corrupt
     from guardrail.data.easyvqa import load_easyvqa
-    from guardrail.pretrained import default_model_path, find_artifact
+    from guardrail.pretrained import default_model_path, estimator_for, find_artifact
 
     model_dir = default_model_path()
     artifact_path = find_artifact(model_dir)
@@ -98,7 +97,7 @@ def run(n: int, budget: float, seed: int, target: float) -> dict[str, Any]:
     artifact = load_artifact(artifact_path)
     calibrator = artifact.decoupled_calibrator()
     backend = TransformersBackend.from_pretrained(model_dir)
-    estimator = DecoupledEstimator(normalization=artifact.visual_normalization)
+    estimator = estimator_for(artifact)
 
     rng = random.Random(seed)
     examples = rng.sample(load_easyvqa("test"), n)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .calibration.artifact import CalibrationArtifact
 from .calibration.base import Calibrator
@@ -22,7 +22,17 @@ from .guard import Guard
 from .policy.loader import load_policy
 from .policy.schema import CertifiedBound, Policy
 
-__all__ = ["ARTIFACT_FILENAME", "default_model_path", "find_artifact", "load_guard", "resolve_certified"]
+if TYPE_CHECKING:
+    from .confidence.estimator import DecoupledEstimator
+
+__all__ = [
+    "ARTIFACT_FILENAME",
+    "default_model_path",
+    "estimator_for",
+    "find_artifact",
+    "load_guard",
+    "resolve_certified",
+]
 
 ARTIFACT_FILENAME = "guardrail_calibration.json"
 """Where a model folder keeps its calibration artifact."""
@@ -64,27 +74,39 @@ def load_guard(
     """
     from .backends.transformers import TransformersBackend
     from .calibration.artifact import fingerprint_model, load_artifact
-    from .confidence.estimator import DecoupledEstimator
 
     model_dir = Path(model) if model is not None else default_model_path()
     artifact_path = find_artifact(model_dir) if artifact == "auto" else (None if artifact is None else Path(artifact))
     policy_object = policy if isinstance(policy, Policy) else load_policy(str(policy))
     calibrator: Calibrator | None = None
-    normalization = None
-    fitted_with: dict[str, Any] = {}
+    loaded: CalibrationArtifact | None = None
     if artifact_path is not None:
         loaded = load_artifact(artifact_path, expected_model_fingerprint=fingerprint_model(model_dir))
         calibrator = loaded.decoupled_calibrator()
-        normalization = loaded.visual_normalization
-        fitted_with = dict(loaded.info.get("estimator") or {})
         policy_object = resolve_certified(policy_object, loaded, source=str(artifact_path))
     backend = TransformersBackend.from_pretrained(model_dir, device=device, dtype=dtype)
-    estimator = DecoupledEstimator(
+    estimator = estimator_for(loaded, draws=draws, perturbation=perturbation)
+    return Guard(backend, estimator=estimator, calibrator=calibrator, policy=policy_object, **guard_options)
+
+
+def estimator_for(
+    artifact: CalibrationArtifact | None, *, draws: int | None = None, perturbation: str | None = None
+) -> DecoupledEstimator:
+    """The decoupled estimator an artifact was fitted under: its visual normalisation and probe settings.
+
+    The normalisation of s depends on the probe (kind, blackout probability, K), so by default they are the
+    artifact's (``info["estimator"]``); ``draws`` or ``perturbation`` override them. No artifact: K = 1 and the
+    paper's patch blackening at probability 0.8, with the default normalisation.
+    """
+    from .confidence.estimator import DecoupledEstimator
+
+    fitted_with: dict[str, Any] = {} if artifact is None else dict(artifact.info.get("estimator") or {})
+    return DecoupledEstimator(
         draws=draws or int(fitted_with.get("draws", 1)),
         perturbation=perturbation or str(fitted_with.get("perturbation", "blackout")),  # type: ignore[arg-type]
-        normalization=normalization,
+        blackout_probability=float(fitted_with.get("blackout_probability", 0.8)),
+        normalization=None if artifact is None else artifact.visual_normalization,
     )
-    return Guard(backend, estimator=estimator, calibrator=calibrator, policy=policy_object, **guard_options)
 
 
 def resolve_certified(policy: Policy, artifact: CalibrationArtifact, *, source: str = "the artifact") -> Policy:

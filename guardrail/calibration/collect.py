@@ -7,6 +7,7 @@ Each row holds the raw signals and two labels: *answer correct* (the final answe
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,7 +22,7 @@ from ..confidence.spans import parse_response
 from ..data.labelled import LabelledItem
 from ..types import Generation, GenerationOptions, Signals
 
-__all__ = ["ScoredItem", "grade_answer", "grade_perception", "score_items", "scored_arrays"]
+__all__ = ["ScoredItem", "grade_answer", "grade_perception", "remeasure", "score_items", "scored_arrays"]
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -108,6 +109,33 @@ def score_items(
         if on_item is not None:
             on_item(row)
     return rows
+
+
+def remeasure(
+    backend: Backend,
+    estimator: Estimator,
+    rows: Iterable[ScoredItem],
+    *,
+    on_item: Callable[[ScoredItem], None] | None = None,
+) -> list[ScoredItem]:
+    """The rows with their signals measured again by ``estimator`` on the same answers (no new generation).
+
+    Grades stay as they are (they depend on the answer alone); a row without a generation is kept unchanged.
+    """
+    out = []
+    for row in rows:
+        if row.generation is not None:
+            start = time.perf_counter()
+            signals, error = None, None
+            try:
+                signals = estimator.estimate(backend, row.item.request, row.generation)
+            except Exception as exc:
+                error = f"estimator: {type(exc).__name__}: {exc}"
+            row = dataclasses.replace(row, signals=signals, error=error, estimate_seconds=time.perf_counter() - start)
+        out.append(row)
+        if on_item is not None:
+            on_item(row)
+    return out
 
 
 FloatArray = npt.NDArray[np.float64]

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import Backend
-from ..confidence.base import Estimator
 from ..confidence.normalization import VisualNormalization
+from ..confidence.perturb import PERTURBATIONS
 from ..data.labelled import LabelledItem
 from .artifact import CalibrationArtifact, fingerprint_data, fingerprint_model
-from .collect import ScoredItem, score_items, scored_arrays
+from .collect import ScoredItem, remeasure, score_items, scored_arrays
 from .decoupled import DecoupledCalibrator
 from .fit import fit_artifact
+from .perturbation_choice import PAPER_DEFAULT, ProbeSetting, choose_perturbation
 
 __all__ = ["DEFAULT_TARGETS", "calibrate_rows", "calibrate_transformers_model", "normalized_visual"]
 
@@ -77,28 +78,46 @@ def calibrate_transformers_model(
     items: Sequence[LabelledItem],
     *,
     draws: int = 1,
-    perturbation: str = "blackout",
+    perturbation: str = "auto",
+    blackout_probability: float = 0.8,
     combiner: str = "platt_harmonic",
     part_calibrator: str = "isotonic",
     targets: Sequence[tuple[float, float]] = DEFAULT_TARGETS,
     seed: int = 0,
     data_name: str = "",
     on_item: Callable[[ScoredItem], None] | None = None,
+    on_probe_item: Callable[[ScoredItem], None] | None = None,
     device: str | None = None,
 ) -> tuple[CalibrationArtifact, list[ScoredItem]]:
-    """Score ``items`` with the model in ``model_dir`` and fit its calibration artifact."""
-    from ..backends.transformers import TransformersBackend
-    from ..confidence.estimator import DecoupledEstimator
+    """Score ``items`` with the model in ``model_dir`` and fit its calibration artifact.
 
+    ``perturbation="auto"`` chooses the visual probe on the scored rows (``choose_perturbation``: the paper's
+    patch blackening unless another candidate ranks perception errors better) and re-measures every row with
+    the winner before fitting; ``on_probe_item`` is called after each of those re-measurements.
+    """
+    from ..backends.transformers import TransformersBackend
+
+    auto = perturbation == "auto"
+    if not auto and perturbation not in PERTURBATIONS:
+        raise ValueError(f"`perturbation` must be 'auto' or one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
+    setting = PAPER_DEFAULT if auto else ProbeSetting(perturbation, blackout_probability)  # type: ignore[arg-type]
     backend: Backend = TransformersBackend.from_pretrained(Path(model_dir), device=device)
-    estimator: Estimator = DecoupledEstimator(draws=draws, perturbation=perturbation)  # type: ignore[arg-type]
-    rows = score_items(backend, estimator, items, on_item=on_item)
+    rows = score_items(backend, setting.estimator(draws=draws), items, on_item=on_item)
+    info: dict[str, Any] = {"data": "", "items": len(items)}
+    if auto:
+        choice = choose_perturbation(backend, rows, draws=draws, seed=seed, on_item=on_probe_item)
+        if choice.chosen != setting:
+            setting = choice.chosen
+            rows = remeasure(backend, setting.estimator(draws=draws), rows, on_item=on_probe_item)
+        info["perturbation_choice"] = choice.as_info()
     data_fingerprint = fingerprint_data(
         [
             (item.request.model_dump(mode="json"), item.answer, item.perception, sorted(item.tags.items()))
             for item in items
         ]
     )
+    # The estimator settings the normalisation and calibrators were fitted under: load_guard reuses them.
+    info.update(data=data_name, estimator={"draws": draws, **setting.as_info()})
     artifact = calibrate_rows(
         rows,
         model_fingerprint=fingerprint_model(Path(model_dir)),
@@ -107,7 +126,6 @@ def calibrate_transformers_model(
         part_calibrator=part_calibrator,
         targets=targets,
         seed=seed,
-        # The estimator settings the normalisation and calibrators were fitted under: load_guard reuses them.
-        info={"data": data_name, "items": len(items), "estimator": {"draws": draws, "perturbation": perturbation}},
+        info=info,
     )
     return artifact, rows

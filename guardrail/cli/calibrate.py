@@ -25,7 +25,16 @@ def calibrate(
     limit: Annotated[int, typer.Option(min=10, help="easy-VQA questions to use (a seeded sample).")] = 3000,
     clean: Annotated[bool, typer.Option(help="easy-VQA without corruptions.")] = False,
     draws: Annotated[int, typer.Option(min=1, help="K image perturbations averaged.")] = 1,
-    perturbation: Annotated[str, typer.Option(help="blackout, noise, grey or blur.")] = "blackout",
+    perturbation: Annotated[
+        str,
+        typer.Option(
+            help="auto (choose on the data, the paper's blackout unless another ranks perception errors better), "
+            "blackout, noise, grey or blur."
+        ),
+    ] = "auto",
+    blackout_probability: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Chance a patch is blackened (--perturbation blackout).")
+    ] = 0.8,
     calibrator: Annotated[
         str,
         typer.Option(help="Per-component calibrator: isotonic (large sets), platt (small), histogram, temperature."),
@@ -57,29 +66,43 @@ def calibrate(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     columns: list[Any] = [
-        TextColumn("scoring"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     ]
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("score", total=len(items))
+        task = progress.add_task("scoring", total=len(items))
+        probe_task = None
+
+        def probe_advance(_: object) -> None:
+            nonlocal probe_task
+            if probe_task is None:
+                probe_task = progress.add_task("choosing the visual probe", total=None)
+            progress.advance(probe_task)
+
         try:
             artifact, rows = calibrate_transformers_model(
                 model_dir,
                 items,
                 draws=draws,
                 perturbation=perturbation,
+                blackout_probability=blackout_probability,
                 combiner=combiner,
                 part_calibrator=calibrator,
                 seed=seed,
                 data_name=data_name,
                 on_item=lambda _: progress.advance(task),
+                on_probe_item=probe_advance,
             )
-        except (GuardrailError, OSError) as exc:
+        except (GuardrailError, OSError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
     path = save_artifact(artifact, out)
     summary = {name: metrics.ece_10 for name, metrics in artifact.metrics.items()}
     shown = ", ".join(f"{name} ECE10 {value:.3f}" for name, value in summary.items())
+    choice = artifact.info.get("perturbation_choice")
+    if choice:
+        ranked = ", ".join(f"{k} {v:.3f}" for k, v in choice["auroc_perception"].items() if v is not None)
+        console.print(f"visual probe: [bold]{choice['chosen']}[/] ({choice['reason']}; {ranked})")
     console.print(f"[bold]calibrated[/] on {len(rows)} answers ({shown}); artifact written to {path}")

@@ -102,8 +102,8 @@ def _finite(features: dict[str, float]) -> dict[str, float]:
 class DecoupledEstimator:
     """Estimator of raw decoupled ``Signals`` (see the module docstring for the method).
 
-    Parameters (keyword-only): ``draws`` K >= 1 perturbations averaged (random kinds; grey and blur are drawn
-    once); ``perturbation`` its kind; ``seed`` of the first draw (draw k of image i uses
+    Parameters (keyword-only): ``draws`` K >= 1 perturbations averaged (random kinds; grey, blur and a blackout
+    of probability 0 or 1 are drawn once); ``perturbation`` its kind; ``seed`` of the first draw (draw k of image i uses
     ``seed + k * n_images + i``); ``full_distribution`` to measure the full-vocabulary KL and the full entropy
     (then H is the full entropy); ``normalization`` the reference statistics of s; ``blackout_probability``
     the chance a patch is blackened.
@@ -188,9 +188,16 @@ class DecoupledEstimator:
         sources["holistic"] = ("response_mean_prob",)
         return None, mean_prob
 
+    @property
+    def random_perturbation(self) -> bool:
+        """Whether draws differ: noise, and blackout with a probability strictly between 0 and 1."""
+        if self.perturbation == "blackout":
+            return 0.0 < self.blackout_probability < 1.0
+        return self.perturbation in _RANDOM_KINDS
+
     def _variants(self, images: list[Image.Image], patch_size: int) -> list[list[Image.Image]]:
-        """K perturbed copies of the images; one only for the deterministic kinds (grey, blur)."""
-        draws = self.draws if self.perturbation in _RANDOM_KINDS else 1
+        """K perturbed copies of the images; one only when every draw is the same image (grey, blur, p in {0, 1})."""
+        draws = self.draws if self.random_perturbation else 1
         return [
             [
                 perturb_image(

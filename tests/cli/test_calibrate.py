@@ -46,6 +46,34 @@ def test_calibrate_writes_an_artifact_bound_to_the_model(model_dir: Path, data_f
     assert artifact.info["data"] == str(data_file)
     assert artifact.visual_normalization is not None
     assert artifact.visual_normalization.std > 0
+    # --perturbation auto (the default) had too few perception errors to choose from: the paper's probe, said so
+    choice = artifact.info["perturbation_choice"]
+    assert choice["chosen"] == "blackout(p=0.8)"
+    assert "fewer than 20 of a class" in choice["reason"]
+    assert artifact.info["estimator"] == {"draws": 1, "perturbation": "blackout", "blackout_probability": 0.8}
+
+
+def test_an_explicit_probe_is_recorded_and_reused_by_load_guard(
+    model_dir: Path, data_file: Path, tmp_path: Path
+) -> None:
+    from guardrail.pretrained import load_guard
+
+    out = tmp_path / "calibration.json"
+    args = ["calibrate", "--model", str(model_dir), "--data", str(data_file), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--perturbation", "blackout", "--blackout-probability", "1"])
+    assert result.exit_code == 0, result.output
+    artifact = load_artifact(out)
+    assert "perturbation_choice" not in artifact.info
+    assert artifact.info["estimator"] == {"draws": 1, "perturbation": "blackout", "blackout_probability": 1.0}
+    estimator = load_guard(model_dir, artifact=out).estimator
+    assert (estimator.perturbation, estimator.blackout_probability) == ("blackout", 1.0)  # type: ignore[attr-defined]
+
+
+def test_an_unknown_probe_is_a_clear_error(model_dir: Path, data_file: Path, tmp_path: Path) -> None:
+    args = ["calibrate", "--model", str(model_dir), "--data", str(data_file), "--out", str(tmp_path / "o.json")]
+    result = runner.invoke(app, [*args, "--perturbation", "fog"])
+    assert result.exit_code == 2
+    assert "`perturbation` must be 'auto' or one of blackout, noise, grey, blur, got 'fog'" in result.stderr
 
 
 def test_bad_data_line_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:

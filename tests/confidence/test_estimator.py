@@ -19,6 +19,7 @@ from guardrail.confidence import (
     TeacherForcedScores,
     VisualNormalization,
 )
+from guardrail.confidence.perturb import PerturbationKind
 from guardrail.confidence.spans import parse_response
 
 STRUCTURED = (
@@ -152,10 +153,25 @@ def test_k_draws_are_distinct_and_batched_in_one_call(request_with_image: Reques
     assert all(0.6 < (v == 0).all(-1).mean() < 1.0 for v in variants)
 
 
-def test_deterministic_perturbations_are_drawn_once(request_with_image: Request) -> None:
+@pytest.mark.parametrize(
+    ("perturbation", "probability"), [("grey", 0.8), ("blur", 0.8), ("blackout", 1.0), ("blackout", 0.0)]
+)
+def test_deterministic_perturbations_are_drawn_once(
+    request_with_image: Request, perturbation: PerturbationKind, probability: float
+) -> None:
     backend = FakeScoringBackend()
-    DecoupledEstimator(draws=4, perturbation="grey").estimate(backend, request_with_image, _generation(STRUCTURED))
+    estimator = DecoupledEstimator(draws=4, perturbation=perturbation, blackout_probability=probability)
+    assert not estimator.random_perturbation
+    estimator.estimate(backend, request_with_image, _generation(STRUCTURED))
     assert len(backend.calls[0]) == 1
+
+
+def test_whole_image_blackout_is_black() -> None:
+    backend = FakeScoringBackend()
+    request = Request.from_question("q", [Image.new("RGB", (64, 64), (200, 30, 30))])
+    DecoupledEstimator(blackout_probability=1.0).estimate(backend, request, _generation(STRUCTURED))
+    (variant,) = backend.calls[0]
+    assert not np.asarray(variant[0]).any()
 
 
 def test_full_distribution_uses_entropy(request_with_image: Request) -> None:

@@ -1,0 +1,100 @@
+"""Choosing the visual probe on calibration rows: the rule on its own, then on the shipped reference model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from guardrail.calibration.collect import ScoredItem, remeasure, score_items, scored_arrays
+from guardrail.calibration.metrics import auroc
+from guardrail.calibration.perturbation_choice import (
+    CANDIDATES,
+    PAPER_DEFAULT,
+    ProbeSetting,
+    best_setting,
+    choose_perturbation,
+)
+from guardrail.data.labelled import easyvqa_items
+from guardrail.types import Generation, Request
+
+
+def test_the_highest_score_wins_and_the_earliest_wins_ties() -> None:
+    labels = [c.label for c in CANDIDATES]
+    assert labels[0] == "blackout(p=0.8)"  # the paper's default comes first
+    assert best_setting(dict.fromkeys(labels, 0.7), CANDIDATES) == PAPER_DEFAULT
+    scores: dict[str, float | None] = {**dict.fromkeys(labels, 0.7), "grey": 0.71}
+    assert best_setting(scores, CANDIDATES) == ProbeSetting("grey")
+    assert best_setting({**scores, "grey": None, "noise": float("nan")}, CANDIDATES) == PAPER_DEFAULT
+    assert best_setting(dict.fromkeys(labels), CANDIDATES) is None
+
+
+class _Untouchable:
+    """A backend that must not be used: the choice is made without re-scoring."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"backend.{name} used")
+
+
+def _row(perception_correct: bool | None) -> ScoredItem:
+    from guardrail.data.labelled import LabelledItem
+
+    item = LabelledItem(request=Request.from_question("q?", []), answer="a")
+    return ScoredItem(
+        item=item,
+        generation=Generation(text="x"),
+        signals=None,
+        model_answer="a",
+        perception_text="x",
+        answer_correct=True,
+        perception_correct=perception_correct,
+        error=None,
+        generate_seconds=0.0,
+        estimate_seconds=0.0,
+    )
+
+
+def test_too_few_perception_labels_keep_the_paper_default_without_rescoring() -> None:
+    rows = [_row(True)] * 50 + [_row(False)] * 5 + [_row(None)] * 100
+    choice = choose_perturbation(_Untouchable(), rows, min_per_class=20)  # type: ignore[arg-type]
+    assert choice.chosen == PAPER_DEFAULT
+    assert choice.n == 55
+    assert "55 rows with a perception label, 5 of them wrong" in choice.reason
+    assert choice.auroc == {}
+
+
+def test_labels_and_candidates_are_validated() -> None:
+    with pytest.raises(ValueError, match="`candidates` must name at least one"):
+        choose_perturbation(_Untouchable(), [], candidates=())  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def reference_rows() -> tuple[Any, list[ScoredItem]]:
+    from guardrail.backends.transformers import TransformersBackend
+    from guardrail.pretrained import default_model_path
+
+    backend = TransformersBackend.from_pretrained(default_model_path())
+    items = easyvqa_items("calibration", limit=160, seed=3)
+    return backend, score_items(backend, PAPER_DEFAULT.estimator(), items)
+
+
+def test_on_the_reference_model_the_choice_is_the_best_ranked_candidate(
+    reference_rows: tuple[Any, list[ScoredItem]],
+) -> None:
+    backend, rows = reference_rows
+    choice = choose_perturbation(backend, rows, min_per_class=10)
+    assert set(choice.auroc) == {c.label for c in CANDIDATES}
+    values = {k: v for k, v in choice.auroc.items() if v is not None}
+    assert len(values) == len(CANDIDATES)
+    assert choice.auroc[choice.chosen.label] == max(values.values())
+    assert choice.n == sum(r.perception_correct is not None for r in rows)
+    # the table is what re-measuring with the chosen setting gives on the same rows
+    again = scored_arrays(remeasure(backend, choice.chosen.estimator(), rows))
+    keep = ~np.isnan(again["visual"]) & ~np.isnan(again["perception_correct"])
+    assert auroc(again["visual"][keep], again["perception_correct"][keep]) == pytest.approx(
+        choice.auroc[choice.chosen.label], abs=1e-9
+    )
+    info = choice.as_info()
+    assert info["chosen"] == choice.chosen.label
+    assert "calibration rows" in info["reason"]
