@@ -135,8 +135,7 @@ def choose_perturbation(
     if chosen is None:
         return PerturbationChoice(candidates[0], scores, len(usable), "no candidate could be ranked")
     reason = (
-        f"highest AUROC of s for perception correctness on {len(usable)} calibration rows "
-        f"({scores[chosen.label]:.3f})"
+        f"highest AUROC of s for perception correctness on {len(usable)} calibration rows ({scores[chosen.label]:.3f})"
     )
     return PerturbationChoice(chosen, scores, len(usable), reason)
 

@@ -26,7 +26,7 @@ def train_reference(
     ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for torch.")] = 2,
 ) -> None:
-    """Train the tiny LLaVA reference model on easy-VQA (about 19 minutes on 2 CPU cores) and save it."""
+    """Train the tiny LLaVA reference model on easy-VQA (about 18 minutes on 2 CPU cores) and save it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from ..reference import reference_model_path

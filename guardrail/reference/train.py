@@ -5,9 +5,15 @@ Teacher-forced next-token training of the structured answer
 training split. A share of the images is corrupted (random kind, severity 1-5) while the target still states the
 true scene: the model learns to see through mild corruption and, at high severities, really misperceives.
 
-Honest reasoning errors: only ``negated_fraction`` of the negated yes/no questions are used for training. The
-negation step ("asked if not, so ...") is then learned from a small budget of examples and stays imperfect,
-which gives the reasoning-confidence signals real errors to find. Nothing is faked: the targets are always right.
+The decision of a yes/no answer is one token ("There is a/no red shape") among some twenty; its loss is weighted
+by ``reasoning_weight`` (as are the rest of the reasoning and the boxed answer) so that the comparison of the
+question with the model's own ``<vision>`` text gets a fair share of the gradient.
+
+Honest reasoning errors: only ``negated_fraction`` (a tenth) of the negated yes/no questions are used for
+training. The negation step ("asked if not, so ...") is then learned from a small budget of examples and stays
+imperfect, which gives the reasoning-confidence signals real errors to find. Nothing is faked: the targets are
+always right. (With the reasoning weight, seven epochs learn negation perfectly even from 4 % of the negated
+questions; three epochs from a tenth leave about 3 % of them wrong while the answer accuracy stays near 98 %.)
 
 Seeded end to end (data order, corruptions, initialisation); single process, CPU, a rich progress bar.
 """
@@ -48,8 +54,10 @@ class TrainConfig:
     warmup_steps: int = 50
     corrupt_probability: float = 0.3
     max_shift: int = 6
-    negated_fraction: float = 0.5
+    negated_fraction: float = 0.1
+    reasoning_weight: float = 4.0
     threads: int = 2
+    max_examples: int | None = None  # a seeded subset of the training questions (smoke tests); None: all
     size: ModelSize = field(default_factory=lambda: ModelSize(vision_hidden=128, vision_layers=3))
 
 
@@ -66,7 +74,8 @@ class TrainResult:
 def _training_examples(config: TrainConfig) -> list[Example]:
     rng = random.Random(config.seed)
     examples = load_easyvqa("train")
-    return [e for e in examples if e.question_type != "negated_yes_no" or rng.random() < config.negated_fraction]
+    kept = [e for e in examples if e.question_type != "negated_yes_no" or rng.random() < config.negated_fraction]
+    return kept if config.max_examples is None else rng.sample(kept, min(config.max_examples, len(kept)))
 
 
 def _augment(image: Image.Image, rng: random.Random, max_shift: int) -> Image.Image:
@@ -94,6 +103,7 @@ class _Batcher:
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.n_image_tokens = (processor.image_processor.crop_size["height"] // processor.patch_size) ** 2
         self._images: dict[str, Image.Image] = {}
+        self.reasoning_token_id = self.tokenizer.convert_tokens_to_ids("<reasoning>")
         self._tokens: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
 
     def image(self, example: Example) -> Image.Image:
@@ -132,13 +142,37 @@ class _Batcher:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        weights = torch.zeros((len(rows), width))
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         for i, (prompt, answer) in enumerate(rows):
             n = len(prompt) + len(answer)
             input_ids[i, :n] = torch.tensor(prompt + answer)
             labels[i, len(prompt) : n] = torch.tensor(answer)
+            weights[i, len(prompt) : n] = 1.0
+            if self.reasoning_token_id in answer:  # the reasoning and the boxed answer after it
+                weights[i, len(prompt) + answer.index(self.reasoning_token_id) : n] = self.config.reasoning_weight
             attention[i, :n] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixel_values, "labels": labels}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "pixel_values": pixel_values,
+            "labels": labels,
+            "weights": weights,
+        }
+
+
+def _weighted_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Next-token cross-entropy over the answer tokens, each weighted (``_Batcher`` sets the weights)."""
+    import torch
+
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"]
+    ).logits[:, :-1]
+    labels, weights = batch["labels"][:, 1:], batch["weights"][:, 1:]
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction="none"
+    )
+    return (per_token * weights.reshape(-1)).sum() / weights.sum()
 
 
 def _pretrain_vision(
@@ -181,6 +215,44 @@ def _pretrain_vision(
             progress("vision", step, config.vision_steps, float(loss.detach()))
 
 
+def _train_answers(
+    model: Any, batcher: _Batcher, examples: Sequence[Example], config: TrainConfig, progress: Progress | None
+) -> tuple[int, float]:
+    """Stage 2: the whole model learns the structured answers; returns the steps taken and the smoothed loss."""
+    import torch
+
+    rng = random.Random(config.seed)
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    def schedule(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        done = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    step, smoothed = 0, float("nan")
+    for _ in range(config.epochs):
+        order = list(examples)
+        rng.shuffle(order)
+        for first in range(0, len(order), config.batch_size):
+            batch = batcher(order[first : first + config.batch_size], rng)
+            loss = _weighted_loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            value = float(loss.detach())
+            smoothed = value if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * value
+            if progress is not None:
+                progress("answer", step, total, smoothed)
+    return step, smoothed
+
+
 def train_reference(
     out: Path,
     config: TrainConfig | None = None,
@@ -204,37 +276,7 @@ def train_reference(
     examples = _training_examples(config)
     batcher = _Batcher(processor, config)
     _pretrain_vision(model, batcher, examples, config, progress)
-    rng = random.Random(config.seed)
-
-    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-
-    def schedule(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        done = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    step, smoothed = 0, float("nan")
-    for _ in range(config.epochs):
-        order = list(examples)
-        rng.shuffle(order)
-        for first in range(0, len(order), config.batch_size):
-            batch = batcher(order[first : first + config.batch_size], rng)
-            loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            value = float(loss.detach())
-            smoothed = value if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * value
-            if progress is not None:
-                progress("answer", step, total, smoothed)
-
+    step, smoothed = _train_answers(model, batcher, examples, config, progress)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
