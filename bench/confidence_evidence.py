@@ -33,7 +33,7 @@ from rich.table import Table
 
 from guardrail.calibration.collect import remeasure, score_items, scored_arrays
 from guardrail.calibration.metrics import auroc
-from guardrail.calibration.perturbation_choice import CANDIDATES
+from guardrail.calibration.perturbation_choice import CANDIDATES, ProbeSetting
 from guardrail.data.labelled import LabelledItem, easyvqa_items
 from guardrail.pretrained import default_model_path, estimator_for, find_artifact
 from guardrail.types import Request
@@ -130,10 +130,17 @@ def run(model_dir: Path, n: int, n_black: int, seed: int) -> dict[str, Any]:
             values = [calibrator.calibrate(r.signals).visual for r in group if r.signals is not None]
             calibrated[name] = float(np.nanmean([np.nan if v is None else v for v in values]))
 
-    probes = {}  # every candidate probe on the same test answers: the choice was made on the calibration split
+    # every candidate probe on the same test answers (the choice was made on the calibration split); the probe in
+    # use was measured above already
+    used = ProbeSetting(estimator.perturbation, estimator.blackout_probability)
+    probes = {}
     for setting in CANDIDATES:
-        remeasured = scored_arrays(remeasure(backend, setting.estimator(), rows))
-        probes[setting.label] = _auroc(remeasured["visual"], perception)
+        visual = (
+            columns["visual"]
+            if setting == used
+            else scored_arrays(remeasure(backend, setting.estimator(), rows))["visual"]
+        )
+        probes[setting.label] = _auroc(visual, perception)
 
     severities = np.array([int(r.item.tags["severity"]) for r in rows])
     by_severity = {
@@ -159,7 +166,7 @@ def run(model_dir: Path, n: int, n_black: int, seed: int) -> dict[str, Any]:
             "reasoning": _auroc(columns["reasoning"], perception),
         },
         "probe": {
-            "used": {"perturbation": estimator.perturbation, "blackout_probability": estimator.blackout_probability},
+            "used": used.as_info(),
             "chosen_on_calibration": None if artifact is None else artifact.info.get("perturbation_choice"),
             "test_auroc_perception_by_candidate": probes,
         },

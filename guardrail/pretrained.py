@@ -11,6 +11,7 @@ time: the guard is never built on a calibration it cannot trust (fail closed).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -98,13 +99,14 @@ def estimator_for(
     artifact's (``info["estimator"]``); ``draws`` or ``perturbation`` override them. No artifact: K = 1 and the
     paper's patch blackening at probability 0.8, with the default normalisation.
     """
-    from .confidence.estimator import DecoupledEstimator
+    from .calibration.perturbation_choice import ProbeSetting
 
     fitted_with: dict[str, Any] = {} if artifact is None else dict(artifact.info.get("estimator") or {})
-    return DecoupledEstimator(
+    setting = ProbeSetting.from_info(fitted_with)
+    if perturbation:
+        setting = dataclasses.replace(setting, perturbation=perturbation)  # type: ignore[arg-type]
+    return setting.estimator(
         draws=draws or int(fitted_with.get("draws", 1)),
-        perturbation=perturbation or str(fitted_with.get("perturbation", "blackout")),  # type: ignore[arg-type]
-        blackout_probability=float(fitted_with.get("blackout_probability", 0.8)),
         normalization=None if artifact is None else artifact.visual_normalization,
     )
 

@@ -13,13 +13,14 @@ the artifact, so the choice can be audited.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..backends.base import Backend
+from ..confidence.normalization import VisualNormalization
 from ..confidence.perturb import PerturbationKind
 from .collect import ScoredItem, remeasure, scored_arrays
 from .metrics import auroc
@@ -55,16 +56,27 @@ class ProbeSetting:
         """The estimator settings as stored in an artifact's ``info["estimator"]``."""
         return {"perturbation": self.perturbation, "blackout_probability": self.blackout_probability}
 
-    def estimator(self, *, draws: int = 1, seed: int = 0) -> DecoupledEstimator:
-        """A decoupled estimator probing with this setting (default normalisation)."""
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> ProbeSetting:
+        """The setting recorded by :meth:`as_info`; missing keys take the paper's default."""
+        return cls(
+            perturbation=info.get("perturbation", PAPER_DEFAULT.perturbation),
+            blackout_probability=float(info.get("blackout_probability", PAPER_DEFAULT.blackout_probability)),
+        )
+
+    def estimator(self, *, draws: int = 1, normalization: VisualNormalization | None = None) -> DecoupledEstimator:
+        """A decoupled estimator probing with this setting (the default normalisation unless one is given)."""
         from ..confidence.estimator import DecoupledEstimator
 
         return DecoupledEstimator(
-            draws=draws, perturbation=self.perturbation, blackout_probability=self.blackout_probability, seed=seed
+            draws=draws,
+            perturbation=self.perturbation,
+            blackout_probability=self.blackout_probability,
+            normalization=normalization,
         )
 
 
-PAPER_DEFAULT = ProbeSetting("blackout", 0.8)
+PAPER_DEFAULT: ProbeSetting = ProbeSetting("blackout", 0.8)
 CANDIDATES: tuple[ProbeSetting, ...] = (
     PAPER_DEFAULT,
     ProbeSetting("blackout", 1.0),  # every patch: the image removed, as in the paper's unanswerable test
@@ -90,12 +102,13 @@ class PerturbationChoice:
 
 
 def _perception_auroc(rows: Sequence[ScoredItem]) -> float | None:
+    """AUROC of the visual score (a monotone map of s) for perception correctness; None without both classes."""
     columns = scored_arrays(rows)
-    s, y = columns["visual_score"], columns["perception_correct"]
-    keep = ~np.isnan(s) & ~np.isnan(y)
+    visual, y = columns["visual"], columns["perception_correct"]
+    keep = ~np.isnan(visual) & ~np.isnan(y)
     if len(set(y[keep].tolist())) < 2:
         return None
-    return float(auroc(1.0 / (1.0 + np.exp(-np.clip(s[keep], -500, 500))), y[keep]))
+    return float(auroc(visual[keep], y[keep]))
 
 
 def choose_perturbation(
@@ -104,15 +117,18 @@ def choose_perturbation(
     *,
     draws: int = 1,
     seed: int = 0,
+    measured_with: ProbeSetting | None = None,
     candidates: Sequence[ProbeSetting] = CANDIDATES,
     max_rows: int = 1000,
     min_per_class: int = 20,
     on_item: Callable[[ScoredItem], None] | None = None,
 ) -> PerturbationChoice:
-    """The candidate whose s ranks perception correctness best on (a seeded sample of) ``rows``.
+    """The candidate whose s ranks perception correctness best on (a sample of) ``rows``, drawn with ``seed``.
 
     Only rows with an answer and a perception label take part; with fewer than ``min_per_class`` correct or
     wrong perceptions among them the first candidate (the paper's default) is returned without re-scoring.
+    ``measured_with`` names the setting (at ``draws``) the rows' signals were already measured with: that
+    candidate is ranked on them instead of being re-scored.
     """
     if not candidates:
         raise ValueError("`candidates` must name at least one perturbation setting")
@@ -129,8 +145,11 @@ def choose_perturbation(
         return PerturbationChoice(candidates[0], {}, len(usable), reason)
     scores: dict[str, float | None] = {}
     for setting in candidates:
-        remeasured = remeasure(backend, setting.estimator(draws=draws, seed=seed), usable, on_item=on_item)
-        scores[setting.label] = _perception_auroc(remeasured)
+        if setting == measured_with:
+            measured = usable
+        else:
+            measured = remeasure(backend, setting.estimator(draws=draws), usable, on_item=on_item)
+        scores[setting.label] = _perception_auroc(measured)
     chosen = best_setting(scores, candidates)
     if chosen is None:
         return PerturbationChoice(candidates[0], scores, len(usable), "no candidate could be ranked")

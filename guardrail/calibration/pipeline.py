@@ -18,6 +18,7 @@ from ..backends.base import Backend
 from ..confidence.normalization import VisualNormalization
 from ..confidence.perturb import PERTURBATIONS
 from ..data.labelled import LabelledItem
+from ..errors import ConfigurationError
 from .artifact import CalibrationArtifact, fingerprint_data, fingerprint_model
 from .collect import ScoredItem, remeasure, score_items, scored_arrays
 from .decoupled import DecoupledCalibrator
@@ -99,13 +100,17 @@ def calibrate_transformers_model(
 
     auto = perturbation == "auto"
     if not auto and perturbation not in PERTURBATIONS:
-        raise ValueError(f"`perturbation` must be 'auto' or one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
+        raise ConfigurationError(
+            f"`perturbation` must be 'auto' or one of {', '.join(PERTURBATIONS)}, got {perturbation!r}"
+        )
     setting = PAPER_DEFAULT if auto else ProbeSetting(perturbation, blackout_probability)  # type: ignore[arg-type]
     backend: Backend = TransformersBackend.from_pretrained(Path(model_dir), device=device)
     rows = score_items(backend, setting.estimator(draws=draws), items, on_item=on_item)
-    info: dict[str, Any] = {"data": "", "items": len(items)}
+    info: dict[str, Any] = {"data": data_name, "items": len(items)}
     if auto:
-        choice = choose_perturbation(backend, rows, draws=draws, seed=seed, on_item=on_probe_item)
+        choice = choose_perturbation(
+            backend, rows, draws=draws, seed=seed, measured_with=setting, on_item=on_probe_item
+        )
         if choice.chosen != setting:
             setting = choice.chosen
             rows = remeasure(backend, setting.estimator(draws=draws), rows, on_item=on_probe_item)
@@ -117,7 +122,7 @@ def calibrate_transformers_model(
         ]
     )
     # The estimator settings the normalisation and calibrators were fitted under: load_guard reuses them.
-    info.update(data=data_name, estimator={"draws": draws, **setting.as_info()})
+    info["estimator"] = {"draws": draws, **setting.as_info()}
     artifact = calibrate_rows(
         rows,
         model_fingerprint=fingerprint_model(Path(model_dir)),

@@ -95,7 +95,7 @@ def calibrate(
                 on_item=lambda _: progress.advance(task),
                 on_probe_item=probe_advance,
             )
-        except (GuardrailError, OSError, ValueError) as exc:
+        except (GuardrailError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
     path = save_artifact(artifact, out)

@@ -64,6 +64,12 @@ def test_too_few_perception_labels_keep_the_paper_default_without_rescoring() ->
     assert choice.auroc == {}
 
 
+def test_the_recorded_setting_round_trips() -> None:
+    for setting in CANDIDATES:
+        assert ProbeSetting.from_info(setting.as_info()) == setting
+    assert ProbeSetting.from_info({}) == PAPER_DEFAULT
+
+
 def test_labels_and_candidates_are_validated() -> None:
     with pytest.raises(ValueError, match="`candidates` must name at least one"):
         choose_perturbation(_Untouchable(), [], candidates=())  # type: ignore[arg-type]
@@ -95,6 +101,8 @@ def test_on_the_reference_model_the_choice_is_the_best_ranked_candidate(
     assert auroc(again["visual"][keep], again["perception_correct"][keep]) == pytest.approx(
         choice.auroc[choice.chosen.label], abs=1e-9
     )
+    # the rows were scored with the paper's probe: naming it reuses those signals, and the table is the same
+    assert choose_perturbation(backend, rows, min_per_class=10, measured_with=PAPER_DEFAULT).auroc == choice.auroc
     info = choice.as_info()
     assert info["chosen"] == choice.chosen.label
     assert "calibration rows" in info["reason"]
