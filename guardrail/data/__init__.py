@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .corruptions import CORRUPTIONS, corrupt
+from .corruptions import ALL_CORRUPTIONS, CORRUPTIONS, HELDOUT_CORRUPTIONS, corrupt
 from .easyvqa import (
     COLORS,
     SHAPES,
@@ -17,8 +17,10 @@ from .easyvqa import (
 )
 
 __all__ = [
+    "ALL_CORRUPTIONS",
     "COLORS",
     "CORRUPTIONS",
+    "HELDOUT_CORRUPTIONS",
     "SHAPES",
     "Example",
     "QuestionType",

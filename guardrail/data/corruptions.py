@@ -6,12 +6,19 @@ confidence meant to flag them) can be studied. Each corruption is a pure functio
 with the same ``seed`` always gives the same pixels. ``corrupt(image, kind, severity, seed)`` is the entry point;
 ``CORRUPTIONS`` maps every kind to its function.
 
+``HELDOUT_CORRUPTIONS`` are further kinds, different in character from those (compression artefacts, impulse noise,
+uneven haze, geometry), kept for *evaluation only*: they are never in ``CORRUPTIONS``, so nothing that draws from
+``CORRUPTIONS`` (training augmentation, calibration, ``easyvqa_items(corruptions=None)``) ever sees them, and a
+distribution-shift benchmark can measure whether the confidence still knows when the model does not.
+``ALL_CORRUPTIONS`` is both mappings together; ``corrupt`` accepts any kind in it.
+
 Strength grows with severity for every kind (tests pin that the pixel distance to the original rises).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import io
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import numpy as np
@@ -19,7 +26,15 @@ from PIL import Image, ImageFilter
 
 from ..errors import InputError
 
-__all__ = ["CORRUPTIONS", "MAX_SEVERITY", "Corruption", "corrupt"]
+__all__ = [
+    "ALL_CORRUPTIONS",
+    "CORRUPTIONS",
+    "HELDOUT_CORRUPTIONS",
+    "MAX_SEVERITY",
+    "Corruption",
+    "check_kinds",
+    "corrupt",
+]
 
 MAX_SEVERITY = 5
 
@@ -34,6 +49,11 @@ _CONTRAST = (1.0, 0.5, 0.25, 0.12, 0.06, 0.03)  # remaining contrast around the 
 _HUE_SHIFT = (0.0, 0.04, 0.09, 0.15, 0.22, 0.3)  # of the colour wheel
 _SATURATION = (1.0, 0.8, 0.6, 0.4, 0.2, 0.05)
 _DOWNSCALE = (1.0, 0.6, 0.35, 0.2, 0.12, 0.07)  # side scale before scaling back up
+# Held-out kinds (evaluation only).
+_JPEG_QUALITY = (100, 30, 15, 8, 4, 1)  # Pillow JPEG quality, with 4:2:0 chroma subsampling
+_IMPULSE_FRACTION = (0.0, 0.03, 0.07, 0.13, 0.22, 0.35)  # of the pixels, half white, half black
+_FOG_DENSITY = (0.0, 0.25, 0.4, 0.55, 0.7, 0.85)  # largest share of the haze colour in a pixel
+_ROTATION_DEGREES = (0.0, 6.0, 12.0, 20.0, 30.0, 45.0)
 
 
 def _array(image: Image.Image) -> np.ndarray:
@@ -97,6 +117,50 @@ def downscale(image: Image.Image, severity: int, rng: np.random.Generator) -> Im
     return small.resize((width, height), Image.Resampling.BILINEAR)
 
 
+def jpeg(image: Image.Image, severity: int, rng: np.random.Generator) -> Image.Image:
+    """Re-encodes the image as JPEG at falling quality (75 is a typical web default; 30 to 1 here): block
+    artefacts, ringing at the shape's edges and bleeding colour (chroma is stored at half resolution)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=_JPEG_QUALITY[severity], subsampling=2)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
+
+
+def salt_pepper(image: Image.Image, severity: int, rng: np.random.Generator) -> Image.Image:
+    """Impulse noise: a random share of the pixels (3 % to 35 %) turned pure white or pure black, all channels."""
+    pixels = _array(image).copy()
+    height, width = pixels.shape[:2]
+    hit = rng.random((height, width)) < _IMPULSE_FRACTION[severity]
+    salt = rng.random((height, width)) < 0.5
+    pixels[hit & salt] = 255.0
+    pixels[hit & ~salt] = 0.0
+    return _image(pixels)
+
+
+def fog(image: Image.Image, severity: int, rng: np.random.Generator) -> Image.Image:
+    """Blends in a light grey haze whose density varies smoothly and randomly across the image: unlike
+    ``low_contrast`` it is uneven and pulls towards a light grey, not the image's mean."""
+    pixels = _array(image)
+    height, width = pixels.shape[:2]
+    coarse = rng.random((4, 4)).astype(np.float32)  # a 4x4 field, smoothly upsampled
+    field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+    field = np.clip(field, 0.0, 1.0)[..., None]
+    alpha = _FOG_DENSITY[severity] * (0.6 + 0.4 * field)
+    haze = np.float32(215.0)
+    return _image(pixels * (1.0 - alpha) + haze * alpha)
+
+
+def rotate(image: Image.Image, severity: int, rng: np.random.Generator) -> Image.Image:
+    """Rotates about the centre (6 to 45 degrees, direction drawn from the seed), the uncovered corners filled
+    with the top-left pixel (the background in easy-VQA): the shape is unchanged but seen at an angle, and may be
+    clipped by the frame."""
+    rgb = image.convert("RGB")
+    direction = 1.0 if rng.random() < 0.5 else -1.0
+    background = rgb.getpixel((0, 0))
+    return rgb.rotate(direction * _ROTATION_DEGREES[severity], resample=Image.Resampling.BILINEAR, fillcolor=background)
+
+
 CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType(
     {
         "gaussian_noise": gaussian_noise,
@@ -107,11 +171,42 @@ CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType(
         "downscale": downscale,
     }
 )
-"""Every corruption kind by name."""
+"""Every corruption kind for training and calibration, by name (the held-out kinds are not here)."""
+
+HELDOUT_CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType(
+    {
+        "jpeg": jpeg,
+        "salt_pepper": salt_pepper,
+        "fog": fog,
+        "rotate": rotate,
+    }
+)
+"""Corruption kinds held out for evaluation only: never used for training, tuning or calibration."""
+
+ALL_CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType({**CORRUPTIONS, **HELDOUT_CORRUPTIONS})
+"""``CORRUPTIONS`` and ``HELDOUT_CORRUPTIONS`` together: every kind ``corrupt`` accepts."""
+
+
+def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    """``kinds`` as a tuple, each checked to be in ``ALL_CORRUPTIONS``: an unknown one is an ``InputError`` that
+    lists the calibration kinds and the held-out ones. A single string is one kind, not a sequence of letters.
+
+    >>> check_kinds(["blur", "jpeg"])
+    ('blur', 'jpeg')
+    """
+    wanted = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    for kind in wanted:
+        if kind not in ALL_CORRUPTIONS:
+            raise InputError(
+                f"`kind` must be one of {sorted(CORRUPTIONS)} or, held out for evaluation, one of "
+                f"{sorted(HELDOUT_CORRUPTIONS)}, got {kind!r}"
+            )
+    return wanted
 
 
 def corrupt(image: Image.Image, kind: str, severity: int, seed: int = 0) -> Image.Image:
-    """A corrupted copy of ``image``: ``kind`` from ``CORRUPTIONS`` at ``severity`` 0..5 (0 = identity).
+    """A corrupted copy of ``image``: ``kind`` from ``CORRUPTIONS`` or ``HELDOUT_CORRUPTIONS`` at ``severity`` 0..5
+    (0 = identity).
 
     Deterministic for a given ``seed``; ``image`` itself is never modified. The result is RGB.
 
@@ -120,10 +215,9 @@ def corrupt(image: Image.Image, kind: str, severity: int, seed: int = 0) -> Imag
     >>> corrupt(im, "blur", 0).tobytes() == im.tobytes()
     True
     """
-    if kind not in CORRUPTIONS:
-        raise InputError(f"`kind` must be one of {sorted(CORRUPTIONS)}, got {kind!r}")
+    check_kinds((kind,))
     if isinstance(severity, bool) or not isinstance(severity, int) or not 0 <= severity <= MAX_SEVERITY:
         raise InputError(f"`severity` must be an int in 0..{MAX_SEVERITY}, got {severity!r}")
     if severity == 0:
         return image.convert("RGB").copy()
-    return CORRUPTIONS[kind](image, severity, np.random.default_rng([seed, severity]))
+    return ALL_CORRUPTIONS[kind](image, severity, np.random.default_rng([seed, severity]))

@@ -97,18 +97,19 @@ def easyvqa_items(
 ) -> list[LabelledItem]:
     """easy-VQA questions of ``split``, each image corrupted by a seeded draw of kind and severity.
 
-    ``corruptions=None`` uses every corruption kind; ``()`` keeps images clean. ``limit`` takes a seeded random
+    ``corruptions=None`` uses every kind in ``CORRUPTIONS`` (never a held-out one); ``()`` keeps images clean; a
+    list of names may also name kinds from ``HELDOUT_CORRUPTIONS``, for evaluation. ``limit`` takes a seeded random
     subset of questions (the same for the same seed).
     """
-    from .corruptions import CORRUPTIONS, corrupt
+    from .corruptions import CORRUPTIONS, check_kinds, corrupt
     from .easyvqa import COLORS, SHAPES, load_easyvqa
 
+    kinds = tuple(CORRUPTIONS) if corruptions is None else check_kinds(corruptions)
     examples = load_easyvqa(split)  # type: ignore[arg-type]
     rng = np.random.default_rng(seed)
     if limit is not None and limit < len(examples):
         chosen = np.sort(rng.choice(len(examples), size=limit, replace=False))
         examples = [examples[i] for i in chosen]
-    kinds = tuple(CORRUPTIONS) if corruptions is None else tuple(corruptions)
     vocabulary = (*COLORS, *SHAPES)
     items = []
     for index, example in enumerate(examples):
