@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
 __all__ = [
+    "COMPONENTS",
     "Action",
     "Attempt",
     "Component",
@@ -53,8 +54,12 @@ class _Frozen(BaseModel):
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 """A number in [0, 1]; NaN and infinities are rejected."""
 
-Component = Literal["visual", "reasoning", "overall"]
-"""The three confidence components: what the model saw, what it reasoned, and both together."""
+Component = Literal["visual", "reasoning", "overall", "familiarity"]
+"""The confidence components: what the model saw, what it reasoned, both together, and how familiar the input is
+(how much the calibration behind the other three can be trusted for it)."""
+
+COMPONENTS: tuple[Component, ...] = ("visual", "reasoning", "overall", "familiarity")
+"""Every component, in the order results, tables and traces show them."""
 
 
 class Action(str, enum.Enum):
@@ -155,7 +160,14 @@ class Request(_Frozen):
         *,
         system: str | None = None,
     ) -> Request:
-        """A one-turn request: the images first, then the question, as most vision-language chat templates expect."""
+        """A one-turn request: the images first, then the question, as most vision-language chat templates expect.
+
+        An empty or whitespace-only question is an :class:`~guardrail.InputError`: there is nothing to answer.
+        """
+        if not question.strip():
+            from .errors import InputError
+
+            raise InputError("the question is empty: there is nothing to answer")
         blocks: list[TextBlock | ImageBlock] = [_to_image_block(im) for im in images]
         blocks.append(TextBlock(text=question))
         messages = [Message(role="user", content=tuple(blocks))]
@@ -179,6 +191,21 @@ class Request(_Frozen):
     def with_images(self, extra: Sequence[ImageBlock]) -> Request:
         """A copy whose last user message also carries ``extra`` images (placed after its existing images)."""
         return self._edit_last_user(lambda blocks: _insert_images(blocks, extra))
+
+    def replacing_images(self, views: Sequence[ImageBlock]) -> Request:
+        """A copy in which ``views`` take the place of the images of the last user message that has any, at its
+        first image's position (its text blocks stay, in order); without such a message they join the last user
+        message as :meth:`with_images` would."""
+        messages = list(self.messages)
+        for i in range(len(messages) - 1, -1, -1):
+            message = messages[i]
+            if message.role != "user" or not message.images:
+                continue
+            first = next(j for j, block in enumerate(message.content) if isinstance(block, ImageBlock))
+            rest = tuple(block for block in message.content[first:] if not isinstance(block, ImageBlock))
+            messages[i] = message.model_copy(update={"content": (*message.content[:first], *views, *rest)})
+            return self.model_copy(update={"messages": tuple(messages)})
+        return self.with_images(views)
 
     def with_text(self, suffix: str) -> Request:
         """A copy whose last user message ends with ``suffix`` as an extra text block."""
@@ -275,13 +302,24 @@ class Signals(_Frozen):
     visual: Probability | None = None
     reasoning: Probability | None = None
     holistic: Probability | None = None
+    familiarity: Probability | None = None
+    """How familiar the input is to the calibration data (a conformal p-value; see ``Confidence``)."""
     features: Mapping[str, float] = Field(default_factory=dict)
     sources: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    embeddings: Mapping[str, tuple[float, ...]] = Field(default_factory=dict, exclude=True, repr=False)
+    """The input's pooled feature vectors by side (``text``, ``image``): what calibration fits the familiarity
+    reference on. Kept in memory only (never serialised: a large model's vectors have thousands of numbers)."""
 
 
 class Confidence(_Frozen):
-    """Calibrated confidence: P(perception correct), P(reasoning correct | perception), P(answer correct).
+    """Calibrated confidence: P(perception correct), P(reasoning correct | perception), P(answer correct), and
+    the input's familiarity.
+
+    ``familiarity`` is a conformal p-value: the chance that an input like the calibration data looks at least as
+    unusual as this one (question and images, judged by the model's own input features). On inputs like the
+    calibration data it is uniform, so a rule ``familiarity below t`` fires on at most a fraction t of them; a
+    value near 0 says the calibration behind the other components does not cover this input.
 
     Each is in [0, 1], or ``None`` when it could not be measured (never invented).
     """
@@ -289,6 +327,7 @@ class Confidence(_Frozen):
     visual: Probability | None = None
     reasoning: Probability | None = None
     overall: Probability | None = None
+    familiarity: Probability | None = None
     sources: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
 
     def get(self, component: Component) -> float | None:

@@ -18,23 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import functools
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from ..confidence.estimator import TeacherForcedScores
 from ..confidence.signals import entropy, full_kl, token_logprobs, top2_margin
 from ..confidence.spans import parse_boxed, token_char_offsets
 from ..errors import BackendError, GuardrailError
 from ..types import Generation, GenerationOptions, ImageBlock, Request, TextBlock, Usage
 from ._vision_inputs import DEFAULT_MAX_PIXELS, TokenExpandingProcessor, decode_block, model_resolution
+from .base import TeacherForcedScores
 
 __all__ = ["TransformersBackend", "resolve_device", "resolve_dtype"]
 
@@ -65,6 +66,10 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ValueError(f"`dtype` must name a torch dtype such as 'bfloat16' or 'float32', got {dtype!r}")
     return resolved
 
+
+FEATURE_LAYER = 0
+"""Which hidden state the image features are pooled from: 0 = the model's input embeddings, where the projected
+vision-encoder output stands at the image positions."""
 
 DEFAULT_MAX_NEW_TOKENS = 512
 """Answer-length limit when neither the caller nor the model's generation config sets one."""
@@ -97,6 +102,11 @@ class TransformersBackend:
     Generation is greedy unless ``options.temperature > 0``, or ``sample_reasks`` is set and the call is a
     re-ask (``options.attempt > 0``: then ``reask_temperature`` is used); sampling is seeded by ``options.seed``
     (else the attempt number) so a re-ask is reproducible.
+
+    ``max_images`` declares the most images one prompt may carry (``None``: not declared); ``from_pretrained``
+    takes it from the model folder's ``config.json`` key ``max_images`` unless given. With it, the guard's
+    ``fetch_more_views`` (mode ``auto``) puts fetched views in place of the request's images rather than adding
+    them past that limit.
     """
 
     def __init__(
@@ -111,9 +121,12 @@ class TransformersBackend:
         sample_reasks: bool = False,
         reask_temperature: float = 0.7,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        max_images: int | None = None,
     ) -> None:
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"`max_new_tokens` must be an int >= 1, got {max_new_tokens}")
+        if max_images is not None and not (type(max_images) is int and max_images >= 1):  # bool is no count
+            raise ValueError(f"`max_images` must be an int >= 1 or None, got {max_images!r}")
         if reask_temperature <= 0:
             raise ValueError(f"`reask_temperature` must be > 0 (sampling on re-asks), got {reask_temperature}")
         self.device = resolve_device(device)
@@ -128,6 +141,7 @@ class TransformersBackend:
         self.sample_reasks = sample_reasks
         self.reask_temperature = reask_temperature
         self.max_image_pixels = max_image_pixels
+        self._max_images = max_images
         self._lock = threading.Lock()  # one model call at a time: the seeded RNG and the model are shared
         config = getattr(model, "config", None)
         self._name = name or str(getattr(config, "_name_or_path", "") or getattr(config, "model_type", "model"))
@@ -148,6 +162,9 @@ class TransformersBackend:
 
         When the model's full processor cannot be built here (Qwen2-VL-style processors need torchvision for
         their video part), it is assembled from the image processor and the tokenizer.
+
+        ``max_images`` (a keyword for ``__init__``) defaults to the folder's ``config.json`` key ``max_images``
+        (an extra key transformers keeps on the config; absent: not declared).
         """
         import transformers
 
@@ -170,6 +187,11 @@ class TransformersBackend:
         except (OSError, *_MODEL_ERRORS) as exc:
             raise BackendError(f"cannot load a vision-language model from {str(path)!r}: {exc}") from exc
         kwargs.setdefault("name", path.name)
+        if "max_images" not in kwargs:
+            declared = getattr(getattr(model, "config", None), "max_images", None)
+            if declared is not None and not (type(declared) is int and declared >= 1):
+                raise BackendError(f"{str(path)!r}: config.json max_images must be an int >= 1, got {declared!r}")
+            kwargs["max_images"] = declared
         return cls(model, processor, device=device, dtype=dtype, **kwargs)
 
     # -- identity ---------------------------------------------------------------------------------------------
@@ -178,6 +200,11 @@ class TransformersBackend:
     def name(self) -> str:
         """The model's name (its directory or ``_name_or_path``)."""
         return self._name
+
+    @property
+    def max_images(self) -> int | None:
+        """The most images one prompt may carry, ``None`` when not declared (see the class docstring)."""
+        return self._max_images
 
     @property
     def patch_size(self) -> int:
@@ -355,14 +382,51 @@ class TransformersBackend:
             batch = self._encode_rows(prompt, [originals, *variants])
             answer = torch.tensor(ids, device=self.device)
             forced = self._append_answer(batch, answer[:-1])
+            prompt_ids = batch["input_ids"][0]
+            question, image = self._prompt_positions(prompt_ids)
+            # Logits only where they are read: before each question token (its own teacher-forced log-prob) and
+            # before each answer token; never the (tokens, vocab) logits of the image positions.
+            first_answer = prompt_ids.shape[0] - 1
+            keep = torch.cat([question - 1, torch.arange(first_answer, first_answer + len(ids), device=self.device)])
             with self._lock, torch.inference_mode():
                 # No KV cache: one pass reads nothing back, so building it would only cost a copy per layer.
-                logits = self.model(**forced, logits_to_keep=len(ids), use_cache=False).logits
+                out = self.model(**forced, logits_to_keep=keep, use_cache=False, output_hidden_states=True)
         except GuardrailError:
             raise
         except _MODEL_ERRORS as exc:
             raise BackendError(f"{self.name}: teacher-forced scoring failed: {exc}") from exc
-        return self._reduce(logits, answer, distributions)
+        scores = self._reduce(out.logits[:, question.numel() :], answer, distributions)
+        prompt_logprobs = token_logprobs(out.logits[0, : question.numel()].float(), prompt_ids[question]).clamp_max(0.0)
+        unknown_id = getattr(self.tokenizer, "unk_token_id", None)
+        inputs = out.hidden_states[FEATURE_LAYER][0].float() if out.hidden_states is not None else None
+        return dataclasses.replace(
+            scores,
+            prompt_logprobs=prompt_logprobs.cpu(),
+            prompt_unknown=None if unknown_id is None else int((prompt_ids[question] == unknown_id).sum()),
+            prompt_features=None if inputs is None or not question.numel() else inputs[question].mean(dim=0).cpu(),
+            image_features=None if inputs is None or not image.numel() else inputs[image].mean(dim=0).cpu(),
+        )
+
+    def _prompt_positions(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions of the question text (after the last image, special tokens left out) and of the images.
+
+        The question positions start at 1 at the earliest (position 0 has no context to be predicted from).
+        """
+
+        def where(ids: Iterable[int]) -> torch.Tensor:
+            return torch.isin(prompt_ids, torch.tensor(sorted(ids), dtype=prompt_ids.dtype, device=prompt_ids.device))
+
+        config = self.model.config
+        image_token = {getattr(config, n, None) for n in ("image_token_index", "image_token_id")} - {None}
+        image = torch.nonzero(where(i for i in image_token if isinstance(i, int))).flatten()
+        is_placeholder = where(self._placeholder_ids)
+        placeholders = torch.nonzero(is_placeholder).flatten()
+        start = int(placeholders[-1]) + 1 if placeholders.numel() else 1
+        positions = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
+        unknown = getattr(self.tokenizer, "unk_token_id", None)
+        hidden = where(i for i in self._hidden_ids if i != unknown)  # an unknown token is evidence, not noise
+        question = positions[(positions >= start) & ~hidden & ~is_placeholder]
+        return question, image
 
     def _encode_rows(self, prompt: str, image_rows: list[Sequence[Image.Image]]) -> dict[str, torch.Tensor]:
         """The prompt with each row of images, stacked into one batch (row i = ``image_rows[i]``).

@@ -23,37 +23,22 @@ import asyncio
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image
 
-from ..backends.base import Backend
+from ..backends.base import Backend, TeacherForcedScores
 from ..calibration.base import harmonic_mean
 from ..errors import BackendError, EstimatorError
 from ..types import Generation, Request, Signals
 from . import signals as sig
+from .familiarity import FamiliarityReference
 from .normalization import VisualNormalization
 from .perturb import PERTURBATIONS, PerturbationKind, perturb_image
 from .spans import CharSpan, ParsedResponse, char_span_to_token_span, parse_response
 
 __all__ = ["DecoupledEstimator", "ScoringBackend", "TeacherForcedScores", "VisualNormalization"]
-
-
-@dataclass(frozen=True)
-class TeacherForcedScores:
-    """Per-token results of re-scoring one answer; row 0 is the original images, row ``1 + i`` variant i.
-
-    ``token_logprobs``: ``(rows, tokens)`` log-probs of the answer tokens. With full distributions requested:
-    ``entropy`` and ``margin`` (top-1 minus top-2 probability) ``(rows, tokens)``, and ``kl_full``
-    ``(rows, tokens)`` = full-vocabulary KL(original || row) (row 0 is zero).
-    """
-
-    token_logprobs: torch.Tensor
-    entropy: torch.Tensor | None = None
-    margin: torch.Tensor | None = None
-    kl_full: torch.Tensor | None = None
 
 
 @runtime_checkable
@@ -106,7 +91,9 @@ class DecoupledEstimator:
     of probability 0 or 1 are drawn once); ``perturbation`` its kind; ``seed`` of the first draw (draw k of image i uses
     ``seed + k * n_images + i``); ``full_distribution`` to measure the full-vocabulary KL and the full entropy
     (then H is the full entropy); ``normalization`` the reference statistics of s; ``blackout_probability``
-    the chance a patch is blackened.
+    the chance a patch is blackened; ``familiarity`` the calibration inputs' feature references (from the
+    artifact): with it, each estimate also says how far its question and images lie from the calibration inputs
+    (``Signals.familiarity`` and the ``*_distance`` / ``*_shift`` / ``*_familiarity`` features).
     """
 
     def __init__(
@@ -118,6 +105,7 @@ class DecoupledEstimator:
         full_distribution: bool = False,
         normalization: VisualNormalization | None = None,
         blackout_probability: float = 0.8,
+        familiarity: FamiliarityReference | None = None,
     ) -> None:
         if draws < 1:
             raise ValueError(f"`draws` must be an int >= 1 (perturbations averaged), got {draws}")
@@ -131,6 +119,7 @@ class DecoupledEstimator:
         self.full_distribution = full_distribution
         self.normalization = normalization or VisualNormalization()
         self.blackout_probability = blackout_probability
+        self.familiarity = familiarity
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """Measure the raw signals of ``generation``, the answer of ``backend`` to ``request``."""
@@ -151,6 +140,7 @@ class DecoupledEstimator:
         visual: float | None = None
         reasoning: float | None = None
         holistic: float | None = None
+        embeddings: dict[str, tuple[float, ...]] = {}
         if not isinstance(backend, ScoringBackend):
             problems.append(f"backend {backend.name!r} cannot re-score answers: visual certainty not measured")
             reasoning, holistic = self._black_box(generation, features, sources)
@@ -158,18 +148,28 @@ class DecoupledEstimator:
             problems.append("generation has no token ids: visual certainty not measured")
         else:
             visual, reasoning, holistic = self._white_box(
-                backend, request, generation, parsed, features, sources, problems
+                backend, request, generation, parsed, features, sources, problems, embeddings
             )
         if reasoning is None and r is not None:
             reasoning = r
             sources["reasoning"] = ("verbalized_reasoning",)
+        familiarity = None
+        if self.familiarity is not None and embeddings:
+            features.update(self.familiarity.assess(embeddings))
+            familiarity = features.get("familiarity")
+            if familiarity is not None:
+                sources["familiarity"] = tuple(
+                    f"{side}_familiarity" for side in embeddings if f"{side}_familiarity" in features
+                )
         return Signals(
             visual=visual,
             reasoning=reasoning,
             holistic=holistic,
+            familiarity=familiarity,
             features=_finite(features),
             sources=sources,
             problems=tuple(problems),
+            embeddings=embeddings,
         )
 
     async def aestimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
@@ -221,6 +221,7 @@ class DecoupledEstimator:
         features: dict[str, float],
         sources: dict[str, tuple[str, ...]],
         problems: list[str],
+        embeddings: dict[str, tuple[float, ...]],
     ) -> tuple[float | None, float | None, float | None]:
         ids = generation.token_ids
         offsets = backend.token_offsets(ids)
@@ -245,6 +246,10 @@ class DecoupledEstimator:
         except BackendError as exc:
             raise EstimatorError(f"teacher-forced re-scoring failed: {exc}") from exc
         logp = scores.token_logprobs[0]
+        features.update(self._prompt_stats(scores))
+        for side, vector in (("text", scores.prompt_features), ("image", scores.image_features)):
+            if vector is not None:
+                embeddings[side] = tuple(vector.double().tolist())
 
         # "reasoning_*" features cover the reasoning span *and* the answer tokens (the tokens whose correctness
         # the reasoning decides); "answer_*" the answer tokens alone (the holistic single-score baseline).
@@ -293,6 +298,21 @@ class DecoupledEstimator:
         features["visual_certainty"] = visual
         sources["visual"] = (*names, "visual_score")
         return visual
+
+    @staticmethod
+    def _prompt_stats(scores: TeacherForcedScores) -> dict[str, float]:
+        """How unfamiliar the question's own tokens are to the model (teacher-forced, same pass)."""
+        if scores.prompt_logprobs is None or not scores.prompt_logprobs.numel():
+            return {}
+        surprisal = sig.surprisal(scores.prompt_logprobs)
+        stats = {
+            "prompt_tokens": float(surprisal.numel()),
+            "prompt_mean_surprisal": float(surprisal.mean()),
+            "prompt_max_surprisal": float(surprisal.max()),
+        }
+        if scores.prompt_unknown is not None:
+            stats["prompt_unknown_fraction"] = scores.prompt_unknown / surprisal.numel()
+        return stats
 
     @staticmethod
     def _span_stats(

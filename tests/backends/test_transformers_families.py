@@ -110,3 +110,27 @@ def test_generation_never_emits_image_placeholders(family_backend: TransformersB
     gen = family_backend.generate(question, GenerationOptions(max_new_tokens=64))
     assert family_backend._placeholder_ids  # every family declares at least its image token
     assert not set(gen.token_ids) & family_backend._placeholder_ids
+
+
+def test_the_scoring_pass_also_returns_familiarity_evidence(
+    family_backend: TransformersBackend, question: Request
+) -> None:
+    gen = family_backend.generate(question, GenerationOptions(max_new_tokens=4))
+    scores = family_backend.score(question, gen.token_ids)
+    hidden = family_backend.model.config.get_text_config().hidden_size
+    assert scores.image_features is not None
+    assert scores.prompt_features is not None
+    assert scores.image_features.shape == scores.prompt_features.shape == (hidden,)
+    assert not torch.allclose(scores.image_features, scores.prompt_features)
+    assert scores.prompt_logprobs is not None
+    assert scores.prompt_logprobs.numel() >= len(question.question.encode()) // 4  # the question's own tokens
+    assert (scores.prompt_logprobs <= 0).all()
+    other = question.replacing_images([question.images[0]]).with_text(" and what else?")
+    assert family_backend.score(other, gen.token_ids).prompt_logprobs.numel() > scores.prompt_logprobs.numel()  # type: ignore[union-attr]
+    # another image: other image features, the same question features
+    black = Request.from_question(question.question, [Image.new("RGB", (32, 32), "black")])
+    again = family_backend.score(black, gen.token_ids)
+    assert again.prompt_features is not None
+    assert again.image_features is not None
+    torch.testing.assert_close(again.prompt_features, scores.prompt_features)
+    assert not torch.allclose(again.image_features, scores.image_features)

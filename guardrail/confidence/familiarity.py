@@ -1,0 +1,209 @@
+"""How familiar an input is: distances of the model's own input features from the calibration inputs.
+
+A calibrated confidence is only as good as the data it was calibrated on. Off that data (a question worded
+unlike any calibration question, an image damaged in a way calibration never saw) the model can be confidently
+wrong while every token statistic looks normal. So every white-box estimate also measures where the input lies:
+
+- the **question**: the model's input features at the question's tokens (after the last image), mean-pooled;
+- the **images**: the model's input features at the image positions (the projected vision-encoder output),
+  mean-pooled.
+
+Both come from the teacher-forced forward pass the visual probe already makes. For each side a
+:class:`FeatureReference` stores the mean and the top principal directions of the calibration inputs' features;
+the distance of a new input is a Mahalanobis distance in that subspace plus the scaled residual outside it. Two
+numbers follow from a distance d:
+
+- ``*_familiarity``: the conformal p-value ``(1 + #{reference distances >= d}) / (n + 1)`` against distances of
+  held-out calibration inputs. On inputs like the calibration data it is uniform, so ``p <= t`` happens with
+  probability at most t (the false-alarm rate of a policy rule ``familiarity below t``).
+- ``*_shift``: ``max(0, log(d / median reference distance))``, a covariate the calibrator uses to lower
+  confidence the further an input lies from what it was calibrated on.
+
+The input's ``familiarity`` is the Bonferroni combination ``min(1, m * min(p_side))`` over the m sides measured,
+still a valid p-value. Nothing here knows the data set or the model: it works on any feature vectors. Plain numpy,
+so that artifacts load without the model stack.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import CalibrationError
+
+__all__ = ["SIDES", "FamiliarityReference", "FeatureReference"]
+
+FloatArray = npt.NDArray[np.float64]
+SIDES = ("text", "image")
+"""The two sides of an input whose features are compared with the calibration inputs."""
+_FLOOR = 1e-6
+"""Variances below this fraction of the largest are raised to it (near-constant directions would divide by ~0)."""
+
+
+class FeatureReference(BaseModel):
+    """Mean, principal directions and held-out distances of one side's calibration features."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mean: tuple[float, ...]
+    components: tuple[tuple[float, ...], ...]
+    """``k`` orthonormal principal directions, each of the features' dimension."""
+    variances: tuple[float, ...] = Field(min_length=1)
+    """The variance of the calibration features along each direction (floored)."""
+    residual_variance: float = Field(gt=0.0, allow_inf_nan=False)
+    """The mean variance per dimension outside the k directions (floored)."""
+    reference: tuple[float, ...] = Field(min_length=1)
+    """Sorted distances of held-out calibration inputs: what the p-value ranks against."""
+
+    @model_validator(mode="after")
+    def _shapes(self) -> FeatureReference:
+        dim = len(self.mean)
+        if len(self.components) != len(self.variances) or any(len(c) != dim for c in self.components):
+            raise ValueError(f"components must be {len(self.variances)} vectors of dimension {dim}")
+        values = [*self.mean, *self.variances, *self.reference, *(x for c in self.components for x in c)]
+        if not all(math.isfinite(x) for x in values):
+            raise ValueError("a feature reference must hold finite numbers only")
+        if any(v <= 0 for v in self.variances):
+            raise ValueError("variances must be > 0")
+        if list(self.reference) != sorted(self.reference):
+            raise ValueError("reference distances must be sorted")
+        return self
+
+    @property
+    def dim(self) -> int:
+        """The dimension of the feature vectors."""
+        return len(self.mean)
+
+    @property
+    def scale(self) -> float:
+        """The median held-out distance: the unit of the shift covariate."""
+        return float(np.median(self.reference))
+
+    @classmethod
+    def fit(
+        cls,
+        fit_features: npt.ArrayLike,
+        reference_features: npt.ArrayLike,
+        *,
+        components: int = 32,
+        max_reference: int = 2000,
+        seed: int = 0,
+    ) -> FeatureReference:
+        """Directions from ``fit_features`` ``(n, dim)``; p-value reference from ``reference_features``.
+
+        The two sets should be disjoint calibration inputs: distances of the inputs the directions were fitted on
+        are smaller than those of fresh inputs, and would make the p-values too small. At most ``max_reference``
+        reference distances are kept (a seeded sample), which bounds the artifact's size.
+        """
+        x = _matrix("fit_features", fit_features)
+        held_out = _matrix("reference_features", reference_features)
+        if x.shape[0] < 3 or held_out.shape[0] < 1:
+            raise CalibrationError(
+                f"a feature reference needs >= 3 fit rows and >= 1 reference row, got {x.shape[0]} and "
+                f"{held_out.shape[0]}"
+            )
+        if held_out.shape[1] != x.shape[1]:
+            raise CalibrationError(f"feature dimensions differ: {x.shape[1]} and {held_out.shape[1]}")
+        mean = x.mean(axis=0)
+        _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)
+        all_var = singular**2 / (x.shape[0] - 1)
+        k = max(1, min(components, int(np.sum(all_var > 0)) or 1, x.shape[1]))
+        floor = max(float(all_var.max(initial=0.0)), 1e-12) * _FLOOR
+        rest = x.shape[1] - k
+        residual = float(all_var[k:].sum() / rest) if rest > 0 else floor
+        partial = cls(
+            mean=tuple(mean.tolist()),
+            components=tuple(tuple(row) for row in vt[:k].tolist()),
+            variances=tuple(np.maximum(all_var[:k], floor).tolist()),
+            residual_variance=max(residual, floor),
+            reference=(0.0,),
+        )
+        distances = np.sort(partial.distance(held_out))
+        if distances.size > max_reference:
+            keep = np.random.default_rng(seed).choice(distances.size, size=max_reference, replace=False)
+            distances = np.sort(distances[keep])
+        return partial.model_copy(update={"reference": tuple(float(f"{d:.6g}") for d in distances)})
+
+    def distance(self, features: npt.ArrayLike) -> FloatArray:
+        """Distances of ``(n, dim)`` (or one ``(dim,)``) feature vectors; the same shape less the last axis."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.shape[-1] != self.dim:
+            raise CalibrationError(f"features of dimension {x.shape[-1]} against a reference of dimension {self.dim}")
+        centred = x - np.asarray(self.mean)
+        basis = np.asarray(self.components)
+        z = centred @ basis.T
+        residual = centred - z @ basis
+        squared = (
+            np.sum(z**2 / np.asarray(self.variances), axis=-1) + np.sum(residual**2, axis=-1) / self.residual_variance
+        )
+        out: FloatArray = np.sqrt(squared / self.dim)
+        return out
+
+    def p_value(self, distance: float) -> float:
+        """``(1 + #{reference >= distance}) / (n + 1)``: the conformal p-value of one distance."""
+        ref = np.asarray(self.reference)
+        above = ref.size - int(np.searchsorted(ref, distance, side="left"))
+        return (1 + above) / (ref.size + 1)
+
+    def shift(self, distance: float) -> float:
+        """``max(0, log(distance / scale))``: 0 up to the median calibration input, then growing."""
+        return max(0.0, math.log(max(distance, 1e-300) / max(self.scale, 1e-300)))
+
+
+class FamiliarityReference(BaseModel):
+    """The calibration inputs' feature references, per side; stored in the calibration artifact."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: FeatureReference | None = None
+    image: FeatureReference | None = None
+
+    def assess(self, features: Mapping[str, Sequence[float] | None]) -> dict[str, float]:
+        """Distance, shift and familiarity of each side measured in ``features`` (``{"text": [...], ...}``).
+
+        Returns ``{side}_distance``, ``{side}_shift`` and ``{side}_familiarity`` for each side with both a vector
+        and a reference, and the combined ``familiarity`` when any side was measured.
+        """
+        out: dict[str, float] = {}
+        p_values = []
+        for side in SIDES:
+            reference: FeatureReference | None = getattr(self, side)
+            vector = features.get(side)
+            if reference is None or vector is None:
+                continue
+            distance = float(reference.distance(np.asarray(vector, dtype=np.float64)))
+            p = reference.p_value(distance)
+            out[f"{side}_distance"] = distance
+            out[f"{side}_shift"] = reference.shift(distance)
+            out[f"{side}_familiarity"] = p
+            p_values.append(p)
+        if p_values:
+            out["familiarity"] = min(1.0, len(p_values) * min(p_values))
+        return out
+
+    @classmethod
+    def fit(
+        cls,
+        fit_features: Mapping[str, npt.ArrayLike],
+        reference_features: Mapping[str, npt.ArrayLike],
+        **options: Any,
+    ) -> FamiliarityReference:
+        """A reference for every side present in both mappings (``options`` go to :meth:`FeatureReference.fit`)."""
+        sides = {
+            side: FeatureReference.fit(fit_features[side], reference_features[side], **options)
+            for side in SIDES
+            if side in fit_features and side in reference_features
+        }
+        return cls(**sides)
+
+
+def _matrix(name: str, values: npt.ArrayLike) -> FloatArray:
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2 or not np.all(np.isfinite(x)):
+        raise CalibrationError(f"`{name}` must be a finite (rows, dim) array, got shape {x.shape}")
+    return x
