@@ -93,7 +93,8 @@ def load_guard(
 def estimator_for(
     artifact: CalibrationArtifact | None, *, draws: int | None = None, perturbation: str | None = None
 ) -> DecoupledEstimator:
-    """The decoupled estimator an artifact was fitted under: its visual normalisation and probe settings.
+    """The decoupled estimator an artifact was fitted under: its visual normalisation, familiarity reference and
+    probe settings.
 
     The normalisation of s depends on the probe (kind, blackout probability, K), so by default they are the
     artifact's (``info["estimator"]``); ``draws`` or ``perturbation`` override them. No artifact: K = 1 and the
@@ -108,6 +109,7 @@ def estimator_for(
     return setting.estimator(
         draws=draws or int(fitted_with.get("draws", 1)),
         normalization=None if artifact is None else artifact.visual_normalization,
+        familiarity=None if artifact is None else artifact.familiarity,
     )
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..confidence.familiarity import FamiliarityReference
 from ..confidence.normalization import VisualNormalization
 from ..errors import ArtifactError, CalibrationError
 from .decoupled import DecoupledCalibrator
@@ -136,6 +137,9 @@ class CalibrationArtifact(BaseModel):
     """Free-form provenance (split name, sizes, command line); plain JSON values."""
     evaluation: dict[str, HeldOutScores] | None = None
     """Held-out calibrated confidences and labels by component (as ``metrics``), for plots; None in older files."""
+    familiarity: FamiliarityReference | None = None
+    """Where the calibration inputs' features lie (question and images): what an input's familiarity and shift
+    covariates are measured against; None in older files and for black-box models."""
 
     @field_validator("calibrator")
     @classmethod
@@ -160,6 +164,7 @@ class CalibrationArtifact(BaseModel):
         metrics: Mapping[str, CalibrationSummary] | None = None,
         info: Mapping[str, Any] | None = None,
         evaluation: Mapping[str, HeldOutScores] | None = None,
+        familiarity: FamiliarityReference | None = None,
     ) -> CalibrationArtifact:
         """An artifact stamped with the current UTC time (``visual_normalization`` may be a (mean, std) pair)."""
         if isinstance(visual_normalization, tuple):
@@ -174,6 +179,7 @@ class CalibrationArtifact(BaseModel):
             metrics=dict(metrics or {}),
             info=dict(info or {}),
             evaluation=None if evaluation is None else dict(evaluation),
+            familiarity=familiarity,
         )
 
     def decoupled_calibrator(self) -> DecoupledCalibrator:

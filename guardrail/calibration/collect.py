@@ -21,6 +21,7 @@ from ..confidence.base import Estimator
 from ..confidence.spans import parse_response
 from ..data.labelled import LabelledItem
 from ..types import Generation, GenerationOptions, Signals
+from .decoupled import SHIFT_COVARIATES
 
 __all__ = ["ScoredItem", "grade_answer", "grade_perception", "remeasure", "score_items", "scored_arrays"]
 
@@ -145,7 +146,8 @@ def scored_arrays(rows: Sequence[ScoredItem]) -> dict[str, FloatArray]:
     """Column arrays of the rows (NaN = not measured / not known): the input of calibration and metrics.
 
     Columns: ``visual``, ``reasoning``, ``holistic`` (raw scores), ``visual_score`` (the raw statistic s before
-    normalisation), ``answer_correct``, ``perception_correct``.
+    normalisation), ``familiarity`` and the shift covariates (``text_shift``, ``image_shift``: measured against a
+    familiarity reference, else NaN), ``answer_correct``, ``perception_correct``.
     """
 
     def column(get: Callable[[ScoredItem], float | bool | None]) -> FloatArray:
@@ -156,6 +158,11 @@ def scored_arrays(rows: Sequence[ScoredItem]) -> dict[str, FloatArray]:
         "reasoning": column(lambda r: None if r.signals is None else r.signals.reasoning),
         "holistic": column(lambda r: None if r.signals is None else r.signals.holistic),
         "visual_score": column(lambda r: None if r.signals is None else r.signals.features.get("visual_score")),
+        "familiarity": column(lambda r: None if r.signals is None else r.signals.familiarity),
+        **{
+            name: column(lambda r, name=name: None if r.signals is None else r.signals.features.get(name))  # type: ignore[misc]
+            for name in SHIFT_COVARIATES
+        },
         "answer_correct": column(lambda r: r.answer_correct),
         "perception_correct": column(lambda r: r.perception_correct),
     }

@@ -29,6 +29,15 @@
   When visual or reasoning is unknown, overall is the calibrated **holistic** score if one was fitted and
   measured, else unknown: a component is never invented.
 
+**Shift.** With shift covariates (``SHIFT_COVARIATES``: how far the question and the images lie from the calibration
+inputs, ``guardrail.confidence.familiarity``), each component is then discounted by a fitted
+:class:`ShiftDiscount`, ``sigmoid(logit p + c - sum_j b_j x_j)`` with every ``b_j >= 0``: confidence can only fall
+as an input moves away from what calibration saw, never rise. The discounts are fitted on the same rows, whose
+covariates vary with the corruptions and question perturbations the calibration data holds; a covariate that does
+not vary there gets ``b_j = 0`` and changes nothing. Overall is combined from the discounted parts and discounted
+once more on its own target. An input whose covariates were not measured is not discounted (its familiarity is
+then unknown too, which policies handle explicitly).
+
 Scores and labels may hold NaN or None meaning "not measured"; such rows are left out of the fits that need them.
 Component fits are in-sample (the combiner sees the parts' in-sample calibrated values).
 """
@@ -53,7 +62,7 @@ from .calibrators import (
     make_calibrator,
 )
 
-__all__ = ["COMBINERS", "DecoupledCalibrator", "harmonic_mean_array"]
+__all__ = ["COMBINERS", "SHIFT_COVARIATES", "DecoupledCalibrator", "ShiftDiscount", "harmonic_mean_array"]
 
 FloatArray = npt.NDArray[np.float64]
 _D = TypeVar("_D", bound="DecoupledCalibrator")
@@ -61,6 +70,9 @@ MaybeArray = npt.ArrayLike | Sequence[float | None]
 """Scores or labels where NaN or None means "not measured"."""
 COMBINERS = ("harmonic", "product", "platt_harmonic", "isotonic_harmonic", "logistic")
 _PARTS = ("visual", "reasoning", "holistic")
+SHIFT_COVARIATES = ("text_shift", "image_shift")
+"""The ``Signals.features`` a fitted calibrator discounts confidence by (see the module docstring)."""
+_DISCOUNTED = ("visual", "reasoning", "overall")
 
 
 def harmonic_mean_array(v: FloatArray, r: FloatArray) -> FloatArray:
@@ -118,6 +130,62 @@ class _LogisticCombiner:
             raise CalibrationError(f"malformed logistic combiner dict: {dict(data)!r}") from exc
 
 
+class ShiftDiscount:
+    """``sigmoid(logit(p) + c - sum_j b_j x_j)`` with ``b_j >= 0``: a calibrated confidence lowered by shift.
+
+    ``x_j`` are non-negative shift covariates (0 on typical calibration inputs). Fitted by maximum likelihood;
+    ``p`` is clipped to ``[eps, 1 - eps]`` before the logit, as in-sample isotonic values reach 0 and 1.
+    """
+
+    eps = 1e-3
+
+    def __init__(self, names: Sequence[str] = (), coef: Sequence[float] = (), intercept: float = 0.0) -> None:
+        self.names = tuple(names)
+        self.coef = tuple(float(b) for b in coef) or (0.0,) * len(self.names)
+        self.intercept = float(intercept)
+
+    def fit(self, p: FloatArray, x: FloatArray, y: FloatArray) -> ShiftDiscount:
+        """Fit ``c`` and ``b`` on confidences ``p`` ``(n,)``, covariates ``x`` ``(n, len(names))``, labels ``y``."""
+        from scipy.optimize import minimize
+
+        base = _logit(p, self.eps)
+
+        def loss(w: FloatArray) -> tuple[float, FloatArray]:
+            a = base + w[0] - x @ w[1:]
+            residual = _sigmoid(a) - y
+            grad = np.concatenate([[np.sum(residual)], -(x.T @ residual)]) / y.shape[0]
+            return float(np.mean(np.logaddexp(0.0, a) - y * a)), grad
+
+        bounds = [(-10.0, 10.0)] + [(0.0, 50.0)] * x.shape[1]
+        w = minimize(loss, np.zeros(1 + x.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds).x
+        self.intercept, self.coef = float(w[0]), tuple(float(b) for b in w[1:])
+        return self
+
+    def predict(self, p: FloatArray, x: FloatArray) -> FloatArray:
+        """The discounted confidences (``x`` rows with NaN count as 0: not measured, not discounted)."""
+        shift = np.nan_to_num(x, nan=0.0) @ np.asarray(self.coef, dtype=np.float64)
+        return _sigmoid(_logit(p, self.eps) + self.intercept - shift)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "shift_discount",
+            "names": list(self.names),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShiftDiscount:
+        try:
+            names = [str(n) for n in data["names"]]
+            coef = [float(b) for b in data["coef"]]
+            if len(names) != len(coef) or any(b < 0 or not np.isfinite(b) for b in coef):
+                raise ValueError("one finite coefficient >= 0 per covariate")
+            return cls(names, coef, float(data["intercept"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"malformed shift discount dict: {dict(data)!r} ({exc})") from exc
+
+
 def _optional_array(
     name: str, values: MaybeArray | None, n: int | None, *, labels: bool, bounded: bool = True
 ) -> FloatArray:
@@ -150,7 +218,8 @@ class DecoupledCalibrator:
     Parameters (keyword-only, checked at ``fit``): ``visual``, ``reasoning``, ``holistic``: a calibrator kind
     (``"platt"``, ``"isotonic"``, ``"temperature"``, ``"histogram"``) or an unfitted ``ScoreCalibrator`` used as a
     template; ``combiner``: one of :data:`COMBINERS`; ``min_samples``: fewer labelled rows than this leave a
-    component unfitted (and so unknown at ``calibrate``), recorded in ``notes_``.
+    component unfitted (and so unknown at ``calibrate``), recorded in ``notes_``; ``shift``: fit the shift
+    discounts when covariates are given to ``fit``.
     """
 
     def __init__(
@@ -161,16 +230,18 @@ class DecoupledCalibrator:
         holistic: str | ScoreCalibrator = "platt",
         combiner: str = "platt_harmonic",
         min_samples: int = 10,
+        shift: bool = True,
     ) -> None:
         self.visual = visual
         self.reasoning = reasoning
         self.holistic = holistic
         self.combiner = combiner
         self.min_samples = min_samples
+        self.shift = shift
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters, as given."""
-        return {name: getattr(self, name) for name in (*_PARTS, "combiner", "min_samples")}
+        return {name: getattr(self, name) for name in (*_PARTS, "combiner", "min_samples", "shift")}
 
     def _validate_params(self) -> None:
         if self.combiner not in COMBINERS:
@@ -200,8 +271,12 @@ class DecoupledCalibrator:
         answer_correct: MaybeArray,
         perception_correct: MaybeArray | None = None,
         holistic_scores: MaybeArray | None = None,
+        covariates: Mapping[str, MaybeArray] | None = None,
     ) -> _D:
-        """Fit every component that has enough labelled rows; returns ``self``. Inputs are not modified."""
+        """Fit every component that has enough labelled rows; returns ``self``. Inputs are not modified.
+
+        ``covariates`` maps names of :data:`SHIFT_COVARIATES` to per-row values (NaN = not measured).
+        """
         self._validate_params()
         y = _optional_array("answer_correct", answer_correct, None, labels=True)
         n = y.shape[0]
@@ -209,19 +284,66 @@ class DecoupledCalibrator:
         r = _optional_array("reasoning_scores", reasoning_scores, n, labels=False)
         h = _optional_array("holistic_scores", holistic_scores, n, labels=False)
         perc = _optional_array("perception_correct", perception_correct, n, labels=True)
+        x = self._covariate_matrix(covariates, n)
         self.notes_: list[str] = []
         self.n_: dict[str, int] = {}
+        self.shift_: dict[str, ShiftDiscount] = {}
         self.visual_ = self._fit_part("visual", v, perc, ~np.isnan(perc))
         if np.any(~np.isnan(perc)):
             self.reasoning_target_ = "answer_correct_given_perception_correct"
-            self.reasoning_ = self._fit_part("reasoning", r, y, perc == 1.0)
+            reasoning_rows = perc == 1.0
         else:
             self.reasoning_target_ = "answer_correct"
             self.notes_.append("no perception labels: reasoning calibrated against answer_correct")
-            self.reasoning_ = self._fit_part("reasoning", r, y, np.ones(n, dtype=bool))
+            reasoning_rows = np.ones(n, dtype=bool)
+        self.reasoning_ = self._fit_part("reasoning", r, y, reasoning_rows)
         self.holistic_ = self._fit_part("holistic", h, y, np.ones(n, dtype=bool))
-        self.combiner_ = self._fit_combiner(v, r, y)
+        vc = self._fit_shift("visual", self._predict_part(self.visual_, v), x, perc, ~np.isnan(perc))
+        rc = self._fit_shift("reasoning", self._predict_part(self.reasoning_, r), x, y, reasoning_rows)
+        self.combiner_ = self._fit_combiner(vc, rc, y)
+        both = ~np.isnan(vc) & ~np.isnan(rc)
+        overall = np.full(n, np.nan)
+        if np.any(both):
+            overall[both] = self._combine(vc[both], rc[both])
+        self._fit_shift("overall", overall, x, y, np.ones(n, dtype=bool))
         return self
+
+    def _covariate_matrix(self, covariates: Mapping[str, MaybeArray] | None, n: int) -> FloatArray:
+        """``(n, len(SHIFT_COVARIATES))`` covariates, NaN where not measured; unknown names are refused."""
+        covariates = covariates or {}
+        unknown = set(covariates) - set(SHIFT_COVARIATES)
+        if unknown:
+            raise CalibrationError(f"unknown covariates {sorted(unknown)}; expected some of {list(SHIFT_COVARIATES)}")
+        columns = [
+            _optional_array(name, covariates.get(name), n, labels=False, bounded=False) for name in SHIFT_COVARIATES
+        ]
+        matrix = np.stack(columns, axis=1) if columns else np.zeros((n, 0))
+        if np.any(matrix < 0):
+            raise CalibrationError("shift covariates must be >= 0 (0 = as familiar as a typical calibration input)")
+        return matrix
+
+    def _fit_shift(self, name: str, p: FloatArray, x: FloatArray, target: FloatArray, rows: Any) -> FloatArray:
+        """Fit ``name``'s discount on the rows where it and its target are known; the discounted ``p``."""
+        measured = ~np.all(np.isnan(x), axis=0)
+        if not self.shift or not np.any(measured):
+            return p
+        use = rows & ~np.isnan(p) & ~np.isnan(target)
+        if int(np.sum(use)) < self.min_samples:
+            return p
+        names = [c for c, m in zip(SHIFT_COVARIATES, measured, strict=True) if m]
+        columns = np.nan_to_num(x[:, measured], nan=0.0)
+        self.shift_[name] = ShiftDiscount(names).fit(p[use], columns[use], target[use])
+        return self._discount(name, p, x)
+
+    def _discount(self, name: str, p: FloatArray, x: FloatArray) -> FloatArray:
+        discount = self.shift_.get(name)
+        known = ~np.isnan(p)
+        if discount is None or not np.any(known):
+            return p
+        columns = x[:, [SHIFT_COVARIATES.index(c) for c in discount.names]]
+        out = p.copy()
+        out[known] = discount.predict(p[known], columns[known])
+        return out
 
     def _fit_part(self, name: str, scores: FloatArray, target: FloatArray, rows: Any) -> ScoreCalibrator | None:
         use = rows & ~np.isnan(scores) & ~np.isnan(target)
@@ -232,19 +354,19 @@ class DecoupledCalibrator:
             return None
         return self._new_part(name).fit(scores[use], target[use])
 
-    def _fit_combiner(self, v: FloatArray, r: FloatArray, y: FloatArray) -> Any:
+    def _fit_combiner(self, vc: FloatArray, rc: FloatArray, y: FloatArray) -> Any:
+        """The combiner fitted on calibrated parts ``vc``, ``rc`` (NaN = unknown)."""
         if self.combiner in ("harmonic", "product") or self.visual_ is None or self.reasoning_ is None:
             return None
-        use = ~np.isnan(v) & ~np.isnan(r) & ~np.isnan(y)
+        use = ~np.isnan(vc) & ~np.isnan(rc) & ~np.isnan(y)
         self.n_["overall"] = int(np.sum(use))
         if self.n_["overall"] < self.min_samples:
             self.notes_.append(f"overall: {self.n_['overall']} rows < min_samples; harmonic mean used")
             return None
-        vc, rc = self.visual_.predict(v[use]), self.reasoning_.predict(r[use])
         if self.combiner == "logistic":
-            return _LogisticCombiner().fit(vc, rc, y[use])
+            return _LogisticCombiner().fit(vc[use], rc[use], y[use])
         part = PlattScaling() if self.combiner == "platt_harmonic" else IsotonicCalibrator()
-        return part.fit(harmonic_mean_array(vc, rc), y[use])
+        return part.fit(harmonic_mean_array(vc[use], rc[use]), y[use])
 
     # -- predict ---------------------------------------------------------------------------------------------
     @property
@@ -271,21 +393,25 @@ class DecoupledCalibrator:
         visual_scores: MaybeArray | None,
         reasoning_scores: MaybeArray | None,
         holistic_scores: MaybeArray | None = None,
+        covariates: Mapping[str, MaybeArray] | None = None,
     ) -> dict[str, FloatArray]:
         """Calibrated ``visual``, ``reasoning`` and ``overall`` arrays for a batch (NaN = unknown)."""
         self._require_fitted()
         arrays = [visual_scores, reasoning_scores, holistic_scores]
         n = next((len(np.asarray(a, dtype=object)) for a in arrays if a is not None), 0)
         v, r, h = (_optional_array(f"{p}_scores", a, n, labels=False) for p, a in zip(_PARTS, arrays, strict=True))
+        x = self._covariate_matrix(covariates, n)
         parts = zip(_PARTS, (v, r, h), strict=True)
         out = {name: self._predict_part(getattr(self, f"{name}_"), s) for name, s in parts}
+        visual, reasoning = self._discount("visual", out["visual"], x), self._discount("reasoning", out["reasoning"], x)
         overall = np.full(n, np.nan)
-        both = ~np.isnan(out["visual"]) & ~np.isnan(out["reasoning"])
+        both = ~np.isnan(visual) & ~np.isnan(reasoning)
         if np.any(both):
-            overall[both] = self._combine(out["visual"][both], out["reasoning"][both])
+            overall[both] = self._combine(visual[both], reasoning[both])
+        overall = self._discount("overall", overall, x)
         fallback = ~both & ~np.isnan(out["holistic"])
         overall[fallback] = out["holistic"][fallback]
-        return {"visual": out["visual"], "reasoning": out["reasoning"], "overall": overall}
+        return {"visual": visual, "reasoning": reasoning, "overall": overall}
 
     @staticmethod
     def _predict_part(part: ScoreCalibrator | None, scores: FloatArray) -> FloatArray:
@@ -302,7 +428,10 @@ class DecoupledCalibrator:
         def one(x: float | None) -> FloatArray:
             return np.array([np.nan if x is None else x], dtype=np.float64)
 
-        got = self.predict_components(one(signals.visual), one(signals.reasoning), one(signals.holistic))
+        covariates = {name: one(signals.features.get(name)) for name in SHIFT_COVARIATES}
+        got = self.predict_components(
+            one(signals.visual), one(signals.reasoning), one(signals.holistic), covariates=covariates
+        )
         values = {k: (None if np.isnan(a[0]) else float(a[0])) for k, a in got.items()}
         sources: dict[str, tuple[str, ...]] = {}
         for name in ("visual", "reasoning"):
@@ -313,7 +442,12 @@ class DecoupledCalibrator:
             sources["overall"] = ("visual", "reasoning", f"combiner:{self._effective_combiner()}")
         elif values["overall"] is not None:
             sources["overall"] = (*signals.sources.get("holistic", ("holistic",)), "calibrator:holistic")
-        return Confidence(**values, sources=sources)
+        for name, discount in self.shift_.items():
+            if name in sources:
+                sources[name] = (*sources[name], *discount.names, "shift_discount")
+        if signals.familiarity is not None:
+            sources["familiarity"] = signals.sources.get("familiarity", ("familiarity",))
+        return Confidence(**values, familiarity=signals.familiarity, sources=sources)
 
     def _effective_combiner(self) -> str:
         if self.combiner != "product" and self.combiner_ is None:
@@ -329,6 +463,7 @@ class DecoupledCalibrator:
             parts: dict[str, ScoreCalibrator | None] = {p: getattr(self, f"{p}_") for p in _PARTS}
             fitted = {p: (None if c is None else c.to_dict()) for p, c in parts.items()}
             fitted["combiner"] = None if self.combiner_ is None else self.combiner_.to_dict()
+            fitted["shift"] = {name: d.to_dict() for name, d in self.shift_.items()}
             fitted.update(reasoning_target=self.reasoning_target_, n=dict(self.n_), notes=list(self.notes_))
         return {"type": "decoupled", "params": params, "fitted": fitted}
 
@@ -356,6 +491,11 @@ class DecoupledCalibrator:
                 if combiner.get("type") == "logistic"
                 else calibrator_from_dict(combiner)
             )
+            shift = fitted.get("shift") or {}  # absent in artifacts written before shift discounts
+            unknown = set(shift) - set(_DISCOUNTED)
+            if unknown:
+                raise CalibrationError(f"shift discounts for unknown components {sorted(unknown)}")
+            calibrator.shift_ = {str(k): ShiftDiscount.from_dict(v) for k, v in shift.items()}
             calibrator.reasoning_target_ = str(fitted["reasoning_target"])
             calibrator.n_ = {str(k): int(v) for k, v in fitted["n"].items()}
             calibrator.notes_ = [str(x) for x in fitted["notes"]]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..confidence.familiarity import FamiliarityReference
 from ..confidence.normalization import VisualNormalization
 from ..errors import CalibrationError
 from .artifact import CalibrationArtifact, HeldOutScores
@@ -32,7 +33,7 @@ from .decoupled import DecoupledCalibrator, MaybeArray, _optional_array
 from .risk import CertifiedThreshold, certify_pair, certify_threshold
 from .summary import CalibrationSummary, calibration_summary
 
-__all__ = ["fit_artifact"]
+__all__ = ["fit_artifact", "split_rows"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -52,8 +53,14 @@ def fit_artifact(
     certify_fraction: float | None = 0.5,
     seed: int = 0,
     info: Mapping[str, Any] | None = None,
+    covariates: Mapping[str, MaybeArray] | None = None,
+    familiarity: FamiliarityReference | None = None,
 ) -> CalibrationArtifact:
-    """Fit, certify and measure (see the module docstring); ``calibrator`` is an unfitted template."""
+    """Fit, certify and measure (see the module docstring); ``calibrator`` is an unfitted template.
+
+    ``covariates`` are the per-row shift covariates the calibrator discounts by (``SHIFT_COVARIATES``), and
+    ``familiarity`` the feature reference they were measured against, stored in the artifact for inference.
+    """
     y = _optional_array("answer_correct", answer_correct, None, labels=True)
     n = y.shape[0]
     arrays = {
@@ -62,7 +69,11 @@ def fit_artifact(
         "holistic": _optional_array("holistic_scores", holistic_scores, n, labels=False),
         "perception": _optional_array("perception_correct", perception_correct, n, labels=True),
     }
-    fit_rows, test_rows = _split(n, certify_fraction, seed)
+    fit_rows, test_rows = split_rows(n, certify_fraction, seed)
+    shift = {
+        name: _optional_array(name, values, n, labels=False, bounded=False)
+        for name, values in (covariates or {}).items()
+    }
     template = calibrator if calibrator is not None else DecoupledCalibrator()
     fitted = DecoupledCalibrator(**template.get_params()).fit(
         arrays["visual"][fit_rows],
@@ -70,9 +81,13 @@ def fit_artifact(
         answer_correct=y[fit_rows],
         perception_correct=arrays["perception"][fit_rows],
         holistic_scores=arrays["holistic"][fit_rows],
+        covariates={name: values[fit_rows] for name, values in shift.items()},
     )
     out = fitted.predict_components(
-        arrays["visual"][test_rows], arrays["reasoning"][test_rows], arrays["holistic"][test_rows]
+        arrays["visual"][test_rows],
+        arrays["reasoning"][test_rows],
+        arrays["holistic"][test_rows],
+        covariates={name: values[test_rows] for name, values in shift.items()},
     )
     perception, answer = arrays["perception"][test_rows], y[test_rows]
     targets_by_component = {
@@ -122,15 +137,17 @@ def fit_artifact(
         metrics=metrics,
         info=provenance,
         evaluation=evaluation,
+        familiarity=familiarity,
     )
 
 
-def _split(n: int, fraction: float | None, seed: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+def split_rows(n: int, fraction: float | None, seed: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     everything = np.arange(n)
     if fraction is None:
         return everything, everything
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 < fraction < 1.0:
         raise CalibrationError(f"`certify_fraction` must be a float in (0, 1) or None, got {fraction!r}")
+    """Seeded (fit, certify) row indices: ``fraction`` of ``n`` rows certify; ``None`` uses every row for both."""
     order = np.random.default_rng(seed).permutation(n)
     cut = n - round(fraction * n)
     if cut < 1 or cut >= n:

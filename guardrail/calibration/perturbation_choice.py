@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..backends.base import Backend
+from ..confidence.familiarity import FamiliarityReference
 from ..confidence.normalization import VisualNormalization
 from ..confidence.perturb import PerturbationKind
 from .collect import ScoredItem, remeasure, scored_arrays
@@ -64,7 +65,13 @@ class ProbeSetting:
             blackout_probability=float(info.get("blackout_probability", PAPER_DEFAULT.blackout_probability)),
         )
 
-    def estimator(self, *, draws: int = 1, normalization: VisualNormalization | None = None) -> DecoupledEstimator:
+    def estimator(
+        self,
+        *,
+        draws: int = 1,
+        normalization: VisualNormalization | None = None,
+        familiarity: FamiliarityReference | None = None,
+    ) -> DecoupledEstimator:
         """A decoupled estimator probing with this setting (the default normalisation unless one is given)."""
         from ..confidence.estimator import DecoupledEstimator
 
@@ -73,6 +80,7 @@ class ProbeSetting:
             perturbation=self.perturbation,
             blackout_probability=self.blackout_probability,
             normalization=normalization,
+            familiarity=familiarity,
         )
 
 

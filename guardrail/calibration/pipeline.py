@@ -2,11 +2,16 @@
 
 The order matters. The visual normalisation (mean, std of the raw statistic s) is fitted first, and the visual
 score the calibrator learns from is the *normalised* one, exactly as the estimator will compute it at inference
-time with the artifact loaded. Otherwise the fitted map would be applied to a different scale.
+time with the artifact loaded. Otherwise the fitted map would be applied to a different scale. Likewise the
+familiarity reference (``guardrail.confidence.familiarity``) is fitted on the rows' input features first (the
+directions on the fit half, the p-value reference on the certify half, question-noise copies left out: they are
+not inputs as the user gives them), and every row's familiarity and shift covariates are then measured against
+it, as the estimator will at inference, before the calibrator learns how confidence falls with shift.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,17 +20,27 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import Backend
+from ..confidence.familiarity import SIDES, FamiliarityReference
 from ..confidence.normalization import VisualNormalization
 from ..confidence.perturb import PERTURBATIONS
 from ..data.labelled import LabelledItem
+from ..data.question_noise import with_question_noise
 from ..errors import ConfigurationError
 from .artifact import CalibrationArtifact, fingerprint_data, fingerprint_model
 from .collect import ScoredItem, remeasure, score_items, scored_arrays
-from .decoupled import DecoupledCalibrator
-from .fit import fit_artifact
+from .decoupled import SHIFT_COVARIATES, DecoupledCalibrator
+from .fit import fit_artifact, split_rows
 from .perturbation_choice import PAPER_DEFAULT, ProbeSetting, choose_perturbation
 
-__all__ = ["DEFAULT_TARGETS", "calibrate_rows", "calibrate_transformers_model", "normalized_visual"]
+__all__ = [
+    "DEFAULT_TARGETS",
+    "apply_artifact",
+    "assess_familiarity",
+    "calibrate_rows",
+    "calibrate_transformers_model",
+    "fit_familiarity",
+    "normalized_visual",
+]
 
 # Isotonic part calibrators by default: on the reference model Platt's sigmoid misfits the visual score
 # (held-out visual ECE10 0.110 Platt vs 0.031 isotonic on 1,250 rows); use "platt" for small data sets.
@@ -38,6 +53,69 @@ def normalized_visual(visual_score: np.ndarray, normalization: VisualNormalizati
     return np.array([np.nan if np.isnan(s) else normalization.apply(float(s)) for s in visual_score])
 
 
+def _is_user_input(row: ScoredItem) -> bool:
+    """Whether a row is an input as the user gave it (not a question-noise copy made by calibration)."""
+    return "question_noise" not in row.item.tags
+
+
+def fit_familiarity(
+    rows: Sequence[ScoredItem], *, certify_fraction: float = 0.5, seed: int = 0
+) -> FamiliarityReference | None:
+    """The familiarity reference of the rows' input features (see the module docstring); ``None`` without any.
+
+    Uses the same seeded fit/certify split as :func:`~guardrail.calibration.fit.fit_artifact` with these arguments.
+    """
+    fit_rows, certify_rows = split_rows(len(rows), certify_fraction, seed)
+    fit_features: dict[str, list[tuple[float, ...]]] = {}
+    reference_features: dict[str, list[tuple[float, ...]]] = {}
+    for indices, out in ((fit_rows, fit_features), (certify_rows, reference_features)):
+        for i in indices:
+            row = rows[int(i)]
+            if row.signals is not None and _is_user_input(row):
+                for side, vector in row.signals.embeddings.items():
+                    out.setdefault(side, []).append(vector)
+    sides = [s for s in SIDES if len(fit_features.get(s, ())) >= 3 and reference_features.get(s)]
+    if not sides:
+        return None
+    return FamiliarityReference.fit(
+        {s: fit_features[s] for s in sides}, {s: reference_features[s] for s in sides}, seed=seed
+    )
+
+
+def assess_familiarity(rows: Sequence[ScoredItem], reference: FamiliarityReference) -> list[ScoredItem]:
+    """The rows with familiarity and shift covariates measured against ``reference`` (as the estimator would)."""
+    out = []
+    for row in rows:
+        if row.signals is not None and row.signals.embeddings:
+            measured = reference.assess(row.signals.embeddings)
+            signals = row.signals.model_copy(
+                update={"features": {**row.signals.features, **measured}, "familiarity": measured.get("familiarity")}
+            )
+            row = dataclasses.replace(row, signals=signals)
+        out.append(row)
+    return out
+
+
+def apply_artifact(rows: Sequence[ScoredItem], artifact: CalibrationArtifact) -> list[ScoredItem]:
+    """The rows' signals as the estimator would report them under ``artifact``: its visual normalisation and its
+    familiarity reference applied to the raw statistic s and the input features (rows must keep their embeddings).
+
+    Lets one scored set be evaluated under several artifacts (e.g. fitted on different calibration subsets)
+    without running the model again.
+    """
+    normalization = artifact.visual_normalization
+    out = []
+    for row in rows:
+        if row.signals is not None and normalization is not None and "visual_score" in row.signals.features:
+            visual = normalization.apply(row.signals.features["visual_score"])
+            features = {**row.signals.features, "visual_certainty": visual}
+            row = dataclasses.replace(
+                row, signals=row.signals.model_copy(update={"visual": visual, "features": features})
+            )
+        out.append(row)
+    return out if artifact.familiarity is None else assess_familiarity(out, artifact.familiarity)
+
+
 def calibrate_rows(
     rows: Sequence[ScoredItem],
     *,
@@ -48,14 +126,22 @@ def calibrate_rows(
     targets: Sequence[tuple[float, float]] = DEFAULT_TARGETS,
     seed: int = 0,
     info: dict[str, Any] | None = None,
+    shift: bool = True,
 ) -> CalibrationArtifact:
-    """Fit an artifact on already-scored rows (see the module docstring for the order of the fits)."""
+    """Fit an artifact on already-scored rows (see the module docstring for the order of the fits).
+
+    ``shift=False`` fits neither the familiarity reference nor the shift discounts (the calibration before them).
+    """
+    familiarity = fit_familiarity(rows, seed=seed) if shift else None
+    if familiarity is not None:
+        rows = assess_familiarity(rows, familiarity)
     arrays = scored_arrays(rows)
     statistic = arrays["visual_score"]
     visual = arrays["visual"]
     if np.any(~np.isnan(statistic)):
         visual = normalized_visual(statistic, VisualNormalization.fit(statistic.tolist()))
     errors = sum(r.error is not None for r in rows)
+    noisy = sum(not _is_user_input(r) for r in rows)
     return fit_artifact(
         visual_scores=visual,
         reasoning_scores=arrays["reasoning"],
@@ -70,7 +156,9 @@ def calibrate_rows(
         ),
         targets=targets,
         seed=seed,
-        info={"rows_with_errors": errors, **(info or {})},
+        info={"rows_with_errors": errors, "rows_with_question_noise": noisy, **(info or {})},
+        covariates=None if familiarity is None else {name: arrays[name] for name in SHIFT_COVARIATES},
+        familiarity=familiarity,
     )
 
 
@@ -89,8 +177,13 @@ def calibrate_transformers_model(
     on_item: Callable[[ScoredItem], None] | None = None,
     on_probe_item: Callable[[ScoredItem], None] | None = None,
     device: str | None = None,
+    question_noise: float = 0.25,
 ) -> tuple[CalibrationArtifact, list[ScoredItem]]:
     """Score ``items`` with the model in ``model_dir`` and fit its calibration artifact.
+
+    ``question_noise``: garbled-question copies of that fraction of the items are scored too
+    (``guardrail.data.question_noise``), so that the calibrator sees questions the model may not understand;
+    0 leaves the items as they are. ``on_item`` is called after each scored row (originals and copies).
 
     ``perturbation="auto"`` chooses the visual probe on the scored rows (``choose_perturbation``: the paper's
     patch blackening unless another candidate ranks perception errors better) and re-measures every row with
@@ -105,8 +198,9 @@ def calibrate_transformers_model(
         )
     setting = PAPER_DEFAULT if auto else ProbeSetting(perturbation, blackout_probability)  # type: ignore[arg-type]
     backend: Backend = TransformersBackend.from_pretrained(Path(model_dir), device=device)
-    rows = score_items(backend, setting.estimator(draws=draws), items, on_item=on_item)
-    info: dict[str, Any] = {"data": data_name, "items": len(items)}
+    scored = with_question_noise(items, question_noise, seed=seed)
+    rows = score_items(backend, setting.estimator(draws=draws), scored, on_item=on_item)
+    info: dict[str, Any] = {"data": data_name, "items": len(items), "question_noise": question_noise}
     if auto:
         choice = choose_perturbation(
             backend, rows, draws=draws, seed=seed, measured_with=setting, on_item=on_probe_item

@@ -41,6 +41,15 @@ def calibrate(
     ] = "isotonic",
     combiner: Annotated[str, typer.Option(help="How overall is formed from the calibrated parts.")] = "platt_harmonic",
     seed: Annotated[int, typer.Option(help="Seed of sampling, corruptions and the fit/certify split.")] = 0,
+    question_noise: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Also score garbled-question copies of this fraction of the items, so that confidence learns to "
+            "fall on questions the model may not understand (0: none).",
+        ),
+    ] = 0.25,
 ) -> None:
     """Score labelled questions with the model, fit the decoupled calibrator, certify thresholds, save."""
     from rich.console import Console
@@ -72,7 +81,7 @@ def calibrate(
         TimeRemainingColumn(),
     ]
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("scoring", total=len(items))
+        task = progress.add_task("scoring", total=len(items) + round(question_noise * len(items)))
         probe_task = None
 
         def probe_advance(_: object) -> None:
@@ -92,6 +101,7 @@ def calibrate(
                 part_calibrator=calibrator,
                 seed=seed,
                 data_name=data_name,
+                question_noise=question_noise,
                 on_item=lambda _: progress.advance(task),
                 on_probe_item=probe_advance,
             )
