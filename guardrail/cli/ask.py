@@ -22,6 +22,7 @@ __all__ = ["ask", "result_record"]
 def result_record(result: Any) -> dict[str, Any]:
     """The JSON shape of one answer: ``answer`` only when accepted, plus what the model said and why."""
     from ..confidence.spans import parse_response
+    from ..types import COMPONENTS
 
     final = result.attempts[-1] if result.attempts else None
     generation = final.generation if final is not None else None
@@ -34,11 +35,7 @@ def result_record(result: Any) -> dict[str, Any]:
         "answer": result.answer,
         "model_answer": model_answer,
         "perception": None if parsed is None else parsed.perception_text,
-        "confidence": {
-            "visual": None if confidence is None else confidence.visual,
-            "reasoning": None if confidence is None else confidence.reasoning,
-            "overall": None if confidence is None else confidence.overall,
-        },
+        "confidence": {name: None if confidence is None else confidence.get(name) for name in COMPONENTS},
         "decision": {"action": decision.action.value, "rule": decision.rule, "reason": decision.reason},
         "attempts": len(result.attempts),
         "error": None if result.error is None else result.error.model_dump(),
@@ -47,12 +44,16 @@ def result_record(result: Any) -> dict[str, Any]:
 
 
 def _fmt(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:.3f}"
+    if value is None:
+        return "unknown"
+    return f"{value:.2g}" if 0.0 < value < 0.001 else f"{value:.3f}"  # a tiny familiarity must not read 0.000
 
 
 def _print_human(record: dict[str, Any], *, policy: str) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from ..types import COMPONENTS
 
     console = Console()
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -63,8 +64,9 @@ def _print_human(record: dict[str, Any], *, policy: str) -> None:
     if record["answer"] is None and record["model_answer"] is not None:
         table.add_row("model said", record["model_answer"])
     table.add_row("perception", record["perception"] or "")
-    for part in ("visual", "reasoning", "overall"):
-        table.add_row(f"{part} confidence", _fmt(record["confidence"][part]))
+    for part in COMPONENTS:
+        label = part if part == "familiarity" else f"{part} confidence"
+        table.add_row(label, _fmt(record["confidence"][part]))
     decision = record["decision"]
     table.add_row("decision", f"{decision['action']} ({decision['rule']} of policy {policy!r}): {decision['reason']}")
     table.add_row("attempts", f"{record['attempts']} in {record['seconds']:.2f} s")

@@ -126,13 +126,13 @@ class _InteractiveReviewer:
 
     def __call__(self, payload: dict[str, Any], item: Any) -> dict[str, Any]:
         from ..images import decode_image
+        from ..integrations._review import confidences_text
 
         self.folder.mkdir(parents=True, exist_ok=True)
         self.count += 1
         image_path = self.folder / f"escalation-{self.count}.png"
         decode_image(item.request.images[0]).save(image_path)
-        confidence = payload.get("confidence") or {}
-        shown = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} unknown" for k, v in confidence.items())
+        shown = confidences_text(payload.get("confidence") or {})
         self.console.print(f"\n[bold yellow]escalation[/]: {payload.get('question')}  (image: {image_path})")
         self.console.print(f"  candidate answer: {payload.get('candidate_answer')!r}; confidence: {shown}")
         self.console.print(f"  reason: {payload.get('reason')}")

@@ -116,8 +116,6 @@ def _printable(text: str) -> str:
 
 
 def _confidences(confidence: Any) -> str:
-    parts = []
-    for name in ("visual", "reasoning", "overall"):
-        value = confidence.get(name)
-        parts.append(f"{name} {'unknown' if value is None else f'{value:.2f}'}")
-    return ", ".join(parts)
+    from ..integrations._review import confidences_text
+
+    return confidences_text(confidence or {})

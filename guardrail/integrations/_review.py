@@ -26,7 +26,7 @@ from langchain_core.messages import AIMessage
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from ..errors import InputError
-from ..types import Confidence, GuardResult
+from ..types import COMPONENTS, Confidence, GuardResult
 
 __all__ = [
     "ESCALATION_KIND",
@@ -38,6 +38,7 @@ __all__ = [
     "ReviewError",
     "abstention_text",
     "confidences_of",
+    "confidences_text",
     "decision_schema",
     "parse_review",
     "resolved_message",
@@ -132,10 +133,9 @@ def result_json(result: GuardResult) -> dict[str, Any]:
 
 
 def confidences_of(confidence: Confidence | None) -> dict[str, float | None]:
-    """The three calibrated confidences (``None`` where unknown)."""
-    if confidence is None:
-        return {"visual": None, "reasoning": None, "overall": None}
-    return {"visual": confidence.visual, "reasoning": confidence.reasoning, "overall": confidence.overall}
+    """Every confidence component, in ``COMPONENTS`` order: ``visual``, ``reasoning``, ``overall`` and
+    ``familiarity`` (``None`` where unknown)."""
+    return {name: None if confidence is None else confidence.get(name) for name in COMPONENTS}
 
 
 def abstention_text(result: GuardResult) -> str:
@@ -210,8 +210,19 @@ def _metadata(result: GuardResult) -> dict[str, Any]:
     }
 
 
-def _format_confidences(confidence: Confidence | None) -> str:
+def confidences_text(values: Mapping[str, float | None]) -> str:
+    """``visual 0.20, reasoning 0.20, overall 0.20, familiarity 0.003`` for a :func:`confidences_of` mapping (a
+    component missing from it, as in a payload saved before that component existed, reads ``unknown``).
+
+    Two decimals, except a value below 0.01, which keeps two significant digits: a familiarity of 0.003 (an input
+    unlike the calibration data) must not read ``0.00``."""
     parts = []
-    for name, value in confidences_of(confidence).items():
-        parts.append(f"{name} {'unknown' if value is None else f'{value:.2f}'}")
-    return "confidence " + ", ".join(parts)
+    for name in COMPONENTS:
+        value = values.get(name)
+        shown = "unknown" if value is None else f"{value:.2g}" if 0.0 < value < 0.01 else f"{value:.2f}"
+        parts.append(f"{name} {shown}")
+    return ", ".join(parts)
+
+
+def _format_confidences(confidence: Confidence | None) -> str:
+    return "confidence " + confidences_text(confidences_of(confidence))

@@ -9,7 +9,8 @@
 (``Guard.run`` or ``Guard.arun``: the node has sync and async twins), and writes into state:
 
 - ``guardrail``: the whole ``GuardResult`` as JSON (attempt requests left out: they repeat the images);
-- ``confidence``: ``{"visual", "reasoning", "overall"}`` of the final attempt;
+- ``confidence``: ``{"visual", "reasoning", "overall", "familiarity"}`` of the final attempt (``None`` where
+  unknown; ``familiarity`` near 0 = an input unlike the calibration data);
 - ``messages``: for accepted, an ``AIMessage`` with the answer; for abstained, an ``AIMessage`` that says why
   (never the answer that failed the policy); confidences are in ``response_metadata["guardrail"]``;
 - ``escalation``: for escalated, the JSON payload shown to the reviewer.

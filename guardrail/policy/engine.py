@@ -61,11 +61,7 @@ def _matches(rule: Rule, confidence: Confidence, attempt: int) -> bool:
     when = rule.when
     if when.attempt is not None and not when.attempt.matches(attempt):
         return False
-    if when.visual is not None and not when.visual.matches(confidence.visual):
-        return False
-    if when.reasoning is not None and not when.reasoning.matches(confidence.reasoning):
-        return False
-    return when.overall is None or when.overall.matches(confidence.overall)
+    return all(threshold.matches(confidence.get(name)) for name, threshold in when.components())
 
 
 def _explain(rule: Rule, confidence: Confidence) -> str:

@@ -23,14 +23,13 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..errors import PolicyError, PolicyProblem
-from ..types import Action
+from ..types import COMPONENTS, Action
 from ._source import INVALID, MAX_BYTES, Located, Path, Pos, label, read_yaml
 from .schema import BOUND_TAGS, CertifiedBound, Condition, Policy
 
 __all__ = ["builtin_policy_names", "check_policy_file", "load_builtin_policy", "load_policy"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_COMPONENTS = ("visual", "reasoning", "overall")
 _RULE_KEYS = ("name", "when", "do", "with")
 _TYPE_WORDS = {
     "model_type": "should be a mapping",
@@ -207,13 +206,15 @@ def _problem(err: Any, data: dict[str, Any], located: Located) -> tuple[Pos, str
         return _value_pos(located, path), f"{label((*path, 'do'))}: required key is missing (the action: {actions})"
     if kind == "union_tag_invalid":
         return _action_problem(path, err, located)
-    in_threshold = len(path) >= 3 and path[-3] == "when" and path[-2] in _COMPONENTS
+    in_threshold = len(path) >= 3 and path[-3] == "when" and path[-2] in COMPONENTS
     if in_threshold and kind in ("greater_than_equal", "less_than_equal", "finite_number"):
         message = f"threshold must be a probability in [0, 1], got {_describe(err.get('input'))}"
         return _value_pos(located, path), f"{where}: {message}"
     message = _TYPE_WORDS.get(kind) or _reword(str(err["msg"]))
     if kind != "value_error":
         message += f", got {_describe(err.get('input'))}"
+    if kind == "literal_error" and isinstance(err.get("input"), str):  # e.g. fetch_more_views' mode
+        message += _did_you_mean(err["input"], re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected"))))
     return _value_pos(located, path), f"{where}: {message}" if where else message
 
 

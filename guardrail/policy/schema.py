@@ -13,12 +13,18 @@ happens next. Conditions are structured data (component, comparison, threshold),
         with: {views: 2, provider: zoom}
       - when: {visual: {unknown: true}}
         do: escalate
+      - when: {familiarity: {below: 0.01}}
+        do: abstain
     otherwise: accept
     on_exhausted: abstain
     on_error: abstain
 
 A numeric comparison matches only a *known* component: an unknown one never passes ``at_least`` nor fails
 ``below``; say what should happen to unknowns with ``{unknown: true}``.
+
+``familiarity`` is a conformal p-value, not a probability of being right: on inputs like the calibration data it
+is uniform, so ``{below: t}`` fires on at most a fraction t of them. Its thresholds are plain numbers (that
+false-alarm rate *is* the guarantee); certified ``{max_error, delta}`` thresholds are refused for it.
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from ..types import Action, Component
+from ..types import COMPONENTS, Action, Component
 
 __all__ = [
     "AbstainParams",
@@ -42,11 +48,13 @@ __all__ = [
     "Condition",
     "EscalateParams",
     "FallbackParams",
+    "FamiliarityThreshold",
     "FetchMoreViewsParams",
     "Policy",
     "ReAskParams",
     "Rule",
     "Threshold",
+    "ViewsMode",
 ]
 
 
@@ -142,6 +150,26 @@ class Threshold(_Strict):
         return f"{name} {shown} " + " and ".join(parts)
 
 
+class FamiliarityThreshold(Threshold):
+    """Comparisons on ``familiarity``: like :class:`Threshold`, but with plain numbers only.
+
+    Familiarity is a conformal p-value (uniform on inputs like the calibration data), so ``{below: t}`` already
+    carries its guarantee: it fires on at most a fraction t of in-distribution inputs. A certified
+    ``{max_error, delta}`` threshold (an error rate among accepted answers) has no meaning for it.
+    """
+
+    @field_validator(*_OPERATORS, mode="before")
+    @classmethod
+    def _plain_number(cls, value: Any) -> Any:
+        if isinstance(value, dict | CertifiedBound):
+            raise ValueError(
+                "a certified threshold {max_error, delta} is not allowed for familiarity: its thresholds are plain "
+                "numbers in [0, 1] (familiarity is a p-value: 'below: t' fires on at most a fraction t of inputs "
+                "like the calibration data)"
+            )
+        return value
+
+
 class AttemptCondition(_Strict):
     """Comparisons on the 0-based attempt index (e.g. ``{at_least: 2}`` after two re-asks)."""
 
@@ -165,18 +193,27 @@ class Condition(_Strict):
     visual: Threshold | None = None
     reasoning: Threshold | None = None
     overall: Threshold | None = None
+    familiarity: FamiliarityThreshold | None = None
+    """How familiar the input is (a conformal p-value); see :class:`FamiliarityThreshold`."""
     attempt: AttemptCondition | None = None
+
+    @field_validator("familiarity", mode="before")
+    @classmethod
+    def _as_familiarity(cls, value: Any) -> Any:
+        if isinstance(value, Threshold) and not isinstance(value, FamiliarityThreshold):
+            return value.model_dump(exclude_none=True)  # re-validated, so a certified bound is refused
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Condition:
-        if self.visual is None and self.reasoning is None and self.overall is None and self.attempt is None:
-            raise ValueError("'when' needs at least one of visual, reasoning, overall, attempt")
+        if self.attempt is None and all(getattr(self, name) is None for name in COMPONENTS):
+            raise ValueError(f"'when' needs at least one of {', '.join(COMPONENTS)}, attempt")
         return self
 
     def components(self) -> tuple[tuple[Component, Threshold], ...]:
-        """The component comparisons, in a fixed order."""
+        """The component comparisons, in the order of ``types.COMPONENTS``."""
         out: list[tuple[Component, Threshold]] = []
-        for name in ("visual", "reasoning", "overall"):
+        for name in COMPONENTS:
             threshold = getattr(self, name)
             if threshold is not None:
                 out.append((name, threshold))
@@ -205,11 +242,28 @@ class ReAskParams(_Strict):
     temperature: float | None = Field(default=None, ge=0.0, le=5.0)
 
 
+ViewsMode = Literal["auto", "append", "replace"]
+"""Where ``fetch_more_views`` puts the fetched views: see :class:`FetchMoreViewsParams`."""
+
+
 class FetchMoreViewsParams(_Strict):
-    """``fetch_more_views``: ask a view provider for more images of the scene and call again with them."""
+    """``fetch_more_views``: ask a view provider for more images of the scene and call again with them.
+
+    The provider is always asked about the caller's original request (so ``zoom`` crops the original image, never
+    an earlier view). ``mode`` says where the views go:
+
+    - ``append``: after the images already in the request (the original and any views fetched before);
+    - ``replace``: in place of the images of the last user message that has any (its text stays), so each later
+      fetch replaces the previous views; for a backend that declares ``max_images`` = m, at most m views are
+      asked for;
+    - ``auto`` (the default): ``replace`` when the backend declares ``max_images`` and appending would put more
+      images than that into the request (always, for a one-image model such as the reference model), else
+      ``append``.
+    """
 
     views: int = Field(default=2, ge=1, le=16)
     provider: str = Field(default="zoom", min_length=1)
+    mode: ViewsMode = "auto"
 
 
 class EscalateParams(_Strict):

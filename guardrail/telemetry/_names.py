@@ -86,6 +86,8 @@ __all__ = [
     "OVERHEAD_BUCKETS",
     "PROVIDER_OTHER",
     "confidence_label",
+    "familiarity_label",
+    "score_label",
 ]
 
 INSTRUMENTATION_SCOPE: Final = "guardrail"
@@ -135,13 +137,15 @@ GUARDRAIL_VIEWS_COUNT: Final = "guardrail.views.count"
 GUARDRAIL_DECISIONS: Final = "guardrail.decisions"
 GUARDRAIL_CONFIDENCE: Final = "guardrail.confidence"
 GUARDRAIL_OVERHEAD_DURATION: Final = "guardrail.overhead.duration"
-CONFIDENCE_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+CONFIDENCE_BUCKETS: Final = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+"""Histogram boundaries of ``guardrail.confidence``; 0.01 and 0.05 resolve the small familiarity p-values."""
 OVERHEAD_BUCKETS: Final = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 CONFIDENCE_ATTRIBUTES: Final[dict[Component, str]] = {
     "visual": f"{GUARDRAIL_CONFIDENCE}.visual",
     "reasoning": f"{GUARDRAIL_CONFIDENCE}.reasoning",
     "overall": f"{GUARDRAIL_CONFIDENCE}.overall",
+    "familiarity": f"{GUARDRAIL_CONFIDENCE}.familiarity",
 }
 """Call-span attributes with the final calibrated value of each component (absent when unknown)."""
 
@@ -151,8 +155,10 @@ EVALUATION_NAMES: Final[dict[Component, str]] = {
     "visual": "visual_confidence",
     "reasoning": "reasoning_confidence",
     "overall": "overall_confidence",
+    "familiarity": "familiarity_confidence",
 }
-"""``gen_ai.evaluation.name`` of each confidence component."""
+"""``gen_ai.evaluation.name`` of each confidence component (``familiarity_confidence``: how familiar the input is,
+a conformal p-value, not a probability of being right)."""
 
 LABEL_LOW: Final = "low"
 LABEL_MEDIUM: Final = "medium"
@@ -160,6 +166,8 @@ LABEL_HIGH: Final = "high"
 LABEL_UNKNOWN: Final = "unknown"
 _MEDIUM_FROM: Final = 0.5
 _HIGH_FROM: Final = 0.8
+_FAMILIAR_MEDIUM_FROM: Final = 0.01
+_FAMILIAR_HIGH_FROM: Final = 0.05
 
 
 def confidence_label(value: float | None) -> str:
@@ -174,3 +182,24 @@ def confidence_label(value: float | None) -> str:
     if value < _MEDIUM_FROM:
         return LABEL_LOW
     return LABEL_MEDIUM if value < _HIGH_FROM else LABEL_HIGH
+
+
+def familiarity_label(value: float | None) -> str:
+    """``gen_ai.evaluation.score.label`` of a familiarity p-value: ``low`` (< 0.01), ``medium`` (< 0.05), ``high``,
+    or ``unknown`` when it was not measured.
+
+    A p-value is uniform on inputs like the calibration data, so the probability bands of
+    :func:`confidence_label` would call half of them ``low``; these bands are the usual significance levels
+    instead (``low`` on at most 1% of calibration-like inputs, ``medium`` on at most 4% more).
+    """
+    if value is None:
+        return LABEL_UNKNOWN
+    if value < _FAMILIAR_MEDIUM_FROM:
+        return LABEL_LOW
+    return LABEL_MEDIUM if value < _FAMILIAR_HIGH_FROM else LABEL_HIGH
+
+
+def score_label(component: Component, value: float | None) -> str:
+    """The ``gen_ai.evaluation.score.label`` of ``component``'s value: :func:`familiarity_label` for
+    ``familiarity``, :func:`confidence_label` for the calibrated probabilities."""
+    return familiarity_label(value) if component == "familiarity" else confidence_label(value)

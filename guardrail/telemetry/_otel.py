@@ -5,7 +5,8 @@ One guarded call gives this tree (names in ``_names``)::
     guardrail.guard {model}        INTERNAL, current for the whole call: policy, final decision, confidences, overhead
       chat {model}                 CLIENT, one per attempt, current while the model runs (a backend's own spans
         gen_ai.evaluation.result     nest under it): usage, decision of that attempt, and one evaluation event
-        gen_ai.evaluation.result     per confidence component (visual, reasoning, overall)
+        gen_ai.evaluation.result     per confidence component (visual, reasoning, overall, familiarity)
+        gen_ai.evaluation.result
         gen_ai.evaluation.result
       chat {model}                 a re-ask, more views, or a fallback model
 
@@ -40,7 +41,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import __version__
 from ..policy.schema import Policy
-from ..types import Attempt, Component, ErrorInfo, GuardResult, Request
+from ..types import COMPONENTS, Attempt, Component, ErrorInfo, GuardResult, Request
 from . import _names as n
 from ._content import capture_content_from_env, input_messages, output_messages
 from ._hooks import NO_TRACE, CallTrace, Telemetry
@@ -48,7 +49,6 @@ from ._hooks import NO_TRACE, CallTrace, Telemetry
 __all__ = ["OtelTelemetry"]
 
 _log = logging.getLogger("guardrail.telemetry")
-_COMPONENTS: tuple[Component, ...] = ("visual", "reasoning", "overall")
 
 
 class _Instruments:
@@ -233,7 +233,7 @@ class _OtelCallTrace(CallTrace):
             metric_attributes[n.ERROR_TYPE] = attempt.error.type
         instruments.duration.record(seconds, metric_attributes)
         if attempt.confidence is not None:
-            for component in _COMPONENTS:
+            for component in COMPONENTS:
                 value = attempt.confidence.get(component)
                 if value is not None:
                     instruments.confidence.record(value, {n.GUARDRAIL_CONFIDENCE_COMPONENT: component})
@@ -262,7 +262,7 @@ class _OtelCallTrace(CallTrace):
         span.set_attributes(attributes)
         confidence = attempt.confidence
         if confidence is not None:
-            for component in _COMPONENTS:
+            for component in COMPONENTS:
                 evaluation = _evaluation(component, confidence.get(component), confidence.sources)
                 span.add_event(n.GEN_AI_EVALUATION_RESULT, evaluation)
 
@@ -278,7 +278,7 @@ class _OtelCallTrace(CallTrace):
             n.GUARDRAIL_OVERHEAD_MS: overhead * 1000.0,
         }
         if result.confidence is not None:
-            for component in _COMPONENTS:
+            for component in COMPONENTS:
                 value = result.confidence.get(component)
                 if value is not None:
                     attributes[n.CONFIDENCE_ATTRIBUTES[component]] = value
@@ -351,7 +351,7 @@ def _evaluation(component: Component, value: float | None, sources: Any) -> dict
     """The attributes of one ``gen_ai.evaluation.result`` event."""
     attributes: dict[str, Any] = {
         n.GEN_AI_EVALUATION_NAME: n.EVALUATION_NAMES[component],
-        n.GEN_AI_EVALUATION_SCORE_LABEL: n.confidence_label(value),
+        n.GEN_AI_EVALUATION_SCORE_LABEL: n.score_label(component, value),
     }
     if value is not None:
         attributes[n.GEN_AI_EVALUATION_SCORE_VALUE] = value

@@ -13,8 +13,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from guardrail import Guard, GuardResult, Request
 from guardrail.cli import _register, app
+from guardrail.cli.ask import _print_human, result_record
 from tests.backends.tiny_vlms import save_tiny_llava
+from tests.fakes import ScriptedModel, Step
+from tests.integrations.helpers import FamiliarityCalibrator
 
 runner = CliRunner()
 _register()
@@ -37,7 +41,7 @@ def test_json_output_has_the_documented_fields(model_dir: Path, image: Path) -> 
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert {"answer", "perception", "confidence", "decision", "status"} <= set(record)
-    assert set(record["confidence"]) == {"visual", "reasoning", "overall"}
+    assert set(record["confidence"]) == {"visual", "reasoning", "overall", "familiarity"}
     assert record["decision"]["action"] in {"accept", "abstain", "escalate"}
     assert (record["answer"] is not None) == (record["status"] == "accepted")
 
@@ -51,6 +55,7 @@ def test_human_output_names_every_part(model_dir: Path, image: Path) -> None:
         "visual confidence",
         "reasoning confidence",
         "overall confidence",
+        "familiarity",
         "decision",
     ):
         assert label in result.stdout
@@ -113,10 +118,69 @@ def test_batch_keeps_order_and_isolates_bad_lines(model_dir: Path, image: Path, 
     assert [("status" in r) for r in records] == [True, False, False, False, True]
     assert records[1]["error"]["message"].startswith(f"{batch}:2: ")
     assert "broken.png" in records[2]["error"]["message"]
-    assert records[4]["confidence"].keys() == {"visual", "reasoning", "overall"}
+    assert records[4]["confidence"].keys() == {"visual", "reasoning", "overall", "familiarity"}
 
 
 def test_image_and_batch_together_is_a_usage_error(image: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["ask", str(image), "q", "--batch", str(tmp_path / "x.jsonl")])
     assert result.exit_code == 2
     assert "not both" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The record and table themselves, on a scripted guard whose calibrator measures familiarity
+
+
+def _unfamiliar_result(familiarity: float | None) -> GuardResult:
+    model = ScriptedModel(steps=(Step(answer="red", visual=0.99, reasoning=0.99),))
+    guard = Guard(model, estimator=model, policy="default", calibrator=FamiliarityCalibrator(familiarity))
+    return guard.run(Request.from_question("What colour?", [image_bytes()]))
+
+
+def image_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (220, 20, 20)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_record_shows_familiarity_and_the_unfamiliar_input_decision() -> None:
+    record = result_record(_unfamiliar_result(0.002))
+    assert list(record["confidence"]) == ["visual", "reasoning", "overall", "familiarity"]
+    assert record["confidence"]["familiarity"] == 0.002
+    assert record["status"] == "abstained"
+    assert record["answer"] is None
+    assert record["decision"] == {
+        "action": "abstain",
+        "rule": "rules[1] unfamiliar-input",
+        "reason": "familiarity 0.002 < 0.01",
+    }
+    json.dumps(record)
+
+
+def test_an_unmeasured_familiarity_is_null_in_json_and_unknown_in_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    record = result_record(_unfamiliar_result(None))
+    assert record["confidence"]["familiarity"] is None
+    assert record["status"] == "accepted"
+    _print_human(record, policy="default")
+    lines = capsys.readouterr().out.splitlines()
+    (row,) = [line for line in lines if line.startswith("familiarity")]
+    assert row.split() == ["familiarity", "unknown"]
+    assert [line.split()[0] for line in lines if "confidence" in line] == ["visual", "reasoning", "overall"]
+
+
+def test_the_table_shows_a_measured_familiarity(capsys: pytest.CaptureFixture[str]) -> None:
+    _print_human(result_record(_unfamiliar_result(0.002)), policy="default")
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("familiarity")]
+    assert row.split() == ["familiarity", "0.002"]
+    assert "rules[1] unfamiliar-input" in out
+
+
+def test_tiny_values_keep_their_significant_digits() -> None:
+    from guardrail.cli.ask import _fmt
+
+    assert [_fmt(v) for v in (None, 0.0, 0.0004, 0.002, 0.5, 1.0)] == [
+        "unknown", "0.000", "0.0004", "0.002", "0.500", "1.000"
+    ]  # fmt: skip

@@ -38,7 +38,7 @@ def test_list_shows_question_candidate_confidences_and_thread(db: str) -> None:
         "thread t-7",
         "  question:   What colour is the shape?",
         "  candidate:  green",
-        "  confidence: visual 0.20, reasoning 0.20, overall 0.20",
+        "  confidence: visual 0.20, reasoning 0.20, overall 0.20, familiarity unknown",
         "  reason:     both visual and reasoning confidence are low",
     ]
 
@@ -85,3 +85,13 @@ def test_resolve_exit_codes(db: str, tmp_path: Path) -> None:
     code, _, err = invoke("list", "--db", str(tmp_path / "none.sqlite"))
     assert code == 2
     assert "does not exist" in err
+
+
+def test_confidences_show_familiarity_even_when_tiny_or_missing_from_an_older_payload() -> None:
+    from guardrail.cli.escalations import _confidences
+
+    values = {"visual": 0.2, "reasoning": 0.25, "overall": 0.222, "familiarity": 0.0031}
+    assert _confidences(values) == "visual 0.20, reasoning 0.25, overall 0.22, familiarity 0.0031"
+    older = {"visual": 0.2, "reasoning": 0.2, "overall": 0.2}  # saved before familiarity existed
+    assert _confidences(older) == "visual 0.20, reasoning 0.20, overall 0.20, familiarity unknown"
+    assert _confidences({}) == "visual unknown, reasoning unknown, overall unknown, familiarity unknown"

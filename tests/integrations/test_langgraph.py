@@ -15,7 +15,15 @@ from pydantic import ValidationError
 from guardrail import Guard, InputError
 from guardrail.integrations import GuardState, ReviewError, add_guardrail_nodes, guardrail_graph, resume_escalation
 from guardrail.integrations.langgraph import pending_payload
-from tests.integrations.helpers import ABSTAIN, ACCEPT, ESCALATE, image_message, scripted_guard
+from tests.integrations.helpers import (
+    ABSTAIN,
+    ACCEPT,
+    ESCALATE,
+    FamiliarityCalibrator,
+    image_message,
+    policy,
+    scripted_guard,
+)
 
 THREAD: dict[str, Any] = {"configurable": {"thread_id": "t-1"}}
 
@@ -32,7 +40,12 @@ def test_accepted_answer_becomes_an_ai_message_with_confidences() -> None:
     assert isinstance(reply, AIMessage)
     assert reply.content == "red"
     assert reply.response_metadata["guardrail"]["status"] == "accepted"
-    assert reply.response_metadata["guardrail"]["confidence"] == {"visual": 0.9, "reasoning": 0.9, "overall": 0.9}
+    assert reply.response_metadata["guardrail"]["confidence"] == {
+        "visual": 0.9,
+        "reasoning": 0.9,
+        "overall": 0.9,
+        "familiarity": None,
+    }
     assert state["confidence"]["visual"] == 0.9
     assert state["guardrail"]["status"] == "accepted"
     json.dumps(state["guardrail"])  # the GuardResult in state is plain JSON
@@ -54,10 +67,51 @@ def test_escalation_pauses_with_question_candidate_and_confidences() -> None:
     assert pending.value["question"] == "What colour is the shape?"
     assert pending.value["candidate_answer"] == "green"
     assert pending.value["confidence"]["visual"] == 0.2
+    assert pending.value["confidence"]["familiarity"] is None
     assert pending.value["thread_id"] == "t-1"
     assert graph.get_state(THREAD).next == ("guardrail_review",)
     assert all(not isinstance(m, AIMessage) for m in state["messages"])  # no answer before the human decides
     assert len(model.calls) == 1
+
+
+UNFAMILIAR_FIRST = policy(
+    rules=[
+        {"name": "unfamiliar-input", "when": {"familiarity": {"below": 0.05}}, "do": "escalate",
+         "with": {"reason": "the question or image is unlike the calibration data (unfamiliar input)"}},
+        *policy().model_dump(by_alias=True, exclude_none=True)["rules"],
+    ]
+)  # fmt: skip
+
+
+def test_a_measured_familiarity_reaches_state_and_metadata() -> None:
+    guard, _ = scripted_guard(ACCEPT, calibrator=FamiliarityCalibrator(0.42))
+    state = guardrail_graph(guard, checkpointer=InMemorySaver()).invoke({"messages": [image_message()]}, THREAD)
+    assert state["confidence"] == {"visual": 0.9, "reasoning": 0.9, "overall": 0.9, "familiarity": 0.42}
+    assert state["messages"][-1].response_metadata["guardrail"]["confidence"]["familiarity"] == 0.42
+    assert state["guardrail"]["confidence"]["familiarity"] == 0.42
+
+
+def test_an_unfamiliar_input_is_escalated_with_familiarity_in_the_review_payload() -> None:
+    guard, model = scripted_guard(ACCEPT, policy=UNFAMILIAR_FIRST, calibrator=FamiliarityCalibrator(0.01))
+    graph = guardrail_graph(guard, checkpointer=InMemorySaver())
+    state = graph.invoke({"messages": [image_message()]}, THREAD)
+    (pending,) = state["__interrupt__"]
+    assert pending.value["confidence"] == {"visual": 0.9, "reasoning": 0.9, "overall": 0.9, "familiarity": 0.01}
+    assert pending.value["reason"] == "the question or image is unlike the calibration data (unfamiliar input)"
+    assert pending.value["candidate_answer"] == "red"
+    final = graph.invoke(Command(resume={"type": "approve"}), THREAD)
+    assert final["messages"][-1].response_metadata["guardrail"]["confidence"]["familiarity"] == 0.01
+    assert len(model.calls) == 1
+
+
+def test_an_abstention_names_the_familiarity() -> None:
+    unfamiliar = {"when": {"familiarity": {"below": 0.01}}, "do": "abstain", "with": {"message": "unfamiliar input"}}
+    guard, _ = scripted_guard(ACCEPT, policy=policy(rules=[unfamiliar]), calibrator=FamiliarityCalibrator(0.002))
+    state = guardrail_graph(guard, checkpointer=InMemorySaver()).invoke({"messages": [image_message()]}, THREAD)
+    assert state["messages"][-1].content == (
+        "I am not confident enough to answer this (unfamiliar input; confidence visual 0.90, reasoning 0.90, "
+        "overall 0.90, familiarity 0.002)."
+    )
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from guardrail import PolicyError, load_policy
-from guardrail.policy import CertifiedBound
+from guardrail.policy import CertifiedBound, Condition, Threshold
 
 TEMPLATE = (
     "version: 1\nname: c\nrules:\n  - when: {{overall: {{below: {bound}}}}}\n    do: escalate\notherwise: accept\n"
@@ -40,3 +40,31 @@ def test_bad_certified_bounds_point_at_the_key(bound: str, problem: str) -> None
     with pytest.raises(PolicyError) as info:
         load_policy(TEMPLATE.format(bound=bound))
     assert problem in [p.format() for p in info.value.problems]
+
+
+FAMILIARITY_REFUSED = (
+    "a certified threshold {max_error, delta} is not allowed for familiarity: its thresholds are plain numbers in "
+    "[0, 1] (familiarity is a p-value: 'below: t' fires on at most a fraction t of inputs like the calibration data)"
+)
+
+
+@pytest.mark.parametrize("op", ["below", "at_most", "above", "at_least"])
+def test_familiarity_refuses_certified_bounds_at_the_key(op: str) -> None:
+    text = TEMPLATE.replace("overall: {{below:", f"familiarity: {{{{{op}:").format(
+        bound="{max_error: 0.05, delta: 0.1}"
+    )
+    with pytest.raises(PolicyError) as info:
+        load_policy(text, source="p.yaml")
+    column = 29 + len("familiarity") - len("overall") + len(op) - len("below")
+    assert [p.format() for p in info.value.problems] == [
+        f"p.yaml:4:{column}: rules[0].when.familiarity.{op}: {FAMILIARITY_REFUSED}"
+    ]
+
+
+def test_familiarity_refuses_certified_bounds_from_python_too() -> None:
+    with pytest.raises(ValueError, match="not allowed for familiarity"):
+        Condition(familiarity=Threshold(below=CertifiedBound(max_error=0.05, delta=0.1)))
+    plain = Condition(familiarity=Threshold(below=0.01))
+    assert plain.familiarity is not None
+    assert plain.familiarity.matches(0.005) is True
+    assert plain.familiarity.matches(None) is False

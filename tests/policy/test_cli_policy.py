@@ -70,8 +70,10 @@ def test_show_prints_rules_in_order_with_params() -> None:
     out = result.stdout
     assert out.startswith("policy default (version 1)\n")
     assert "budget: at most 3 attempts, at most 30 s" in out
-    assert out.index("[0] confidence-unmeasured") < out.index("[1] both-doubtful") < out.index("[2] perception")
-    assert "      when  visual < 0.5\n      do    fetch_more_views (views=2, provider='zoom')\n" in out
+    assert out.index("[0] confidence-unmeasured") < out.index("[1] unfamiliar-input") < out.index("[2] both-doubtful")
+    assert out.index("[2] both-doubtful") < out.index("[3] perception")
+    assert "      when  familiarity < 0.01\n      do    abstain (message='The question or image is unlike" in out
+    assert "      when  visual < 0.5\n      do    fetch_more_views (views=2, provider='zoom', mode='auto')\n" in out
     assert out.rstrip().endswith("otherwise     accept\non_exhausted  abstain\non_error      abstain")
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardrail.policy import Policy, decide, decide_on_error, decide_on_exhausted, load_builtin_policy
-from guardrail.types import Action, Confidence, ErrorInfo
+from guardrail.types import COMPONENTS, Action, Confidence, ErrorInfo
 
 SHIPPED = ("default", "strict", "cost-aware")
 
@@ -19,8 +19,13 @@ def make(rules: list[dict[str, Any]], **extra: Any) -> Policy:
     return Policy.model_validate({"version": 1, "name": "t", "otherwise": "accept", "rules": rules, **extra})
 
 
-def conf(visual: float | None = None, reasoning: float | None = None, overall: float | None = None) -> Confidence:
-    return Confidence(visual=visual, reasoning=reasoning, overall=overall)
+def conf(
+    visual: float | None = None,
+    reasoning: float | None = None,
+    overall: float | None = None,
+    familiarity: float | None = None,
+) -> Confidence:
+    return Confidence(visual=visual, reasoning=reasoning, overall=overall, familiarity=familiarity)
 
 
 LOW_VISUAL = {"when": {"visual": {"below": 0.5}}, "do": "fetch_more_views", "with": {"views": 3}}
@@ -33,7 +38,7 @@ def test_first_matching_rule_wins() -> None:
     assert (first.action, first.rule, first.params) == (
         Action.FETCH_MORE_VIEWS,
         "rules[0]",
-        {"views": 3, "provider": "zoom"},
+        {"views": 3, "provider": "zoom", "mode": "auto"},
     )
     swapped = decide(make([LOW_OVERALL, LOW_VISUAL]), both, attempt=0)
     assert (swapped.action, swapped.rule) == (Action.ESCALATE, "rules[0] weak")
@@ -56,10 +61,37 @@ def test_the_reason_names_the_values() -> None:
     assert decision.reason == "visual 0.31 < 0.5"
 
 
+@pytest.mark.parametrize("component", ["visual", "familiarity"])
 @pytest.mark.parametrize("op", ["below", "at_most", "above", "at_least"])
-def test_numeric_comparisons_never_match_an_unknown_component(op: str) -> None:
-    p = make([{"when": {"visual": {op: 0.5}}, "do": "abstain"}])
-    assert decide(p, conf(visual=None, overall=0.9), attempt=0).rule == "otherwise"
+def test_numeric_comparisons_never_match_an_unknown_component(op: str, component: str) -> None:
+    p = make([{"when": {component: {op: 0.5}}, "do": "abstain"}])
+    assert decide(p, conf(visual=None, overall=0.9, familiarity=None), attempt=0).rule == "otherwise"
+
+
+UNFAMILIAR = {"name": "unfamiliar", "when": {"familiarity": {"below": 0.01}}, "do": "abstain"}
+
+
+def test_familiarity_is_compared_like_the_other_components() -> None:
+    p = make([UNFAMILIAR])
+    decision = decide(p, conf(0.99, 0.99, 0.99, familiarity=0.002), attempt=0)
+    assert (decision.action, decision.rule, decision.reason) == (
+        Action.ABSTAIN,
+        "rules[0] unfamiliar",
+        "familiarity 0.002 < 0.01",
+    )
+    assert decide(p, conf(0.99, 0.99, 0.99, familiarity=0.01), attempt=0).action is Action.ACCEPT
+    assert decide(p, conf(0.99, 0.99, 0.99, familiarity=None), attempt=0).action is Action.ACCEPT
+
+
+def test_familiarity_unknown_and_ands_with_other_components() -> None:
+    unmeasured = make([{"when": {"familiarity": {"unknown": True}}, "do": "escalate"}])
+    decision = decide(unmeasured, conf(0.9, 0.9, 0.9), attempt=0)
+    assert (decision.action, decision.reason) == (Action.ESCALATE, "familiarity is unknown")
+    assert decide(unmeasured, conf(0.9, 0.9, 0.9, familiarity=0.5), attempt=0).action is Action.ACCEPT
+    both = make([{"when": {"familiarity": {"at_most": 0.05}, "overall": {"below": 0.8}}, "do": "abstain"}])
+    decision = decide(both, conf(overall=0.5, familiarity=0.05), attempt=0)
+    assert decision.reason == "overall 0.5 < 0.8 and familiarity 0.05 <= 0.05"
+    assert decide(both, conf(overall=0.9, familiarity=0.01), attempt=0).action is Action.ACCEPT
 
 
 def test_unknown_true_catches_unknown_components() -> None:
@@ -128,10 +160,49 @@ def test_errors_go_to_on_error_and_retries_respect_the_budget() -> None:
         ("cost-aware", conf(0.2, 0.9, 0.5), 0, Action.RE_ASK),
         ("cost-aware", conf(0.2, 0.9, 0.5), 1, Action.FETCH_MORE_VIEWS),
         ("cost-aware", conf(0.6, 0.6, 0.6), 0, Action.ACCEPT),
+        ("default", conf(0.99, 0.99, 0.99, 0.009), 0, Action.ABSTAIN),
+        ("default", conf(0.99, 0.99, 0.99, 0.01), 0, Action.ACCEPT),
+        ("strict", conf(0.99, 0.99, 0.99, 0.04), 0, Action.ESCALATE),
+        ("strict", conf(0.99, 0.99, 0.99, 0.05), 0, Action.ACCEPT),
+        ("strict", conf(0.99, 0.99, 0.99, None), 0, Action.ACCEPT),
+        ("cost-aware", conf(0.99, 0.99, 0.99, 0.001), 0, Action.ABSTAIN),
+        ("cost-aware", conf(None, None, None, 0.001), 0, Action.ABSTAIN),  # no re-ask spent on an unfamiliar input
+        ("cost-aware", conf(0.99, 0.99, 0.99, None), 0, Action.ACCEPT),
     ],
 )
 def test_shipped_policies(name: str, confidence: Confidence, attempt: int, action: Action) -> None:
     assert decide(load_builtin_policy(name), confidence, attempt=attempt).action is action
+
+
+def test_default_abstains_on_an_unfamiliar_input_however_confident() -> None:
+    default = load_builtin_policy("default")
+    confident = Confidence(visual=0.99, reasoning=0.99, overall=0.99, familiarity=0.001)
+    decision = decide(default, confident, attempt=0)
+    assert (decision.action, decision.rule, decision.reason) == (
+        Action.ABSTAIN,
+        "rules[1] unfamiliar-input",
+        "familiarity 0.001 < 0.01",
+    )
+    assert decision.params["message"] == (
+        "The question or image is unlike anything this guard was calibrated on; its confidence would not be "
+        "trustworthy."
+    )
+    familiar = decide(default, confident.model_copy(update={"familiarity": 0.5}), attempt=0)
+    assert (familiar.action, familiar.rule) == (Action.ACCEPT, "otherwise")
+    unmeasured = decide(default, confident.model_copy(update={"familiarity": None}), attempt=0)
+    assert (unmeasured.action, unmeasured.rule) == (Action.ACCEPT, "otherwise")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_policy_stops_an_unfamiliar_input_before_anything_else(name: str) -> None:
+    policy = load_builtin_policy(name)
+    index = next(i for i, rule in enumerate(policy.rules) if rule.when.familiarity is not None)
+    assert index <= 1
+    assert policy.rules[index].name == "unfamiliar-input"
+    assert policy.rules[index].action in (Action.ABSTAIN, Action.ESCALATE)
+    for attempt in range(policy.budget.max_attempts):
+        decision = decide(policy, conf(0.99, 0.99, 0.99, familiarity=0.0), attempt=attempt)
+        assert decision.rule == policy.rule_label(index)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -144,12 +215,14 @@ def allowed(policy: Policy) -> set[Action]:
 
 
 probability = st.one_of(st.none(), st.floats(0.0, 1.0))
-confidences = st.builds(Confidence, visual=probability, reasoning=probability, overall=probability)
+confidences = st.builds(
+    Confidence, visual=probability, reasoning=probability, overall=probability, familiarity=probability
+)
 thresholds = st.one_of(
     st.fixed_dictionaries({"unknown": st.booleans()}),
     st.dictionaries(st.sampled_from(["below", "at_most", "above", "at_least"]), st.floats(0.0, 1.0), min_size=1),
 )
-conditions = st.dictionaries(st.sampled_from(["visual", "reasoning", "overall"]), thresholds, min_size=1)
+conditions = st.dictionaries(st.sampled_from(list(COMPONENTS)), thresholds, min_size=1)
 rules = st.fixed_dictionaries(
     {"when": conditions, "do": st.sampled_from(["accept", "abstain", "re_ask", "fetch_more_views", "escalate"])}
 )

@@ -19,13 +19,14 @@ def test_a_valid_policy_loads() -> None:
     policy = load_policy(VALID, source="p.yaml")
     assert isinstance(policy, Policy)
     assert policy.name == "tiny"
-    assert policy.rules[0].params == {"views": 2, "provider": "zoom"}
+    assert policy.rules[0].params == {"views": 2, "provider": "zoom", "mode": "auto"}
 
 
 def test_public_surface_is_pinned() -> None:
     assert sorted(guardrail.policy.__all__) == [
         "AbstainParams", "ActionSpec", "AttemptCondition", "Bound", "Budget", "CertifiedBound", "Condition",
-        "EscalateParams", "FallbackParams", "FetchMoreViewsParams", "Policy", "ReAskParams", "Rule", "Threshold",
+        "EscalateParams", "FallbackParams", "FamiliarityThreshold", "FetchMoreViewsParams", "Policy", "ReAskParams",
+        "Rule", "Threshold",
         "builtin_policy_names", "check_policy_file", "decide", "decide_on_error", "decide_on_exhausted",
         "load_builtin_policy", "load_policy",
     ]  # fmt: skip
@@ -53,8 +54,8 @@ def test_unknown_keys_point_at_the_key_and_suggest() -> None:
     """
     assert problems(text) == [
         f"p.yaml:3:1: budgt: unknown key; expected one of: {TOP_KEYS} (did you mean 'budget'?)",
-        "p.yaml:5:12: rules[0].when.visul: unknown key; expected one of: visual, reasoning, overall, attempt "
-        "(did you mean 'visual'?)",
+        "p.yaml:5:12: rules[0].when.visul: unknown key; expected one of: visual, reasoning, overall, familiarity, "
+        "attempt (did you mean 'visual'?)",
         "p.yaml:7:27: rules[0].with.temprature: unknown key; expected one of: prompt, temperature "
         "(did you mean 'temperature'?)",
     ]
@@ -82,6 +83,39 @@ def test_thresholds_outside_0_1_are_refused(value: str, message: str) -> None:
     assert problems(text) == [
         f"p.yaml:5:34: rules[0].when.reasoning.at_least: threshold must be a probability in [0, 1], {message}"
     ]
+
+
+def test_familiarity_thresholds_are_checked_like_the_others() -> None:
+    text = """\
+    version: 1
+    name: x
+    otherwise: accept
+    rules:
+      - when: {familiarity: {below: 1.5}}
+        do: abstain
+      - when: {familarity: {below: 0.01}}
+        do: abstain
+      - when: {familiarity: {unknown: true, below: 0.01}}
+        do: abstain
+      - when: {familiarity: {at_least: "often"}}
+        do: abstain
+    """
+    assert problems(text) == [
+        "p.yaml:5:33: rules[0].when.familiarity.below: threshold must be a probability in [0, 1], got 1.5",
+        "p.yaml:7:12: rules[1].when.familarity: unknown key; expected one of: visual, reasoning, overall, "
+        "familiarity, attempt (did you mean 'familiarity'?)",
+        "p.yaml:9:25: rules[2].when.familiarity: 'unknown: true' cannot be combined with numeric comparisons "
+        "(an unknown has no value)",
+        "p.yaml:11:36: rules[3].when.familiarity.at_least: should be a number, got the string 'often'",
+    ]
+
+
+def test_a_valid_familiarity_rule_loads() -> None:
+    text = "version: 1\nname: x\notherwise: accept\nrules:\n  - {when: {familiarity: {below: 0.01}}, do: abstain}\n"
+    condition = load_policy(text).rules[0].when
+    assert [name for name, _ in condition.components()] == ["familiarity"]
+    assert condition.familiarity is not None
+    assert condition.familiarity.below == 0.01
 
 
 def test_wrong_types_name_the_expected_type_and_the_value() -> None:
@@ -178,7 +212,7 @@ def test_model_level_rules_are_reported_at_their_mapping() -> None:
       - {when: {visual: {unknown: true, below: 0.5}}, do: abstain}
     """
     assert problems(text) == [
-        "p.yaml:5:12: rules[0].when: 'when' needs at least one of visual, reasoning, overall, attempt",
+        "p.yaml:5:12: rules[0].when: 'when' needs at least one of visual, reasoning, overall, familiarity, attempt",
         "p.yaml:6:21: rules[1].when.visual: 'unknown: true' cannot be combined with numeric comparisons "
         "(an unknown has no value)",
     ]

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from guardrail.policy import AttemptCondition, Budget, Condition, Policy, Threshold
+from guardrail.types import COMPONENTS
 
 
 def policy(**extra: Any) -> Policy:
@@ -29,7 +30,7 @@ def test_shorthand_and_long_form_are_the_same_policy() -> None:
 
 def test_parameters_get_their_defaults() -> None:
     p = policy(rules=[{"when": {"visual": {"below": 0.5}}, "do": "fetch_more_views"}])
-    assert p.rules[0].params == {"views": 2, "provider": "zoom"}
+    assert p.rules[0].params == {"views": 2, "provider": "zoom", "mode": "auto"}
     assert p.rules[0].action.value == "fetch_more_views"
 
 
@@ -118,11 +119,14 @@ def test_a_condition_needs_something_to_compare() -> None:
         Condition()
     cond = Condition.model_validate({"overall": {"below": 0.1}, "visual": {"unknown": True}})
     assert [name for name, _ in cond.components()] == ["visual", "overall"]
+    every = Condition.model_validate({name: {"unknown": True} for name in reversed(COMPONENTS)})
+    assert [name for name, _ in every.components()] == list(COMPONENTS)
 
 
 def test_describe_reads_like_the_rule() -> None:
     assert Threshold(below=0.5).describe("visual", 0.31) == "visual 0.31 < 0.5"
     assert Threshold(unknown=True).describe("visual", None) == "visual is unknown"
+    assert Threshold(below=0.01).describe("familiarity", 0.002) == "familiarity 0.002 < 0.01"
 
 
 @pytest.mark.parametrize("budget", [{"max_attempts": 0}, {"max_attempts": 101}, {"max_seconds": 0}])

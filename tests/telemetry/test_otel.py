@@ -11,7 +11,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from guardrail import BackendError, Generation, GenerationOptions, Guard, Request
+from guardrail.telemetry._names import confidence_label, familiarity_label, score_label
 from tests.fakes import ScriptedModel, Step
+from tests.integrations.helpers import FamiliarityCalibrator
 from tests.telemetry.conftest import Recorded, make_recorded
 from tests.test_guard import image_request, make_policy
 
@@ -59,7 +61,12 @@ def test_evaluation_events_carry_each_calibrated_confidence(recorded: Recorded) 
     assert result.confidence.overall is not None
 
     evaluations = events(recorded.attempt_spans()[0])
-    assert set(evaluations) == {"visual_confidence", "reasoning_confidence", "overall_confidence"}
+    assert set(evaluations) == {
+        "visual_confidence",
+        "reasoning_confidence",
+        "overall_confidence",
+        "familiarity_confidence",
+    }
     assert evaluations["visual_confidence"]["gen_ai.evaluation.score.value"] == pytest.approx(0.9)
     assert evaluations["visual_confidence"]["gen_ai.evaluation.score.label"] == "high"
     assert evaluations["reasoning_confidence"]["gen_ai.evaluation.score.value"] == pytest.approx(0.6)
@@ -73,7 +80,7 @@ def test_an_unknown_component_is_an_unknown_event_without_a_score(recorded: Reco
     guard = recorded.guard([Step(visual=0.9, reasoning=None)], policy=make_policy(rules=[]))
     guard.run(image_request())
     evaluations = events(recorded.attempt_spans()[0])
-    for name in ("reasoning_confidence", "overall_confidence"):
+    for name in ("reasoning_confidence", "overall_confidence", "familiarity_confidence"):
         assert evaluations[name]["gen_ai.evaluation.score.label"] == "unknown"
         assert "gen_ai.evaluation.score.value" not in evaluations[name]
         assert evaluations[name]["gen_ai.evaluation.explanation"] == "not measured"
@@ -81,6 +88,48 @@ def test_an_unknown_component_is_an_unknown_event_without_a_score(recorded: Reco
     call = dict(recorded.call_span().attributes or {})
     assert call["guardrail.confidence.visual"] == pytest.approx(0.9)
     assert "guardrail.confidence.reasoning" not in call
+    assert "guardrail.confidence.familiarity" not in call
+
+
+@pytest.mark.parametrize(("familiarity", "label"), [(0.004, "low"), (0.03, "medium"), (0.4, "high")])
+def test_familiarity_is_an_evaluation_event_and_a_call_attribute(
+    recorded: Recorded, familiarity: float, label: str
+) -> None:
+    guard = recorded.guard([Step(visual=0.9, reasoning=0.9)], calibrator=FamiliarityCalibrator(familiarity))
+    result = guard.run(image_request())
+    assert result.confidence is not None
+    assert result.confidence.familiarity == familiarity
+
+    evaluation = events(recorded.attempt_spans()[0])["familiarity_confidence"]
+    assert evaluation["gen_ai.evaluation.score.value"] == pytest.approx(familiarity)
+    assert evaluation["gen_ai.evaluation.score.label"] == label
+    call = dict(recorded.call_span().attributes or {})
+    assert call["guardrail.confidence.familiarity"] == pytest.approx(familiarity)
+    points = {p.attributes["guardrail.confidence.component"]: p for p in recorded.metrics()["guardrail.confidence"]}
+    assert points["familiarity"].count == 1
+    assert points["familiarity"].sum == pytest.approx(familiarity)
+
+
+def test_an_unfamiliar_input_decision_is_traced_with_its_reason(recorded: Recorded) -> None:
+    unfamiliar = {"name": "unfamiliar", "when": {"familiarity": {"below": 0.01}}, "do": "abstain"}
+    guard = recorded.guard(
+        [Step(visual=0.99, reasoning=0.99)],
+        policy=make_policy(rules=[unfamiliar]),
+        calibrator=FamiliarityCalibrator(0.002),
+    )
+    assert guard.run(image_request()).status == "abstained"
+    attempt = dict(recorded.attempt_spans()[0].attributes or {})
+    assert attempt["guardrail.decision.rule"] == "rules[0] unfamiliar"
+    assert attempt["guardrail.decision.reason"] == "familiarity 0.002 < 0.01"
+
+
+def test_familiarity_labels_use_p_value_bands_not_probability_bands() -> None:
+    assert [familiarity_label(v) for v in (None, 0.0, 0.0099, 0.01, 0.0499, 0.05, 0.3)] == [
+        "unknown", "low", "low", "medium", "medium", "high", "high"
+    ]  # fmt: skip
+    assert score_label("familiarity", 0.3) == "high"  # an ordinary in-distribution p-value
+    for component in ("visual", "reasoning", "overall"):
+        assert score_label(component, 0.3) == confidence_label(0.3) == "low"
 
 
 def test_decision_attributes_name_action_rule_reason_policy_and_overhead(recorded: Recorded) -> None:
