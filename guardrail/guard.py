@@ -11,6 +11,10 @@ Guarantees:
   kept in the result: never an unchecked answer;
 - LangGraph control flow (interrupts) is re-raised, never swallowed;
 - no state shared between calls: safe under threads and asyncio.
+
+More views (``fetch_more_views``): the view provider is always asked about the caller's original request; the
+views it returns are appended to the request's images or replace them (``mode``; ``auto`` replaces when the
+backend's optional ``max_images`` would otherwise be exceeded, e.g. for a one-image model).
 """
 
 from __future__ import annotations
@@ -275,7 +279,7 @@ class Guard:
 
     def _views(self, call: _ViewsCall) -> _ViewsOutcome:
         try:
-            views = tuple(call.provider(call.request, call.count))
+            views = tuple(call.provider(call.request, call.count))[: call.count]  # "up to count" images
             if not views:
                 raise ValueError(f"view provider {call.name!r} returned no images")
             bad = [type(v).__name__ for v in views if not isinstance(v, ImageBlock)]
@@ -322,6 +326,26 @@ def _timed_out(effect: _Effect) -> _Outcome:
     return _ViewsOutcome(error=error)
 
 
+def _max_images(backend: Backend) -> int | None:
+    """The backend's optional ``max_images`` (the most images one prompt may carry); ``None`` when it declares
+    none or something other than a positive int."""
+    value = getattr(backend, "max_images", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def _views_placement(mode: str, views: int, *, max_images: int | None, present: int) -> tuple[bool, int]:
+    """Whether fetched views replace the request's images (else they are appended), and how many to ask for.
+
+    ``auto`` replaces when appending ``views`` to the ``present`` images would exceed ``max_images``; replacing
+    asks for at most ``max_images`` views. ``append`` does what it says, whatever ``max_images``.
+    """
+    if mode == "auto":
+        mode = "replace" if max_images is not None and present + views > max_images else "append"
+    if mode == "replace":
+        return True, views if max_images is None else min(views, max_images)
+    return False, views
+
+
 def _load_policy(policy: str | Path) -> Policy:
     from .policy.loader import load_policy
 
@@ -348,9 +372,17 @@ class _GuardedCall:
         start = guard.clock()
         deadline = None if budget.max_seconds is None else start + budget.max_seconds
         backend = guard.backend
-        views_request = self.request  # the request plus every view fetched so far
+        views_request = self.request  # the request with the views fetched so far (added or in place of its images)
         current = self.request
         options = GenerationOptions(attempt=0)
+        if not self.request.question.strip():
+            # Nothing to answer: an input error, decided by on_error without calling the model (a remedy such as a
+            # re-ask cannot help, so it becomes on_exhausted).
+            self.error = ErrorInfo(stage="input", type="InputError", message="the question is empty: nothing to answer")
+            decision = decide_on_error(policy, self.error, attempt=0)
+            if not decision.action.is_terminal:
+                decision = decide_on_exhausted(policy, attempt=0, reason=self.error.message)
+            return self._finish(decision, start)
 
         for index in range(budget.max_attempts):
             remaining = None if deadline is None else deadline - guard.clock()
@@ -384,12 +416,17 @@ class _GuardedCall:
                     return self._finish(decision, start)
                 if decision.action is Action.FETCH_MORE_VIEWS:
                     name = decision.params["provider"]
-                    remaining = None if deadline is None else deadline - guard.clock()
-                    fetched = yield _ViewsCall(
-                        guard.view_providers[name], name, views_request, decision.params["views"], remaining
+                    replace, count = _views_placement(
+                        decision.params.get("mode", "auto"),
+                        decision.params["views"],
+                        max_images=_max_images(backend),
+                        present=len(views_request.images),
                     )
+                    remaining = None if deadline is None else deadline - guard.clock()
+                    # The provider sees the original request: zoom crops the original image, not an earlier view.
+                    fetched = yield _ViewsCall(guard.view_providers[name], name, self.request, count, remaining)
                     assert isinstance(fetched, _ViewsOutcome)
-                    self.trace.views_fetched(name, decision.params["views"], fetched.error)
+                    self.trace.views_fetched(name, count, fetched.error)
                     if fetched.error is not None:
                         self.error = fetched.error
                         decision = (
@@ -398,7 +435,11 @@ class _GuardedCall:
                             else decide_on_error(policy, fetched.error, attempt=index)
                         )
                         continue
-                    views_request = views_request.with_images(fetched.views)
+                    views_request = (
+                        views_request.replacing_images(fetched.views)
+                        if replace
+                        else views_request.with_images(fetched.views)
+                    )
                     current = views_request
                 elif decision.action is Action.RE_ASK:
                     prompt = decision.params.get("prompt")

@@ -199,3 +199,28 @@ def test_answer_length_comes_from_the_model_generation_config(tmp_path: Path) ->
     save_tiny_llava(tmp_path, max_new_tokens=7)
     assert TransformersBackend.from_pretrained(tmp_path).max_new_tokens == 7
     assert TransformersBackend.from_pretrained(tmp_path, max_new_tokens=3).max_new_tokens == 3
+
+
+def test_max_images_comes_from_the_argument_or_the_model_folders_config(tmp_path: Path) -> None:
+    import json
+
+    from tests.backends.tiny_vlms import save_tiny_llava
+
+    save_tiny_llava(tmp_path)
+    assert TransformersBackend.from_pretrained(tmp_path).max_images is None  # not declared
+    config = tmp_path / "config.json"
+    data = json.loads(config.read_text())
+    config.write_text(json.dumps({**data, "max_images": 1}))
+    assert TransformersBackend.from_pretrained(tmp_path).max_images == 1
+    assert TransformersBackend.from_pretrained(tmp_path, max_images=2).max_images == 2
+    assert TransformersBackend.from_pretrained(tmp_path, max_images=None).max_images is None
+    config.write_text(json.dumps({**data, "max_images": 0}))
+    with pytest.raises(BackendError, match=r"config\.json max_images must be an int >= 1, got 0"):
+        TransformersBackend.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.0, "1"])
+def test_max_images_must_be_a_positive_int(bad: object) -> None:
+    with pytest.raises(ValueError, match="`max_images` must be an int >= 1 or None"):
+        TransformersBackend(torch.nn.Linear(1, 1), None, max_images=bad)  # type: ignore[arg-type]
+    assert TransformersBackend(torch.nn.Linear(1, 1), None, max_images=3).max_images == 3
