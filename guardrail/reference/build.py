@@ -48,14 +48,18 @@ TAG_TOKENS: tuple[str, ...] = (
 SPECIAL_TOKENS = {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}
 
 # A LLaVA-1.5-style template: "USER: <image>\n{question}\nASSISTANT:" and the answer ends with the EOS token.
+# The user's text is lowercased, as every training question was: the word-level vocabulary has no capitalised
+# question words, so "What" would otherwise be an unknown token.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}SYSTEM: {% elif message['role'] == 'user' %}USER: "
     "{% else %}ASSISTANT:{% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% if message['content'] is string %}"
+    "{{ message['content'] | lower if message['role'] == 'user' else message['content'] }}"
     "{% else %}{% for block in message['content'] %}"
     "{% if block['type'] == 'image' %}<image>{{ '\\n' }}"
-    "{% elif block['type'] == 'text' %}{{ block['text'] }}{% endif %}"
+    "{% elif block['type'] == 'text' %}{{ block['text'] | lower if message['role'] == 'user' else block['text'] }}"
+    "{% endif %}"
     "{% endfor %}{% endif %}"
     "{% if message['role'] == 'assistant' %}</s>{% endif %}{{ '\\n' }}"
     "{% endfor %}"
@@ -78,7 +82,7 @@ class ModelSize:
 
 def prompt_text(question: str) -> str:
     """The rendered chat prompt for one image and one question (what ``CHAT_TEMPLATE`` produces)."""
-    return f"USER: {IMAGE_TOKEN}\n{question}\nASSISTANT:"
+    return f"USER: {IMAGE_TOKEN}\n{question.lower()}\nASSISTANT:"
 
 
 def vision_text(scene: Scene) -> str:
@@ -209,6 +213,7 @@ def build_model(processor: Any, size: ModelSize | None = None, *, seed: int = 0)
         image_seq_length=(IMAGE_SIZE // size.patch_size) ** 2,
         tie_word_embeddings=True,
     )
+    config.max_images = 1  # trained on one image per prompt: more views replace the image rather than add to it
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
