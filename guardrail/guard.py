@@ -340,6 +340,7 @@ class _GuardedCall:
     attempts: list[Attempt] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     error: ErrorInfo | None = None
+    """The failure of the latest step (attempt or view fetch), if it failed: what ended the call, if anything."""
 
     def plan(self) -> _Plan:
         """Yield the effects of one guarded call and return its result."""
@@ -418,8 +419,10 @@ class _GuardedCall:
 
     def _decide(self, outcome: _AttemptOutcome, index: int) -> Decision:
         policy = self.guard.policy
+        # The result's error is the one that ended the call: a later successful attempt clears an earlier
+        # failure, which stays recorded on its own Attempt.
+        self.error = outcome.error
         if outcome.error is not None:
-            self.error = outcome.error
             if outcome.error.stage == "budget":
                 return decide_on_exhausted(policy, attempt=index, reason=outcome.error.message)
             return decide_on_error(policy, outcome.error, attempt=index)
