@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from . import app
+from ._interrupt import Interrupted, StopFlag, stop_on_signals
 
 __all__ = ["calibrate"]
 
@@ -42,7 +43,38 @@ def calibrate(
     combiner: Annotated[str, typer.Option(help="How overall is formed from the calibrated parts.")] = "platt_harmonic",
     seed: Annotated[int, typer.Option(help="Seed of sampling, corruptions and the fit/certify split.")] = 0,
 ) -> None:
-    """Score labelled questions with the model, fit the decoupled calibrator, certify thresholds, save."""
+    """Score labelled questions with the model, fit the decoupled calibrator, certify thresholds, save.
+
+    SIGINT / SIGTERM stop after the current question (exit 130 / 143) and write no artifact.
+    """
+    with stop_on_signals() as stop:
+        try:
+            _calibrate(
+                out, model, data, split, limit, clean, draws, perturbation, blackout_probability, calibrator,
+                combiner, seed, stop,
+            )  # fmt: skip
+        except Interrupted as interrupted:
+            typer.echo(
+                f"interrupted by {interrupted.name} after scoring {stop.done} items; no artifact written", err=True
+            )
+            raise typer.Exit(interrupted.exit_code) from None
+
+
+def _calibrate(
+    out: Path,
+    model: Path | None,
+    data: Path | None,
+    split: str,
+    limit: int,
+    clean: bool,
+    draws: int,
+    perturbation: str,
+    blackout_probability: float,
+    calibrator: str,
+    combiner: str,
+    seed: int,
+    stop: StopFlag,
+) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -75,11 +107,17 @@ def calibrate(
         task = progress.add_task("scoring", total=len(items))
         probe_task = None
 
+        def advance(_: object) -> None:
+            stop.done += 1
+            progress.advance(task)
+            stop.check()  # between items: a stop asked for during this one ends the run here
+
         def probe_advance(_: object) -> None:
             nonlocal probe_task
             if probe_task is None:
                 probe_task = progress.add_task("choosing the visual probe", total=None)
             progress.advance(probe_task)
+            stop.check()
 
         try:
             artifact, rows = calibrate_transformers_model(
@@ -92,7 +130,7 @@ def calibrate(
                 part_calibrator=calibrator,
                 seed=seed,
                 data_name=data_name,
-                on_item=lambda _: progress.advance(task),
+                on_item=advance,
                 on_probe_item=probe_advance,
             )
         except (GuardrailError, OSError) as exc:
