@@ -130,17 +130,9 @@ class ImageBlock(_Frozen):
         scheme = _URL_SCHEME.match(reference)
         if reference.startswith("data:"):
             return cls._from_data_url(reference)
-        if scheme is None:
-            return cls.from_path(reference)
-        if scheme.group(1).lower() == "file":
-            parsed = urlparse(reference)
-            return cls.from_path(unquote(parsed.path))
-        from .errors import ImageError
-
-        raise ImageError(
-            f"image {reference!r}: remote URLs are not fetched by guardrail; download the image and pass its "
-            "bytes, a PIL image or a local path"
-        )
+        if scheme is not None and scheme.group(1).lower() == "file":
+            return cls.from_path(unquote(urlparse(reference).path))
+        return cls.from_path(reference)  # a remote URL is refused there, with its scheme intact
 
     @classmethod
     def _from_data_url(cls, url: str) -> ImageBlock:
@@ -262,6 +254,12 @@ def read_image_file(path: str | Path) -> bytes:
     """The bytes of an image file; a missing, unreadable or empty file, or a directory, is an ``ImageError``."""
     from .errors import ImageError
 
+    scheme = _URL_SCHEME.match(path) if isinstance(path, str) else None
+    if scheme is not None and scheme.group(1).lower() != "file":  # Path() would turn "http://a/b" into "http:/a/b"
+        raise ImageError(
+            f"image {path!r}: remote URLs are not fetched by guardrail; download the image and pass its "
+            "bytes, a PIL image or a local path"
+        )
     path = Path(path)
     try:
         data = path.read_bytes()

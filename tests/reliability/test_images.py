@@ -209,6 +209,8 @@ def test_paths_that_are_not_image_files_are_image_errors(tmp_path: Path) -> None
     for reference, message in cases.items():
         with pytest.raises(ImageError, match=message):
             Request.from_question("q", [reference])
+        with pytest.raises(ImageError, match=message):
+            ImageBlock.from_path(reference)
         if "://" not in reference:
             with pytest.raises(ImageError, match=message):
                 Request.from_question("q", [Path(reference)])
