@@ -100,13 +100,15 @@ class DaemonPool:
     def abandon(self, future: Future[Any]) -> bool:
         """The caller stops waiting for ``future``: cancel it if queued, else free its worker's live slot.
 
-        Returns True when the call had started (its thread keeps running it and exits after), False when it
-        was still queued (it is cancelled and never runs) or already finished.
+        Returns True when the call had started (its thread keeps running it and exits after, or it has just
+        finished), False when it was still queued (it is cancelled and never runs).
         """
         spawn = False
         with self._lock:
-            if future.cancel() or future.done():
+            if future.cancel():
                 return False
+            if future.done():
+                return True
             if future not in self._running or future in self._abandoned:
                 return future in self._abandoned
             self._abandoned.add(future)
