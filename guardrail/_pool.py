@@ -83,7 +83,7 @@ class DaemonPool:
         with self._lock:
             if len(self._abandoned) >= self._max_abandoned:
                 message = (
-                    f"no model call started: {len(self._abandoned)} earlier calls that outlived their time budget "
+                    f"call not started: {len(self._abandoned)} earlier calls that outlived their time budget "
                     f"are still running (limit {self._max_abandoned}); the backend appears to hang"
                 )
                 logger.warning(message)
@@ -93,8 +93,9 @@ class DaemonPool:
             if spawn:
                 self._live += 1
         self._queue.put((fn, future))
-        if spawn:
-            self._start_worker()
+        if spawn and not self._start_worker():
+            future.cancel()  # left in the queue, but no worker will ever run it
+            raise WorkerLimitError("call not started: the operating system refused a new worker thread")
         return future
 
     def abandon(self, future: Future[Any]) -> bool:
@@ -119,7 +120,7 @@ class DaemonPool:
             abandoned = len(self._abandoned)
         logger.debug("abandoned a call that outlived its budget; %d abandoned calls still running", abandoned)
         if spawn:
-            self._start_worker()
+            self._start_worker()  # if refused, queued work waits for a live worker or its own deadline
         return True
 
     def stats(self) -> WorkerStats:
@@ -134,13 +135,16 @@ class DaemonPool:
                 max_abandoned=self._max_abandoned,
             )
 
-    def _start_worker(self) -> None:
+    def _start_worker(self) -> bool:
+        """Start one worker thread (its live slot is already counted); False if the OS refuses a thread."""
         try:
             threading.Thread(target=self._work, name="guardrail-call", daemon=True).start()
-        except RuntimeError as exc:  # "can't start new thread": the process is out of threads
+        except RuntimeError:  # "can't start new thread": the process is out of threads
+            logger.warning("cannot start a worker thread", exc_info=True)
             with self._lock:
                 self._live -= 1
-            raise WorkerLimitError(f"no model call started: cannot start a worker thread ({exc})") from exc
+            return False
+        return True
 
     def _work(self) -> None:
         while True:

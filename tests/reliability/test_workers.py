@@ -77,6 +77,23 @@ def test_the_abandoned_limit_is_a_clear_error_and_recovers() -> None:
     assert pool.submit(lambda: 1).result(timeout=2) == 1
 
 
+def test_a_refused_thread_is_a_clear_error_and_its_work_never_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = DaemonPool(max_workers=2)
+    ran: list[int] = []
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(threading.Thread, "start", refuse)
+        with pytest.raises(WorkerLimitError, match="the operating system refused a new worker thread"):
+            pool.submit(lambda: ran.append(1))
+    assert pool.stats().running == 0
+    assert pool.submit(lambda: 7).result(timeout=2) == 7  # the next call gets a worker; the refused one never ran
+    time.sleep(0.05)
+    assert ran == []
+
+
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="`max_workers` must be an int >= 1, got 0"):
         DaemonPool(max_workers=0)
