@@ -31,12 +31,14 @@
 
 **Shift.** With shift covariates (``SHIFT_COVARIATES``: how far the question and the images lie from the calibration
 inputs, ``guardrail.confidence.familiarity``), each component is then discounted by a fitted
-:class:`ShiftDiscount`, ``sigmoid(logit p + c - sum_j b_j x_j)`` with every ``b_j >= 0``: confidence can only fall
-as an input moves away from what calibration saw, never rise. The discounts are fitted on the same rows, whose
-covariates vary with the corruptions and question perturbations the calibration data holds; a covariate that does
-not vary there gets ``b_j = 0`` and changes nothing. Overall is combined from the discounted parts and discounted
-once more on its own target. An input whose covariates were not measured is not discounted (its familiarity is
-then unknown too, which policies handle explicitly).
+:class:`ShiftDiscount`, ``sigmoid(logit p - sum_j b_j x_j)`` with every ``b_j >= 0``: an input without shift keeps
+its calibrated confidence exactly, and confidence can only fall as an input moves away from what calibration saw.
+The discounts are fitted on the same rows, whose covariates vary with the corruptions and question perturbations
+the calibration data holds; a covariate that does not vary there gets ``b_j = 0`` and changes nothing. Rows marked
+``discount_only`` (inputs made unfamiliar on purpose) teach the discounts only, never the calibrators.
+Overall is combined from the discounted parts and discounted once more on its own target. An input whose
+covariates were not measured is not discounted (its familiarity is then unknown too, which policies handle
+explicitly).
 
 Scores and labels may hold NaN or None meaning "not measured"; such rows are left out of the fits that need them.
 Component fits are in-sample (the combiner sees the parts' in-sample calibrated values).
@@ -131,10 +133,12 @@ class _LogisticCombiner:
 
 
 class ShiftDiscount:
-    """``sigmoid(logit(p) + c - sum_j b_j x_j)`` with ``b_j >= 0``: a calibrated confidence lowered by shift.
+    """``sigmoid(logit(p) - sum_j b_j x_j)`` with ``b_j >= 0``: a calibrated confidence lowered by shift.
 
-    ``x_j`` are non-negative shift covariates (0 on typical calibration inputs). Fitted by maximum likelihood;
-    ``p`` is clipped to ``[eps, 1 - eps]`` before the logit, as in-sample isotonic values reach 0 and 1.
+    ``x_j`` are non-negative shift covariates (0 on typical calibration inputs), so an input without shift keeps
+    its calibrated confidence exactly and a shifted one can only lose confidence. The ``b_j`` are fitted by maximum
+    likelihood; ``p`` is clipped to ``[eps, 1 - eps]`` before the logit, as in-sample isotonic values reach 0 and 1.
+    (``intercept`` is kept for files that carry one; fitting leaves it at 0.)
     """
 
     eps = 1e-3
@@ -145,20 +149,19 @@ class ShiftDiscount:
         self.intercept = float(intercept)
 
     def fit(self, p: FloatArray, x: FloatArray, y: FloatArray) -> ShiftDiscount:
-        """Fit ``c`` and ``b`` on confidences ``p`` ``(n,)``, covariates ``x`` ``(n, len(names))``, labels ``y``."""
+        """Fit ``b`` on confidences ``p`` ``(n,)``, covariates ``x`` ``(n, len(names))`` and labels ``y``."""
         from scipy.optimize import minimize
 
         base = _logit(p, self.eps)
 
         def loss(w: FloatArray) -> tuple[float, FloatArray]:
-            a = base + w[0] - x @ w[1:]
+            a = base - x @ w
             residual = _sigmoid(a) - y
-            grad = np.concatenate([[np.sum(residual)], -(x.T @ residual)]) / y.shape[0]
-            return float(np.mean(np.logaddexp(0.0, a) - y * a)), grad
+            return float(np.mean(np.logaddexp(0.0, a) - y * a)), -(x.T @ residual) / y.shape[0]
 
-        bounds = [(-10.0, 10.0)] + [(0.0, 50.0)] * x.shape[1]
-        w = minimize(loss, np.zeros(1 + x.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds).x
-        self.intercept, self.coef = float(w[0]), tuple(float(b) for b in w[1:])
+        bounds = [(0.0, 50.0)] * x.shape[1]
+        w = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds).x
+        self.intercept, self.coef = 0.0, tuple(float(b) for b in w)
         return self
 
     def predict(self, p: FloatArray, x: FloatArray) -> FloatArray:
@@ -272,10 +275,13 @@ class DecoupledCalibrator:
         perception_correct: MaybeArray | None = None,
         holistic_scores: MaybeArray | None = None,
         covariates: Mapping[str, MaybeArray] | None = None,
+        discount_only: MaybeArray | None = None,
     ) -> _D:
         """Fit every component that has enough labelled rows; returns ``self``. Inputs are not modified.
 
         ``covariates`` maps names of :data:`SHIFT_COVARIATES` to per-row values (NaN = not measured).
+        ``discount_only`` marks rows (1) that teach only the shift discounts, not the calibrators and the combiner:
+        inputs made unfamiliar on purpose (garbled-question copies), which are not inputs as users give them.
         """
         self._validate_params()
         y = _optional_array("answer_correct", answer_correct, None, labels=True)
@@ -285,10 +291,13 @@ class DecoupledCalibrator:
         h = _optional_array("holistic_scores", holistic_scores, n, labels=False)
         perc = _optional_array("perception_correct", perception_correct, n, labels=True)
         x = self._covariate_matrix(covariates, n)
+        base = np.ones(n, dtype=bool)
+        if discount_only is not None:
+            base = _optional_array("discount_only", discount_only, n, labels=True) != 1.0
         self.notes_: list[str] = []
         self.n_: dict[str, int] = {}
         self.shift_: dict[str, ShiftDiscount] = {}
-        self.visual_ = self._fit_part("visual", v, perc, ~np.isnan(perc))
+        self.visual_ = self._fit_part("visual", v, perc, base & ~np.isnan(perc))
         if np.any(~np.isnan(perc)):
             self.reasoning_target_ = "answer_correct_given_perception_correct"
             reasoning_rows = perc == 1.0
@@ -296,11 +305,11 @@ class DecoupledCalibrator:
             self.reasoning_target_ = "answer_correct"
             self.notes_.append("no perception labels: reasoning calibrated against answer_correct")
             reasoning_rows = np.ones(n, dtype=bool)
-        self.reasoning_ = self._fit_part("reasoning", r, y, reasoning_rows)
-        self.holistic_ = self._fit_part("holistic", h, y, np.ones(n, dtype=bool))
+        self.reasoning_ = self._fit_part("reasoning", r, y, base & reasoning_rows)
+        self.holistic_ = self._fit_part("holistic", h, y, base)
         vc = self._fit_shift("visual", self._predict_part(self.visual_, v), x, perc, ~np.isnan(perc))
         rc = self._fit_shift("reasoning", self._predict_part(self.reasoning_, r), x, y, reasoning_rows)
-        self.combiner_ = self._fit_combiner(vc, rc, y)
+        self.combiner_ = self._fit_combiner(np.where(base, vc, np.nan), np.where(base, rc, np.nan), y)
         both = ~np.isnan(vc) & ~np.isnan(rc)
         overall = np.full(n, np.nan)
         if np.any(both):

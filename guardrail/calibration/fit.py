@@ -55,11 +55,13 @@ def fit_artifact(
     info: Mapping[str, Any] | None = None,
     covariates: Mapping[str, MaybeArray] | None = None,
     familiarity: FamiliarityReference | None = None,
+    discount_only: MaybeArray | None = None,
 ) -> CalibrationArtifact:
     """Fit, certify and measure (see the module docstring); ``calibrator`` is an unfitted template.
 
     ``covariates`` are the per-row shift covariates the calibrator discounts by (``SHIFT_COVARIATES``), and
-    ``familiarity`` the feature reference they were measured against, stored in the artifact for inference.
+    ``familiarity`` the feature reference they were measured against, stored in the artifact for inference;
+    ``discount_only`` marks rows that only teach the shift discounts (see ``DecoupledCalibrator.fit``).
     """
     y = _optional_array("answer_correct", answer_correct, None, labels=True)
     n = y.shape[0]
@@ -82,6 +84,7 @@ def fit_artifact(
         perception_correct=arrays["perception"][fit_rows],
         holistic_scores=arrays["holistic"][fit_rows],
         covariates={name: values[fit_rows] for name, values in shift.items()},
+        discount_only=None if discount_only is None else np.asarray(discount_only, dtype=np.float64)[fit_rows],
     )
     out = fitted.predict_components(
         arrays["visual"][test_rows],

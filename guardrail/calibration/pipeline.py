@@ -159,6 +159,7 @@ def calibrate_rows(
         info={"rows_with_errors": errors, "rows_with_question_noise": noisy, **(info or {})},
         covariates=None if familiarity is None else {name: arrays[name] for name in SHIFT_COVARIATES},
         familiarity=familiarity,
+        discount_only=[0.0 if _is_user_input(r) else 1.0 for r in rows],
     )
 
 

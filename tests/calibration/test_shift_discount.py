@@ -114,3 +114,30 @@ def test_shift_discount_alone() -> None:
     discount = ShiftDiscount(["image_shift"]).fit(p, x, y)
     assert discount.coef[0] == pytest.approx(1.5, abs=0.5)
     assert ShiftDiscount.from_dict(discount.to_dict()).coef == discount.coef
+
+
+def test_an_input_without_shift_keeps_its_calibrated_confidence_exactly() -> None:
+    calibrator = _fit(_data(3000, 7), covariates=True)
+    assert all(d.intercept == 0.0 for d in calibrator.shift_.values())
+    plain = DecoupledCalibrator.from_dict({**calibrator.to_dict()})
+    plain.shift_ = {}
+    v, r = np.array([0.6, 0.8, 0.95]), np.array([0.7, 0.9, 0.5])
+    with_zero = calibrator.predict_components(v, r, covariates={"image_shift": np.zeros(3)})
+    without = plain.predict_components(v, r)
+    assert all(np.allclose(with_zero[k], without[k]) for k in with_zero)
+
+
+def test_discount_only_rows_teach_the_discount_but_not_the_calibrators() -> None:
+    d = _data(3000, 8)
+    extra = _data(1000, 9, strength=4.0)
+    extra["x"] = extra["x"] + 2.0  # made unfamiliar on purpose, and much worse for it
+    both = {k: np.concatenate([d[k], extra[k]]) for k in d}
+    marks = np.concatenate([np.zeros(3000), np.ones(1000)])
+    fitted = DecoupledCalibrator(visual="platt", reasoning="platt").fit(
+        both["v"], both["r"], answer_correct=both["answer"], perception_correct=both["perception"],
+        covariates={"image_shift": both["x"]}, discount_only=marks,
+    )  # fmt: skip
+    alone = _fit(d, covariates=False)
+    grid = np.linspace(0.3, 0.99, 20)
+    assert np.allclose(fitted.visual_.predict(grid), alone.visual_.predict(grid))  # type: ignore[union-attr]
+    assert fitted.shift_["visual"].coef[fitted.shift_["visual"].names.index("image_shift")] > 0.2
