@@ -24,6 +24,7 @@ from .errors import (
     PolicyError,
     PolicyProblem,
     ViewProviderError,
+    WorkerLimitError,
 )
 from .guard import Guard
 from .policy.engine import decide
@@ -87,6 +88,7 @@ __all__ = [
     "TextBlock",
     "Usage",
     "ViewProviderError",
+    "WorkerLimitError",
     "__version__",
     "configure_telemetry",
     "decide",

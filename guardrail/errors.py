@@ -6,7 +6,8 @@
     ├── InputError                 a request, image or data file is malformed
     │   └── ImageError             an image cannot be decoded safely
     ├── BackendError               a model call failed (translated from the backend library's error)
-    │   └── BackendTimeout         a model call did not answer within the budget
+    │   ├── BackendTimeout         a model call did not answer within the budget
+    │   └── WorkerLimitError       a model call could not start: too many earlier calls hang on worker threads
     ├── EstimatorError             confidence signals could not be computed
     ├── CalibrationError           a calibrator is unfitted, misused or failed
     ├── ArtifactError              a calibration or model artifact is corrupt, of another version or model
@@ -34,6 +35,7 @@ __all__ = [
     "PolicyError",
     "PolicyProblem",
     "ViewProviderError",
+    "WorkerLimitError",
 ]
 
 
@@ -86,6 +88,10 @@ class BackendError(GuardrailError):
 
 class BackendTimeout(BackendError, TimeoutError):
     """A model call did not answer within the remaining budget."""
+
+
+class WorkerLimitError(BackendError):
+    """A model call could not start: too many earlier calls that outlived their budget still hold threads."""
 
 
 class EstimatorError(GuardrailError):

@@ -32,7 +32,7 @@ from ._pool import shared_pool
 from .backends.base import AsyncBackend, Backend
 from .calibration.base import Calibrator, PassThroughCalibrator
 from .confidence.base import AsyncEstimator, Estimator
-from .errors import BackendTimeout, ConfigurationError
+from .errors import BackendTimeout, ConfigurationError, WorkerLimitError
 from .policy.engine import decide, decide_on_error, decide_on_exhausted
 from .policy.schema import Policy
 from .telemetry import CallTrace, Telemetry, default_telemetry
@@ -195,25 +195,38 @@ class Guard:
         work = self._work(effect)
         if effect.timeout is None:
             return work()
-        future = shared_pool().submit(_in_current_context(work))
+        pool = shared_pool()
+        try:
+            future = pool.submit(_in_current_context(work))
+        except WorkerLimitError as exc:
+            return _not_started(effect, exc)
         try:
             return future.result(timeout=max(effect.timeout, 0.0))
         except concurrent.futures.TimeoutError:
-            future.cancel()
-            return _timed_out(effect)
+            return _timed_out(effect, started=pool.abandon(future))
 
     async def _aperform(self, effect: _Effect) -> _Outcome:
         awaitable: Awaitable[_Outcome]
+        future: concurrent.futures.Future[_Outcome] | None = None
+        pool = shared_pool()
         if isinstance(effect, _AttemptCall) and isinstance(effect.backend, AsyncBackend):
             awaitable = self._attempt_async(effect)
         else:
-            awaitable = asyncio.wrap_future(shared_pool().submit(_in_current_context(self._work(effect))))
+            try:
+                future = pool.submit(_in_current_context(self._work(effect)))
+            except WorkerLimitError as exc:
+                return _not_started(effect, exc)
+            awaitable = asyncio.wrap_future(future)
         try:
             if effect.timeout is None:
                 return await awaitable
             return await asyncio.wait_for(awaitable, timeout=max(effect.timeout, 0.0))
         except asyncio.TimeoutError:
-            return _timed_out(effect)
+            return _timed_out(effect, started=True if future is None else pool.abandon(future))
+        except asyncio.CancelledError:
+            if future is not None:  # the caller's task was cancelled: nobody waits for the worker any more
+                pool.abandon(future)
+            raise
 
     def _work(self, effect: _Effect) -> Callable[[], _Outcome]:
         if isinstance(effect, _AttemptCall):
@@ -253,11 +266,23 @@ class Guard:
                 else:
                     self._calibrate(outcome)
             else:
-                await asyncio.wrap_future(
-                    shared_pool().submit(_in_current_context(lambda: self._measure(call, outcome)))
-                )
+                await self._measure_on_worker(call, outcome)
         outcome.seconds = time.perf_counter() - start
         return outcome
+
+    async def _measure_on_worker(self, call: _AttemptCall, outcome: _AttemptOutcome) -> None:
+        """A sync estimator under an async backend: on a worker, abandoned if the awaiting task is cancelled."""
+        pool = shared_pool()
+        try:
+            future = pool.submit(_in_current_context(lambda: self._measure(call, outcome)))
+        except WorkerLimitError as exc:
+            _record_failure(outcome, "estimator", exc)
+            return
+        try:
+            await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            pool.abandon(future)
+            raise
 
     def _measure(self, call: _AttemptCall, outcome: _AttemptOutcome) -> _AttemptOutcome:
         """Estimator then calibrator on a generation; errors are recorded with their stage."""
@@ -316,11 +341,17 @@ def _answer_of(generation: Generation) -> str:
     return generation.answer if generation.answer is not None else generation.text.strip()
 
 
-def _timed_out(effect: _Effect) -> _Outcome:
+def _timed_out(effect: _Effect, *, started: bool) -> _Outcome:
     what = "model attempt" if isinstance(effect, _AttemptCall) else f"view provider {effect.name!r}"
-    error = ErrorInfo.from_exception(
-        "budget", BackendTimeout(f"{what} did not finish within the remaining {effect.timeout:.3f} s of the budget")
-    )
+    if started:
+        message = f"{what} did not finish within the remaining {effect.timeout:.3f} s of the budget"
+    else:
+        stats = shared_pool().stats()
+        message = (
+            f"{what} did not start within the remaining {effect.timeout:.3f} s of the budget: all "
+            f"{stats.max_workers} workers were busy ({stats.queued} calls queued)"
+        )
+    error = ErrorInfo.from_exception("budget", BackendTimeout(message))
     if isinstance(effect, _AttemptCall):
         return _AttemptOutcome(error=error, seconds=max(effect.timeout or 0.0, 0.0))
     return _ViewsOutcome(error=error)
@@ -346,6 +377,13 @@ def _views_placement(mode: str, views: int, *, max_images: int | None, present: 
     return False, views
 
 
+def _not_started(effect: _Effect, exc: WorkerLimitError) -> _Outcome:
+    """The pool refused the work: an error of the stage that could not run, handled by ``on_error``."""
+    if isinstance(effect, _AttemptCall):
+        return _AttemptOutcome(error=ErrorInfo.from_exception("backend", exc))
+    return _ViewsOutcome(error=ErrorInfo.from_exception("view_provider", exc))
+
+
 def _load_policy(policy: str | Path) -> Policy:
     from .policy.loader import load_policy
 
@@ -364,6 +402,7 @@ class _GuardedCall:
     attempts: list[Attempt] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     error: ErrorInfo | None = None
+    """The failure of the latest step (attempt or view fetch), if it failed: what ended the call, if anything."""
 
     def plan(self) -> _Plan:
         """Yield the effects of one guarded call and return its result."""
@@ -459,8 +498,10 @@ class _GuardedCall:
 
     def _decide(self, outcome: _AttemptOutcome, index: int) -> Decision:
         policy = self.guard.policy
+        # The result's error is the one that ended the call: a later successful attempt clears an earlier
+        # failure, which stays recorded on its own Attempt.
+        self.error = outcome.error
         if outcome.error is not None:
-            self.error = outcome.error
             if outcome.error.stage == "budget":
                 return decide_on_exhausted(policy, attempt=index, reason=outcome.error.message)
             return decide_on_error(policy, outcome.error, attempt=index)

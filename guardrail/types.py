@@ -11,12 +11,15 @@ A confidence component that could not be measured is ``None``: it is never inven
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import unquote, unquote_to_bytes, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -111,11 +114,44 @@ class ImageBlock(_Frozen):
 
     @classmethod
     def from_path(cls, path: str | Path) -> ImageBlock:
-        """An inline image read from a file (bytes are kept as they are; decoding is checked when used)."""
-        data = Path(path).read_bytes()
+        """An inline image read from a file (bytes are kept as they are; decoding is checked when used).
+
+        A missing, unreadable or empty file, or a directory, is an ``ImageError`` naming the path.
+        """
+        data = read_image_file(path)
         suffix = Path(path).suffix.lower().lstrip(".")
         mime = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
         return cls.from_bytes(data, mime.get(suffix, "image/png"))
+
+    @classmethod
+    def from_reference(cls, reference: str | Path) -> ImageBlock:
+        """An inline image from a local path, a ``file://`` URL or a ``data:`` URL.
+
+        Remote URLs (``http://``, ``https://``, ...) are refused with an ``ImageError``: guardrail never fetches
+        images from the network; download the image and pass its bytes, a PIL image or a local path.
+        """
+        if isinstance(reference, Path):
+            return cls.from_path(reference)
+        scheme = _URL_SCHEME.match(reference)
+        if reference.startswith("data:"):
+            return cls._from_data_url(reference)
+        if scheme is not None and scheme.group(1).lower() == "file":
+            return cls.from_path(unquote(urlparse(reference).path))
+        return cls.from_path(reference)  # a remote URL is refused there, with its scheme intact
+
+    @classmethod
+    def _from_data_url(cls, url: str) -> ImageBlock:
+        from .errors import ImageError
+
+        header, comma, payload = url.partition(",")
+        if not comma:
+            raise ImageError(f"image data URL {url[:40]!r}...: no ',' before the data")
+        mime = header[len("data:") :].split(";")[0] or "image/png"
+        try:
+            data = base64.b64decode(payload, validate=True) if ";base64" in header else unquote_to_bytes(payload)
+        except (binascii.Error, ValueError) as exc:
+            raise ImageError(f"image data URL: base64 data is not valid ({exc})") from exc
+        return cls.from_bytes(data, mime)
 
     def data(self) -> bytes:
         """The encoded image bytes of an inline image."""
@@ -234,8 +270,37 @@ def _to_image_block(image: ImageBlock | PILImage.Image | bytes | str | Path) -> 
     if isinstance(image, bytes):
         return ImageBlock.from_bytes(image)
     if isinstance(image, str | Path):
-        return ImageBlock.from_path(image)
+        return ImageBlock.from_reference(image)
     return ImageBlock.from_pil(image)
+
+
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def read_image_file(path: str | Path) -> bytes:
+    """The bytes of an image file; a missing, unreadable or empty file, or a directory, is an ``ImageError``."""
+    from .errors import ImageError
+
+    scheme = _URL_SCHEME.match(path) if isinstance(path, str) else None
+    if scheme is not None and scheme.group(1).lower() != "file":  # Path() would turn "http://a/b" into "http:/a/b"
+        raise ImageError(
+            f"image {path!r}: remote URLs are not fetched by guardrail; download the image and pass its "
+            "bytes, a PIL image or a local path"
+        )
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageError(f"{path}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise ImageError(f"{path}: is a directory, not an image file") from exc
+    except PermissionError as exc:
+        raise ImageError(f"{path}: cannot be read (permission denied)") from exc
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if not data:
+        raise ImageError(f"{path}: empty (0 bytes)")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ EXPECTED = {
     "ErrorInfo", "Escalation", "Estimator", "EstimatorError", "Generation", "GenerationOptions", "Guard",
     "GuardResult", "GuardrailError", "ImageBlock", "ImageError", "InputError", "Message", "OtelTelemetry",
     "PassThroughCalibrator", "Policy", "PolicyError", "PolicyProblem", "Request", "Signals", "Telemetry",
-    "TextBlock", "Usage", "ViewProviderError", "configure_telemetry", "decide", "load_guard", "load_policy",
-    "__version__",
+    "TextBlock", "Usage", "ViewProviderError", "WorkerLimitError", "configure_telemetry", "decide", "load_guard",
+    "load_policy", "__version__",
 }  # fmt: skip
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -21,7 +20,7 @@ from PIL import Image
 
 from ..errors import ImageError
 from ..images import MAX_PIXELS, decode_image
-from ..types import ImageBlock
+from ..types import ImageBlock, read_image_file
 
 __all__ = ["DEFAULT_MAX_PIXELS", "TokenExpandingProcessor", "decode_block", "model_resolution"]
 
@@ -40,14 +39,11 @@ def _block_bytes(block: ImageBlock, name: str) -> bytes:
         parsed = urlparse(url)
         if parsed.scheme in ("http", "https"):
             raise ImageError(f"{name}: remote url {url!r} is not fetched by this backend; pass the image bytes")
-        path = Path(unquote(parsed.path) if parsed.scheme == "file" else url)
-        return path.read_bytes()
+        return read_image_file(unquote(parsed.path) if parsed.scheme == "file" else url)
+    except ImageError:
+        raise
     except (binascii.Error, ValueError) as exc:
         raise ImageError(f"{name}: base64 data is not valid ({exc})") from exc
-    except FileNotFoundError as exc:
-        raise ImageError(f"{name}: no such file {block.url!r}") from exc
-    except OSError as exc:
-        raise ImageError(f"{name}: cannot be read ({exc})") from exc
 
 
 def decode_block(block: ImageBlock, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Image.Image:

@@ -1,6 +1,7 @@
 """The ``guardrail`` command line: a thin layer over the library, with real exit codes.
 
-Exit codes: 0 success, 1 a check found problems, 2 bad usage or bad input.
+Exit codes: 0 success, 1 a check found problems (or a batch line failed), 2 bad usage or bad input, 130 / 143
+stopped by SIGINT / SIGTERM (long commands finish the current item first; see ``_interrupt.py``).
 Each command group lives in its own module and registers itself on ``app`` below.
 """
 
@@ -42,5 +43,15 @@ def _register() -> None:
 
 def main() -> None:
     """Entry point of the ``guardrail`` console script."""
+    from ._interrupt import Interrupted, exit_process
+
     _register()
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if not isinstance(exc.code, int | None):
+            raise
+        exit_process(exc.code or 0)
+    except Interrupted as stop:  # a command that does not report its own progress
+        typer.echo(f"interrupted by {stop.name}", err=True)
+        exit_process(stop.exit_code)

@@ -1,20 +1,27 @@
 """``guardrail ask IMAGE QUESTION``: one guarded answer, with its decoupled confidence and the policy decision.
 
 ``--batch FILE.jsonl`` answers many questions with the model loaded once: one JSON line out per line in, in order;
-a bad line or image becomes an error object for that line and the rest go on.
-Exit codes: 0 answered (whatever the decision), 2 bad input (image, policy, model, artifact) in single mode.
+a bad line or image becomes an error record for that line (``"status": "error"``) and the rest go on. A summary
+line goes to stderr at the end.
+
+Exit codes: 0 answered (whatever the decision); 1 in batch mode, some line failed; 2 bad usage or bad input
+(image, policy, model, artifact, an unreadable batch file: reported before the model loads); 130 / 143 stopped by
+SIGINT / SIGTERM (the current question is finished first, every line written is complete).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from . import app
+from ._interrupt import Interrupted, StopFlag
 
 __all__ = ["ask", "result_record"]
 
@@ -104,6 +111,24 @@ def ask(
     ] = None,
 ) -> None:
     """Answer QUESTION about IMAGE through the guard; print the answer, perception, confidences and decision."""
+    from ._interrupt import stop_on_signals
+
+    with stop_on_signals() as stop:
+        _ask(image, question, model, policy, artifact, uncalibrated, draws, as_json, batch, stop)
+
+
+def _ask(
+    image: Path | None,
+    question: str | None,
+    model: Path | None,
+    policy: str,
+    artifact: Path | None,
+    uncalibrated: bool,
+    draws: int | None,
+    as_json: bool,
+    batch: Path | None,
+    stop: StopFlag,
+) -> None:
     from ..errors import GuardrailError
     from ..pretrained import load_guard
 
@@ -111,6 +136,7 @@ def ask(
         _fail("give IMAGE and QUESTION, or --batch FILE.jsonl")
     if batch is not None and (image is not None or question is not None):
         _fail("give either IMAGE QUESTION or --batch FILE.jsonl, not both")
+    lines: list[str] = []
     if batch is None:
         assert image is not None
         assert question is not None
@@ -118,49 +144,89 @@ def ask(
             request = _request(image, question)
         except (GuardrailError, OSError) as exc:
             _fail(str(exc))
+    else:
+        try:
+            lines = batch.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"{batch}: cannot be read ({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc})")
     try:
         guard = load_guard(model, artifact=None if uncalibrated else (artifact or "auto"), policy=policy, draws=draws)
     except (GuardrailError, OSError) as exc:
         _fail(str(exc))
     if batch is not None:
-        _run_batch(guard, batch)
+        _run_batch(guard, batch, lines, stop)
         return
-    record = result_record(guard.run(request))
+    try:
+        stop.check()
+        record = result_record(guard.run(request))
+        stop.check()
+    except Interrupted as interrupted:
+        typer.echo(f"interrupted by {interrupted.name}: no answer printed", err=True)
+        raise typer.Exit(interrupted.exit_code) from None
     if as_json:
         typer.echo(json.dumps(record))
     else:
         _print_human(record, policy=guard.policy.name)
 
 
-def _run_batch(guard: Any, batch: Path) -> None:
+@dataclass
+class _Tally:
+    """What a batch has done so far, for its summary line."""
+
+    lines: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def failed(self) -> int:
+        return self.statuses["error"]
+
+    def summary(self) -> str:
+        answered = self.lines - self.failed
+        parts = ", ".join(f"{self.statuses[s]} {s}" for s in ("accepted", "abstained", "escalated"))
+        return f"{answered} answered ({parts}), {self.failed} failed"
+
+
+def _run_batch(guard: Any, batch: Path, lines: list[str], stop: StopFlag) -> None:
     from ..errors import GuardrailError
 
+    tally = _Tally()
+    total = sum(1 for line in lines if line.strip())
     try:
-        lines = batch.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"{batch}: cannot be read ({exc})")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{batch}:{number}"
-        try:
-            item = json.loads(line)
-            if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-                raise ValueError('expected an object with "image" (a path) and "question" (text)')
-            if not isinstance(item.get("question"), str):
-                raise ValueError('expected an object with "image" (a path) and "question" (text)')
-            image_path = Path(item["image"])
-            if not image_path.is_absolute():
-                image_path = batch.parent / image_path
-            record = result_record(guard.run(_request(image_path, item["question"])))
-            record = {"line": number, **record}
-        except (GuardrailError, OSError, ValueError) as exc:
-            record = {
-                "line": number,
-                "error": {"stage": "input", "type": type(exc).__name__, "message": f"{where}: {exc}"},
-            }
-        typer.echo(json.dumps(record))
-        sys.stdout.flush()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            stop.check()
+            where = f"{batch}:{number}"
+            try:
+                item = json.loads(line)
+                if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+                    raise ValueError('expected an object with "image" (a path) and "question" (text)')
+                if not isinstance(item.get("question"), str):
+                    raise ValueError('expected an object with "image" (a path) and "question" (text)')
+                image_path = Path(item["image"])
+                if not image_path.is_absolute():
+                    image_path = batch.parent / image_path
+                record = {"line": number, **result_record(guard.run(_request(image_path, item["question"])))}
+            except (GuardrailError, OSError, ValueError) as exc:
+                record = {
+                    "line": number,
+                    "status": "error",
+                    "error": {"stage": "input", "type": type(exc).__name__, "message": f"{where}: {exc}"},
+                }
+            typer.echo(json.dumps(record))
+            sys.stdout.flush()  # each line whole, at once: a reader (or a stop) never sees half a record
+            tally.lines += 1
+            tally.statuses[record["status"]] += 1
+    except Interrupted as interrupted:
+        typer.echo(
+            f"interrupted by {interrupted.name} after {tally.lines} of {total} lines: {tally.summary()}; "
+            "every line written is complete",
+            err=True,
+        )
+        raise typer.Exit(interrupted.exit_code) from None
+    typer.echo(f"{batch}: {tally.lines} lines: {tally.summary()}", err=True)
+    if tally.failed:
+        raise typer.Exit(1)
 
 
 def _fail(message: str) -> Any:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from . import app
+from ._interrupt import Interrupted, StopFlag, stop_on_signals
 
 __all__ = ["calibrate"]
 
@@ -51,7 +52,39 @@ def calibrate(
         ),
     ] = 0.25,
 ) -> None:
-    """Score labelled questions with the model, fit the decoupled calibrator, certify thresholds, save."""
+    """Score labelled questions with the model, fit the decoupled calibrator, certify thresholds, save.
+
+    SIGINT / SIGTERM stop after the current question (exit 130 / 143) and write no artifact.
+    """
+    with stop_on_signals() as stop:
+        try:
+            _calibrate(
+                out, model, data, split, limit, clean, draws, perturbation, blackout_probability, calibrator,
+                combiner, seed, question_noise, stop,
+            )  # fmt: skip
+        except Interrupted as interrupted:
+            typer.echo(
+                f"interrupted by {interrupted.name} after scoring {stop.done} items; no artifact written", err=True
+            )
+            raise typer.Exit(interrupted.exit_code) from None
+
+
+def _calibrate(
+    out: Path,
+    model: Path | None,
+    data: Path | None,
+    split: str,
+    limit: int,
+    clean: bool,
+    draws: int,
+    perturbation: str,
+    blackout_probability: float,
+    calibrator: str,
+    combiner: str,
+    seed: int,
+    question_noise: float,
+    stop: StopFlag,
+) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -84,11 +117,17 @@ def calibrate(
         task = progress.add_task("scoring", total=len(items) + round(question_noise * len(items)))
         probe_task = None
 
+        def advance(_: object) -> None:
+            stop.done += 1
+            progress.advance(task)
+            stop.check()  # between items: a stop asked for during this one ends the run here
+
         def probe_advance(_: object) -> None:
             nonlocal probe_task
             if probe_task is None:
                 probe_task = progress.add_task("choosing the visual probe", total=None)
             progress.advance(probe_task)
+            stop.check()
 
         try:
             artifact, rows = calibrate_transformers_model(
@@ -102,7 +141,7 @@ def calibrate(
                 seed=seed,
                 data_name=data_name,
                 question_noise=question_noise,
-                on_item=lambda _: progress.advance(task),
+                on_item=advance,
                 on_probe_item=probe_advance,
             )
         except (GuardrailError, OSError) as exc:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from . import app
+from ._interrupt import Interrupted, StopFlag, stop_on_signals
 
 __all__ = ["demo"]
 
@@ -24,7 +25,31 @@ def demo(
     ] = 0.9,
     interactive: Annotated[bool, typer.Option(help="Answer escalations yourself instead.")] = False,
 ) -> None:
-    """Run a LangGraph agent through the guard on N corrupted easy-VQA test questions and compare."""
+    """Run a LangGraph agent through the guard on N corrupted easy-VQA test questions and compare.
+
+    SIGINT / SIGTERM stop after the current question (exit 130 / 143); traces of finished questions are kept,
+    no summary is written.
+    """
+    with stop_on_signals() as stop:
+        try:
+            _demo(n, seed, out, policy, model, reviewer_accuracy, interactive, stop)
+        except Interrupted as interrupted:
+            typer.echo(
+                f"interrupted by {interrupted.name} after {stop.done} of {n} questions; no summary written", err=True
+            )
+            raise typer.Exit(interrupted.exit_code) from None
+
+
+def _demo(
+    n: int,
+    seed: int,
+    out: Path,
+    policy: str,
+    model: Path | None,
+    reviewer_accuracy: float,
+    interactive: bool,
+    stop: StopFlag,
+) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -55,15 +80,21 @@ def demo(
         f"[bold]guardrail demo[/]: {n} questions, policy [cyan]{guard.policy.name}[/], escalations answered by {who}"
     )
     columns: list[Any] = [TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, disable=interactive) as progress:
-        task = progress.add_task("demo", total=n)
-        summary = run_demo(
-            items, guard=guard, reviewer=reviewer, out_dir=out, on_outcome=lambda _: progress.advance(task)
-        )
-    shutdown = getattr(telemetry, "shutdown", None)
-    if shutdown is not None:  # the no-op telemetry (OTEL_SDK_DISABLED) has nothing to flush
-        shutdown()
-    trace_file.close()
+
+    def advance(_: object) -> None:
+        stop.done += 1
+        progress.advance(task)
+        stop.check()  # between questions: a stop asked for during this one ends the run here
+
+    try:
+        with Progress(*columns, console=console, disable=interactive) as progress:
+            task = progress.add_task("demo", total=n)
+            summary = run_demo(items, guard=guard, reviewer=reviewer, out_dir=out, on_outcome=advance)
+    finally:
+        shutdown = getattr(telemetry, "shutdown", None)
+        if shutdown is not None:  # the no-op telemetry (OTEL_SDK_DISABLED) has nothing to flush
+            shutdown()
+        trace_file.close()
     report = None
     artifact_path = find_artifact(model_dir)
     if artifact_path is not None:

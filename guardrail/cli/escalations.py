@@ -1,15 +1,16 @@
 """``guardrail escalations ...``: list and resolve questions waiting on a human reviewer.
 
-``list --db FILE`` reads the SQLite checkpoint database and prints each pending escalation: thread id, question,
-candidate answer, confidences and reason (``--json`` for one JSON object per line). It loads no model.
+``list --db FILE`` reads the SQLite checkpoint database (opened read-only) and prints each pending escalation:
+thread id, question, candidate answer, confidences and reason (``--json`` for one JSON object per line). It loads
+no model.
 
 ``resolve THREAD --db FILE (--approve | --edit TEXT | --answer TEXT | --reject [--reason TEXT])`` resumes the
 thread with the decision. Resuming needs the graph that paused: ``--graph`` names a factory
 ``factory(checkpointer) -> compiled graph`` as ``package.module:function`` or ``path/to/file.py:function``
 (default: the standard guardrail graph over the reference model, whose model is never loaded to resume).
 
-Exit codes: 0 done; 1 no pending escalation for that thread; 2 bad usage, bad decision, missing database or
-graph factory.
+Exit codes: 0 done; 1 no pending escalation for that thread; 2 bad usage, bad decision, missing database, a file
+that is not a checkpoint database (left unchanged), or a bad graph factory.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def list_(
     from ..integrations.escalations import list_escalations, open_saver
 
     try:
-        with open_saver(db) as saver:
+        with open_saver(db, read_only=True) as saver:
             pending = list_escalations(saver)
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -65,15 +65,63 @@ class PendingEscalation:
 
 
 @contextmanager
-def open_saver(db: str | Path, *, must_exist: bool = True) -> Iterator[SqliteSaver]:
-    """A ``SqliteSaver`` on the database file ``db`` (refused when the file is missing and ``must_exist``)."""
+def open_saver(db: str | Path, *, must_exist: bool = True, read_only: bool = False) -> Iterator[SqliteSaver]:
+    """A ``SqliteSaver`` on the database file ``db``.
+
+    An existing file must already be a checkpoint database (``InputError`` otherwise): a foreign file, such as an
+    image or another application's SQLite database, is never written to. ``read_only`` opens the file read-only
+    (listing needs no writes). A missing file is refused when ``must_exist``, else created; so is an empty one.
+    SQLite errors while the saver is in use become ``InputError`` naming the file.
+    """
     path = Path(db)
+    if path.exists() and not path.is_file():
+        raise InputError(f"checkpoint database {str(path)!r} is not a file")
     if must_exist and not path.is_file():
         raise InputError(f"checkpoint database {str(path)!r} does not exist")
-    with closing(sqlite3.connect(str(path), check_same_thread=False)) as conn:
-        saver = SqliteSaver(conn)
-        saver.setup()
-        yield saver
+    fresh = not path.is_file() or (path.stat().st_size == 0 and not must_exist and not read_only)
+    if not fresh:
+        _check_checkpoint_database(path)
+    try:
+        if read_only:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(str(path), check_same_thread=False)
+        with closing(conn):
+            saver = SqliteSaver(conn)
+            if read_only:
+                saver.is_setup = True  # its setup() would create tables and switch the journal mode
+            else:
+                saver.setup()
+            yield saver
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"checkpoint database {str(path)!r} cannot be used: {exc}") from exc
+
+
+_CHECKPOINT_TABLES = {
+    "checkpoints": {"thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint", "metadata"},
+    "writes": {"thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx", "channel", "value"},
+}
+
+
+def _check_checkpoint_database(path: Path) -> None:
+    """Refuse, without writing to it, a file that is not a LangGraph SQLite checkpoint database."""
+    where = f"{str(path)!r} is not a checkpoint database"
+    if path.stat().st_size == 0:
+        raise InputError(f"{where} (the file is empty)")
+    try:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as conn:
+            columns = {
+                table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")} for table in _CHECKPOINT_TABLES
+            }
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{where} ({exc})") from exc
+    missing = [t for t, needed in _CHECKPOINT_TABLES.items() if not needed <= columns[t]]
+    if missing:
+        raise InputError(
+            f"{where} (a SQLite database without the checkpointer's {' and '.join(map(repr, missing))} "
+            "table(s)); it was not changed"
+        )
 
 
 def list_escalations(saver: SqliteSaver) -> list[PendingEscalation]:

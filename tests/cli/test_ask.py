@@ -112,10 +112,12 @@ def test_batch_keeps_order_and_isolates_bad_lines(model_dir: Path, image: Path, 
         + "\n"
     )
     result = runner.invoke(app, ["ask", "--batch", str(batch), "--model", str(model_dir)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # some lines failed
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
-    assert [("status" in r) for r in records] == [True, False, False, False, True]
+    assert [r["status"] == "error" for r in records] == [False, True, True, True, False]
+    assert "5 lines: 2 answered" in result.stderr
+    assert "3 failed" in result.stderr
     assert records[1]["error"]["message"].startswith(f"{batch}:2: ")
     assert "broken.png" in records[2]["error"]["message"]
     assert records[4]["confidence"].keys() == {"visual", "reasoning", "overall", "familiarity"}
