@@ -84,16 +84,7 @@ def fit_familiarity(
 
 def assess_familiarity(rows: Sequence[ScoredItem], reference: FamiliarityReference) -> list[ScoredItem]:
     """The rows with familiarity and shift covariates measured against ``reference`` (as the estimator would)."""
-    out = []
-    for row in rows:
-        if row.signals is not None and row.signals.embeddings:
-            measured = reference.assess(row.signals.embeddings)
-            signals = row.signals.model_copy(
-                update={"features": {**row.signals.features, **measured}, "familiarity": measured.get("familiarity")}
-            )
-            row = dataclasses.replace(row, signals=signals)
-        out.append(row)
-    return out
+    return [r if r.signals is None else dataclasses.replace(r, signals=reference.apply(r.signals)) for r in rows]
 
 
 def apply_artifact(rows: Sequence[ScoredItem], artifact: CalibrationArtifact) -> list[ScoredItem]:
@@ -130,7 +121,8 @@ def calibrate_rows(
 ) -> CalibrationArtifact:
     """Fit an artifact on already-scored rows (see the module docstring for the order of the fits).
 
-    ``shift=False`` fits neither the familiarity reference nor the shift discounts (the calibration before them).
+    ``shift=False`` fits neither the familiarity reference nor the shift discounts (question-noise copies are still
+    kept out of the calibrators).
     """
     familiarity = fit_familiarity(rows, seed=seed) if shift else None
     if familiarity is not None:

@@ -153,24 +153,16 @@ class DecoupledEstimator:
         if reasoning is None and r is not None:
             reasoning = r
             sources["reasoning"] = ("verbalized_reasoning",)
-        familiarity = None
-        if self.familiarity is not None and embeddings:
-            features.update(self.familiarity.assess(embeddings))
-            familiarity = features.get("familiarity")
-            if familiarity is not None:
-                sources["familiarity"] = tuple(
-                    f"{side}_familiarity" for side in embeddings if f"{side}_familiarity" in features
-                )
-        return Signals(
+        signals = Signals(
             visual=visual,
             reasoning=reasoning,
             holistic=holistic,
-            familiarity=familiarity,
             features=_finite(features),
             sources=sources,
             problems=tuple(problems),
             embeddings=embeddings,
         )
+        return signals if self.familiarity is None else self.familiarity.apply(signals)
 
     async def aestimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """The async twin of :meth:`estimate` (the re-scoring forward pass runs in a worker thread)."""

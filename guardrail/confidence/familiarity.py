@@ -35,6 +35,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import CalibrationError
+from ..types import Signals
 
 __all__ = ["SIDES", "FamiliarityReference", "FeatureReference"]
 
@@ -185,6 +186,20 @@ class FamiliarityReference(BaseModel):
         if p_values:
             out["familiarity"] = min(1.0, len(p_values) * min(p_values))
         return out
+
+    def apply(self, signals: Signals) -> Signals:
+        """``signals`` with their input's familiarity measured from ``signals.embeddings`` (features, the
+        ``familiarity`` score and its sources); unchanged when they carry no embeddings."""
+        if not signals.embeddings:
+            return signals
+        measured = self.assess(signals.embeddings)
+        familiarity = measured.get("familiarity")
+        sources = dict(signals.sources)
+        if familiarity is not None:
+            sources["familiarity"] = tuple(f"{side}_familiarity" for side in SIDES if f"{side}_familiarity" in measured)
+        return signals.model_copy(
+            update={"features": {**signals.features, **measured}, "familiarity": familiarity, "sources": sources}
+        )
 
     @classmethod
     def fit(

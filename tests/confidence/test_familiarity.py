@@ -83,3 +83,18 @@ def test_bad_inputs_are_refused_with_their_problem() -> None:
     data["reference"] = [3.0, 1.0]
     with pytest.raises(ValueError, match="sorted"):
         FeatureReference.model_validate(data)
+
+
+def test_apply_measures_signals_from_their_embeddings_and_names_the_sources() -> None:
+    from guardrail.types import Signals
+
+    reference = FamiliarityReference.fit({"image": _cloud(100, 0, dim=4)}, {"image": _cloud(100, 1, dim=4)})
+    bare = Signals(visual=0.9, features={"visual_score": 1.0})
+    assert reference.apply(bare) is bare
+    far = Signals(visual=0.9, features={"visual_score": 1.0}, embeddings={"image": tuple([40.0] * 4)})
+    applied = reference.apply(far)
+    assert applied.familiarity == pytest.approx(1 / 101)
+    assert applied.sources["familiarity"] == ("image_familiarity",)
+    assert applied.features["visual_score"] == 1.0
+    assert applied.features["image_shift"] > 1.0
+    assert applied.embeddings == far.embeddings
