@@ -6,8 +6,7 @@ reasoned), and applies a YAML policy when confidence is low.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .backends import AsyncBackend, Backend
 from .calibration import Calibrator, PassThroughCalibrator
 from .confidence.base import AsyncEstimator, Estimator

@@ -165,7 +165,9 @@ class Guard:
 
     def run(self, request: Request) -> GuardResult:
         """Run one guarded call on the calling thread (model calls run on a worker when there is a time budget)."""
-        with self.telemetry.call(request, self.policy, self.backend.name) as trace:
+        with self.telemetry.call(
+            request, model=self.backend.name, policy=self.policy.name, policy_version=self.policy.version
+        ) as trace:
             plan = _GuardedCall(self, request, trace).plan()
             try:
                 effect = next(plan)
@@ -179,7 +181,9 @@ class Guard:
 
     async def arun(self, request: Request) -> GuardResult:
         """The async twin of :meth:`run`: the same plan, with the I/O awaited."""
-        with self.telemetry.call(request, self.policy, self.backend.name) as trace:
+        with self.telemetry.call(
+            request, model=self.backend.name, policy=self.policy.name, policy_version=self.policy.version
+        ) as trace:
             plan = _GuardedCall(self, request, trace).plan()
             try:
                 effect = next(plan)

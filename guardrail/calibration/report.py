@@ -27,7 +27,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from .artifact import CalibrationArtifact
 from .metrics import reliability_diagram_data, risk_coverage_curve
 from .risk import CertifiedThreshold

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from .. import __version__
+from .._version import __version__
 
 __all__ = ["app", "main"]
 

@@ -2,7 +2,7 @@
 
 The guard reports what happens through a ``CallTrace``, one per guarded call:
 
-    with telemetry.call(request, policy, model) as trace:  # the guarded-call span, current for the whole call
+    with telemetry.call(request, model=m, policy=name, policy_version=v) as trace:  # the call span, current throughout
         trace.attempt_started(index, model)                 # a model-call span, current while the model runs
         trace.attempt_finished(attempt)                     # its outcome: usage, confidences, decision; span ends
         trace.views_fetched(provider, count, error)
@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..policy.schema import Policy
 from ..types import Attempt, ErrorInfo, GuardResult, Request
 
 __all__ = ["CallTrace", "Telemetry"]
@@ -46,6 +45,6 @@ class Telemetry:
     """Produces a ``CallTrace`` per guarded call. This base class is the no-op default."""
 
     @contextmanager
-    def call(self, request: Request, policy: Policy, model: str) -> Iterator[CallTrace]:
-        """The trace of one guarded call; its span (if any) is current inside the ``with`` block."""
+    def call(self, request: Request, *, model: str, policy: str, policy_version: int) -> Iterator[CallTrace]:
+        """The trace of one guarded call (``policy``: the policy's name); its span, if any, is current inside."""
         yield NO_TRACE

@@ -39,8 +39,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .. import __version__
-from ..policy.schema import Policy
+from .._version import __version__
 from ..types import COMPONENTS, Attempt, Component, ErrorInfo, GuardResult, Request
 from . import _names as n
 from ._content import capture_content_from_env, input_messages, output_messages
@@ -104,10 +103,10 @@ class OtelTelemetry(Telemetry):
         self._warn_lock = threading.Lock()
 
     @contextmanager
-    def call(self, request: Request, policy: Policy, model: str) -> Iterator[CallTrace]:
+    def call(self, request: Request, *, model: str, policy: str, policy_version: int) -> Iterator[CallTrace]:
         """The trace of one guarded call; its span is current inside the ``with`` block."""
         try:
-            opened: _OtelCallTrace | None = _OtelCallTrace(self, request, policy, model)
+            opened: _OtelCallTrace | None = _OtelCallTrace(self, request, model, policy, policy_version)
         except Exception as exc:
             self._failed("call", exc)
             opened = None
@@ -139,19 +138,19 @@ class OtelTelemetry(Telemetry):
 class _OtelCallTrace(CallTrace):
     """The spans of one guarded call. Each hook is guarded: a failure is logged and its record dropped."""
 
-    def __init__(self, owner: OtelTelemetry, request: Request, policy: Policy, model: str) -> None:
+    def __init__(self, owner: OtelTelemetry, request: Request, model: str, policy: str, policy_version: int) -> None:
         self._owner = owner
         self._request = request
         self._start = time.perf_counter()
         self._model_seconds = 0.0
-        self._policy_name = policy.name
+        self._policy_name = policy
         self._attempt_span: trace.Span | None = None
         self._attempt_token: Token[Context] | None = None
         self._attempt_provider = n.PROVIDER_OTHER
         attributes: dict[str, Any] = {
             n.GUARDRAIL_MODEL: model,
-            n.GUARDRAIL_POLICY_NAME: policy.name,
-            n.GUARDRAIL_POLICY_VERSION: policy.version,
+            n.GUARDRAIL_POLICY_NAME: policy,
+            n.GUARDRAIL_POLICY_VERSION: policy_version,
         }
         self._span = owner._tracer.start_span(
             f"{n.CALL_SPAN_PREFIX} {model}", kind=SpanKind.INTERNAL, attributes=attributes
