@@ -25,6 +25,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check guardrail tests bench examples
 	$(BIN)/ruff format --check guardrail tests bench examples
+	$(BIN)/lint-imports  # the layers of ARCHITECTURE.md, as contracts in pyproject.toml
 
 typecheck: install
 	$(BIN)/mypy

@@ -24,16 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from guardrail.calibration import (
-    COMBINERS,
-    DecoupledCalibrator,
-    auroc,
-    brier_score,
-    certify_threshold,
-    certify_threshold_ltt,
-    ece_noise_floor,
-    expected_calibration_error,
-)
+from guardrail.calibration import DecoupledCalibrator, auroc, brier_score, certify_threshold, expected_calibration_error
+from guardrail.calibration.decoupled import COMBINERS
+from guardrail.calibration.risk import certify_threshold_ltt
+from guardrail.calibration.summary import ece_noise_floor
 
 OUT = Path(__file__).parent / "results" / "calibration_synthetic.json"
 

@@ -45,9 +45,9 @@ import transformers
 from PIL import Image
 
 from guardrail import Request
+from guardrail.backends import TeacherForcedScores
 from guardrail.backends.transformers import TransformersBackend
 from guardrail.confidence import DecoupledEstimator
-from guardrail.confidence.estimator import TeacherForcedScores
 from guardrail.data.labelled import easyvqa_items
 from guardrail.reference import reference_model_path
 

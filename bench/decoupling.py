@@ -37,8 +37,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from guardrail.calibration.collect import grade_answer
-from guardrail.confidence.spans import parse_response
+from guardrail.responses import answers_match, parse_response
 from guardrail.types import GenerationOptions, Request
 
 RESULTS = Path(__file__).parent / "results" / "decoupling.json"
@@ -67,7 +66,7 @@ def _answer(backend: Any, estimator: Any, calibrator: Any, request: Request, tru
 
     # The holistic score is ranked as it is: any monotone calibration of it keeps the same routing and selection.
     holistic = 0.0 if signals.holistic is None else float(signals.holistic)
-    return Answer(grade_answer(answer, truth), value("visual"), value("reasoning"), value("overall"), holistic)
+    return Answer(answers_match(answer, truth), value("visual"), value("reasoning"), value("overall"), holistic)
 
 
 def _selective(answers: Sequence[Answer], score: str, coverages: Sequence[float], target: float) -> dict[str, Any]:

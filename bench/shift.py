@@ -103,14 +103,14 @@ def evaluate(rows: Sequence[ScoredItem], artifact: CalibrationArtifact, policy_n
 
 def guarded(guard: Any, items: Sequence[LabelledItem], description: str) -> dict[str, Any]:
     """The full guarded call on every item: coverage, accuracy of accepted answers, wrong-and-accepted share."""
-    from guardrail.calibration.collect import grade_answer
+    from guardrail.responses import answers_match
 
     statuses, correct, calls = [], [], []
     for item in track(items, description=description):
         result = guard.run(item.request)
         statuses.append(result.status)
         calls.append(len(result.attempts))
-        correct.append(result.accepted and grade_answer(result.answer, item.answer))
+        correct.append(result.accepted and answers_match(result.answer, item.answer))
     accepted = np.array([s == "accepted" for s in statuses])
     right = np.array(correct)
     return {
@@ -127,7 +127,7 @@ def guarded(guard: Any, items: Sequence[LabelledItem], description: str) -> dict
 
 def more_views(backend: Any, rows: Sequence[ScoredItem], artifact: CalibrationArtifact) -> dict[str, Any]:
     """Answer accuracy on perception-doubt first answers (visual < 0.5), before and after zoom views."""
-    from guardrail.calibration.collect import grade_answer
+    from guardrail.responses import answers_match
     from guardrail.types import GenerationOptions
     from guardrail.views import ZoomProvider
 
@@ -150,7 +150,7 @@ def more_views(backend: Any, rows: Sequence[ScoredItem], artifact: CalibrationAr
                 row.item.request.with_images(views) if mode == "append" else row.item.request.replacing_images(views)
             )
             generation = backend.generate(request, GenerationOptions(attempt=1, seed=1))
-            right.append(grade_answer(generation.answer, row.item.answer))
+            right.append(answers_match(generation.answer, row.item.answer))
         out[mode] = round(float(np.mean(right)), 4)
     return out
 

@@ -2,13 +2,21 @@
 
 Wraps vision-language model calls, measures decoupled calibrated confidence (what the model saw, what it
 reasoned), and applies a YAML policy when confidence is low.
+
+Everything a user names is importable from here. The concrete backends and estimators (``TransformersBackend``,
+``OpenAICompatibleBackend``, ``LangChainBackend``, ``DecoupledEstimator``, ``AgreementEstimator``) are imported
+lazily, on first use, so that ``import guardrail`` loads neither torch nor transformers nor openai.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .backends import AsyncBackend, Backend
-from .calibration import Calibrator, PassThroughCalibrator
+from .backends.base import AsyncBackend, Backend, ScoringBackend, TextScoringBackend
+from .calibration.artifact import CalibrationArtifact, load_artifact
+from .calibration.base import Calibrator, PassThroughCalibrator
 from .confidence.base import AsyncEstimator, Estimator
 from .errors import (
     ArtifactError,
@@ -34,6 +42,7 @@ from .telemetry import OtelTelemetry, Telemetry, configure_telemetry
 from .types import (
     Action,
     Attempt,
+    Component,
     Confidence,
     Decision,
     ErrorInfo,
@@ -45,12 +54,22 @@ from .types import (
     Message,
     Request,
     Signals,
+    Status,
     TextBlock,
     Usage,
 )
+from .views import ViewProvider, ZoomProvider
+
+if TYPE_CHECKING:
+    from .backends.langchain import LangChainBackend
+    from .backends.openai import OpenAICompatibleBackend
+    from .backends.transformers import TransformersBackend
+    from .confidence.blackbox import AgreementEstimator
+    from .confidence.estimator import DecoupledEstimator
 
 __all__ = [
     "Action",
+    "AgreementEstimator",
     "ArtifactError",
     "AsyncBackend",
     "AsyncEstimator",
@@ -58,11 +77,14 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendTimeout",
+    "CalibrationArtifact",
     "CalibrationError",
     "Calibrator",
+    "Component",
     "Confidence",
     "ConfigurationError",
     "Decision",
+    "DecoupledEstimator",
     "ErrorInfo",
     "Escalation",
     "Estimator",
@@ -75,22 +97,45 @@ __all__ = [
     "ImageBlock",
     "ImageError",
     "InputError",
+    "LangChainBackend",
     "Message",
+    "OpenAICompatibleBackend",
     "OtelTelemetry",
     "PassThroughCalibrator",
     "Policy",
     "PolicyError",
     "PolicyProblem",
     "Request",
+    "ScoringBackend",
     "Signals",
+    "Status",
     "Telemetry",
     "TextBlock",
+    "TextScoringBackend",
+    "TransformersBackend",
     "Usage",
+    "ViewProvider",
     "ViewProviderError",
     "WorkerLimitError",
+    "ZoomProvider",
     "__version__",
     "configure_telemetry",
     "decide",
+    "load_artifact",
     "load_guard",
     "load_policy",
 ]
+
+_LAZY = {
+    "TransformersBackend": ".backends.transformers",
+    "OpenAICompatibleBackend": ".backends.openai",
+    "LangChainBackend": ".backends.langchain",
+    "DecoupledEstimator": ".confidence.estimator",
+    "AgreementEstimator": ".confidence.blackbox",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -119,7 +119,7 @@ def run_demo(
     from langgraph.types import Command
 
     from .integrations.langgraph import guardrail_graph
-    from .integrations.messages import messages_from_request
+    from .messages import messages_from_request
 
     out_dir.mkdir(parents=True, exist_ok=True)
     db = out_dir / "checkpoints.sqlite"

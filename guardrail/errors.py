@@ -15,7 +15,8 @@
 
 Foreign exceptions are translated at the seams (``raise BackendError(...) from exc``) so that callers can catch
 one family. Inside a guarded call, every one of these ends in the policy's ``on_error`` action: never in an
-unchecked answer.
+unchecked answer. The one exception to catching is LangGraph's control flow (``is_control_flow``): an interrupt
+raised inside a backend or view provider passes through every layer untouched.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ __all__ = [
     "PolicyProblem",
     "ViewProviderError",
     "WorkerLimitError",
+    "is_control_flow",
 ]
+
+
+def is_control_flow(exc: BaseException) -> bool:
+    """Whether ``exc`` is LangGraph control flow (``GraphBubbleUp`` and subclasses, e.g. an interrupt), which no
+    layer may catch and record as a failure (matched by name: langgraph need not be importable here)."""
+    return any(cls.__name__ == "GraphBubbleUp" for cls in type(exc).__mro__)
 
 
 class GuardrailError(Exception):

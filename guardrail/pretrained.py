@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,13 +25,18 @@ from .policy.loader import load_policy
 from .policy.schema import CertifiedBound, Policy
 
 if TYPE_CHECKING:
+    from .backends.transformers import TransformersBackend
+    from .calibration.collect import ScoredItem
     from .confidence.estimator import DecoupledEstimator
+    from .data.labelled import LabelledItem
 
 __all__ = [
     "ARTIFACT_FILENAME",
+    "calibrate_model",
     "default_model_path",
     "estimator_for",
     "find_artifact",
+    "load_backend",
     "load_guard",
     "resolve_certified",
 ]
@@ -73,7 +79,6 @@ def load_guard(
     averaged for the visual signal) and ``perturbation`` default to the settings the artifact was fitted under
     (its normalisation depends on them), else 1 and ``"blackout"``. Other keyword arguments go to :class:`Guard`.
     """
-    from .backends.transformers import TransformersBackend
     from .calibration.artifact import fingerprint_model, load_artifact
 
     model_dir = Path(model) if model is not None else default_model_path()
@@ -85,9 +90,37 @@ def load_guard(
         loaded = load_artifact(artifact_path, expected_model_fingerprint=fingerprint_model(model_dir))
         calibrator = loaded.decoupled_calibrator()
         policy_object = resolve_certified(policy_object, loaded, source=str(artifact_path))
-    backend = TransformersBackend.from_pretrained(model_dir, device=device, dtype=dtype)
+    backend = load_backend(model_dir, device=device, dtype=dtype)
     estimator = estimator_for(loaded, draws=draws, perturbation=perturbation)
     return Guard(backend, estimator=estimator, calibrator=calibrator, policy=policy_object, **guard_options)
+
+
+def load_backend(
+    model: str | os.PathLike[str] | None = None, *, device: str | None = None, dtype: str | None = None
+) -> TransformersBackend:
+    """The transformers backend over the model folder ``model`` (default: :func:`default_model_path`)."""
+    from .backends.transformers import TransformersBackend
+
+    return TransformersBackend.from_pretrained(
+        Path(model) if model is not None else default_model_path(), device=device, dtype=dtype
+    )
+
+
+def calibrate_model(
+    model: str | os.PathLike[str] | None,
+    items: Sequence[LabelledItem],
+    *,
+    device: str | None = None,
+    **options: Any,
+) -> tuple[CalibrationArtifact, list[ScoredItem]]:
+    """Score ``items`` with the transformers model in ``model`` and fit its calibration artifact, bound to that
+    model's fingerprint. ``options`` are :func:`guardrail.calibration.pipeline.calibrate_backend`'s."""
+    from .calibration.artifact import fingerprint_model
+    from .calibration.pipeline import calibrate_backend
+
+    model_dir = Path(model) if model is not None else default_model_path()
+    backend = load_backend(model_dir, device=device)
+    return calibrate_backend(backend, items, model_fingerprint=fingerprint_model(model_dir), **options)
 
 
 def estimator_for(

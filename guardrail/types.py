@@ -228,6 +228,18 @@ class Request(_Frozen):
         """A copy whose last user message also carries ``extra`` images (placed after its existing images)."""
         return self._edit_last_user(lambda blocks: _insert_images(blocks, extra))
 
+    def swapping_images(self, images: Sequence[ImageBlock]) -> Request:
+        """A copy in which each image, wherever it is, is swapped for its counterpart in ``images`` (same count, same
+        order): the same prompt shown other pixels, as the black-box visual probe needs."""
+        if len(images) != len(self.images):
+            raise ValueError(f"`images` must replace the request's {len(self.images)} images, got {len(images)}")
+        supply = iter(images)
+        messages = tuple(
+            m.model_copy(update={"content": tuple(next(supply) if isinstance(b, ImageBlock) else b for b in m.content)})
+            for m in self.messages
+        )
+        return self.model_copy(update={"messages": messages})
+
     def replacing_images(self, views: Sequence[ImageBlock]) -> Request:
         """A copy in which ``views`` take the place of the images of the last user message that has any, at its
         first image's position (its text blocks stay, in order); without such a message they join the last user
@@ -354,6 +366,11 @@ class Generation(_Frozen):
                 f"and {len(self.token_logprobs)}"
             )
         return self
+
+    @property
+    def final_answer(self) -> str:
+        """The answer a guard returns: the parsed ``answer``, or the whole text when the model wrote none."""
+        return self.answer if self.answer is not None else self.text.strip()
 
 
 class Signals(_Frozen):

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from guardrail import Guard, ImageBlock, Policy, Request
-from guardrail.guard import _views_placement
 from guardrail.images import decode_image
+from guardrail.loop import views_placement
 from guardrail.types import Action, Message, TextBlock
 from guardrail.views import ZoomProvider
 from tests.fakes import ScriptedModel, Step
@@ -95,7 +95,7 @@ def pixels(block: ImageBlock) -> bytes:
 def test_views_placement(
     mode: str, views: int, max_images: int | None, present: int, expected: tuple[bool, int]
 ) -> None:
-    assert _views_placement(mode, views, max_images=max_images, present=present) == expected
+    assert views_placement(mode, views, max_images=max_images, present=present) == expected
 
 
 def test_replace_swaps_the_images_of_the_last_user_message_with_images_and_keeps_its_text() -> None:
@@ -213,7 +213,7 @@ def test_the_trace_reports_the_count_asked_for() -> None:
 
     class Recording(Telemetry):
         @contextmanager
-        def call(self, request: Request, policy: Policy, model: str) -> Iterator[CallTrace]:
+        def call(self, request: Request, *, model: str, policy: str, policy_version: int) -> Iterator[CallTrace]:
             yield Trace()
 
     model = LimitedModel(steps=[DOUBT, SURE], max_images=1)

@@ -1,8 +1,9 @@
-"""Access to vision-language models.
+"""Access to vision-language models: the contracts every backend meets, and the backends the project ships.
 
-``TransformersBackend`` (any local ``transformers`` image-text-to-text model), ``OpenAICompatibleBackend`` (any
-OpenAI-compatible server, over ``openai``) and ``LangChainBackend`` (any LangChain chat model) are imported
-lazily, on first use, so that ``import guardrail`` loads none of torch, transformers, openai or langchain_openai.
+The contracts (``base.py``) are imported eagerly and cost nothing. ``TransformersBackend`` (any local
+``transformers`` image-text-to-text model), ``OpenAICompatibleBackend`` (any OpenAI-compatible server, over
+``openai``) and ``LangChainBackend`` (any LangChain chat model) are imported lazily, on first use, so that
+``import guardrail`` loads none of torch, transformers, openai or langchain_openai.
 """
 
 from __future__ import annotations
@@ -10,10 +11,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import AsyncBackend, Backend
+from .base import (
+    AsyncBackend,
+    Backend,
+    ScoringBackend,
+    ScoringUnavailable,
+    TeacherForcedScores,
+    TextScores,
+    TextScoringBackend,
+)
 
 if TYPE_CHECKING:
-    from ._remote import ScoringUnavailable
     from .langchain import LangChainBackend
     from .openai import OpenAICompatibleBackend
     from .transformers import TransformersBackend
@@ -23,7 +31,11 @@ __all__ = [
     "Backend",
     "LangChainBackend",
     "OpenAICompatibleBackend",
+    "ScoringBackend",
     "ScoringUnavailable",
+    "TeacherForcedScores",
+    "TextScores",
+    "TextScoringBackend",
     "TransformersBackend",
 ]
 
@@ -31,7 +43,6 @@ _LAZY = {
     "TransformersBackend": ".transformers",
     "OpenAICompatibleBackend": ".openai",
     "LangChainBackend": ".langchain",
-    "ScoringUnavailable": "._remote",
 }
 
 

@@ -8,9 +8,9 @@ holds what they have in common, free of any optional dependency (no ``openai``, 
   refusing malformed records (a response we cannot read is a failed call, not a confident one);
 - ``translate_error``: any library error of a model call -> :class:`~guardrail.BackendError` or
   :class:`~guardrail.BackendTimeout`, the original kept as ``__cause__``;
-- ``TextScoringBackend`` / ``TextScores`` / ``ScoringUnavailable``: server-side teacher-forced scoring of an
-  answer *text* under other images. The white-box ``ScoringBackend`` protocol re-scores token *ids*, which a
-  remote server cannot accept without its tokenizer, so remote scoring works on the text instead.
+
+The server-scoring contract these backends may offer (``TextScoringBackend``) lives with the other contracts in
+``backends/base.py``.
 """
 
 from __future__ import annotations
@@ -18,61 +18,18 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any
 
-from PIL import Image
-
-from ..confidence.spans import parse_boxed
 from ..errors import BackendError, BackendTimeout, GuardrailError
-from ..types import ImageBlock, Message, Request, TextBlock
-from .base import Backend
+from ..types import ImageBlock, Request, TextBlock
 
 __all__ = [
-    "ScoringUnavailable",
-    "TextScores",
-    "TextScoringBackend",
-    "answer_of",
     "image_url",
-    "is_control_flow",
     "openai_messages",
     "parse_logprobs",
-    "replace_images",
     "translate_error",
 ]
-
-
-class ScoringUnavailable(BackendError):
-    """The server offers no teacher-forced scoring (no prompt log-probs): the visual KL cannot be measured."""
-
-
-@dataclass(frozen=True)
-class TextScores:
-    """Teacher-forced log-probs of one answer text; row 0 is the original images, row ``1 + i`` variant i.
-
-    ``tokens`` are the answer's tokens as the server split them (they concatenate to ``text``);
-    ``token_logprobs[row][t]`` is the log-prob of token t under that row's images.
-    """
-
-    text: str
-    tokens: tuple[str, ...]
-    token_logprobs: tuple[tuple[float, ...], ...]
-
-
-@runtime_checkable
-class TextScoringBackend(Backend, Protocol):
-    """A remote backend that may re-score an answer text teacher-forced under other images, server-side."""
-
-    def score_text(self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]] = ()) -> TextScores:
-        """Scores of ``text`` under the request's images and each variant; ``ScoringUnavailable`` if unsupported."""
-        ...
-
-
-def answer_of(text: str) -> str | None:
-    """The content of the last ``\\boxed{}`` in ``text``, stripped, or ``None``."""
-    span = parse_boxed(text)
-    return None if span is None else text[span[0] : span[1]].strip()
 
 
 def image_url(block: ImageBlock) -> str:
@@ -99,21 +56,6 @@ def openai_messages(request: Request) -> list[dict[str, Any]]:
         else:
             messages.append({"role": message.role, "content": parts})
     return messages
-
-
-def replace_images(request: Request, images: Sequence[ImageBlock]) -> Request:
-    """A copy of ``request`` whose images are replaced, in order, by ``images`` (same count)."""
-    if len(images) != len(request.images):
-        raise ValueError(f"`images` must replace the request's {len(request.images)} images, got {len(images)}")
-    supply = iter(images)
-    messages = [
-        Message(
-            role=m.role,
-            content=tuple(next(supply) if isinstance(b, ImageBlock) else b for b in m.content),
-        )
-        for m in request.messages
-    ]
-    return request.model_copy(update={"messages": tuple(messages)})
 
 
 def _field(record: Any, name: str) -> Any:
@@ -173,8 +115,3 @@ def translate_error(exc: BaseException, what: str) -> BackendError:
         hint = {429: "rate limited", 500: "server error", 503: "server unavailable"}.get(status, "HTTP error")
         return BackendError(f"{what}: HTTP {status} {hint} ({kind}: {detail})")
     return BackendError(f"{what}: {kind}: {detail}")
-
-
-def is_control_flow(exc: BaseException) -> bool:
-    """LangGraph's interrupts (``GraphBubbleUp``) must pass through a backend untouched."""
-    return any(cls.__name__ == "GraphBubbleUp" for cls in type(exc).__mro__)

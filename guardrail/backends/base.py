@@ -1,18 +1,36 @@
-"""What the guard needs from a model: the ``Backend`` protocol (and its optional async twin), and the result
-type of teacher-forced re-scoring (``TeacherForcedScores``), which white-box backends return and estimators read.
+"""The contracts between models and everything above them: what a backend must do, and what it may offer.
+
+- ``Backend`` (and its async twin ``AsyncBackend``): answer a request. All the guard needs.
+- ``ScoringBackend``: a white-box backend that can also re-score a generated answer's token *ids* teacher-forced
+  under other images (``TeacherForcedScores``); the decoupled estimator's visual probe needs it.
+- ``TextScoringBackend``: a remote backend that may re-score an answer *text* server-side (``TextScores``, or
+  ``ScoringUnavailable`` when the server cannot), since a server cannot accept ids without its tokenizer.
+
+Estimators, calibration and the guard import these protocols from here; no module here imports them back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ..errors import BackendError
 from ..types import Generation, GenerationOptions, Request
 
-if TYPE_CHECKING:  # torch is only needed by white-box backends; importing the protocols must stay cheap
+if TYPE_CHECKING:  # torch and PIL are only needed by white-box backends; importing the protocols must stay cheap
     import torch
+    from PIL import Image
 
-__all__ = ["AsyncBackend", "Backend", "TeacherForcedScores"]
+__all__ = [
+    "AsyncBackend",
+    "Backend",
+    "ScoringBackend",
+    "ScoringUnavailable",
+    "TeacherForcedScores",
+    "TextScores",
+    "TextScoringBackend",
+]
 
 
 @dataclass(frozen=True)
@@ -69,4 +87,59 @@ class AsyncBackend(Backend, Protocol):
 
     async def agenerate(self, request: Request, options: GenerationOptions) -> Generation:
         """The async twin of :meth:`Backend.generate`."""
+        ...
+
+
+@runtime_checkable
+class ScoringBackend(Backend, Protocol):
+    """A white-box backend that can re-score a generated answer under other images."""
+
+    @property
+    def patch_size(self) -> int:
+        """The vision encoder's patch size in pixels."""
+        ...
+
+    def model_images(self, request: Request) -> list[Image.Image]:
+        """The request's images at the model's input resolution."""
+        ...
+
+    def token_offsets(self, token_ids: Sequence[int]) -> list[tuple[int, int]]:
+        """Character range of each token in the decoded response."""
+        ...
+
+    def score(
+        self,
+        request: Request,
+        token_ids: Sequence[int],
+        variants: Sequence[Sequence[Image.Image]] = (),
+        *,
+        distributions: bool = False,
+    ) -> TeacherForcedScores:
+        """Teacher-forced per-token scores of ``token_ids`` under the original images and each variant."""
+        ...
+
+
+class ScoringUnavailable(BackendError):
+    """The server offers no teacher-forced scoring (no prompt log-probs): the visual KL cannot be measured."""
+
+
+@dataclass(frozen=True)
+class TextScores:
+    """Teacher-forced log-probs of one answer text; row 0 is the original images, row ``1 + i`` variant i.
+
+    ``tokens`` are the answer's tokens as the server split them (they concatenate to ``text``);
+    ``token_logprobs[row][t]`` is the log-prob of token t under that row's images.
+    """
+
+    text: str
+    tokens: tuple[str, ...]
+    token_logprobs: tuple[tuple[float, ...], ...]
+
+
+@runtime_checkable
+class TextScoringBackend(Backend, Protocol):
+    """A remote backend that may re-score an answer text teacher-forced under other images, server-side."""
+
+    def score_text(self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]] = ()) -> TextScores:
+        """Scores of ``text`` under the request's images and each variant; ``ScoringUnavailable`` if unsupported."""
         ...

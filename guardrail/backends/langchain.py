@@ -2,7 +2,7 @@
 
 Most agents already hold their vision-language model as a LangChain ``BaseChatModel``. ``LangChainBackend``
 lets the guard watch that model directly: the request becomes LangChain messages with standard image blocks
-(:func:`guardrail.integrations.messages.messages_from_request`), the reply's text is parsed for the
+(:func:`guardrail.messages.messages_from_request`), the reply's text is parsed for the
 ``\\boxed{}`` answer, and token log-probs are kept where the model returns them in
 ``response_metadata["logprobs"]`` as OpenAI-style ``{"token", "logprob", "top_logprobs"}`` records.
 
@@ -23,9 +23,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import BackendError
+from ..errors import BackendError, is_control_flow
+from ..responses import final_answer
 from ..types import Generation, GenerationOptions, Request, Usage
-from ._remote import answer_of, is_control_flow, parse_logprobs, translate_error
+from ._remote import parse_logprobs, translate_error
 
 __all__ = ["LangChainBackend"]
 
@@ -69,7 +70,7 @@ class LangChainBackend:
         return {k: v for k, v in wanted.items() if k in self._fields}
 
     def _messages(self, request: Request) -> list[Any]:
-        from ..integrations.messages import messages_from_request
+        from ..messages import messages_from_request
 
         return messages_from_request(request)
 
@@ -86,7 +87,7 @@ class LangChainBackend:
         usage: Mapping[str, Any] = reply.usage_metadata or {}
         return Generation(
             text=text,
-            answer=answer_of(text),
+            answer=final_answer(text),
             model=self.name,
             provider=f"langchain:{self.chat_model._llm_type}",
             token_logprobs=logprobs,

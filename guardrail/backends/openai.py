@@ -40,18 +40,11 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from ..errors import BackendError
+from ..errors import BackendError, is_control_flow
+from ..responses import final_answer
 from ..types import Generation, GenerationOptions, ImageBlock, Request, Usage
-from ._remote import (
-    ScoringUnavailable,
-    TextScores,
-    answer_of,
-    is_control_flow,
-    openai_messages,
-    parse_logprobs,
-    replace_images,
-    translate_error,
-)
+from ._remote import openai_messages, parse_logprobs, translate_error
+from .base import ScoringUnavailable, TextScores
 
 __all__ = ["OpenAICompatibleBackend", "ScoringUnavailable"]
 
@@ -186,7 +179,7 @@ class OpenAICompatibleBackend:
         usage = getattr(completion, "usage", None)
         return Generation(
             text=text,
-            answer=answer_of(text),
+            answer=final_answer(text),
             model=self.name,
             provider="openai-compatible",
             token_logprobs=logprobs,
@@ -239,7 +232,7 @@ class OpenAICompatibleBackend:
         for i, variant in enumerate(variants):
             if len(variant) != len(request.images):
                 raise BackendError(f"variant {i} has {len(variant)} images, the request has {len(request.images)}")
-            rows.append(replace_images(request, [ImageBlock.from_pil(im) for im in variant]))
+            rows.append(request.swapping_images([ImageBlock.from_pil(im) for im in variant]))
         return [
             {
                 "model": self.model,

@@ -30,12 +30,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..confidence.signals import entropy, full_kl, token_logprobs, top2_margin
-from ..confidence.spans import parse_boxed, token_char_offsets
 from ..errors import BackendError, GuardrailError
+from ..responses import final_answer, token_char_offsets
 from ..types import Generation, GenerationOptions, ImageBlock, Request, TextBlock, Usage
 from ._vision_inputs import DEFAULT_MAX_PIXELS, TokenExpandingProcessor, decode_block, model_resolution
 from .base import TeacherForcedScores
+from .logits import entropy, full_kl, token_logprobs, top2_margin
 
 __all__ = ["TransformersBackend", "resolve_device", "resolve_dtype"]
 
@@ -338,10 +338,9 @@ class TransformersBackend:
         logits = torch.stack(out.logits, dim=1)[0, : new_ids.shape[0]]
         logprobs = token_logprobs(logits, new_ids).clamp_max(0.0)
         text = self._decode(new_ids.tolist())
-        boxed = parse_boxed(text)
         return Generation(
             text=text,
-            answer=None if boxed is None else text[boxed[0] : boxed[1]].strip(),
+            answer=final_answer(text),
             model=self.name,
             provider="transformers",
             token_ids=tuple(new_ids.tolist()),

@@ -1,27 +1,13 @@
-"""Calibration: calibrators, metrics, certified thresholds and the calibration artifact (METHOD.md 5-7)."""
+"""Calibration: calibrators, metrics, certified thresholds and the calibration artifact (METHOD.md 5-7).
 
-from ..confidence.normalization import VisualNormalization
-from .artifact import (
-    ARTIFACT_SCHEMA,
-    ARTIFACT_VERSION,
-    CalibrationArtifact,
-    fingerprint_data,
-    fingerprint_model,
-    load_artifact,
-    save_artifact,
-)
-from .base import Calibrator, PassThroughCalibrator, harmonic_mean
-from .calibrators import (
-    CALIBRATORS,
-    HistogramBinning,
-    IsotonicCalibrator,
-    PlattScaling,
-    ScoreCalibrator,
-    TemperatureScaling,
-    calibrator_from_dict,
-    make_calibrator,
-)
-from .decoupled import COMBINERS, DecoupledCalibrator, harmonic_mean_array
+This namespace holds what a user fits, measures or loads. The machinery behind it (grids, bootstrap, the
+perturbation choice, the scoring pipeline) stays in its modules: import it from there when you need it.
+"""
+
+from .artifact import CalibrationArtifact, fingerprint_model, load_artifact, save_artifact
+from .base import Calibrator, PassThroughCalibrator
+from .calibrators import HistogramBinning, IsotonicCalibrator, PlattScaling, ScoreCalibrator, TemperatureScaling
+from .decoupled import DecoupledCalibrator, ShiftDiscount
 from .fit import fit_artifact
 from .metrics import (
     ReliabilityDiagram,
@@ -38,25 +24,10 @@ from .metrics import (
     risk_coverage_curve,
     selective_accuracy,
 )
-from .risk import (
-    DEFAULT_GRID,
-    LTT_GRID,
-    CertifiedThreshold,
-    binomial_upper_bound,
-    certify_pair,
-    certify_threshold,
-    certify_threshold_ltt,
-)
-from .summary import BootstrapCI, CalibrationSummary, NoiseFloor, bootstrap_ci, calibration_summary, ece_noise_floor
+from .risk import CertifiedThreshold, certify_pair, certify_threshold
+from .summary import CalibrationSummary, calibration_summary
 
 __all__ = [
-    "ARTIFACT_SCHEMA",
-    "ARTIFACT_VERSION",
-    "CALIBRATORS",
-    "COMBINERS",
-    "DEFAULT_GRID",
-    "LTT_GRID",
-    "BootstrapCI",
     "CalibrationArtifact",
     "CalibrationSummary",
     "Calibrator",
@@ -64,35 +35,25 @@ __all__ = [
     "DecoupledCalibrator",
     "HistogramBinning",
     "IsotonicCalibrator",
-    "NoiseFloor",
     "PassThroughCalibrator",
     "PlattScaling",
     "ReliabilityDiagram",
     "RiskCoverage",
     "ScoreCalibrator",
+    "ShiftDiscount",
     "TemperatureScaling",
-    "VisualNormalization",
     "adaptive_calibration_error",
     "aurc",
     "auroc",
-    "binomial_upper_bound",
-    "bootstrap_ci",
     "brier_score",
     "calibration_summary",
-    "calibrator_from_dict",
     "certify_pair",
     "certify_threshold",
-    "certify_threshold_ltt",
     "eaurc",
-    "ece_noise_floor",
     "expected_calibration_error",
-    "fingerprint_data",
     "fingerprint_model",
     "fit_artifact",
-    "harmonic_mean",
-    "harmonic_mean_array",
     "load_artifact",
-    "make_calibrator",
     "maximum_calibration_error",
     "negative_log_likelihood",
     "reliability_diagram_data",

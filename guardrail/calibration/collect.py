@@ -8,7 +8,6 @@ Each row holds the raw signals and two labels: *answer correct* (the final answe
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,35 +17,12 @@ import numpy.typing as npt
 
 from ..backends.base import Backend
 from ..confidence.base import Estimator
-from ..confidence.spans import parse_response
 from ..data.labelled import LabelledItem
+from ..responses import answers_match, grade_perception, parse_response
 from ..types import Generation, GenerationOptions, Signals
 from .decoupled import SHIFT_COVARIATES
 
-__all__ = ["ScoredItem", "grade_answer", "grade_perception", "remeasure", "score_items", "scored_arrays"]
-
-_WORD = re.compile(r"[a-z]+")
-
-
-def grade_answer(model_answer: str | None, expected: str) -> bool:
-    """Whether the final answer equals the expected one (case and surrounding space ignored)."""
-    return model_answer is not None and model_answer.strip().casefold() == expected.strip().casefold()
-
-
-def grade_perception(text: str, expected: Sequence[str] | None, vocabulary: Sequence[str] | None = None) -> bool | None:
-    """Whether ``text`` names what the image shows; ``None`` when the item does not say.
-
-    With a ``vocabulary`` (all words of the kind, e.g. every colour and shape), the words of that vocabulary the
-    text names must be exactly the expected ones: naming a second colour is a perception error. Without one,
-    every expected word must appear.
-    """
-    if expected is None:
-        return None
-    words = set(_WORD.findall(text.casefold()))
-    wanted = {w.casefold() for w in expected}
-    if vocabulary is None:
-        return wanted <= words
-    return words & {w.casefold() for w in vocabulary} == wanted
+__all__ = ["ScoredItem", "remeasure", "score_items", "scored_arrays"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +74,7 @@ def score_items(
             signals=signals,
             model_answer=answer,
             perception_text=perception,
-            answer_correct=grade_answer(answer, item.answer),
+            answer_correct=answers_match(answer, item.answer),
             perception_correct=None
             if perception is None and item.perception is not None
             else grade_perception(perception or "", item.perception, item.vocabulary),

@@ -12,9 +12,7 @@ it, as the estimator will at inference, before the calibrator learns how confide
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +24,7 @@ from ..confidence.perturb import PERTURBATIONS
 from ..data.labelled import LabelledItem
 from ..data.question_noise import with_question_noise
 from ..errors import ConfigurationError
-from .artifact import CalibrationArtifact, fingerprint_data, fingerprint_model
+from .artifact import CalibrationArtifact, fingerprint_data
 from .collect import ScoredItem, remeasure, score_items, scored_arrays
 from .decoupled import SHIFT_COVARIATES, DecoupledCalibrator
 from .fit import fit_artifact, split_rows
@@ -36,8 +34,8 @@ __all__ = [
     "DEFAULT_TARGETS",
     "apply_artifact",
     "assess_familiarity",
+    "calibrate_backend",
     "calibrate_rows",
-    "calibrate_transformers_model",
     "fit_familiarity",
     "normalized_visual",
 ]
@@ -155,10 +153,11 @@ def calibrate_rows(
     )
 
 
-def calibrate_transformers_model(
-    model_dir: str | os.PathLike[str],
+def calibrate_backend(
+    backend: Backend,
     items: Sequence[LabelledItem],
     *,
+    model_fingerprint: str,
     draws: int = 1,
     perturbation: str = "auto",
     blackout_probability: float = 0.8,
@@ -169,28 +168,26 @@ def calibrate_transformers_model(
     data_name: str = "",
     on_item: Callable[[ScoredItem], None] | None = None,
     on_probe_item: Callable[[ScoredItem], None] | None = None,
-    device: str | None = None,
     question_noise: float = 0.25,
 ) -> tuple[CalibrationArtifact, list[ScoredItem]]:
-    """Score ``items`` with the model in ``model_dir`` and fit its calibration artifact.
+    """Score ``items`` with a white-box ``backend`` and fit its calibration artifact.
 
-    ``question_noise``: garbled-question copies of that fraction of the items are scored too
-    (``guardrail.data.question_noise``), so that the calibrator sees questions the model may not understand;
-    0 leaves the items as they are. ``on_item`` is called after each scored row (originals and copies).
+    ``model_fingerprint`` identifies the model the artifact belongs to (``fingerprint_model`` of its folder):
+    a guard refuses an artifact fitted on another model. ``question_noise``: garbled-question copies of that
+    fraction of the items are scored too (``guardrail.data.question_noise``), so that the calibrator sees questions
+    the model may not understand; 0 leaves the items as they are. ``on_item`` is called after each scored row
+    (originals and copies).
 
     ``perturbation="auto"`` chooses the visual probe on the scored rows (``choose_perturbation``: the paper's
     patch blackening unless another candidate ranks perception errors better) and re-measures every row with
     the winner before fitting; ``on_probe_item`` is called after each of those re-measurements.
     """
-    from ..backends.transformers import TransformersBackend
-
     auto = perturbation == "auto"
     if not auto and perturbation not in PERTURBATIONS:
         raise ConfigurationError(
             f"`perturbation` must be 'auto' or one of {', '.join(PERTURBATIONS)}, got {perturbation!r}"
         )
     setting = PAPER_DEFAULT if auto else ProbeSetting(perturbation, blackout_probability)  # type: ignore[arg-type]
-    backend: Backend = TransformersBackend.from_pretrained(Path(model_dir), device=device)
     scored = with_question_noise(items, question_noise, seed=seed)
     rows = score_items(backend, setting.estimator(draws=draws), scored, on_item=on_item)
     info: dict[str, Any] = {"data": data_name, "items": len(items), "question_noise": question_noise}
@@ -212,7 +209,7 @@ def calibrate_transformers_model(
     info["estimator"] = {"draws": draws, **setting.as_info()}
     artifact = calibrate_rows(
         rows,
-        model_fingerprint=fingerprint_model(Path(model_dir)),
+        model_fingerprint=model_fingerprint,
         data_fingerprint=data_fingerprint,
         combiner=combiner,
         part_calibrator=part_calibrator,

@@ -28,7 +28,7 @@ __all__ = ["ask", "result_record"]
 
 def result_record(result: Any) -> dict[str, Any]:
     """The JSON shape of one answer: ``answer`` only when accepted, plus what the model said and why."""
-    from ..confidence.spans import parse_response
+    from ..responses import parse_response
     from ..types import COMPONENTS
 
     final = result.attempts[-1] if result.attempts else None

@@ -89,10 +89,9 @@ def _calibrate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..calibration.artifact import save_artifact
-    from ..calibration.pipeline import calibrate_transformers_model
     from ..data.labelled import easyvqa_items, read_jsonl
     from ..errors import GuardrailError
-    from ..pretrained import default_model_path
+    from ..pretrained import calibrate_model, default_model_path
 
     console = Console(stderr=True)
     model_dir = model or default_model_path()
@@ -130,7 +129,7 @@ def _calibrate(
             stop.check()
 
         try:
-            artifact, rows = calibrate_transformers_model(
+            artifact, rows = calibrate_model(
                 model_dir,
                 items,
                 draws=draws,

@@ -1,7 +1,8 @@
-"""Confidence signals: span parsing, image perturbations and the decoupled estimator.
+"""Confidence signals: the estimators, their probe, image perturbations and the familiarity reference.
 
-Span parsing is plain Python and imported eagerly; the torch-based parts (perturbations, signals, the
-estimator) are imported lazily, on first use, so that ``import guardrail`` does not load torch.
+The protocols and the plain-Python parts are imported eagerly; the torch-based parts (the estimators,
+perturbations) lazily, on first use, so that ``import guardrail`` does not load torch. The structured response
+the estimators parse is ``guardrail.responses``; the backend contracts they call are ``guardrail.backends.base``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .base import AsyncEstimator, Estimator
+from .familiarity import FamiliarityReference
 from .normalization import VisualNormalization
-from .spans import ParsedResponse, char_span_to_token_span, parse_boxed, parse_response
 
 if TYPE_CHECKING:
     from .blackbox import AgreementEstimator
-    from .estimator import DecoupledEstimator, ScoringBackend, TeacherForcedScores
+    from .estimator import DecoupledEstimator
     from .perturb import PerturbationKind, perturb_image
 
 __all__ = [
@@ -23,22 +24,15 @@ __all__ = [
     "AsyncEstimator",
     "DecoupledEstimator",
     "Estimator",
-    "ParsedResponse",
+    "FamiliarityReference",
     "PerturbationKind",
-    "ScoringBackend",
-    "TeacherForcedScores",
     "VisualNormalization",
-    "char_span_to_token_span",
-    "parse_boxed",
-    "parse_response",
     "perturb_image",
 ]
 
 _LAZY = {
     "AgreementEstimator": ".blackbox",
     "DecoupledEstimator": ".estimator",
-    "ScoringBackend": ".estimator",
-    "TeacherForcedScores": ".estimator",
     "PerturbationKind": ".perturb",
     "perturb_image": ".perturb",
 }

@@ -12,7 +12,7 @@
   re-ask identically, and the agreement would then be 1 whatever the model's doubt.
 - **holistic**: the mean probability of the ``\\boxed{}`` answer tokens, where log-probs are known.
 - **visual**, first choice: the perturbation KL of METHOD.md section 3, when the backend can re-score the answer
-  teacher-forced on the server (:class:`~guardrail.backends._remote.TextScoringBackend`, e.g. vLLM's prompt
+  teacher-forced on the server (:class:`~guardrail.backends.base.TextScoringBackend`, e.g. vLLM's prompt
   log-probs): the paper's probe (patch blackening, probability 0.8), sampled-token KL and surprisal on the
   ``<vision>`` tokens, ``s = log KL - log H``, normalised. A server without scoring is recorded as "server offers
   no teacher-forced scoring: visual KL unavailable" and the estimator falls back to
@@ -28,74 +28,43 @@ Patches are laid on the images as sent: a remote model's input resolution is unk
 estimator's (``visual_agreement`` is not ``visual_certainty``), so a calibrator fitted on white-box signals does
 not apply to these: fit one on black-box signals, or use the pass-through calibrator.
 
-The guard awaits :meth:`AgreementEstimator.aestimate`, which issues the re-queries concurrently.
+The stages are written once, as a generator that yields the model calls it needs (server scoring, re-queries,
+re-asks) and receives their results; :meth:`AgreementEstimator.estimate` performs them one after the other and
+:meth:`AgreementEstimator.aestimate` awaits them, the re-queries concurrently. The KL and the span statistics are
+``probe.py``'s, the same code as the white-box estimator's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from PIL import Image
 
-from ..backends._remote import ScoringUnavailable, TextScores, TextScoringBackend, replace_images
-from ..backends.base import AsyncBackend, Backend
+from ..backends.base import AsyncBackend, Backend, ScoringUnavailable, TextScores, TextScoringBackend
 from ..errors import BackendError, EstimatorError, ImageError
 from ..images import decode_image
+from ..responses import ParsedResponse, char_offsets_from_prefixes, normalize_answer, parse_response
 from ..types import Generation, GenerationOptions, ImageBlock, Request, Signals
-from . import signals as sig
 from .normalization import VisualNormalization
-from .perturb import PERTURBATIONS, PerturbationKind, perturb_image
-from .spans import CharSpan, ParsedResponse, char_offsets_from_prefixes, char_span_to_token_span, parse_response
+from .perturb import PERTURBATIONS, PerturbationKind
+from .probe import answer_stats, perturbed_variants, span_masks, visual_probe
 
-__all__ = ["AgreementEstimator", "normalize_answer"]
+__all__ = ["AgreementEstimator"]
 
 NO_SCORING = "server offers no teacher-forced scoring: visual KL unavailable"
-_DETERMINISTIC = ("grey", "blur")
+_SCORING_SEED_OFFSET = 7919
+"""Server-scoring draws use seeds apart from the re-query draws' (a prime, so the two never coincide)."""
 
 
-def normalize_answer(answer: str) -> str:
-    """Answers compared for agreement: case-folded, whitespace collapsed, trailing full stops dropped."""
-    return " ".join(answer.casefold().split()).rstrip(".").strip()
-
-
-def _final_answer(generation: Generation) -> str:
-    return normalize_answer(generation.answer if generation.answer is not None else generation.text)
-
-
-def _masks(parsed: ParsedResponse, tokens: Sequence[str] | None, n: int) -> tuple[torch.Tensor, ...]:
-    """Token masks of the vision span, the reasoning span and the answer (the whole response without one)."""
-    if tokens is None:
-        everything = torch.ones(n, dtype=torch.bool)
-        return everything, everything, everything
-    offsets = char_offsets_from_prefixes(list(accumulate(len(t) for t in tokens)))
-
-    def mask(span: CharSpan) -> torch.Tensor:
-        tokens_span = char_span_to_token_span(span, offsets)
-        out = torch.zeros(n, dtype=torch.bool)
-        if tokens_span is not None:
-            out[tokens_span[0] : tokens_span[1]] = True
-        return out
-
-    answer = parsed.answer if parsed.answer is not None else (0, len(parsed.text))
-    return mask(parsed.vision), mask(parsed.reasoning), mask(answer)
-
-
-def _span_stats(prefix: str, logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    if not bool(mask.any()):
-        return {}
-    probs = logp.exp()
-    return {
-        f"{prefix}_tokens": float(mask.sum()),
-        f"{prefix}_mean_surprisal": float(sig.masked_mean(sig.surprisal(logp), mask)),
-        f"{prefix}_mean_prob": float(sig.masked_mean(probs, mask)),
-        f"{prefix}_min_prob": float(sig.masked_min(probs, mask)),
-    }
+def _offsets(tokens: Sequence[str] | None) -> list[tuple[int, int]] | None:
+    """Character range of each token from the server's token strings (``None``: the tokens are unknown)."""
+    return None if tokens is None else char_offsets_from_prefixes(list(accumulate(len(t) for t in tokens)))
 
 
 @dataclass
@@ -115,9 +84,7 @@ class _Work:
     def token_stats(self, tokens: Sequence[str] | None, logprobs: Sequence[float], origin: str) -> None:
         """Reasoning and holistic scores from answer-token log-probs (``origin`` names where they came from)."""
         logp = torch.tensor(list(logprobs), dtype=torch.float64)
-        _, reasoning, answer = _masks(self.parsed, tokens, len(logp))
-        self.features.update(_span_stats("reasoning", logp, reasoning | answer))
-        self.features.update(_span_stats("answer", logp, answer))
+        self.features.update(answer_stats(logp, span_masks(self.parsed, _offsets(tokens), len(logp))))
         self.features["logprobs_from_scoring"] = float(origin == "scoring")
         self.reasoning = self.features.get("reasoning_mean_prob")
         self.holistic = self.features.get("answer_mean_prob")
@@ -128,43 +95,36 @@ class _Work:
         """The visual certainty of METHOD.md section 3 from server-side teacher-forced scores."""
         parsed = parse_response(scores.text)
         rows = torch.tensor([list(r) for r in scores.token_logprobs], dtype=torch.float64)
-        vision, _, _ = _masks(parsed, scores.tokens, rows.shape[1])
+        vision = span_masks(parsed, _offsets(scores.tokens), rows.shape[1]).vision
         if not self.generation.token_logprobs:  # the server returned none with the answer: use row 0
             self.parsed = parsed
             self.token_stats(scores.tokens, scores.token_logprobs[0], "scoring")
         if not bool(vision.any()):
             self.problems.append("the perception span has no tokens: visual certainty not measured")
             return
-        logp, logq = rows[0], rows[1:]
-        kl_draws = sig.masked_mean(sig.sampled_token_kl(logp, logq), vision)
-        kl, h = kl_draws.mean(), sig.masked_mean(sig.surprisal(logp), vision)
-        s = sig.visual_score(kl, h)
-        self.features.update(
-            vision_kl=float(kl),
-            vision_kl_std=float(kl_draws.std(unbiased=False)),
-            vision_surprisal=float(h),
-            visual_score=float(s),
-        )
-        self.visual = normalization.apply(float(s))
-        self.features["visual_certainty"] = self.visual
-        self.sources["visual"] = ("vision_kl", "vision_surprisal", "visual_score")
+        probe = visual_probe(rows[0], rows[1:], vision, normalization)
+        self.features.update(probe.features)
+        self.visual = probe.visual
+        self.sources["visual"] = probe.sources
 
     def agreement(self, answers: Sequence[Generation]) -> None:
         """The visual score from answer agreement under perturbed re-queries."""
-        original = _final_answer(self.generation)
-        same = sum(_final_answer(g) == original for g in answers)
-        self.visual = same / len(answers)
+        self.visual = self._agreeing(answers)
         self.features["visual_agreement"] = self.visual
         self.features["visual_requeries"] = float(len(answers))
         self.sources["visual"] = ("visual_agreement",)
 
     def reask_agreement(self, answers: Sequence[Generation]) -> None:
         """The reasoning score from answer agreement under sampled re-asks (same images)."""
-        original = _final_answer(self.generation)
-        self.reasoning = sum(_final_answer(g) == original for g in answers) / len(answers)
+        self.reasoning = self._agreeing(answers)
         self.features["reasoning_agreement"] = self.reasoning
         self.features["reasoning_reasks"] = float(len(answers))
         self.sources["reasoning"] = ("reasoning_agreement",)
+
+    def _agreeing(self, answers: Sequence[Generation]) -> float:
+        """The fraction of ``answers`` whose final answer is the original's (``responses.normalize_answer``)."""
+        original = normalize_answer(self.generation.final_answer)
+        return sum(normalize_answer(g.final_answer) == original for g in answers) / len(answers)
 
     def signals(self) -> Signals:
         r = self.parsed.reasoning_confidence
@@ -181,6 +141,70 @@ class _Work:
             sources=self.sources,
             problems=tuple(self.problems),
         )
+
+
+# -- the model calls the stages ask for, each performed synchronously or awaited -----------------------------
+
+
+@dataclass(frozen=True)
+class _ScoreText:
+    """Server-side teacher-forced scoring of the answer text under the original images and ``variants``."""
+
+    request: Request
+    text: str
+    variants: list[list[Image.Image]]
+
+    def run(self, backend: Backend) -> TextScores:
+        assert isinstance(backend, TextScoringBackend)
+        return backend.score_text(self.request, self.text, self.variants)
+
+    async def arun(self, backend: Backend) -> TextScores:
+        ascore: Any = getattr(backend, "ascore_text", None)
+        if ascore is not None:
+            scores: TextScores = await ascore(self.request, self.text, self.variants)
+            return scores
+        return await asyncio.to_thread(self.run, backend)
+
+
+@dataclass(frozen=True)
+class _Generate:
+    """Several generations (re-queries or re-asks); a failure names which one (``what`` k) failed."""
+
+    what: str
+    calls: list[tuple[Request, GenerationOptions]]
+
+    def run(self, backend: Backend) -> list[Generation]:
+        return [self._one(backend, k, request, options) for k, (request, options) in enumerate(self.calls)]
+
+    async def arun(self, backend: Backend) -> list[Generation]:
+        return list(await asyncio.gather(*(self._aone(backend, k, r, o) for k, (r, o) in enumerate(self.calls))))
+
+    def _one(self, backend: Backend, k: int, request: Request, options: GenerationOptions) -> Generation:
+        try:
+            return backend.generate(request, options)
+        except BackendError as exc:
+            raise EstimatorError(f"{self.what} {k} failed: {exc}") from exc
+
+    async def _aone(self, backend: Backend, k: int, request: Request, options: GenerationOptions) -> Generation:
+        try:
+            if isinstance(backend, AsyncBackend):
+                return await backend.agenerate(request, options)
+            return await asyncio.to_thread(backend.generate, request, options)
+        except BackendError as exc:
+            raise EstimatorError(f"{self.what} {k} failed: {exc}") from exc
+
+
+_Call: TypeAlias = _ScoreText | _Generate
+_Plan: TypeAlias = Generator[_Call, Any, Signals]
+
+
+def _first_call(plan: _Plan) -> _Call | Signals:
+    """Run the plan to its first call; its signals if it needs none (a ``StopIteration`` cannot cross threads)."""
+    try:
+        return next(plan)
+    except StopIteration as stop:
+        signals: Signals = stop.value
+        return signals
 
 
 class AgreementEstimator:
@@ -234,7 +258,86 @@ class AgreementEstimator:
         self.normalization = normalization or VisualNormalization()
         self.reask_draws, self.reask_temperature = reask_draws, reask_temperature
 
-    # -- the stages shared by both twins --------------------------------------------------------------------
+    def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
+        """Measure the black-box signals of ``generation``, the answer of ``backend`` to ``request``."""
+        plan = self._plan(backend, request, generation)
+        try:
+            call = next(plan)
+            while True:
+                try:
+                    result: Any = call.run(backend)
+                except Exception as exc:
+                    call = plan.throw(exc)
+                else:
+                    call = plan.send(result)
+        except StopIteration as stop:
+            signals: Signals = stop.value
+            return signals
+        finally:
+            plan.close()
+
+    async def aestimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
+        """The async twin of :meth:`estimate`: the same plan, its calls awaited (re-queries at once)."""
+        plan = self._plan(backend, request, generation)
+        try:
+            first = await asyncio.to_thread(_first_call, plan)  # the first stage decodes images: off the event loop
+            if isinstance(first, Signals):
+                return first
+            call = first
+            while True:
+                try:
+                    result: Any = await call.arun(backend)
+                except Exception as exc:
+                    call = plan.throw(exc)
+                else:
+                    call = plan.send(result)
+        except StopIteration as stop:
+            signals: Signals = stop.value
+            return signals
+        finally:
+            plan.close()
+
+    # -- the stages, written once ------------------------------------------------------------------------------
+
+    def _plan(self, backend: Backend, request: Request, generation: Generation) -> _Plan:
+        """Yield the model calls of one estimate and return its signals. A failed call is thrown back in here."""
+        work = self._start(backend, request, generation)
+        if self._wants_scoring(backend, work):
+            variants = perturbed_variants(
+                work.images,
+                "blackout",
+                draws=self.scoring_draws,
+                patch_size=self.patch_size,
+                seed=self.seed + _SCORING_SEED_OFFSET,
+                probability=self.scoring_probability,
+            )
+            try:
+                scores = yield _ScoreText(request, generation.text.strip(), variants)
+            except ScoringUnavailable as exc:
+                work.problems.append(f"{NO_SCORING} ({exc}); visual from answer agreement")
+            except BackendError as exc:
+                raise EstimatorError(f"server-side teacher-forced scoring failed: {exc}") from exc
+            else:
+                work.kl(scores, self.normalization)
+        if work.images and "visual" not in work.sources:
+            requeries = [
+                (request.swapping_images([ImageBlock.from_pil(im) for im in variant]), GenerationOptions(seed=k))
+                for k, variant in enumerate(
+                    perturbed_variants(
+                        work.images,
+                        self.perturbation,
+                        draws=self.draws,
+                        patch_size=self.patch_size,
+                        seed=self.seed,
+                        probability=self.probability,
+                    )
+                )
+            ]
+            work.agreement((yield _Generate("perturbed re-query", requeries)))
+        reasks = self._reasks(work)
+        if reasks:
+            work.reask_agreement((yield _Generate("re-ask for reasoning agreement", [(request, o) for o in reasks])))
+        return work.signals()
 
     def _start(self, backend: Backend, request: Request, generation: Generation) -> _Work:
         parsed = parse_response(generation.text)
@@ -269,35 +372,6 @@ class AgreementEstimator:
         work.problems.append(f"{NO_SCORING} (backend {backend.name!r} cannot re-score on the server)")
         return False
 
-    def _variants(self, images: list[Image.Image], draws: int, probability: float) -> list[list[Image.Image]]:
-        draws = 1 if self.perturbation in _DETERMINISTIC else draws
-        return [
-            [
-                perturb_image(
-                    im,
-                    self.perturbation,
-                    patch_size=self.patch_size,
-                    seed=self.seed + k * len(images) + i,
-                    probability=probability,
-                )
-                for i, im in enumerate(images)
-            ]
-            for k in range(draws)
-        ]
-
-    def _scoring_variants(self, work: _Work) -> list[list[Image.Image]]:
-        return [
-            [perturb_image(im, "blackout", patch_size=self.patch_size, seed=self.seed + k * 7919 + i,
-                           probability=self.scoring_probability) for i, im in enumerate(work.images)]
-            for k in range(self.scoring_draws)
-        ]  # fmt: skip
-
-    def _requests(self, request: Request, work: _Work) -> list[Request]:
-        return [
-            replace_images(request, [ImageBlock.from_pil(im) for im in variant])
-            for variant in self._variants(work.images, self.draws, self.probability)
-        ]
-
     def _reasks(self, work: _Work) -> list[GenerationOptions]:
         """Options of the sampled re-asks, when reasoning has no other measurement and re-asks are on."""
         if not self.reask_draws or work.reasoning is not None or work.parsed.reasoning_confidence is not None:
@@ -306,82 +380,3 @@ class AgreementEstimator:
             GenerationOptions(attempt=1 + k, seed=self.seed + 1 + k, temperature=self.reask_temperature)
             for k in range(self.reask_draws)
         ]
-
-    @staticmethod
-    def _unavailable(work: _Work, exc: ScoringUnavailable) -> None:
-        work.problems.append(f"{NO_SCORING} ({exc}); visual from answer agreement")
-
-    # -- the twins ----------------------------------------------------------------------------------------------
-
-    def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
-        """Measure the black-box signals of ``generation``, the answer of ``backend`` to ``request``."""
-        work = self._start(backend, request, generation)
-        if self._wants_scoring(backend, work):
-            assert isinstance(backend, TextScoringBackend)
-            try:
-                scores = backend.score_text(request, generation.text.strip(), self._scoring_variants(work))
-            except ScoringUnavailable as exc:
-                self._unavailable(work, exc)
-            except BackendError as exc:
-                raise EstimatorError(f"server-side teacher-forced scoring failed: {exc}") from exc
-            else:
-                work.kl(scores, self.normalization)
-        if work.images and "visual" not in work.sources:
-            answers = []
-            for k, perturbed in enumerate(self._requests(request, work)):
-                try:
-                    answers.append(backend.generate(perturbed, GenerationOptions(seed=k)))
-                except BackendError as exc:
-                    raise EstimatorError(f"perturbed re-query {k} failed: {exc}") from exc
-            work.agreement(answers)
-        reasks = self._reasks(work)
-        if reasks:
-            try:
-                work.reask_agreement([backend.generate(request, options) for options in reasks])
-            except BackendError as exc:
-                raise EstimatorError(f"re-ask for reasoning agreement failed: {exc}") from exc
-        return work.signals()
-
-    async def aestimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
-        """The async twin of :meth:`estimate`: the same stages, the network calls awaited (re-queries at once)."""
-        work = await asyncio.to_thread(self._start, backend, request, generation)
-        if self._wants_scoring(backend, work):
-            assert isinstance(backend, TextScoringBackend)
-            ascore: Any = getattr(backend, "ascore_text", None)
-            text, variants = generation.text.strip(), self._scoring_variants(work)
-            try:
-                if ascore is not None:
-                    scores = await ascore(request, text, variants)
-                else:
-                    scores = await asyncio.to_thread(backend.score_text, request, text, variants)
-            except ScoringUnavailable as exc:
-                self._unavailable(work, exc)
-            except BackendError as exc:
-                raise EstimatorError(f"server-side teacher-forced scoring failed: {exc}") from exc
-            else:
-                work.kl(scores, self.normalization)
-        if work.images and "visual" not in work.sources:
-            requests = self._requests(request, work)
-
-            async def one(k: int, perturbed: Request) -> Generation:
-                try:
-                    if isinstance(backend, AsyncBackend):
-                        return await backend.agenerate(perturbed, GenerationOptions(seed=k))
-                    return await asyncio.to_thread(backend.generate, perturbed, GenerationOptions(seed=k))
-                except BackendError as exc:
-                    raise EstimatorError(f"perturbed re-query {k} failed: {exc}") from exc
-
-            work.agreement(await asyncio.gather(*(one(k, r) for k, r in enumerate(requests))))
-        reasks = self._reasks(work)
-        if reasks:
-
-            async def reask(options: GenerationOptions) -> Generation:
-                try:
-                    if isinstance(backend, AsyncBackend):
-                        return await backend.agenerate(request, options)
-                    return await asyncio.to_thread(backend.generate, request, options)
-                except BackendError as exc:
-                    raise EstimatorError(f"re-ask for reasoning agreement failed: {exc}") from exc
-
-            work.reask_agreement(await asyncio.gather(*(reask(o) for o in reasks)))
-        return work.signals()

@@ -20,64 +20,21 @@ re-scoring call raises ``EstimatorError`` (from the backend's ``BackendError``).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import torch
-from PIL import Image
 
-from ..backends.base import Backend, TeacherForcedScores
-from ..calibration.base import harmonic_mean
+from ..backends.base import Backend, ScoringBackend, TeacherForcedScores
 from ..errors import BackendError, EstimatorError
+from ..responses import ParsedResponse, parse_response
 from ..types import Generation, Request, Signals
 from . import signals as sig
 from .familiarity import FamiliarityReference
 from .normalization import VisualNormalization
-from .perturb import PERTURBATIONS, PerturbationKind, perturb_image
-from .spans import CharSpan, ParsedResponse, char_span_to_token_span, parse_response
+from .perturb import PERTURBATIONS, PerturbationKind
+from .probe import answer_stats, draws_differ, perturbed_variants, span_masks, visual_probe
 
-__all__ = ["DecoupledEstimator", "ScoringBackend", "TeacherForcedScores", "VisualNormalization"]
-
-
-@runtime_checkable
-class ScoringBackend(Backend, Protocol):
-    """A white-box backend that can re-score a generated answer under other images."""
-
-    @property
-    def patch_size(self) -> int:
-        """The vision encoder's patch size in pixels."""
-        ...
-
-    def model_images(self, request: Request) -> list[Image.Image]:
-        """The request's images at the model's input resolution."""
-        ...
-
-    def token_offsets(self, token_ids: Sequence[int]) -> list[tuple[int, int]]:
-        """Character range of each token in the decoded response."""
-        ...
-
-    def score(
-        self,
-        request: Request,
-        token_ids: Sequence[int],
-        variants: Sequence[Sequence[Image.Image]] = (),
-        *,
-        distributions: bool = False,
-    ) -> TeacherForcedScores:
-        """Teacher-forced per-token scores of ``token_ids`` under the original images and each variant."""
-        ...
-
-
-_RANDOM_KINDS = ("blackout", "noise")
-
-
-def _mask(span: tuple[int, int] | None, length: int) -> torch.Tensor:
-    positions = torch.arange(length)
-    if span is None:
-        return torch.zeros(length, dtype=torch.bool)
-    return (positions >= span[0]) & (positions < span[1])
+__all__ = ["DecoupledEstimator"]
 
 
 def _finite(features: dict[str, float]) -> dict[str, float]:
@@ -132,8 +89,6 @@ class DecoupledEstimator:
             features["verbalized_vision"] = v
         if r is not None:
             features["verbalized_reasoning"] = r
-        if v is not None and r is not None:
-            features["verbalized_overall"] = float(harmonic_mean(v, r) or 0.0)
         if not parsed.has_vision_tag:
             problems.append("no <vision> span: the whole response serves as the perception span")
 
@@ -183,26 +138,7 @@ class DecoupledEstimator:
     @property
     def random_perturbation(self) -> bool:
         """Whether draws differ: noise, and blackout with a probability strictly between 0 and 1."""
-        if self.perturbation == "blackout":
-            return 0.0 < self.blackout_probability < 1.0
-        return self.perturbation in _RANDOM_KINDS
-
-    def _variants(self, images: list[Image.Image], patch_size: int) -> list[list[Image.Image]]:
-        """K perturbed copies of the images; one only when every draw is the same image (grey, blur, p in {0, 1})."""
-        draws = self.draws if self.random_perturbation else 1
-        return [
-            [
-                perturb_image(
-                    im,
-                    self.perturbation,
-                    patch_size=patch_size,
-                    seed=self.seed + k * len(images) + i,
-                    probability=self.blackout_probability,
-                )
-                for i, im in enumerate(images)
-            ]
-            for k in range(draws)
-        ]
+        return draws_differ(self.perturbation, self.blackout_probability)
 
     def _white_box(
         self,
@@ -216,23 +152,26 @@ class DecoupledEstimator:
         embeddings: dict[str, tuple[float, ...]],
     ) -> tuple[float | None, float | None, float | None]:
         ids = generation.token_ids
-        offsets = backend.token_offsets(ids)
-        n = len(ids)
+        offsets: list[tuple[int, int]] | None = backend.token_offsets(ids)
         if (offsets[-1][1] if offsets else 0) != len(parsed.text):
             problems.append("the token ids do not decode to the response text: spans fall back to all tokens")
-            # every token then covers character 0, so every span (the whole response) selects all tokens
-            parsed = dataclasses.replace(parsed, vision=(0, 1), reasoning=(0, 1), answer=(0, 1))
-            offsets = [(0, 1)] * n
-
-        def tokens(span: CharSpan | None) -> torch.Tensor:
-            return _mask(None if span is None else char_span_to_token_span(span, offsets), n)
-
-        vision, reasoning_mask = tokens(parsed.vision), tokens(parsed.reasoning)
-        answer = tokens(parsed.answer) if parsed.answer is not None else tokens((0, len(parsed.text)))
+            offsets = None
+        masks = span_masks(parsed, offsets, len(ids))
         if parsed.answer is None:
             problems.append("no \\boxed{} answer: the whole response serves as the answer tokens")
         images = backend.model_images(request)
-        variants = self._variants(images, backend.patch_size) if images else []
+        variants = (
+            perturbed_variants(
+                images,
+                self.perturbation,
+                draws=self.draws,
+                patch_size=backend.patch_size,
+                seed=self.seed,
+                probability=self.blackout_probability,
+            )
+            if images
+            else []
+        )
         try:
             scores = backend.score(request, ids, variants, distributions=self.full_distribution)
         except BackendError as exc:
@@ -243,53 +182,32 @@ class DecoupledEstimator:
             if vector is not None:
                 embeddings[side] = tuple(vector.double().tolist())
 
-        # "reasoning_*" features cover the reasoning span *and* the answer tokens (the tokens whose correctness
-        # the reasoning decides); "answer_*" the answer tokens alone (the holistic single-score baseline).
-        features.update(self._span_stats("reasoning", logp, reasoning_mask | answer, scores))
-        features.update(self._span_stats("answer", logp, answer, scores))
-        features["vision_tokens"] = float(vision.sum())
+        entropy = None if scores.entropy is None else scores.entropy[0]
+        margin = None if scores.margin is None else scores.margin[0]
+        features.update(answer_stats(logp, masks, entropy=entropy, margin=margin))
+        features["vision_tokens"] = float(masks.vision.sum())
         reasoning = features.get("reasoning_mean_prob")
         holistic = features.get("answer_mean_prob")
         sources["reasoning"] = ("reasoning_mean_prob",)
         sources["holistic"] = ("answer_mean_prob",)
 
-        visual: float | None = None
         if not images:
             problems.append("request has no image: visual certainty not measured")
-        elif not bool(vision.any()):
+            return None, reasoning, holistic
+        if not bool(masks.vision.any()):
             problems.append("the perception span has no tokens: visual certainty not measured")
-        else:
-            visual = self._visual(logp, scores, vision, features, sources)
-        return visual, reasoning, holistic
-
-    def _visual(
-        self,
-        logp: torch.Tensor,
-        scores: TeacherForcedScores,
-        vision: torch.Tensor,
-        features: dict[str, float],
-        sources: dict[str, tuple[str, ...]],
-    ) -> float:
-        logq = scores.token_logprobs[1:]
-        kl_draws = sig.masked_mean(sig.sampled_token_kl(logp, logq), vision)  # (draws,)
-        kl = kl_draws.mean()
-        h = sig.masked_mean(sig.surprisal(logp), vision)
-        features["vision_kl"] = float(kl)
-        features["vision_kl_std"] = float(kl_draws.std(unbiased=False))
-        features["vision_surprisal"] = float(h)
-        names = ["vision_kl", "vision_surprisal"]
-        if scores.entropy is not None:
-            h = sig.masked_mean(scores.entropy[0], vision)
-            features["vision_entropy"] = float(h)
-            names = ["vision_kl", "vision_entropy"]
-        if scores.kl_full is not None:
-            features["vision_kl_full"] = float(sig.masked_mean(scores.kl_full[1:], vision).mean())
-        s = sig.visual_score(kl, h)
-        features["visual_score"] = float(s)
-        visual = self.normalization.apply(float(s))
-        features["visual_certainty"] = visual
-        sources["visual"] = (*names, "visual_score")
-        return visual
+            return None, reasoning, holistic
+        probe = visual_probe(
+            logp,
+            scores.token_logprobs[1:],
+            masks.vision,
+            self.normalization,
+            entropy=entropy,
+            kl_full=None if scores.kl_full is None else scores.kl_full[1:],
+        )
+        features.update(probe.features)
+        sources["visual"] = probe.sources
+        return probe.visual, reasoning, holistic
 
     @staticmethod
     def _prompt_stats(scores: TeacherForcedScores) -> dict[str, float]:
@@ -304,24 +222,4 @@ class DecoupledEstimator:
         }
         if scores.prompt_unknown is not None:
             stats["prompt_unknown_fraction"] = scores.prompt_unknown / surprisal.numel()
-        return stats
-
-    @staticmethod
-    def _span_stats(
-        prefix: str, logp: torch.Tensor, mask: torch.Tensor, scores: TeacherForcedScores
-    ) -> dict[str, float]:
-        """Token statistics of one span under the original images (row 0); empty spans give no features."""
-        if not bool(mask.any()):
-            return {}
-        probs = logp.exp()
-        stats = {
-            f"{prefix}_tokens": float(mask.sum()),
-            f"{prefix}_mean_surprisal": float(sig.masked_mean(sig.surprisal(logp), mask)),
-            f"{prefix}_mean_prob": float(sig.masked_mean(probs, mask)),
-            f"{prefix}_min_prob": float(sig.masked_min(probs, mask)),
-        }
-        if scores.entropy is not None:
-            stats[f"{prefix}_entropy"] = float(sig.masked_mean(scores.entropy[0], mask))
-        if scores.margin is not None:
-            stats[f"{prefix}_margin"] = float(sig.masked_mean(scores.margin[0], mask))
         return stats

@@ -3,6 +3,9 @@
 Every function is pure and out-of-place: it never modifies its inputs, follows their device and dtype, and
 documents its shapes. ``...`` stands for any leading batch dimensions (e.g. ``(variants, tokens)``).
 
+The reductions of full next-token distributions (log-probs of given tokens, entropy, top-2 margin, full KL) are
+the backend's job and live in ``guardrail.backends.logits``; this module works on what they return.
+
 Vocabulary: ``logp`` are log-probabilities of the generated (sampled) token under the original image,
 ``logq`` the same under a perturbed image; ``logprobs`` without a suffix are full next-token log-distributions
 of shape ``(..., vocab)``.
@@ -16,15 +19,11 @@ __all__ = [
     "LOG_RATIO_CLAMP",
     "SCORE_EPS",
     "TOKEN_KL_CLAMP",
-    "entropy",
-    "full_kl",
     "masked_mean",
     "masked_min",
     "normalized_visual_certainty",
     "sampled_token_kl",
     "surprisal",
-    "token_logprobs",
-    "top2_margin",
     "visual_score",
 ]
 
@@ -34,21 +33,6 @@ TOKEN_KL_CLAMP = 10.0
 """The per-token KL estimate is clamped to ``[0, 10]`` (METHOD.md 3.3)."""
 SCORE_EPS = 1e-8
 """Added inside both logarithms of the visual score ``s = log(KL + eps) - log(H + eps)``."""
-
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each target token under the next-token logits.
-
-    ``(..., tokens, vocab)`` logits and ``(..., tokens)`` integer targets -> ``(..., tokens)`` log-probs, computed
-    in at least float32 so that half-precision logits do not lose the small probabilities.
-    """
-    if logits.shape[:-1] != targets.shape:
-        raise ValueError(
-            f"`targets` must have the shape of `logits` without the vocabulary axis, got {tuple(targets.shape)} "
-            f"for logits {tuple(logits.shape)}"
-        )
-    work = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-    return torch.log_softmax(work, dim=-1).gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
 
 
 def sampled_token_kl(
@@ -67,33 +51,9 @@ def sampled_token_kl(
     return (logp.exp() * ratio).clamp(0.0, kl_clamp)
 
 
-def full_kl(logprobs_p: torch.Tensor, logprobs_q: torch.Tensor) -> torch.Tensor:
-    """Full-vocabulary KL(p || q) of two next-token distributions at each position.
-
-    ``(..., vocab)`` log-distributions (broadcasting) -> ``(...)``. Terms where ``p = 0`` contribute 0; the
-    result is clamped at 0 to absorb rounding.
-    """
-    p = logprobs_p.exp()
-    terms = torch.where(p > 0, p * (logprobs_p - logprobs_q), torch.zeros_like(p))
-    return terms.sum(-1).clamp_min(0.0)
-
-
 def surprisal(logp: torch.Tensor) -> torch.Tensor:
     """``-log p`` of each generated token: ``(...)`` -> ``(...)``, never negative."""
     return (-logp).clamp_min(0.0)
-
-
-def entropy(logprobs: torch.Tensor) -> torch.Tensor:
-    """Full Shannon entropy (nats) of each next-token distribution: ``(..., vocab)`` -> ``(...)``."""
-    p = logprobs.exp()
-    terms = torch.where(p > 0, p * logprobs, torch.zeros_like(p))
-    return (-terms.sum(-1)).clamp_min(0.0)
-
-
-def top2_margin(logprobs: torch.Tensor) -> torch.Tensor:
-    """Probability of the most likely token minus that of the second: ``(..., vocab)`` -> ``(...)`` in [0, 1]."""
-    top = logprobs.topk(2, dim=-1).values.exp()
-    return top[..., 0] - top[..., 1]
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Integrations: the guard inside LangGraph graphs and LangChain agents, and view providers from user code.
 
-- :mod:`~guardrail.integrations.messages`: LangChain messages <-> :class:`~guardrail.Request` (standard blocks);
+- :mod:`~guardrail.messages`: LangChain messages <-> :class:`~guardrail.Request` (standard blocks);
 - :mod:`~guardrail.integrations.langgraph`: guard and human-review nodes, ``guardrail_graph``, resuming;
 - :mod:`~guardrail.integrations.middleware`: ``GuardrailMiddleware`` for ``create_agent``;
 - :mod:`~guardrail.integrations.chat_model`: ``GuardrailChatModel``, a backend as a LangChain chat model;
@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from ..messages import messages_from_request, request_from_messages
 from ._review import Approve, DirectAnswer, Edit, Reject, ReviewDecision, ReviewError, parse_review
 from .chat_model import GuardrailChatModel
 from .escalations import PendingEscalation, list_escalations, load_graph_factory, open_saver, resolve_escalation
@@ -22,7 +23,6 @@ from .langgraph import (
     pending_payload,
     resume_escalation,
 )
-from .messages import messages_from_request, request_from_messages
 from .middleware import GuardrailMiddleware
 from .views import CallableViewProvider, RecaptureProvider, ToolViewProvider, as_view_provider
 

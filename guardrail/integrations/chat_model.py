@@ -2,7 +2,7 @@
 
 It lets the model a guard watches also be the agent's own model (``create_agent(GuardrailChatModel(backend=b),
 middleware=[GuardrailMiddleware(guard)])``), or be used anywhere LangChain takes a ``BaseChatModel``. Messages
-are converted with :mod:`guardrail.integrations.messages` (standard image blocks in, text out). The reply's
+are converted with :mod:`guardrail.messages` (standard image blocks in, text out). The reply's
 content is the parsed final answer (``content="answer"``, the default) or the model's whole text
 (``content="text"``); the whole text, the parsed answer and token counts are always in ``response_metadata``.
 
@@ -24,8 +24,8 @@ from langchain_core.runnables import Runnable
 from pydantic import ConfigDict, Field
 
 from ..backends.base import AsyncBackend, Backend
+from ..messages import request_from_messages
 from ..types import Generation, GenerationOptions
-from .messages import request_from_messages
 
 __all__ = ["GuardrailChatModel"]
 

@@ -42,6 +42,7 @@ from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from ..guard import Guard
+from ..messages import request_from_messages
 from ..types import GuardResult
 from ._review import (
     ESCALATION_KIND,
@@ -53,7 +54,6 @@ from ._review import (
     result_message,
     review_payload,
 )
-from .messages import request_from_messages
 
 __all__ = [
     "GuardSource",

@@ -39,6 +39,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
 from ..errors import ConfigurationError
+from ..messages import has_images, image_blocks_of, request_from_messages
 from ..types import GuardResult, Request
 from ._review import (
     abstention_text,
@@ -50,7 +51,6 @@ from ._review import (
     review_payload,
 )
 from .langgraph import GuardSource, _LazyGuard
-from .messages import has_images, image_blocks_of, request_from_messages
 
 __all__ = ["GuardrailMiddleware"]
 

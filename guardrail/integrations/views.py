@@ -27,9 +27,9 @@ from PIL import Image
 
 from ..errors import GuardrailError, ViewProviderError
 from ..images import decode_image
+from ..messages import image_blocks_of
 from ..types import ImageBlock, Request
 from ..views import ViewProvider
-from .messages import image_blocks_of
 
 __all__ = ["CallableViewProvider", "RecaptureProvider", "ToolViewProvider", "as_view_provider", "to_image_blocks"]
 

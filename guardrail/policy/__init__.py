@@ -7,7 +7,7 @@ next action for a calibrated confidence. Problems in a file are raised together 
 
 from __future__ import annotations
 
-from .engine import decide, decide_on_error, decide_on_exhausted
+from .engine import decide
 from .loader import builtin_policy_names, check_policy_file, load_builtin_policy, load_policy
 from .schema import (
     AbstainParams,
@@ -46,8 +46,6 @@ __all__ = [
     "builtin_policy_names",
     "check_policy_file",
     "decide",
-    "decide_on_error",
-    "decide_on_exhausted",
     "load_builtin_policy",
     "load_policy",
 ]

@@ -20,9 +20,8 @@ from typing import Any
 
 from PIL import Image
 
-from ..calibration.collect import grade_answer, grade_perception
-from ..confidence.spans import parse_response
 from ..data.easyvqa import COLORS, SHAPES, Example
+from ..responses import answers_match, grade_perception, parse_response
 
 __all__ = [
     "Graded",
@@ -54,7 +53,7 @@ def grade(example: Example, text: str) -> Graded:
     # Without a <vision> span there is no stated perception to credit (parse_response would fall back to the text).
     perception = parsed.has_vision_tag and bool(grade_perception(parsed.perception_text, expected, (*COLORS, *SHAPES)))
     return Graded(
-        text=text, perception_correct=perception, answer_correct=grade_answer(parsed.answer_text, example.answer)
+        text=text, perception_correct=perception, answer_correct=answers_match(parsed.answer_text, example.answer)
     )
 
 

@@ -15,9 +15,8 @@ import torch
 from PIL import Image
 
 from guardrail import AsyncBackend, BackendError, GenerationOptions, ImageBlock, ImageError, Request
-from guardrail.backends import TransformersBackend
+from guardrail.backends import ScoringBackend, TransformersBackend
 from guardrail.backends.transformers import resolve_device, resolve_dtype
-from guardrail.confidence import ScoringBackend
 from tests.backends.tiny_vlms import BUILDERS
 
 

@@ -75,7 +75,7 @@ def test_estimator_on_a_structured_answer(family_backend: TransformersBackend, q
     assert signals.features["vision_tokens"] == len("red circle")  # byte-level tokenizer: one token a character
     assert signals.features["answer_tokens"] == len("red")
     assert signals.features["vision_kl"] > 0
-    assert signals.features["verbalized_overall"] == pytest.approx(2 * 0.48 / 1.4)
+    assert signals.features["verbalized_reasoning"] == pytest.approx(0.6)
 
 
 def test_model_images_are_at_the_encoders_resolution(family_backend: TransformersBackend, question: Request) -> None:

@@ -11,18 +11,16 @@ import numpy as np
 import pytest
 
 from guardrail.calibration import (
-    ARTIFACT_SCHEMA,
     CalibrationArtifact,
     DecoupledCalibrator,
     calibration_summary,
     certify_pair,
     certify_threshold,
-    fingerprint_data,
     fingerprint_model,
     load_artifact,
     save_artifact,
 )
-from guardrail.calibration.artifact import HeldOutScores, _checksum
+from guardrail.calibration.artifact import ARTIFACT_SCHEMA, HeldOutScores, _checksum, fingerprint_data
 from guardrail.errors import ArtifactError
 from guardrail.types import Signals
 

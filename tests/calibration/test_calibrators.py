@@ -9,17 +9,15 @@ import numpy as np
 import pytest
 
 from guardrail.calibration import (
-    CALIBRATORS,
     HistogramBinning,
     IsotonicCalibrator,
     PlattScaling,
     ScoreCalibrator,
     TemperatureScaling,
     auroc,
-    calibrator_from_dict,
     expected_calibration_error,
-    make_calibrator,
 )
+from guardrail.calibration.calibrators import CALIBRATORS, calibrator_from_dict, make_calibrator
 from guardrail.errors import CalibrationError
 
 from .data import logit, overconfident, sigmoid

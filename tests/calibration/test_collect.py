@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from guardrail import Generation, GenerationOptions, Request, Signals
-from guardrail.calibration.collect import grade_answer, grade_perception, score_items, scored_arrays
+from guardrail.calibration.collect import score_items, scored_arrays
 from guardrail.data.labelled import LabelledItem
+from guardrail.responses import answers_match, grade_perception
 
 VOCAB = ("red", "blue", "circle", "triangle")
 
@@ -29,10 +30,14 @@ def test_grade_perception(text: str, expected: tuple[str, ...] | None, vocabular
     assert grade_perception(text, expected, vocabulary) is graded
 
 
-def test_grade_answer_ignores_case_and_space_only() -> None:
-    assert grade_answer(" Red ", "red")
-    assert not grade_answer("reddish", "red")
-    assert not grade_answer(None, "red")
+def test_answers_are_graded_by_the_one_rule_of_agreement() -> None:
+    """Calibration grades answers as the agreement estimator compares them: case, spaces, final full stops."""
+    assert answers_match(" Red ", "red")
+    assert answers_match("Red.", "red")
+    assert answers_match("dark  Red", "Dark red")
+    assert not answers_match("reddish", "red")
+    assert not answers_match("red, blue", "red")
+    assert not answers_match(None, "red")
 
 
 class Scripted:

@@ -8,16 +8,9 @@ from functools import cache
 import numpy as np
 import pytest
 
-from guardrail.calibration import (
-    COMBINERS,
-    Calibrator,
-    DecoupledCalibrator,
-    IsotonicCalibrator,
-    auroc,
-    expected_calibration_error,
-    harmonic_mean,
-    harmonic_mean_array,
-)
+from guardrail.calibration import Calibrator, DecoupledCalibrator, IsotonicCalibrator, auroc, expected_calibration_error
+from guardrail.calibration.base import harmonic_mean
+from guardrail.calibration.decoupled import COMBINERS, harmonic_mean_array
 from guardrail.errors import CalibrationError
 from guardrail.types import Signals
 

@@ -9,12 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from guardrail.calibration import (
-    CalibrationArtifact,
-    DecoupledCalibrator,
-    fit_artifact,
-    reliability_diagram_data,
-)
+from guardrail.calibration import CalibrationArtifact, DecoupledCalibrator, fit_artifact, reliability_diagram_data
 from guardrail.calibration.report import REPORT_SCHEMA, write_report
 
 from .data import decoupled_world

@@ -16,13 +16,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from guardrail.calibration import (
-    CertifiedThreshold,
-    binomial_upper_bound,
-    certify_pair,
-    certify_threshold,
-    certify_threshold_ltt,
-)
+from guardrail.calibration import CertifiedThreshold, certify_pair, certify_threshold
+from guardrail.calibration.risk import binomial_upper_bound, certify_threshold_ltt
 from guardrail.errors import CalibrationError
 
 RUNS = 300

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardrail.confidence.spans import (
+from guardrail.responses import (
     char_offsets_from_prefixes,
     char_span_to_token_span,
     parse_boxed,

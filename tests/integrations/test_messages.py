@@ -6,7 +6,7 @@ import pytest
 from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 
 from guardrail import ImageBlock, InputError, Request, TextBlock
-from guardrail.integrations.messages import (
+from guardrail.messages import (
     has_images,
     image_blocks_of,
     message_from_guardrail,

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardrail.policy import Policy, decide, decide_on_error, decide_on_exhausted, load_builtin_policy
+from guardrail.policy import Policy, decide, load_builtin_policy
+from guardrail.policy.engine import decide_on_error, decide_on_exhausted
 from guardrail.types import COMPONENTS, Action, Confidence, ErrorInfo
 
 SHIPPED = ("default", "strict", "cost-aware")

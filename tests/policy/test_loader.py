@@ -27,7 +27,7 @@ def test_public_surface_is_pinned() -> None:
         "AbstainParams", "ActionSpec", "AttemptCondition", "Bound", "Budget", "CertifiedBound", "Condition",
         "EscalateParams", "FallbackParams", "FamiliarityThreshold", "FetchMoreViewsParams", "Policy", "ReAskParams",
         "Rule", "Threshold",
-        "builtin_policy_names", "check_policy_file", "decide", "decide_on_error", "decide_on_exhausted",
+        "builtin_policy_names", "check_policy_file", "decide",
         "load_builtin_policy", "load_policy",
     ]  # fmt: skip
 

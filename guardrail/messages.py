@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from ..errors import InputError
-from ..types import ImageBlock, Message, Request, TextBlock
+from .errors import InputError
+from .types import ImageBlock, Message, Request, TextBlock
 
 __all__ = [
     "has_images",

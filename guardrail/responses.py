@@ -1,4 +1,9 @@
-"""Parse the structured answer (METHOD.md section 2) into character spans, then into token-index spans.
+"""The structured response (METHOD.md section 2): its parts, its final answer, and the one rule for comparing answers.
+
+Everything that reads a model's response goes through this module: backends take the final answer from it
+(``final_answer``), estimators map its spans to generated tokens, calibration and the benchmarks grade answers and
+perception with it (``answers_match``, ``grade_perception``), and the agreement estimator compares re-asked answers
+with the same rule. It imports nothing from the package, so every layer may use it.
 
 A trained model writes ``<vision>...</vision><reasoning>...</reasoning>``, a final ``\\boxed{...}`` and
 ``<vision_confidence>v</vision_confidence><reasoning_confidence>r</reasoning_confidence>`` with integer v, r in
@@ -25,8 +30,12 @@ __all__ = [
     "CharSpan",
     "ParsedResponse",
     "TokenSpan",
+    "answers_match",
     "char_offsets_from_prefixes",
     "char_span_to_token_span",
+    "final_answer",
+    "grade_perception",
+    "normalize_answer",
     "parse_boxed",
     "parse_response",
     "token_char_offsets",
@@ -55,6 +64,7 @@ _SCORES = {"vision": _block("vision_confidence"), "reasoning": _block("reasoning
 _OPEN = {"vision": re.compile(_tag("vision"), re.IGNORECASE), "reasoning": re.compile(_tag("reasoning"), re.I)}
 _BOXED = re.compile(r"\\boxed\s*\{")
 _INTEGER = re.compile(r"[+-]?\d+")
+_WORD = re.compile(r"[a-z]+")
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,45 @@ def parse_boxed(text: str) -> CharSpan | None:
             if depth == 0:
                 return (start, i)
     return None
+
+
+def final_answer(text: str) -> str | None:
+    """The content of the last ``\\boxed{}`` in ``text``, stripped, or ``None`` when the model wrote none."""
+    span = parse_boxed(text)
+    return None if span is None else text[span[0] : span[1]].strip()
+
+
+def normalize_answer(answer: str) -> str:
+    """An answer as answers are compared: case-folded, whitespace collapsed, trailing full stops dropped.
+
+    >>> normalize_answer("  The  Circle. ")
+    'the circle'
+    """
+    return " ".join(answer.casefold().split()).rstrip(".").strip()
+
+
+def answers_match(answer: str | None, expected: str) -> bool:
+    """Whether two answers say the same under :func:`normalize_answer` (no answer matches nothing).
+
+    The one rule used to grade calibration data and benchmarks and to count agreement between re-asks.
+    """
+    return answer is not None and normalize_answer(answer) == normalize_answer(expected)
+
+
+def grade_perception(text: str, expected: Sequence[str] | None, vocabulary: Sequence[str] | None = None) -> bool | None:
+    """Whether ``text`` names what the image shows; ``None`` when the item does not say.
+
+    With a ``vocabulary`` (all words of the kind, e.g. every colour and shape), the words of that vocabulary the
+    text names must be exactly the expected ones: naming a second colour is a perception error. Without one,
+    every expected word must appear.
+    """
+    if expected is None:
+        return None
+    words = set(_WORD.findall(text.casefold()))
+    wanted = {w.casefold() for w in expected}
+    if vocabulary is None:
+        return wanted <= words
+    return words & {w.casefold() for w in vocabulary} == wanted
 
 
 def parse_response(text: str) -> ParsedResponse:

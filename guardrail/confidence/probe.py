@@ -1,0 +1,190 @@
+"""The visual probe of METHOD.md section 3 and the span statistics, written once for every estimator.
+
+Both estimators measure the same way once they hold per-token log-probs of the answer under the original images
+(row 0) and under perturbed copies (rows 1..K): the white-box ``DecoupledEstimator`` gets them from the model's
+own forward pass, the ``AgreementEstimator`` from a server's teacher-forced scoring. What differs is only where
+the rows and the token offsets come from; from there on, this module:
+
+1. maps the response's spans to token masks (``span_masks``);
+2. summarises the reasoning span and the answer tokens (``answer_stats``): the raw reasoning and holistic scores;
+3. computes the grounding KL, the certainty H and ``s = log(KL + 1e-8) - log(H + 1e-8)`` on the vision tokens,
+   normalised to the visual certainty (``visual_probe``);
+4. draws the perturbed image copies the rows are scored under (``perturbed_variants``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from ..responses import CharSpan, ParsedResponse, char_span_to_token_span
+from . import signals as sig
+from .normalization import VisualNormalization
+from .perturb import PerturbationKind, perturb_image
+
+__all__ = [
+    "ProbeResult",
+    "SpanMasks",
+    "answer_stats",
+    "draws_differ",
+    "perturbed_variants",
+    "span_masks",
+    "span_stats",
+    "visual_probe",
+]
+
+_RANDOM_KINDS = ("blackout", "noise")
+
+
+@dataclass(frozen=True)
+class SpanMasks:
+    """Boolean ``(tokens,)`` masks of the perception span, the reasoning span and the final answer's tokens."""
+
+    vision: torch.Tensor
+    reasoning: torch.Tensor
+    answer: torch.Tensor
+
+
+def span_masks(parsed: ParsedResponse, offsets: Sequence[CharSpan] | None, n: int) -> SpanMasks:
+    """Token masks of ``parsed``'s spans, given each token's character range (``offsets``).
+
+    ``offsets=None`` (the tokens cannot be placed in the text) makes every token count in every span. Without a
+    ``\\boxed{}`` answer the whole response serves as the answer tokens.
+    """
+    if offsets is None:
+        everything = torch.ones(n, dtype=torch.bool)
+        return SpanMasks(everything, everything, everything)
+    positions = torch.arange(n)
+
+    def mask(span: CharSpan) -> torch.Tensor:
+        tokens = char_span_to_token_span(span, offsets)
+        if tokens is None:
+            return torch.zeros(n, dtype=torch.bool)
+        return (positions >= tokens[0]) & (positions < tokens[1])
+
+    answer = parsed.answer if parsed.answer is not None else (0, len(parsed.text))
+    return SpanMasks(mask(parsed.vision), mask(parsed.reasoning), mask(answer))
+
+
+def span_stats(
+    prefix: str,
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    entropy: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Token statistics of one span under the original images; an empty span gives no features.
+
+    ``logp`` ``(tokens,)``: log-probs of the generated tokens; ``entropy`` / ``margin`` ``(tokens,)``: the full
+    next-token entropy and top-2 margin, where the backend measured them.
+    """
+    if not bool(mask.any()):
+        return {}
+    probs = logp.exp()
+    stats = {
+        f"{prefix}_tokens": float(mask.sum()),
+        f"{prefix}_mean_surprisal": float(sig.masked_mean(sig.surprisal(logp), mask)),
+        f"{prefix}_mean_prob": float(sig.masked_mean(probs, mask)),
+        f"{prefix}_min_prob": float(sig.masked_min(probs, mask)),
+    }
+    if entropy is not None:
+        stats[f"{prefix}_entropy"] = float(sig.masked_mean(entropy, mask))
+    if margin is not None:
+        stats[f"{prefix}_margin"] = float(sig.masked_mean(margin, mask))
+    return stats
+
+
+def answer_stats(
+    logp: torch.Tensor,
+    masks: SpanMasks,
+    *,
+    entropy: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """The raw reasoning and holistic evidence: ``reasoning_*`` over the reasoning span *and* the answer tokens
+    (the tokens whose correctness the reasoning decides), ``answer_*`` over the answer tokens alone."""
+    return {
+        **span_stats("reasoning", logp, masks.reasoning | masks.answer, entropy=entropy, margin=margin),
+        **span_stats("answer", logp, masks.answer, entropy=entropy, margin=margin),
+    }
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The visual certainty, every measurement behind it, and the features it was computed from."""
+
+    visual: float
+    features: dict[str, float]
+    sources: tuple[str, ...]
+
+
+def visual_probe(
+    logp: torch.Tensor,
+    logq: torch.Tensor,
+    vision: torch.Tensor,
+    normalization: VisualNormalization,
+    *,
+    entropy: torch.Tensor | None = None,
+    kl_full: torch.Tensor | None = None,
+) -> ProbeResult:
+    """METHOD.md 3.3-3.6 on the vision tokens (``vision`` must select at least one).
+
+    ``logp`` ``(tokens,)`` under the original images, ``logq`` ``(draws, tokens)`` under the perturbed copies.
+    KL is the sampled-token KL averaged over the span, then over the draws; H is the mean surprisal, or the full
+    entropy when given (``entropy`` ``(tokens,)``). ``kl_full`` ``(draws, tokens)``, when given, is reported as a
+    feature (``vision_kl_full``) beside the sampled-token estimate.
+    """
+    kl_draws = sig.masked_mean(sig.sampled_token_kl(logp, logq), vision)  # (draws,)
+    kl = kl_draws.mean()
+    h = sig.masked_mean(sig.surprisal(logp), vision)
+    features = {
+        "vision_kl": float(kl),
+        "vision_kl_std": float(kl_draws.std(unbiased=False)),
+        "vision_surprisal": float(h),
+    }
+    names: tuple[str, ...] = ("vision_kl", "vision_surprisal")
+    if entropy is not None:
+        h = sig.masked_mean(entropy, vision)
+        features["vision_entropy"] = float(h)
+        names = ("vision_kl", "vision_entropy")
+    if kl_full is not None:
+        features["vision_kl_full"] = float(sig.masked_mean(kl_full, vision).mean())
+    s = sig.visual_score(kl, h)
+    features["visual_score"] = float(s)
+    visual = normalization.apply(float(s))
+    features["visual_certainty"] = visual
+    return ProbeResult(visual=visual, features=features, sources=(*names, "visual_score"))
+
+
+def draws_differ(kind: PerturbationKind, probability: float) -> bool:
+    """Whether repeated draws give different images: noise, and blackout with 0 < probability < 1."""
+    if kind == "blackout":
+        return 0.0 < probability < 1.0
+    return kind in _RANDOM_KINDS
+
+
+def perturbed_variants(
+    images: Sequence[Image.Image],
+    kind: PerturbationKind,
+    *,
+    draws: int,
+    patch_size: int,
+    seed: int,
+    probability: float,
+) -> list[list[Image.Image]]:
+    """``draws`` perturbed copies of the images (one when every draw would be the same image).
+
+    Draw k of image i uses seed ``seed + k * len(images) + i``: reproducible, and distinct across images and draws.
+    """
+    count = draws if draws_differ(kind, probability) else 1
+    return [
+        [
+            perturb_image(im, kind, patch_size=patch_size, seed=seed + k * len(images) + i, probability=probability)
+            for i, im in enumerate(images)
+        ]
+        for k in range(count)
+    ]

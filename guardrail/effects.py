@@ -1,0 +1,206 @@
+"""Performing the loop's effects: model attempts and view fetches, on this thread or awaited, within the budget.
+
+``Effects.perform`` runs one effect synchronously; with a time budget it runs on a daemon worker of the shared pool
+(``_pool.py``) and stops waiting when the budget is spent. ``Effects.aperform`` awaits it (natively for an
+``AsyncBackend``, else on a worker). Every exception of the backend, estimator, calibrator or view provider is
+recorded with its stage on the outcome, for the loop's ``on_error``; LangGraph control flow is re-raised.
+The caller's ``contextvars`` (trace spans, LangChain config) are copied into workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ._pool import shared_pool
+from .backends.base import AsyncBackend
+from .calibration.base import Calibrator
+from .confidence.base import AsyncEstimator, Estimator
+from .errors import BackendTimeout, WorkerLimitError, is_control_flow
+from .loop import AttemptCall, AttemptOutcome, Effect, Outcome, ViewsCall, ViewsOutcome
+from .types import ErrorInfo, ErrorStage, Generation, ImageBlock
+
+_T = TypeVar("_T")
+
+__all__ = ["Effects"]
+
+
+class Effects:
+    """Performs a guarded call's effects with one estimator and calibrator (the guard's)."""
+
+    def __init__(self, estimator: Estimator, calibrator: Calibrator) -> None:
+        self.estimator = estimator
+        self.calibrator = calibrator
+
+    def perform(self, effect: Effect) -> Outcome:
+        """Perform ``effect`` on this thread, or on a pool worker waited for at most its ``timeout``."""
+        work = self._work(effect)
+        if effect.timeout is None:
+            return work()
+        pool = shared_pool()
+        try:
+            future = pool.submit(_in_current_context(work))
+        except WorkerLimitError as exc:
+            return _not_started(effect, exc)
+        try:
+            return future.result(timeout=max(effect.timeout, 0.0))
+        except concurrent.futures.TimeoutError:
+            return _timed_out(effect, started=pool.abandon(future))
+
+    async def aperform(self, effect: Effect) -> Outcome:
+        """Await ``effect``: natively for an async backend, else on a pool worker; at most its ``timeout``."""
+        awaitable: Awaitable[Outcome]
+        future: concurrent.futures.Future[Outcome] | None = None
+        pool = shared_pool()
+        if isinstance(effect, AttemptCall) and isinstance(effect.backend, AsyncBackend):
+            awaitable = self._attempt_async(effect)
+        else:
+            try:
+                future = pool.submit(_in_current_context(self._work(effect)))
+            except WorkerLimitError as exc:
+                return _not_started(effect, exc)
+            awaitable = asyncio.wrap_future(future)
+        try:
+            if effect.timeout is None:
+                return await awaitable
+            return await asyncio.wait_for(awaitable, timeout=max(effect.timeout, 0.0))
+        except asyncio.TimeoutError:
+            return _timed_out(effect, started=True if future is None else pool.abandon(future))
+        except asyncio.CancelledError:
+            if future is not None:  # the caller's task was cancelled: nobody waits for the worker any more
+                pool.abandon(future)
+            raise
+
+    def _work(self, effect: Effect) -> Callable[[], Outcome]:
+        if isinstance(effect, AttemptCall):
+            return lambda: self._attempt(effect)
+        return lambda: self._views(effect)
+
+    # -- the I/O itself ---------------------------------------------------------------------------------------
+
+    def _attempt(self, call: AttemptCall) -> AttemptOutcome:
+        start = time.perf_counter()
+        outcome = AttemptOutcome()
+        try:
+            outcome.generation = _checked(call.backend.generate(call.request, call.options))
+        except Exception as exc:
+            _record_failure(outcome, "backend", exc)
+        else:
+            self._measure(call, outcome)
+        outcome.seconds = time.perf_counter() - start
+        return outcome
+
+    async def _attempt_async(self, call: AttemptCall) -> AttemptOutcome:
+        """A native async attempt: ``agenerate``, then ``aestimate`` when the estimator has one (else the sync
+        estimator on a worker thread), then the calibrator inline (a pure, microsecond-scale map)."""
+        start = time.perf_counter()
+        outcome = AttemptOutcome()
+        assert isinstance(call.backend, AsyncBackend)
+        try:
+            outcome.generation = generation = _checked(await call.backend.agenerate(call.request, call.options))
+        except Exception as exc:
+            _record_failure(outcome, "backend", exc)
+        else:
+            if isinstance(self.estimator, AsyncEstimator):
+                try:
+                    outcome.signals = await self.estimator.aestimate(call.backend, call.request, generation)
+                except Exception as exc:
+                    _record_failure(outcome, "estimator", exc)
+                else:
+                    self._calibrate(outcome)
+            else:
+                await self._measure_on_worker(call, outcome)
+        outcome.seconds = time.perf_counter() - start
+        return outcome
+
+    async def _measure_on_worker(self, call: AttemptCall, outcome: AttemptOutcome) -> None:
+        """A sync estimator under an async backend: on a worker, abandoned if the awaiting task is cancelled."""
+        pool = shared_pool()
+        try:
+            future = pool.submit(_in_current_context(lambda: self._measure(call, outcome)))
+        except WorkerLimitError as exc:
+            _record_failure(outcome, "estimator", exc)
+            return
+        try:
+            await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            pool.abandon(future)
+            raise
+
+    def _measure(self, call: AttemptCall, outcome: AttemptOutcome) -> AttemptOutcome:
+        """Estimator then calibrator on a generation; errors are recorded with their stage."""
+        assert outcome.generation is not None
+        try:
+            outcome.signals = self.estimator.estimate(call.backend, call.request, outcome.generation)
+        except Exception as exc:
+            _record_failure(outcome, "estimator", exc)
+        else:
+            self._calibrate(outcome)
+        return outcome
+
+    def _calibrate(self, outcome: AttemptOutcome) -> None:
+        assert outcome.signals is not None
+        try:
+            outcome.confidence = self.calibrator.calibrate(outcome.signals)
+        except Exception as exc:
+            _record_failure(outcome, "calibrator", exc)
+
+    def _views(self, call: ViewsCall) -> ViewsOutcome:
+        try:
+            views = tuple(call.provider(call.request, call.count))[: call.count]  # "up to count" images
+            if not views:
+                raise ValueError(f"view provider {call.name!r} returned no images")
+            bad = [type(v).__name__ for v in views if not isinstance(v, ImageBlock)]
+            if bad:
+                raise TypeError(f"view provider {call.name!r} returned {bad[0]} where ImageBlock was expected")
+            return ViewsOutcome(views=views)
+        except Exception as exc:
+            if is_control_flow(exc):
+                raise
+            return ViewsOutcome(error=ErrorInfo.from_exception("view_provider", exc))
+
+
+def _in_current_context(work: Callable[[], _T]) -> Callable[[], _T]:
+    """Run ``work`` on a worker thread inside a copy of the caller's context (trace spans, LangChain config)."""
+    context = contextvars.copy_context()
+    return lambda: context.run(work)
+
+
+def _record_failure(outcome: AttemptOutcome, stage: ErrorStage, exc: Exception) -> None:
+    """Keep a stage's failure on the outcome; LangGraph control flow is re-raised, never recorded."""
+    if is_control_flow(exc):
+        raise exc
+    outcome.error = ErrorInfo.from_exception(stage, exc)
+
+
+def _checked(generation: object) -> Generation:
+    if not isinstance(generation, Generation):
+        raise TypeError(f"backend returned {type(generation).__name__}, expected guardrail.Generation")
+    return generation
+
+
+def _timed_out(effect: Effect, *, started: bool) -> Outcome:
+    what = "model attempt" if isinstance(effect, AttemptCall) else f"view provider {effect.name!r}"
+    if started:
+        message = f"{what} did not finish within the remaining {effect.timeout:.3f} s of the budget"
+    else:
+        stats = shared_pool().stats()
+        message = (
+            f"{what} did not start within the remaining {effect.timeout:.3f} s of the budget: all "
+            f"{stats.max_workers} workers were busy ({stats.queued} calls queued)"
+        )
+    error = ErrorInfo.from_exception("budget", BackendTimeout(message))
+    if isinstance(effect, AttemptCall):
+        return AttemptOutcome(error=error, seconds=max(effect.timeout or 0.0, 0.0))
+    return ViewsOutcome(error=error)
+
+
+def _not_started(effect: Effect, exc: WorkerLimitError) -> Outcome:
+    """The pool refused the work: an error of the stage that could not run, handled by ``on_error``."""
+    if isinstance(effect, AttemptCall):
+        return AttemptOutcome(error=ErrorInfo.from_exception("backend", exc))
+    return ViewsOutcome(error=ErrorInfo.from_exception("view_provider", exc))
