@@ -1,9 +1,14 @@
 """The guarded call: generate, measure, calibrate, decide, act; loop until a terminal decision.
 
-The loop itself is written once, as a generator (``_GuardedCall.plan``) that *yields* the I/O it needs (a model
-attempt, a view fetch) and receives the outcome back. ``Guard.run`` and ``Guard.arun`` are thin drivers that
-perform that I/O synchronously or with ``await``: the twins cannot drift apart, and the policy decision itself
-is the pure ``guardrail.policy.engine.decide``.
+This module assembles and checks the parts; the call itself lives in two places one step down:
+
+- ``loop.py``: the loop, written once as a generator (``GuardedCall.plan``) that *yields* the I/O it needs (a model
+  attempt, a view fetch) and receives the outcome back; the decision after every attempt is the pure
+  ``guardrail.policy.engine.decide``;
+- ``effects.py``: performing that I/O (generate, estimate, calibrate; fetch views) within the time budget.
+
+``Guard.run`` and ``Guard.arun`` drive the plan synchronously or with ``await`` (``_drive.py``): the twins cannot
+drift apart.
 
 Guarantees:
 - at most ``budget.max_attempts`` model calls, and never waiting past ``budget.max_seconds``;
@@ -12,9 +17,6 @@ Guarantees:
 - LangGraph control flow (interrupts) is re-raised, never swallowed;
 - no state shared between calls: safe under threads and asyncio.
 
-More views (``fetch_more_views``): the view provider is always asked about the caller's original request; the
-views it returns are appended to the request's images or replace them (``mode``; ``auto`` replaces when the
-backend's optional ``max_images`` would otherwise be exceeded, e.g. for a one-image model).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._drive import adrive, drive
 from .backends.base import Backend
 from .calibration.base import Calibrator, PassThroughCalibrator
 from .confidence.base import Estimator
@@ -31,7 +34,7 @@ from .effects import Effects
 from .errors import ConfigurationError
 from .loop import GuardedCall
 from .policy.schema import Policy
-from .telemetry import Telemetry, default_telemetry
+from .telemetry import CallTrace, Telemetry, default_telemetry
 from .types import Action, GuardResult, Request
 from .views import ViewProvider, ZoomProvider
 
@@ -100,35 +103,17 @@ class Guard:
         with self.telemetry.call(
             request, model=self.backend.name, policy=self.policy.name, policy_version=self.policy.version
         ) as trace:
-            plan = self._call(request, trace).plan()
-            try:
-                effect = next(plan)
-                while True:
-                    effect = plan.send(self._effects.perform(effect))
-            except StopIteration as stop:
-                result: GuardResult = stop.value
-                return result
-            finally:
-                plan.close()
-
-    def _call(self, request: Request, trace: Any) -> GuardedCall:
-        return GuardedCall(self.policy, self.backend, self.view_providers, self.fallbacks, self.clock, request, trace)
+            return drive(self._call(request, trace).plan(), self._effects.perform)
 
     async def arun(self, request: Request) -> GuardResult:
         """The async twin of :meth:`run`: the same plan, with the I/O awaited."""
         with self.telemetry.call(
             request, model=self.backend.name, policy=self.policy.name, policy_version=self.policy.version
         ) as trace:
-            plan = self._call(request, trace).plan()
-            try:
-                effect = next(plan)
-                while True:
-                    effect = plan.send(await self._effects.aperform(effect))
-            except StopIteration as stop:
-                result: GuardResult = stop.value
-                return result
-            finally:
-                plan.close()
+            return await adrive(self._call(request, trace).plan(), self._effects.aperform)
+
+    def _call(self, request: Request, trace: CallTrace) -> GuardedCall:
+        return GuardedCall(self.policy, self.backend, self.view_providers, self.fallbacks, self.clock, request, trace)
 
 
 def _load_policy(policy: str | Path) -> Policy:

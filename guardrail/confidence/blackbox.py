@@ -46,6 +46,7 @@ from typing import Any, TypeAlias
 import torch
 from PIL import Image
 
+from .._drive import adrive, drive
 from ..backends.base import AsyncBackend, Backend, ScoringUnavailable, TextScores, TextScoringBackend
 from ..errors import BackendError, EstimatorError, ImageError
 from ..images import decode_image
@@ -198,15 +199,6 @@ _Call: TypeAlias = _ScoreText | _Generate
 _Plan: TypeAlias = Generator[_Call, Any, Signals]
 
 
-def _first_call(plan: _Plan) -> _Call | Signals:
-    """Run the plan to its first call; its signals if it needs none (a ``StopIteration`` cannot cross threads)."""
-    try:
-        return next(plan)
-    except StopIteration as stop:
-        signals: Signals = stop.value
-        return signals
-
-
 class AgreementEstimator:
     """Black-box decoupled signals (see the module docstring).
 
@@ -260,48 +252,19 @@ class AgreementEstimator:
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """Measure the black-box signals of ``generation``, the answer of ``backend`` to ``request``."""
-        plan = self._plan(backend, request, generation)
-        try:
-            call = next(plan)
-            while True:
-                try:
-                    result: Any = call.run(backend)
-                except Exception as exc:
-                    call = plan.throw(exc)
-                else:
-                    call = plan.send(result)
-        except StopIteration as stop:
-            signals: Signals = stop.value
-            return signals
-        finally:
-            plan.close()
+        work = self._start(backend, request, generation)
+        return drive(self._plan(backend, request, work), lambda call: call.run(backend))
 
     async def aestimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """The async twin of :meth:`estimate`: the same plan, its calls awaited (re-queries at once)."""
-        plan = self._plan(backend, request, generation)
-        try:
-            first = await asyncio.to_thread(_first_call, plan)  # the first stage decodes images: off the event loop
-            if isinstance(first, Signals):
-                return first
-            call = first
-            while True:
-                try:
-                    result: Any = await call.arun(backend)
-                except Exception as exc:
-                    call = plan.throw(exc)
-                else:
-                    call = plan.send(result)
-        except StopIteration as stop:
-            signals: Signals = stop.value
-            return signals
-        finally:
-            plan.close()
+        work = await asyncio.to_thread(self._start, backend, request, generation)  # decodes images: off the loop
+        return await adrive(self._plan(backend, request, work), lambda call: call.arun(backend))
 
     # -- the stages, written once ------------------------------------------------------------------------------
 
-    def _plan(self, backend: Backend, request: Request, generation: Generation) -> _Plan:
+    def _plan(self, backend: Backend, request: Request, work: _Work) -> _Plan:
         """Yield the model calls of one estimate and return its signals. A failed call is thrown back in here."""
-        work = self._start(backend, request, generation)
+        generation = work.generation
         if self._wants_scoring(backend, work):
             variants = perturbed_variants(
                 work.images,
