@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.labelled import LabelledItem
+from .responses import answers_match
 
 __all__ = ["DemoSummary", "QuestionOutcome", "Reviewer", "StandInReviewer", "run_demo"]
 
@@ -44,10 +45,10 @@ class StandInReviewer:
     def __call__(self, payload: dict[str, Any], item: LabelledItem) -> dict[str, Any]:
         candidate = payload.get("candidate_answer")
         if self._rng.random() < self.accuracy:
-            if candidate is not None and candidate.strip().casefold() == item.answer.casefold():
+            if answers_match(candidate, item.answer):
                 return {"type": "approve"}
             return {"type": "answer", "answer": item.answer}
-        wrong = [a for a in self.wrong_answers if a != item.answer.casefold()]
+        wrong = [a for a in self.wrong_answers if not answers_match(a, item.answer)]
         return {"type": "answer", "answer": self._rng.choice(wrong)}
 
 
@@ -69,11 +70,11 @@ class QuestionOutcome:
 
     @property
     def unguarded_correct(self) -> bool:
-        return _same(self.unguarded_answer, self.truth)
+        return answers_match(self.unguarded_answer, self.truth)
 
     @property
     def final_correct(self) -> bool:
-        return _same(self.final_answer, self.truth)
+        return answers_match(self.final_answer, self.truth)
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,6 @@ class DemoSummary:
         data = asdict(self)
         data["outcomes"] = [asdict(o) for o in self.outcomes]
         return data
-
-
-def _same(answer: str | None, truth: str) -> bool:
-    return answer is not None and answer.strip().casefold() == truth.strip().casefold()
 
 
 def run_demo(
