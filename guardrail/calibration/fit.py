@@ -33,7 +33,7 @@ from .decoupled import DecoupledCalibrator, MaybeArray, _optional_array
 from .risk import CertifiedThreshold, certify_pair, certify_threshold
 from .summary import CalibrationSummary, calibration_summary
 
-__all__ = ["fit_artifact", "split_rows"]
+__all__ = ["fit_artifact", "remeasure_metrics", "split_rows"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -156,3 +156,21 @@ def split_rows(n: int, fraction: float | None, seed: int) -> tuple[npt.NDArray[n
     if cut < 1 or cut >= n:
         raise CalibrationError(f"`certify_fraction`={fraction} leaves an empty part of {n} rows")
     return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def remeasure_metrics(artifact: CalibrationArtifact, *, note: Mapping[str, Any] | None = None) -> CalibrationArtifact:
+    """``artifact`` with its metrics measured again on its own held-out scores (``evaluation``).
+
+    For when a metric's definition changes (e.g. the tie rule of AURC): the calibrators, thresholds and data stay
+    as fitted, and the metrics are those the current code gives on the same held-out rows (confidences as stored,
+    rounded to 6 places). ``note`` (e.g. the command and commit) is kept in ``info["metrics_remeasured"]``.
+    """
+    if not artifact.evaluation:
+        raise CalibrationError("the artifact keeps no held-out scores (`evaluation`): re-run calibration instead")
+    seed = int(artifact.info.get("split_seed", 0))
+    metrics = {
+        name: calibration_summary(np.asarray(scores.confidence), np.asarray(scores.correct, dtype=float), seed=seed)
+        for name, scores in artifact.evaluation.items()
+    }
+    info = {**artifact.info, "metrics_remeasured": dict(note or {})}
+    return artifact.model_copy(update={"metrics": metrics, "info": info})

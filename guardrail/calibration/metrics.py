@@ -9,8 +9,18 @@ Uncertainty about these numbers (noise floor, bootstrap) and the all-in-one summ
 :mod:`guardrail.calibration.summary`.
 
 Binning (ECE, MCE, reliability diagrams): ``n_bins`` equal-width bins, right-closed ``(k/B, (k+1)/B]``, the
-first bin closed ``[0, 1/B]``. Edges are the doubles nearest ``k/B``, so a confidence quantized to a 0.1 grid
-falls in the bin whose right edge it equals (0.3 is in (0.2, 0.3] at B = 10). Only non-empty bins count.
+first bin closed ``[0, 1/B]`` (Guo et al. 2017's convention). Edges are the doubles nearest ``k/B``, so a confidence
+quantized to a 0.1 grid falls in the bin whose right edge it equals (0.3 is in (0.2, 0.3] at B = 10). Only
+non-empty bins count. torchmetrics (``binary_calibration_error``) and netcal bin left-closed ``[k/B, (k+1)/B)``
+(1.0 in the last bin) instead: the two agree except for confidences that sit exactly on an edge, which is common
+after isotonic calibration or a verbalized 0-10 score (by up to 0.05 ECE on such data). ``edges="left"`` gives
+their convention, so figures can be compared with theirs.
+
+Ties (ranking metrics): AURC, E-AURC, the risk-coverage curve and selective accuracy treat answers of equal
+confidence as one group whose errors are spread evenly over its positions: the expectation over every order of the
+tied answers, so the figure never depends on the input order (isotonic calibration maps thousands of scores to a
+few dozen values; a stable sort would let the data's order decide). Adaptive ECE breaks ties by the label, which
+is order-free too.
 
 >>> expected_calibration_error([0.2, 0.4, 0.9], [0, 1, 1], n_bins=10)
 0.3
@@ -20,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -95,16 +105,31 @@ def _check_open_unit(name: str, value: object, upper: float = 1.0) -> float:
 # Binned calibration errors
 
 
-def _bin_index(c: FloatArray, n_bins: int) -> npt.NDArray[np.intp]:
-    """Right-closed equal-width bin of each confidence: (k/B, (k+1)/B] -> k, and 0 -> 0."""
-    edges = np.arange(n_bins + 1, dtype=np.float64) / n_bins
-    index: npt.NDArray[np.intp] = np.clip(np.searchsorted(edges, c, side="left") - 1, 0, n_bins - 1)
+Edges = Literal["right", "left"]
+"""Which end of an equal-width bin is closed: ``right`` (k/B, (k+1)/B] (Guo et al.; the default here), ``left``
+[k/B, (k+1)/B) (torchmetrics, netcal)."""
+
+
+def _bin_index(c: FloatArray, n_bins: int, edges: Edges = "right") -> npt.NDArray[np.intp]:
+    """Equal-width bin of each confidence: right-closed (k/B, (k+1)/B] -> k with 0 -> 0, or left-closed
+    [k/B, (k+1)/B) -> k with 1 -> B - 1."""
+    bounds = np.arange(n_bins + 1, dtype=np.float64) / n_bins
+    side: Literal["left", "right"] = "left" if edges == "right" else "right"
+    index: npt.NDArray[np.intp] = np.clip(np.searchsorted(bounds, c, side=side) - 1, 0, n_bins - 1)
     return index
 
 
-def _bin_stats(c: FloatArray, y: FloatArray, n_bins: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+def _check_edges(edges: object) -> Edges:
+    if edges not in ("right", "left"):
+        raise CalibrationError(f"`edges` must be 'right' or 'left' (the closed end of a bin), got {edges!r}")
+    return edges
+
+
+def _bin_stats(
+    c: FloatArray, y: FloatArray, n_bins: int, edges: Edges = "right"
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per-bin (count, sum of c, sum of y)."""
-    index = _bin_index(c, n_bins)
+    index = _bin_index(c, n_bins, edges)
     count = np.bincount(index, minlength=n_bins).astype(np.float64)
     sum_c: FloatArray = np.bincount(index, weights=c, minlength=n_bins).astype(np.float64)
     sum_y: FloatArray = np.bincount(index, weights=y, minlength=n_bins).astype(np.float64)
@@ -118,28 +143,35 @@ def _gaps(count: FloatArray, sum_c: FloatArray, sum_y: FloatArray) -> FloatArray
     return gaps
 
 
-def _ece_compute(c: FloatArray, y: FloatArray, n_bins: int) -> float:
-    _, sum_c, sum_y = _bin_stats(c, y, n_bins)
+def _ece_compute(c: FloatArray, y: FloatArray, n_bins: int, edges: Edges = "right") -> float:
+    _, sum_c, sum_y = _bin_stats(c, y, n_bins, edges)
     # sum_b |B_b|/n * |mean y_b - mean c_b| = sum_b |sum y_b - sum c_b| / n
     return float(np.sum(np.abs(sum_y - sum_c)) / c.shape[0])
 
 
-def expected_calibration_error(confidence: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
-    """ECE_B = sum over non-empty bins of |B_b|/n * |mean y_b - mean c_b| (Guo et al. 2017; METHOD.md 6)."""
+def expected_calibration_error(
+    confidence: ArrayLike, correct: ArrayLike, n_bins: int = 15, *, edges: Edges = "right"
+) -> float:
+    """ECE_B = sum over non-empty bins of |B_b|/n * |mean y_b - mean c_b| (Guo et al. 2017; METHOD.md 6).
+
+    ``edges="left"`` bins as torchmetrics and netcal do (see the module docstring).
+    """
     n_bins = _check_int("n_bins", n_bins, 1)
     c, y = _check_confidence_correct(confidence, correct)
-    return _ece_compute(c, y, n_bins)
+    return _ece_compute(c, y, n_bins, _check_edges(edges))
 
 
-def maximum_calibration_error(confidence: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
+def maximum_calibration_error(
+    confidence: ArrayLike, correct: ArrayLike, n_bins: int = 15, *, edges: Edges = "right"
+) -> float:
     """MCE_B = the largest |mean y_b - mean c_b| over non-empty equal-width bins."""
     n_bins = _check_int("n_bins", n_bins, 1)
     c, y = _check_confidence_correct(confidence, correct)
-    return float(np.max(_gaps(*_bin_stats(c, y, n_bins))))
+    return float(np.max(_gaps(*_bin_stats(c, y, n_bins, _check_edges(edges)))))
 
 
 def _adaptive_ece_compute(c: FloatArray, y: FloatArray, n_bins: int) -> float:
-    order = np.argsort(c, kind="stable")
+    order = np.lexsort((y, c))  # by c, ties by the label: the groups do not depend on the input order
     total = 0.0
     for group in np.array_split(order, n_bins):  # sizes differ by at most one; empty when n < B
         if group.size:
@@ -148,7 +180,7 @@ def _adaptive_ece_compute(c: FloatArray, y: FloatArray, n_bins: int) -> float:
 
 
 def adaptive_calibration_error(confidence: ArrayLike, correct: ArrayLike, n_bins: int = 15) -> float:
-    """Adaptive ECE (Nixon et al. 2019): sort by c (stable), split into ``n_bins`` equal-count groups.
+    """Adaptive ECE (Nixon et al. 2019): sort by c (ties by the label), split into ``n_bins`` equal-count groups.
 
     Groups differ in size by at most one (``numpy.array_split``); with n < ``n_bins`` only n groups exist.
     """
@@ -243,15 +275,35 @@ class RiskCoverage:
     """The k-th largest confidence (accept iff c >= threshold, up to ties)."""
 
 
+def _descending(c: FloatArray) -> npt.NDArray[np.intp]:
+    order: npt.NDArray[np.intp] = np.argsort(-c, kind="stable")
+    return order
+
+
+def _tie_spread_cumsum(values: FloatArray, c_sorted: FloatArray) -> FloatArray:
+    """Cumulative sums of ``values`` (in descending-confidence order) with each run of equal confidence spreading
+    its total evenly over its positions: the expected cumulative sum over every order of the tied answers."""
+    n = c_sorted.shape[0]
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(c_sorted) != 0) + 1))
+    ends = np.concatenate((starts[1:], [n]))
+    cumulative = np.concatenate(([0.0], np.cumsum(values)))
+    before, total, size = cumulative[starts], cumulative[ends] - cumulative[starts], (ends - starts).astype(float)
+    group = np.repeat(np.arange(starts.shape[0]), ends - starts)
+    within = np.arange(1, n + 1, dtype=np.float64) - starts[group]
+    spread: FloatArray = before[group] + within * total[group] / size[group]
+    return spread
+
+
 def _risk_coverage_compute(c: FloatArray, y: FloatArray) -> RiskCoverage:
-    order = np.argsort(-c, kind="stable")  # descending; ties keep input order
+    order = _descending(c)
     k = np.arange(1, c.shape[0] + 1, dtype=np.float64)
-    risk = np.cumsum(1.0 - y[order]) / k
+    risk = _tie_spread_cumsum(1.0 - y[order], c[order]) / k
     return RiskCoverage(coverage=k / c.shape[0], risk=risk, threshold=c[order])
 
 
 def risk_coverage_curve(confidence: ArrayLike, correct: ArrayLike) -> RiskCoverage:
-    """Selective risk at every coverage k/n, sorting by c descending with a stable sort (Geifman 2017)."""
+    """Selective risk at every coverage k/n, answers sorted by c descending (Geifman 2017); ties share their
+    errors evenly, so the curve does not depend on the input order."""
     c, y = _check_confidence_correct(confidence, correct)
     return _risk_coverage_compute(c, y)
 
@@ -261,33 +313,51 @@ def _aurc_compute(c: FloatArray, y: FloatArray) -> float:
 
 
 def _oracle_aurc(y: FloatArray) -> float:
-    """AURC of the order that puts every correct answer first: the best any confidence could do."""
+    """AURC of the order that puts every correct answer first at this n: the best any confidence could do."""
     n = y.shape[0]
     k = np.arange(1, n + 1, dtype=np.float64)
     return float(np.mean(np.maximum(0.0, k - np.sum(y)) / k))
 
 
+def _closed_form_oracle_aurc(y: FloatArray) -> float:
+    """The oracle AURC of Geifman et al. (2019) in closed form, r + (1 - r) ln(1 - r) with r the error rate: the
+    large-n limit, the figure published E-AURCs subtract."""
+    r = float(1.0 - np.mean(y))
+    return r + ((1.0 - r) * math.log(1.0 - r) if r < 1.0 else 0.0)
+
+
 def aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
-    """Area under the risk-coverage curve: mean over k of the error rate of the top k."""
+    """Area under the risk-coverage curve: mean over k of the error rate of the top k (ties spread evenly)."""
     c, y = _check_confidence_correct(confidence, correct)
     return _aurc_compute(c, y)
 
 
-def eaurc(confidence: ArrayLike, correct: ArrayLike) -> float:
-    """Excess AURC: AURC minus the AURC of the oracle order (Geifman et al. 2019); 0 is a perfect ranking."""
+def eaurc(
+    confidence: ArrayLike, correct: ArrayLike, *, oracle: Literal["closed_form", "exact"] = "closed_form"
+) -> float:
+    """Excess AURC: AURC minus the AURC of the oracle order (Geifman et al. 2019).
+
+    ``oracle="closed_form"`` (the default) subtracts the published r + (1 - r) ln(1 - r), comparable with published
+    figures; ``"exact"`` subtracts the best AURC achievable on these n answers, so a perfect ranking scores exactly
+    0 (the closed form gives a small positive number at small n, since the finite-sample oracle is above its limit).
+    """
     c, y = _check_confidence_correct(confidence, correct)
-    return _aurc_compute(c, y) - _oracle_aurc(y)
+    if oracle == "closed_form":
+        return _aurc_compute(c, y) - _closed_form_oracle_aurc(y)
+    if oracle == "exact":
+        return _aurc_compute(c, y) - _oracle_aurc(y)
+    raise CalibrationError(f"`oracle` must be 'closed_form' or 'exact', got {oracle!r}")
 
 
 def _selective_accuracy_compute(c: FloatArray, y: FloatArray, coverage: float) -> float:
     n = c.shape[0]
     k = max(1, math.ceil(coverage * n - 1e-9))  # 1e-9: 0.9 * 10 must be 9, not 10
-    order = np.argsort(-c, kind="stable")
-    return float(np.mean(y[order[:k]]))
+    order = _descending(c)
+    return float(_tie_spread_cumsum(y[order], c[order])[k - 1] / k)
 
 
 def selective_accuracy(confidence: ArrayLike, correct: ArrayLike, coverage: float) -> float:
-    """Accuracy of the ceil(coverage * n) most confident answers (stable sort by c descending)."""
+    """Accuracy of the ceil(coverage * n) most confident answers; a tie at the cut counts its accuracy pro rata."""
     if isinstance(coverage, bool) or not isinstance(coverage, int | float) or not 0.0 < coverage <= 1.0:
         raise CalibrationError(f"`coverage` must be a float in (0, 1], got {coverage!r}")
     c, y = _check_confidence_correct(confidence, correct)

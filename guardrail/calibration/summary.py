@@ -30,6 +30,7 @@ from .metrics import (
     _check_confidence_correct,
     _check_int,
     _check_open_unit,
+    _closed_form_oracle_aurc,
     _ece_compute,
     _gaps,
     _oracle_aurc,
@@ -151,6 +152,9 @@ class CalibrationSummary(BaseModel):
     auroc: float | None
     aurc: float
     eaurc: float
+    """E-AURC against the published closed-form oracle r + (1 - r) ln(1 - r)."""
+    eaurc_exact: float | None = None
+    """E-AURC against the exact finite-sample oracle (0 for a perfect ranking); None in artifacts before it existed."""
     selective_accuracy_50: float
     selective_accuracy_80: float
     selective_accuracy_90: float
@@ -199,7 +203,8 @@ def calibration_summary(
         "nll_eps": eps,
         "auroc": area,
         "aurc": _aurc_compute(c, y),
-        "eaurc": _aurc_compute(c, y) - _oracle_aurc(y),
+        "eaurc": _aurc_compute(c, y) - _closed_form_oracle_aurc(y),
+        "eaurc_exact": _aurc_compute(c, y) - _oracle_aurc(y),
         "selective_accuracy_50": _selective_accuracy_compute(c, y, 0.5),
         "selective_accuracy_80": _selective_accuracy_compute(c, y, 0.8),
         "selective_accuracy_90": _selective_accuracy_compute(c, y, 0.9),

@@ -51,11 +51,21 @@ def calibrate(
             "fall on questions the model may not understand (0: none).",
         ),
     ] = 0.25,
+    remeasure: Annotated[
+        Path | None,
+        typer.Option(
+            help="Do not score: measure this artifact's metrics again on its own held-out scores (after a metric's "
+            "definition changed) and write it to --out. Calibrators and thresholds stay as fitted.",
+        ),
+    ] = None,
 ) -> None:
     """Score labelled questions with the model, fit the decoupled calibrator, certify thresholds, save.
 
     SIGINT / SIGTERM stop after the current question (exit 130 / 143) and write no artifact.
     """
+    if remeasure is not None:
+        _remeasure(remeasure, out)
+        return
     with stop_on_signals() as stop:
         try:
             _calibrate(
@@ -67,6 +77,31 @@ def calibrate(
                 f"interrupted by {interrupted.name} after scoring {stop.done} items; no artifact written", err=True
             )
             raise typer.Exit(interrupted.exit_code) from None
+
+
+def _remeasure(source: Path, out: Path) -> None:
+    import shlex
+    import sys
+
+    from .._version import __version__
+    from ..calibration.artifact import load_artifact, save_artifact
+    from ..calibration.fit import remeasure_metrics
+    from ..errors import GuardrailError
+
+    try:
+        artifact = load_artifact(source)
+        note = {"command": shlex.join(["guardrail", *sys.argv[1:]]), "guardrail_version": __version__}
+        again = remeasure_metrics(artifact, note=note)
+        path = save_artifact(again, out)
+    except (GuardrailError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for name, new in again.metrics.items():
+        old = artifact.metrics.get(name)
+        before = "" if old is None else f"{old.ece_10:.4f} -> "
+        aurc = "" if old is None else f"{old.aurc:.4f} -> "
+        typer.echo(f"{name}: ECE10 {before}{new.ece_10:.4f}, AURC {aurc}{new.aurc:.4f}, E-AURC {new.eaurc:.4f}")
+    typer.echo(f"metrics measured again on the held-out scores; artifact written to {path}")
 
 
 def _calibrate(

@@ -15,6 +15,7 @@ from guardrail.calibration import (
     load_artifact,
     save_artifact,
 )
+from guardrail.calibration.fit import remeasure_metrics
 from guardrail.errors import CalibrationError
 
 from .data import decoupled_world
@@ -105,3 +106,21 @@ def test_held_out_scores_are_what_the_metrics_were_measured_on() -> None:
         assert again.ece_10 == pytest.approx(measured.ece_10, abs=1e-5)  # up to the 6-decimal rounding
         assert again.aurc == pytest.approx(measured.aurc, abs=1e-5)
     assert artifact.metrics["reasoning"].n < artifact.metrics["overall"].n  # given correct perception only
+
+
+def test_remeasured_metrics_are_the_current_code_on_the_stored_held_out_scores(tmp_path: Path) -> None:
+    artifact = make()
+    stale = artifact.model_copy(
+        update={"metrics": {k: v.model_copy(update={"aurc": 0.99}) for k, v in artifact.metrics.items()}}
+    )
+    again = remeasure_metrics(stale, note={"command": "guardrail calibrate --remeasure a.json --out a.json"})
+    assert again.info["metrics_remeasured"]["command"].startswith("guardrail calibrate --remeasure")
+    assert again.calibrator == artifact.calibrator
+    assert again.thresholds == artifact.thresholds
+    for name, measured in artifact.metrics.items():
+        assert again.metrics[name].aurc == pytest.approx(measured.aurc, abs=1e-5)  # the stale figure is replaced
+        assert again.metrics[name].ece_10 == pytest.approx(measured.ece_10, abs=1e-5)
+        assert again.metrics[name].eaurc_exact is not None
+    assert load_artifact(save_artifact(again, tmp_path / "a.json")) == again
+    with pytest.raises(CalibrationError, match="keeps no held-out scores"):
+        remeasure_metrics(artifact.model_copy(update={"evaluation": None}))

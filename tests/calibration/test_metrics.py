@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -44,7 +45,7 @@ def ref_mce(c: np.ndarray, y: np.ndarray, n_bins: int) -> float:
 
 
 def ref_adaptive(c: np.ndarray, y: np.ndarray, n_bins: int) -> float:
-    pairs = sorted(zip(c.tolist(), y.tolist(), strict=True), key=lambda p: p[0])
+    pairs = sorted(zip(c.tolist(), y.tolist(), strict=True))  # by c, ties by the label
     n, total, start = len(pairs), 0.0, 0
     for g in range(n_bins):
         size = n // n_bins + (1 if g < n % n_bins else 0)
@@ -56,7 +57,20 @@ def ref_adaptive(c: np.ndarray, y: np.ndarray, n_bins: int) -> float:
 
 
 def ref_risks(c: np.ndarray, y: np.ndarray) -> list[float]:
-    order = sorted(range(len(c)), key=lambda i: -c[i])  # Python's sort is stable
+    """Expected error rate of the top k over every order of tied answers: a tie group's errors spread evenly."""
+    values = sorted(set(c.tolist()), reverse=True)
+    errors_before, risks = 0.0, []
+    for value in values:
+        group = [1 - y[i] for i in range(len(c)) if c[i] == value]
+        for j in range(1, len(group) + 1):
+            risks.append((errors_before + j * sum(group) / len(group)) / (len(risks) + 1))
+        errors_before += sum(group)
+    return risks
+
+
+def stable_risks(c: np.ndarray, y: np.ndarray) -> list[float]:
+    """Error rate of the top k in one given order (a stable sort keeps the input order among ties)."""
+    order = sorted(range(len(c)), key=lambda i: -c[i])
     errors, risks = 0.0, []
     for k, i in enumerate(order, start=1):
         errors += 1 - y[i]
@@ -146,19 +160,76 @@ def test_risk_coverage_and_aurc_match_reference(name: str) -> None:
     np.testing.assert_allclose(curve.risk, risks, atol=1e-12)
     np.testing.assert_allclose(curve.coverage, np.arange(1, len(c) + 1) / len(c))
     assert m.aurc(c, y) == pytest.approx(np.mean(risks), abs=1e-12)
-    oracle = ref_risks(y.astype(float), y)  # the correct answers first
-    assert m.eaurc(c, y) == pytest.approx(np.mean(risks) - np.mean(oracle), abs=1e-12)
+    oracle = stable_risks(y.astype(float), y)  # the correct answers first
+    assert m.eaurc(c, y, oracle="exact") == pytest.approx(np.mean(risks) - np.mean(oracle), abs=1e-12)
+    r = 1 - y.mean()
+    assert m.eaurc(c, y) == pytest.approx(np.mean(risks) - (r + (1 - r) * math.log(1 - r)), abs=1e-12)
 
 
-def test_eaurc_is_zero_for_a_perfect_ranking() -> None:
+def test_eaurc_exact_is_zero_for_a_perfect_ranking_and_the_closed_form_is_the_published_one() -> None:
     y = np.array([1, 0, 1, 1, 0], dtype=float)
-    assert m.eaurc(0.1 + 0.8 * y, y) == pytest.approx(0.0, abs=1e-15)
-    assert m.eaurc(0.9 - 0.8 * y, y) > 0
+    assert m.eaurc(0.1 + 0.8 * y, y, oracle="exact") == pytest.approx(0.0, abs=1e-15)
+    assert m.eaurc(0.9 - 0.8 * y, y, oracle="exact") > 0
+    # Geifman et al. (2019): AURC* = r + (1 - r) ln(1 - r); above it at finite n, so E-AURC > 0 even when perfect.
+    closed = m.eaurc(0.1 + 0.8 * y, y)
+    assert closed == pytest.approx(m.aurc(0.1 + 0.8 * y, y) - (0.4 + 0.6 * math.log(0.6)))
+    assert closed > 0
+    assert m.eaurc([0.5, 0.5], [0, 0]) == pytest.approx(m.aurc([0.5, 0.5], [0, 0]) - 1.0)  # r = 1: the limit
+    with pytest.raises(CalibrationError, match="`oracle` must be 'closed_form' or 'exact'"):
+        m.eaurc([0.5], [1], oracle="other")  # type: ignore[arg-type]
 
 
-def test_risk_coverage_sort_is_stable() -> None:
+def test_ties_share_their_errors_evenly() -> None:
     curve = m.risk_coverage_curve([0.5, 0.5, 0.5], [0, 1, 1])
-    assert curve.risk.tolist() == [1.0, 0.5, 1 / 3]  # input order among ties
+    np.testing.assert_allclose(curve.risk, [1 / 3, 1 / 3, 1 / 3])  # whatever the input order
+    # a tie at the selective-accuracy cut counts pro rata: top 2 of (0.9: right), (0.5: wrong, right)
+    assert m.selective_accuracy([0.5, 0.9, 0.5], [0, 1, 1], 2 / 3) == pytest.approx((1 + 0.5) / 2)
+
+
+def test_tied_aurc_is_the_mean_over_every_order_of_the_tied_answers() -> None:
+    c = np.array([0.9, 0.5, 0.5, 0.5, 0.2, 0.2])
+    y = np.array([1, 0, 1, 1, 0, 1], dtype=float)
+    areas = [np.mean(stable_risks(c[list(p)], y[list(p)])) for p in itertools.permutations(range(len(c)))]
+    assert m.aurc(c, y) == pytest.approx(np.mean(areas), abs=1e-12)
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_ranking_metrics_do_not_depend_on_the_input_order(name: str) -> None:
+    c, y = DATASETS[name]
+    c = np.round(c, 1)  # many ties, as after isotonic calibration
+    first = (m.aurc(c, y), m.eaurc(c, y), m.selective_accuracy(c, y, 0.8), m.adaptive_calibration_error(c, y))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        order = rng.permutation(len(c))
+        again = (
+            m.aurc(c[order], y[order]),
+            m.eaurc(c[order], y[order]),
+            m.selective_accuracy(c[order], y[order], 0.8),
+            m.adaptive_calibration_error(c[order], y[order]),
+        )
+        assert again == pytest.approx(first, abs=1e-12)
+        np.testing.assert_allclose(m.risk_coverage_curve(c[order], y[order]).risk, m.risk_coverage_curve(c, y).risk)
+
+
+def test_left_closed_bins_reproduce_torchmetrics_on_edge_values() -> None:
+    torch = pytest.importorskip("torch")
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    c, y = DATASETS["quantized"]  # every confidence on a 0.1 edge
+    for n_bins in (10, 15):
+        theirs = float(binary_calibration_error(torch.tensor(c), torch.tensor(y).long(), n_bins=n_bins, norm="l1"))
+        assert m.expected_calibration_error(c, y, n_bins, edges="left") == pytest.approx(theirs, abs=1e-6)
+        theirs_max = float(binary_calibration_error(torch.tensor(c), torch.tensor(y).long(), n_bins=n_bins, norm="max"))
+        assert m.maximum_calibration_error(c, y, n_bins, edges="left") == pytest.approx(theirs_max, abs=1e-6)
+    # The conventions differ when edge values of opposite miscalibration meet in one bin: 0.2 joins 0.1 in
+    # (0, 0.2] here, but opens [0.2, 0.4) there. This is why the module docstring says which one a figure uses.
+    edge_c, edge_y = [0.1, 0.1, 0.2, 0.2], [1, 1, 0, 0]
+    assert m.expected_calibration_error(edge_c, edge_y, 5) == pytest.approx((2 - 0.6) / 4)
+    assert m.expected_calibration_error(edge_c, edge_y, 5, edges="left") == pytest.approx((1.8 + 0.4) / 4)
+    theirs = binary_calibration_error(torch.tensor(edge_c), torch.tensor(edge_y), n_bins=5, norm="l1")
+    assert float(theirs) == pytest.approx((1.8 + 0.4) / 4, abs=1e-6)
+    with pytest.raises(CalibrationError, match="`edges` must be 'right' or 'left'"):
+        m.expected_calibration_error(c, y, 10, edges="middle")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("coverage", "expected"), [(0.5, 5 / 5), (0.8, 7 / 8), (0.9, 7 / 9), (1.0, 7 / 10)])

@@ -84,3 +84,35 @@ def test_bad_data_line_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None
     )
     assert result.exit_code == 2
     assert f"{data}:1: 'answer' must be a non-empty string" in result.stderr
+
+
+def test_remeasure_rewrites_only_the_metrics(tmp_path: Path) -> None:
+    from guardrail.calibration import DecoupledCalibrator, fit_artifact, save_artifact
+    from tests.calibration.data import decoupled_world
+
+    world = decoupled_world(600, seed=3)
+    artifact = fit_artifact(
+        visual_scores=world["visual"],
+        reasoning_scores=world["reasoning"],
+        answer_correct=world["answer"],
+        perception_correct=world["perception"],
+        model_fingerprint="sha256:model",
+        data_fingerprint="sha256:data",
+        calibrator=DecoupledCalibrator(combiner="platt_harmonic"),
+        targets=[(0.3, 0.1)],
+    )
+    stale = artifact.model_copy(
+        update={"metrics": {k: v.model_copy(update={"aurc": 0.99}) for k, v in artifact.metrics.items()}}
+    )
+    source = save_artifact(stale, tmp_path / "stale.json")
+    out = tmp_path / "fresh.json"
+    result = runner.invoke(app, ["calibrate", "--remeasure", str(source), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "AURC 0.9900 -> " in result.output
+    fresh = load_artifact(out)
+    assert fresh.thresholds == stale.thresholds
+    assert fresh.metrics["overall"].aurc == pytest.approx(artifact.metrics["overall"].aurc, abs=1e-5)
+    assert fresh.info["metrics_remeasured"]["command"].startswith("guardrail ")
+    missing = runner.invoke(app, ["calibrate", "--remeasure", str(tmp_path / "nope.json"), "--out", str(out)])
+    assert missing.exit_code == 2
+    assert "error:" in missing.output
