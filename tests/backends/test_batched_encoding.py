@@ -11,7 +11,7 @@ from guardrail import Request
 from guardrail.backends.transformers import TransformersBackend, _rows_alike
 from guardrail.confidence.perturb import perturb_image
 from guardrail.errors import BackendError
-from tests.backends.tiny_vlms import BUILDERS
+from tests.support.tiny_vlms import BUILDERS
 
 
 @pytest.mark.parametrize("n_images", [1, 2])

@@ -21,8 +21,7 @@ from guardrail.calibration import (
     make_calibrator,
 )
 from guardrail.errors import CalibrationError
-
-from .data import logit, overconfident, sigmoid
+from tests.support.calibration import logit, overconfident, sigmoid
 
 FACTORIES: dict[str, Callable[[], ScoreCalibrator]] = {
     "temperature": TemperatureScaling,

@@ -20,8 +20,7 @@ from guardrail.calibration import (
 )
 from guardrail.errors import CalibrationError
 from guardrail.types import Signals
-
-from .data import decoupled_world
+from tests.support.calibration import decoupled_world
 
 TRAIN = decoupled_world(3000, seed=0)
 TEST = decoupled_world(20000, seed=1)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from guardrail.calibration.artifact import fingerprint_model, load_artifact
 from guardrail.cli import _register, app
-from tests.backends.tiny_vlms import save_tiny_llava
+from tests.support.tiny_vlms import save_tiny_llava
 
 runner = CliRunner()
 _register()

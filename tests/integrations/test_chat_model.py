@@ -7,8 +7,8 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
 from guardrail.integrations import GuardrailChatModel
-from tests.fakes import ScriptedModel, Step
-from tests.integrations.helpers import image_message
+from tests.support.fakes import ScriptedModel, Step
+from tests.support.integration import image_message
 
 
 @tool

@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from guardrail import Guard, InputError
 from guardrail.integrations import GuardState, ReviewError, add_guardrail_nodes, guardrail_graph, resume_escalation
 from guardrail.integrations.langgraph import pending_payload
-from tests.integrations.helpers import (
+from tests.support.fakes import FamiliarityCalibrator
+from tests.support.integration import (
     ABSTAIN,
     ACCEPT,
     ESCALATE,
-    FamiliarityCalibrator,
     image_message,
     policy,
     scripted_guard,

@@ -10,8 +10,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from guardrail.integrations import aresume_escalation, guardrail_graph
-from tests.fakes import AsyncScriptedModel
-from tests.integrations.helpers import ESCALATE, echo_guard, image_message, policy
+from tests.support.fakes import AsyncScriptedModel
+from tests.support.integration import ESCALATE, echo_guard, image_message, policy
 
 
 def test_one_hundred_concurrent_runs_lose_and_cross_nothing() -> None:

@@ -13,7 +13,7 @@ from guardrail.integrations.messages import (
     messages_from_request,
     request_from_messages,
 )
-from tests.integrations.helpers import image_message, png_b64, png_bytes
+from tests.support.integration import image_message, png_b64, png_bytes
 
 B64 = png_b64()
 

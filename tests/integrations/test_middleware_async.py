@@ -13,10 +13,9 @@ from langgraph.types import Command
 
 from guardrail import Guard
 from guardrail.integrations import GuardrailChatModel, GuardrailMiddleware
-from tests.fakes import AsyncScriptedModel, Step
-from tests.integrations.agent_fakes import ScriptedPlanner, tool_call
-from tests.integrations.helpers import ACCEPT, ESCALATE, image_message, policy
-from tests.integrations.test_middleware import Camera
+from tests.support.agents import Camera, ScriptedPlanner, tool_call
+from tests.support.fakes import AsyncScriptedModel, Step
+from tests.support.integration import ACCEPT, ESCALATE, image_message, policy
 
 THREAD: dict[str, Any] = {"configurable": {"thread_id": "async-agent"}}
 

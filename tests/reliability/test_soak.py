@@ -25,8 +25,7 @@ from guardrail import BackendError, Generation, GenerationOptions, Guard, GuardR
 from guardrail._pool import shared_pool
 from guardrail.backends.base import Backend
 from guardrail.images import decode_image
-
-from .parts import png16, policy, wait_until
+from tests.support.faults import png16, policy, wait_until
 
 FAULTS = {"ok": 70, "raise": 8, "hang": 3, "wrong type": 2, "slow": 5, "bad signals": 4, "estimator raises": 4}
 """Relative weights of what one model attempt does."""

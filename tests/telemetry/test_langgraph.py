@@ -12,9 +12,9 @@ from langgraph.types import Command, interrupt
 from opentelemetry.trace import StatusCode
 
 from guardrail import Generation, GenerationOptions, Guard, Request
-from tests.fakes import AsyncScriptedModel, ScriptedModel, Step
-from tests.telemetry.conftest import Recorded
-from tests.test_guard import image_request, make_policy
+from tests.support.fakes import AsyncScriptedModel, ScriptedModel, Step
+from tests.support.guards import image_request, make_policy
+from tests.support.telemetry import Recorded
 
 
 class State(TypedDict, total=False):

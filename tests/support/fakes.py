@@ -1,4 +1,5 @@
-"""Fakes for unit tests of one piece: a scripted model that also scores itself.
+"""Fakes for unit tests of one piece: a scripted model that also scores itself, and a calibrator that reports a
+fixed familiarity.
 
 These stand in for a real model only where a test checks the loop's control flow. Tests that claim a feature
 works end to end use the real reference model instead.
@@ -12,8 +13,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from guardrail import Generation, GenerationOptions, Request, Signals
+from guardrail import Confidence, Generation, GenerationOptions, Request, Signals
 from guardrail.backends.base import Backend
+from guardrail.calibration import PassThroughCalibrator
 
 
 @dataclass(frozen=True)
@@ -97,3 +99,14 @@ class EchoModel:
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         number = int(request.question.split()[-1])
         return Signals(visual=(number % 10) / 10 + 0.05, reasoning=0.9)
+
+
+@dataclass(frozen=True)
+class FamiliarityCalibrator:
+    """Passes the scripted scores through and reports a fixed input ``familiarity`` (a measured p-value)."""
+
+    familiarity: float | None
+
+    def calibrate(self, signals: Signals) -> Confidence:
+        confidence = PassThroughCalibrator().calibrate(signals)
+        return confidence.model_copy(update={"familiarity": self.familiarity})
