@@ -77,7 +77,8 @@ class AskingModel(ScriptedModel):
 
     def generate(self, request: Request, options: GenerationOptions) -> Generation:
         said = interrupt({"question": request.question})
-        return Generation(text=f"\\boxed{{{said}}}", answer=str(said), model=self.name, token_ids=(options.attempt,))
+        generation = Generation(text=f"\\boxed{{{said}}}", answer=str(said), model=self.name)
+        return self.answered.note(generation, self._step(options))
 
 
 def test_an_interrupt_ends_the_open_spans_as_errors_and_the_resume_is_traced(recorded: Recorded) -> None:
