@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
@@ -25,7 +26,7 @@ from tests.support.integration import (
     scripted_guard,
 )
 
-THREAD: dict[str, Any] = {"configurable": {"thread_id": "t-1"}}
+THREAD: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
 
 
 def run(step: Any) -> tuple[Any, Any, dict[str, Any]]:

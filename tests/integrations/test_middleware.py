@@ -9,6 +9,7 @@ import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
@@ -18,7 +19,7 @@ from tests.support.agents import Camera, ScriptedPlanner, tool_call
 from tests.support.fakes import ScriptedModel, Step
 from tests.support.integration import ABSTAIN, ACCEPT, ESCALATE, image_message, scripted_guard
 
-THREAD: dict[str, Any] = {"configurable": {"thread_id": "agent-1"}}
+THREAD: RunnableConfig = {"configurable": {"thread_id": "agent-1"}}
 
 
 def agent_over(step: Step, **middleware: Any) -> tuple[Any, ScriptedModel, ScriptedModel]:
