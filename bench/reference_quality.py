@@ -71,8 +71,9 @@ def main() -> None:
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
 
-    model = AutoModelForImageTextToText.from_pretrained(args.model).eval()
-    processor = AutoProcessor.from_pretrained(args.model)
+    # transformers leaves PreTrainedModel.eval and AutoProcessor.from_pretrained unannotated
+    model = AutoModelForImageTextToText.from_pretrained(args.model).eval()  # type: ignore[no-untyped-call]
+    processor = AutoProcessor.from_pretrained(args.model)  # type: ignore[no-untyped-call]
     test = load_easyvqa("test")
     rng = random.Random(args.seed)
     clean_set = rng.sample(test, min(args.n_clean, len(test)))

@@ -58,7 +58,7 @@ def _model_dir(scratch: Path) -> tuple[str, str]:
     path = reference_model_path()
     if (path / "config.json").is_file():
         return str(path), "reference model"
-    from tests.backends.tiny_vlms import tiny_llava
+    from tests.support.tiny_vlms import tiny_llava
 
     model, processor = tiny_llava()
     model.save_pretrained(scratch)

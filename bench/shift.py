@@ -29,6 +29,7 @@ Results go to bench/results/shift.json with the commit and command that produced
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -178,8 +179,10 @@ def run(model_dir: Path, n_cal: int, n: int, n_reworded: int, n_clean: int, seed
     calibration = scored(
         with_question_noise(easyvqa_items("calibration", limit=n_cal, seed=seed), 0.25, seed=seed), "calibration"
     )
-    fingerprints = {"model_fingerprint": shipped.model_fingerprint, "data_fingerprint": "bench"}
     info = {"estimator": shipped.info.get("estimator")}
+    fit = functools.partial(
+        calibrate_rows, seed=seed, info=info, model_fingerprint=shipped.model_fingerprint, data_fingerprint="bench"
+    )
 
     families: dict[str, Any] = {}
     for family in CORRUPTIONS:
@@ -188,13 +191,10 @@ def run(model_dir: Path, n_cal: int, n: int, n_reworded: int, n_clean: int, seed
         )
         keep = [r for r in calibration if r.item.tags.get("corruption") != family]
         families[family] = {
-            name: evaluate(rows, calibrate_rows(keep, seed=seed, info=info, shift=shift, **fingerprints))
+            name: evaluate(rows, fit(keep, shift=shift))
             for name, shift in (("with_shift", True), ("without_shift", False))
         }
-    full = {
-        name: calibrate_rows(calibration, seed=seed, info=info, shift=shift, **fingerprints)
-        for name, shift in (("with_shift", True), ("without_shift", False))
-    }
+    full = {name: fit(calibration, shift=shift) for name, shift in (("with_shift", True), ("without_shift", False))}
 
     guard = load_guard(model_dir)
     heldout: dict[str, Any] = {}

@@ -51,9 +51,10 @@ def draw_scene(colour: str = "red", *, blur: float = 0.0) -> HumanMessage:
     )
 
 
-def report(state: dict[str, Any]) -> dict[str, Any]:
+def report(state: GuardState) -> dict[str, Any]:
     """A downstream node: it sees the guard's verdict in state, whatever the outcome was."""
     result = state["guardrail"]
+    assert result is not None  # the guardrail node ran before this one
     reply = state["messages"][-1]
     print(f"  status={result['status']} confidence={state['confidence']}")
     print(f"  reply: {reply.content}")

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from guardrail import (
     BackendError,
@@ -17,45 +16,13 @@ from guardrail import (
     EstimatorError,
     Guard,
     ImageBlock,
-    Policy,
     Request,
     Signals,
 )
 from guardrail.calibration.base import PassThroughCalibrator
 from guardrail.types import Action
-from tests.fakes import EchoModel, ScriptedModel, Step
-
-RULES: list[dict[str, Any]] = [
-    {"name": "perception", "when": {"visual": {"below": 0.5}, "reasoning": {"at_least": 0.5}},
-     "do": "fetch_more_views", "with": {"views": 2}},
-    {"name": "reasoning", "when": {"reasoning": {"below": 0.5}, "visual": {"at_least": 0.5}},
-     "do": "re_ask", "with": {"prompt": "Think again."}},
-    {"name": "both-low", "when": {"overall": {"below": 0.3}}, "do": "escalate"},
-    {"name": "unknown", "when": {"visual": {"unknown": True}}, "do": "abstain"},
-]  # fmt: skip
-
-
-def make_policy(**overrides: Any) -> Policy:
-    data: dict[str, Any] = {
-        "version": 1,
-        "name": "test",
-        "budget": {"max_attempts": 3, "max_seconds": 5},
-        "rules": RULES,
-        "otherwise": "accept",
-    }
-    data.update(overrides)
-    return Policy.model_validate(data)
-
-
-def image_request(question: str = "What colour is the shape?") -> Request:
-    image = Image.new("RGB", (32, 32), (200, 30, 30))
-    return Request.from_question(question, [image])
-
-
-def make_guard(steps: Sequence[Step], **kwargs: Any) -> tuple[Guard, ScriptedModel]:
-    model = ScriptedModel(steps=steps)
-    policy = kwargs.pop("policy", make_policy())
-    return Guard(model, estimator=model, policy=policy, **kwargs), model
+from tests.support.fakes import EchoModel, ScriptedModel, Step
+from tests.support.guards import image_request, make_guard, make_policy
 
 
 def test_confident_answer_is_accepted_with_its_confidence() -> None:

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from guardrail import Guard, Request
-from tests.fakes import AsyncScriptedModel, EchoModel, ScriptedModel, Step
-from tests.test_guard import image_request, make_policy
+from tests.support.fakes import AsyncScriptedModel, EchoModel, ScriptedModel, Step
+from tests.support.guards import image_request, make_policy
 
 THRESHOLD_POLICY = make_policy(
     rules=[{"when": {"visual": {"below": 0.5}}, "do": "abstain"}], budget={"max_attempts": 2, "max_seconds": 10}

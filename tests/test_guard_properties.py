@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from guardrail import Guard
 from guardrail.types import Action
-from tests.fakes import ScriptedModel, Step
-from tests.test_guard import image_request, make_policy
+from tests.support.fakes import ScriptedModel, Step
+from tests.support.guards import image_request, make_policy
 
 scores = st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0))
 steps = st.builds(Step, visual=scores, reasoning=scores)

@@ -20,7 +20,7 @@ from guardrail.images import decode_image
 from guardrail.loop import views_placement
 from guardrail.types import Action, Message, TextBlock
 from guardrail.views import ZoomProvider
-from tests.fakes import ScriptedModel, Step
+from tests.support.fakes import ScriptedModel, Step
 
 QUESTION = "What colour is the shape?"
 DOUBT, SURE = Step(visual=0.2, reasoning=0.9), Step(answer="red", visual=0.9, reasoning=0.9)

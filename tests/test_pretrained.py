@@ -7,8 +7,8 @@ import pytest
 from guardrail import Confidence, ConfigurationError, Guard, decide, load_policy
 from guardrail.calibration.fit import fit_artifact
 from guardrail.pretrained import resolve_certified
-from tests.calibration.data import decoupled_world
-from tests.fakes import ScriptedModel
+from tests.support.calibration import decoupled_world
+from tests.support.fakes import ScriptedModel
 
 CERTIFIED = """
 version: 1

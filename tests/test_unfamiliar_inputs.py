@@ -10,27 +10,29 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageOps
 
-from guardrail import InputError, Request
-from guardrail.data.easyvqa import load_easyvqa
+from guardrail import Guard, InputError, Request
+from guardrail.data.easyvqa import Scene, load_easyvqa
 from guardrail.types import Message, TextBlock
 
 pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
-def guard():  # type: ignore[no-untyped-def]
+def guard() -> Guard:
     from guardrail.pretrained import load_guard
 
     return load_guard()
 
 
 @pytest.fixture(scope="module")
-def scene():  # type: ignore[no-untyped-def]
+def scene() -> tuple[Image.Image, Scene]:
     example = next(e for e in load_easyvqa("test") if e.question_type == "color")
     return example.image(), example.scene
 
 
-def test_the_readme_question_as_a_user_writes_it_is_answered_right_and_accepted(guard, scene) -> None:  # type: ignore[no-untyped-def]
+def test_the_readme_question_as_a_user_writes_it_is_answered_right_and_accepted(
+    guard: Guard, scene: tuple[Image.Image, Scene]
+) -> None:
     image, truth = scene
     result = guard.run(Request.from_question("What color is the shape?", [image]))
     assert result.status == "accepted", result.final_decision
@@ -41,7 +43,9 @@ def test_the_readme_question_as_a_user_writes_it_is_answered_right_and_accepted(
 
 
 @pytest.mark.parametrize("question", ["Which colour does the shape have?", "Tell me what hue you see, please."])
-def test_a_question_in_words_the_model_never_saw_is_unfamiliar_and_not_accepted(guard, scene, question: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_question_in_words_the_model_never_saw_is_unfamiliar_and_not_accepted(
+    guard: Guard, scene: tuple[Image.Image, Scene], question: str
+) -> None:
     image, _ = scene
     result = guard.run(Request.from_question(question, [image]))
     first = result.attempts[0].confidence
@@ -49,12 +53,16 @@ def test_a_question_in_words_the_model_never_saw_is_unfamiliar_and_not_accepted(
     assert first.familiarity is not None
     assert first.familiarity < 0.01
     assert result.status != "accepted", result.answer
-    features = result.attempts[0].signals.features  # type: ignore[union-attr]
+    signals = result.attempts[0].signals
+    assert signals is not None
+    features = signals.features
     assert features["prompt_unknown_fraction"] > 0
     assert features["text_shift"] > features.get("image_shift", 0.0)
 
 
-def test_an_image_unlike_any_calibration_image_lowers_confidence(guard, scene) -> None:  # type: ignore[no-untyped-def]
+def test_an_image_unlike_any_calibration_image_lowers_confidence(
+    guard: Guard, scene: tuple[Image.Image, Scene]
+) -> None:
     image, _ = scene
     usual = guard.run(Request.from_question("what shape is in the image?", [image]))
     odd = guard.run(Request.from_question("what shape is in the image?", [ImageOps.solarize(image, 100)]))
@@ -73,7 +81,7 @@ def test_an_image_unlike_any_calibration_image_lowers_confidence(guard, scene) -
     assert first.confidence.overall < plain.confidence.overall - 0.2
 
 
-def test_an_empty_question_is_an_input_error_never_an_answer(guard, scene) -> None:  # type: ignore[no-untyped-def]
+def test_an_empty_question_is_an_input_error_never_an_answer(guard: Guard, scene: tuple[Image.Image, Scene]) -> None:
     image, _ = scene
     with pytest.raises(InputError, match="empty"):
         Request.from_question("   ", [image])
@@ -87,7 +95,7 @@ def test_an_empty_question_is_an_input_error_never_an_answer(guard, scene) -> No
     assert result.error.stage == "input"
 
 
-def test_an_image_only_request_without_any_question_is_refused_too(guard) -> None:  # type: ignore[no-untyped-def]
+def test_an_image_only_request_without_any_question_is_refused_too(guard: Guard) -> None:
     image = Image.new("RGB", (64, 64), "white")
     request = Request(messages=(Message(role="user", content=(Request.from_question("x", [image]).images[0],)),))
     result = guard.run(request)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from guardrail import Request
 from guardrail.backends.transformers import TransformersBackend
-from tests.backends.tiny_vlms import BUILDERS
+from tests.support.tiny_vlms import BUILDERS
 
 
 @pytest.fixture(scope="session")

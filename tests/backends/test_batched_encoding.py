@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from guardrail import Request
 from guardrail.backends.transformers import TransformersBackend, _rows_alike
 from guardrail.confidence.perturb import perturb_image
 from guardrail.errors import BackendError
-from tests.backends.tiny_vlms import BUILDERS
+from tests.support.tiny_vlms import BUILDERS
 
 
 @pytest.mark.parametrize("n_images", [1, 2])
@@ -22,9 +24,10 @@ def test_one_call_gives_the_per_row_batch(family_backend: TransformersBackend, n
     backend = family_backend
     prompt = backend._prompt(request)
     at_model_size = backend.model_images(request)
-    rows = [backend.images(request)] + [
+    variants = [
         [perturb_image(im, "blackout", patch_size=backend.patch_size, seed=k) for im in at_model_size] for k in range(3)
     ]
+    rows: list[Sequence[Image.Image]] = [backend.images(request), *variants]
     per_row = backend._stack_rows([backend._encode(prompt, row) for row in rows])
     one_call = backend._encode_batch([prompt] * len(rows), [list(row) for row in rows])
     assert _rows_alike(one_call, len(rows))  # so _encode_rows takes the one-call path

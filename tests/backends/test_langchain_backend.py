@@ -16,7 +16,7 @@ from PIL import Image
 from guardrail import BackendError, BackendTimeout, GenerationOptions, Guard, Policy, Request
 from guardrail.backends.langchain import LangChainBackend
 from guardrail.confidence.blackbox import AgreementEstimator
-from tests.backends.fake_openai_server import TEXT, FakeServer, closed_port
+from tests.support.fake_openai_server import TEXT, FakeServer, closed_port
 
 IMAGE = Image.fromarray(np.random.default_rng(0).integers(1, 256, size=(28, 28, 3), dtype=np.uint8))
 

@@ -15,7 +15,7 @@ from PIL import Image
 from guardrail import BackendError, BackendTimeout, Guard, Policy, Request
 from guardrail.backends.openai import INSTALL_HINT, OpenAICompatibleBackend, ScoringUnavailable
 from guardrail.confidence.blackbox import AgreementEstimator
-from tests.backends.fake_openai_server import TEXT, FakeServer, closed_port
+from tests.support.fake_openai_server import TEXT, FakeServer, closed_port
 
 IMAGE = Image.fromarray(np.random.default_rng(0).integers(1, 256, size=(28, 28, 3), dtype=np.uint8))
 BLACK = Image.new("RGB", (28, 28))

@@ -52,7 +52,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = Path(os.environ.get("GUARDRAIL_SERVED_MODEL_DIR") or reference_model_path())
     if (path / "config.json").is_file():
         return str(path)
-    from tests.backends.tiny_vlms import tiny_llava
+    from tests.support.tiny_vlms import tiny_llava
 
     folder = tmp_path_factory.mktemp("tiny-llava")
     model, processor = tiny_llava()

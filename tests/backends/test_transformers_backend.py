@@ -17,7 +17,7 @@ from PIL import Image
 from guardrail import AsyncBackend, BackendError, GenerationOptions, ImageBlock, ImageError, Request
 from guardrail.backends import ScoringBackend, TransformersBackend
 from guardrail.backends.transformers import resolve_device, resolve_dtype
-from tests.backends.tiny_vlms import BUILDERS
+from tests.support.tiny_vlms import BUILDERS
 
 
 def test_is_a_scoring_backend(llava_backend: TransformersBackend) -> None:
@@ -193,7 +193,7 @@ def test_import_guardrail_stays_light() -> None:
 
 
 def test_answer_length_comes_from_the_model_generation_config(tmp_path: Path) -> None:
-    from tests.backends.tiny_vlms import save_tiny_llava
+    from tests.support.tiny_vlms import save_tiny_llava
 
     save_tiny_llava(tmp_path, max_new_tokens=7)
     assert TransformersBackend.from_pretrained(tmp_path).max_new_tokens == 7
@@ -203,7 +203,7 @@ def test_answer_length_comes_from_the_model_generation_config(tmp_path: Path) ->
 def test_max_images_comes_from_the_argument_or_the_model_folders_config(tmp_path: Path) -> None:
     import json
 
-    from tests.backends.tiny_vlms import save_tiny_llava
+    from tests.support.tiny_vlms import save_tiny_llava
 
     save_tiny_llava(tmp_path)
     assert TransformersBackend.from_pretrained(tmp_path).max_images is None  # not declared

@@ -41,7 +41,7 @@ def _finite_positive(value: Any) -> bool:
 
 @pytest.fixture(scope="module")
 def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.backends.tiny_vlms import save_tiny_llava
+    from tests.support.tiny_vlms import save_tiny_llava
 
     return save_tiny_llava(tmp_path_factory.mktemp("models") / "tiny_llava", max_new_tokens=8)
 

@@ -23,8 +23,7 @@ from guardrail.calibration import (
 from guardrail.calibration.artifact import ARTIFACT_SCHEMA, HeldOutScores, _checksum, fingerprint_data
 from guardrail.errors import ArtifactError
 from guardrail.types import Signals
-
-from .data import decoupled_world
+from tests.support.calibration import decoupled_world
 
 MODEL = "sha256:" + "ab" * 32
 

@@ -19,8 +19,7 @@ from guardrail.calibration import (
 )
 from guardrail.calibration.calibrators import CALIBRATORS, calibrator_from_dict, make_calibrator
 from guardrail.errors import CalibrationError
-
-from .data import logit, overconfident, sigmoid
+from tests.support.calibration import logit, overconfident, sigmoid
 
 FACTORIES: dict[str, Callable[[], ScoreCalibrator]] = {
     "temperature": TemperatureScaling,

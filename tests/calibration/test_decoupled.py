@@ -13,8 +13,7 @@ from guardrail.calibration.base import harmonic_mean
 from guardrail.calibration.decoupled import COMBINERS, harmonic_mean_array
 from guardrail.errors import CalibrationError
 from guardrail.types import Signals
-
-from .data import decoupled_world
+from tests.support.calibration import decoupled_world
 
 TRAIN = decoupled_world(3000, seed=0)
 TEST = decoupled_world(20000, seed=1)

@@ -17,8 +17,7 @@ from guardrail.calibration import (
 )
 from guardrail.calibration.fit import remeasure_metrics
 from guardrail.errors import CalibrationError
-
-from .data import decoupled_world
+from tests.support.calibration import decoupled_world
 
 WORLD = decoupled_world(4000, seed=11)
 FRESH = decoupled_world(40000, seed=12)

@@ -15,67 +15,10 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from guardrail.calibration import metrics as m
 from guardrail.calibration import summary as sm
 from guardrail.errors import CalibrationError
-
-from .data import quantized, sign_changing
+from tests.support.calibration import quantized, sign_changing
+from tests.support.reference_metrics import ref_adaptive, ref_ece, ref_mce, ref_risks, stable_risks
 
 DATASETS = {"sign_changing": sign_changing(), "quantized": quantized(), "small": sign_changing(37, seed=5)}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reference implementations: plain loops over the definitions.
-
-
-def ref_bins(c: np.ndarray, n_bins: int) -> list[np.ndarray]:
-    masks = []
-    for k in range(n_bins):
-        lo, hi = k / n_bins, (k + 1) / n_bins
-        masks.append((c >= lo) & (c <= hi) if k == 0 else (c > lo) & (c <= hi))
-    return masks
-
-
-def ref_ece(c: np.ndarray, y: np.ndarray, n_bins: int) -> float:
-    n = len(c)
-    return float(
-        sum(mask.sum() / n * abs(y[mask].mean() - c[mask].mean()) for mask in ref_bins(c, n_bins) if mask.any())
-    )
-
-
-def ref_mce(c: np.ndarray, y: np.ndarray, n_bins: int) -> float:
-    return float(max(abs(y[mask].mean() - c[mask].mean()) for mask in ref_bins(c, n_bins) if mask.any()))
-
-
-def ref_adaptive(c: np.ndarray, y: np.ndarray, n_bins: int) -> float:
-    pairs = sorted(zip(c.tolist(), y.tolist(), strict=True))  # by c, ties by the label
-    n, total, start = len(pairs), 0.0, 0
-    for g in range(n_bins):
-        size = n // n_bins + (1 if g < n % n_bins else 0)
-        group = pairs[start : start + size]
-        start += size
-        if group:
-            total += abs(sum(p[1] for p in group) - sum(p[0] for p in group))
-    return total / n
-
-
-def ref_risks(c: np.ndarray, y: np.ndarray) -> list[float]:
-    """Expected error rate of the top k over every order of tied answers: a tie group's errors spread evenly."""
-    values = sorted(set(c.tolist()), reverse=True)
-    errors_before, risks = 0.0, []
-    for value in values:
-        group = [1 - y[i] for i in range(len(c)) if c[i] == value]
-        for j in range(1, len(group) + 1):
-            risks.append((errors_before + j * sum(group) / len(group)) / (len(risks) + 1))
-        errors_before += sum(group)
-    return risks
-
-
-def stable_risks(c: np.ndarray, y: np.ndarray) -> list[float]:
-    """Error rate of the top k in one given order (a stable sort keeps the input order among ties)."""
-    order = sorted(range(len(c)), key=lambda i: -c[i])
-    errors, risks = 0.0, []
-    for k, i in enumerate(order, start=1):
-        errors += 1 - y[i]
-        risks.append(errors / k)
-    return risks
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -226,8 +169,8 @@ def test_left_closed_bins_reproduce_torchmetrics_on_edge_values() -> None:
     edge_c, edge_y = [0.1, 0.1, 0.2, 0.2], [1, 1, 0, 0]
     assert m.expected_calibration_error(edge_c, edge_y, 5) == pytest.approx((2 - 0.6) / 4)
     assert m.expected_calibration_error(edge_c, edge_y, 5, edges="left") == pytest.approx((1.8 + 0.4) / 4)
-    theirs = binary_calibration_error(torch.tensor(edge_c), torch.tensor(edge_y), n_bins=5, norm="l1")
-    assert float(theirs) == pytest.approx((1.8 + 0.4) / 4, abs=1e-6)
+    at_edges = float(binary_calibration_error(torch.tensor(edge_c), torch.tensor(edge_y), n_bins=5, norm="l1"))
+    assert at_edges == pytest.approx((1.8 + 0.4) / 4, abs=1e-6)
     with pytest.raises(CalibrationError, match="`edges` must be 'right' or 'left'"):
         m.expected_calibration_error(c, y, 10, edges="middle")  # type: ignore[arg-type]
 

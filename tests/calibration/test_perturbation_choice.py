@@ -57,7 +57,7 @@ def _row(perception_correct: bool | None) -> ScoredItem:
 
 def test_too_few_perception_labels_keep_the_paper_default_without_rescoring() -> None:
     rows = [_row(True)] * 50 + [_row(False)] * 5 + [_row(None)] * 100
-    choice = choose_perturbation(_Untouchable(), rows, min_per_class=20)  # type: ignore[arg-type]
+    choice = choose_perturbation(_Untouchable(), rows, min_per_class=20)
     assert choice.chosen == PAPER_DEFAULT
     assert choice.n == 55
     assert "55 rows with a perception label, 5 of them wrong" in choice.reason
@@ -72,7 +72,7 @@ def test_the_recorded_setting_round_trips() -> None:
 
 def test_labels_and_candidates_are_validated() -> None:
     with pytest.raises(ValueError, match="`candidates` must name at least one"):
-        choose_perturbation(_Untouchable(), [], candidates=())  # type: ignore[arg-type]
+        choose_perturbation(_Untouchable(), [], candidates=())
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ from PIL import Image
 
 from guardrail.calibration import CalibrationArtifact, DecoupledCalibrator, fit_artifact, reliability_diagram_data
 from guardrail.calibration.report import REPORT_SCHEMA, write_report
-
-from .data import decoupled_world
+from tests.support.calibration import decoupled_world
 
 COMPONENTS = ("visual", "reasoning", "overall")
 PLOTS = {f"{kind}-{c}.png" for kind in ("reliability", "risk-coverage") for c in COMPONENTS}

@@ -15,14 +15,17 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.asarray(np.log(p) - np.log1p(-p))
+
+
 def _data(n: int, seed: int, strength: float = 2.0) -> dict[str, np.ndarray]:
     """Raw scores that are calibrated in distribution (x = 0) and over-confident as the shift x grows."""
     rng = np.random.default_rng(seed)
     v, r = rng.uniform(0.3, 0.99, n), rng.uniform(0.3, 0.99, n)
     x = np.where(rng.random(n) < 0.6, 0.0, rng.exponential(1.0, n))
-    logit = lambda p: np.log(p) - np.log1p(-p)  # noqa: E731
-    perception = (rng.random(n) < _sigmoid(logit(v) - strength * x)).astype(float)
-    reasoning = (rng.random(n) < _sigmoid(logit(r) - strength * x)).astype(float)
+    perception = (rng.random(n) < _sigmoid(_logit(v) - strength * x)).astype(float)
+    reasoning = (rng.random(n) < _sigmoid(_logit(r) - strength * x)).astype(float)
     return {"v": v, "r": r, "x": x, "perception": perception, "answer": perception * reasoning}
 
 

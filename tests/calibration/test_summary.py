@@ -7,9 +7,8 @@ import pytest
 
 from guardrail.calibration import metrics as m
 from guardrail.calibration import summary as sm
-
-from .data import quantized, sign_changing
-from .test_metrics import ref_ece
+from tests.support.calibration import quantized, sign_changing
+from tests.support.reference_metrics import ref_ece
 
 DATASETS = {"sign_changing": sign_changing(), "quantized": quantized(), "small": sign_changing(37, seed=5)}
 

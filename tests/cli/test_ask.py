@@ -16,9 +16,8 @@ from typer.testing import CliRunner
 from guardrail import Guard, GuardResult, Request
 from guardrail.cli import _register, app
 from guardrail.cli.ask import _print_human, result_record
-from tests.backends.tiny_vlms import save_tiny_llava
-from tests.fakes import ScriptedModel, Step
-from tests.integrations.helpers import FamiliarityCalibrator
+from tests.support.fakes import FamiliarityCalibrator, ScriptedModel, Step
+from tests.support.tiny_vlms import save_tiny_llava
 
 runner = CliRunner()
 _register()

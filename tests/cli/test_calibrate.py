@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from guardrail.calibration.artifact import fingerprint_model, load_artifact
 from guardrail.cli import _register, app
-from tests.backends.tiny_vlms import save_tiny_llava
+from tests.support.tiny_vlms import save_tiny_llava
 
 runner = CliRunner()
 _register()
@@ -88,7 +88,7 @@ def test_bad_data_line_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None
 
 def test_remeasure_rewrites_only_the_metrics(tmp_path: Path) -> None:
     from guardrail.calibration import DecoupledCalibrator, fit_artifact, save_artifact
-    from tests.calibration.data import decoupled_world
+    from tests.support.calibration import decoupled_world
 
     world = decoupled_world(600, seed=3)
     artifact = fit_artifact(

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from guardrail.cli import _register, app
 from guardrail.integrations import open_saver
-from tests.integrations.graphs import build_graph
-from tests.integrations.helpers import image_message
+from tests.support.graphs import build_graph
+from tests.support.integration import image_message
 
-GRAPH = "tests.integrations.graphs:build_graph"
+GRAPH = "tests.support.graphs:build_graph"
 
 
 @pytest.fixture

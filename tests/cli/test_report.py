@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from guardrail.calibration import DecoupledCalibrator, fit_artifact, save_artifact
 from guardrail.calibration.artifact import _checksum
 from guardrail.cli import _register, app
-from tests.calibration.data import decoupled_world
+from tests.support.calibration import decoupled_world
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from guardrail import BackendError, EstimatorError, Generation, GenerationOption
 from guardrail.backends.openai import OpenAICompatibleBackend
 from guardrail.confidence.blackbox import NO_SCORING, AgreementEstimator
 from guardrail.responses import normalize_answer
-from tests.backends.fake_openai_server import FakeServer
+from tests.support.fake_openai_server import FakeServer
 
 IMAGE = Image.fromarray(np.random.default_rng(0).integers(1, 256, size=(28, 28, 3), dtype=np.uint8))
 STRUCTURED = (

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from PIL import Image, ImageOps
 
 from guardrail.data.easyvqa import load_easyvqa
 from guardrail.types import GenerationOptions, Request
 
+if TYPE_CHECKING:
+    from guardrail.backends.base import TeacherForcedScores
+    from guardrail.backends.transformers import TransformersBackend
+
 pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
-def backend():  # type: ignore[no-untyped-def]
+def backend() -> TransformersBackend:
     from guardrail.backends.transformers import TransformersBackend
     from guardrail.reference import reference_model_path
 
@@ -24,20 +30,22 @@ def image() -> Image.Image:
     return load_easyvqa("test")[0].image()
 
 
-def _scores(backend, question: str, image: Image.Image):  # type: ignore[no-untyped-def]
+def _scores(backend: TransformersBackend, question: str, image: Image.Image) -> TeacherForcedScores:
     request = Request.from_question(question, [image])
     return backend.score(request, backend.generate(request, GenerationOptions()).token_ids)
 
 
-def test_words_the_tokenizer_cannot_represent_are_counted(backend, image) -> None:  # type: ignore[no-untyped-def]
+def test_words_the_tokenizer_cannot_represent_are_counted(backend: TransformersBackend, image: Image.Image) -> None:
     known = _scores(backend, "what color is the shape?", image)
     unknown = _scores(backend, "which colour does the shape have?", image)
     assert known.prompt_unknown == 0
     assert unknown.prompt_unknown == 3  # which, colour, have
-    assert unknown.prompt_logprobs.numel() == known.prompt_logprobs.numel() + 1  # type: ignore[union-attr]
+    assert unknown.prompt_logprobs is not None
+    assert known.prompt_logprobs is not None
+    assert unknown.prompt_logprobs.numel() == known.prompt_logprobs.numel() + 1
 
 
-def test_case_is_treated_as_in_training(backend, image) -> None:  # type: ignore[no-untyped-def]
+def test_case_is_treated_as_in_training(backend: TransformersBackend, image: Image.Image) -> None:
     lower = _scores(backend, "what color is the shape?", image)
     upper = _scores(backend, "What Color is the SHAPE?", image)
     assert upper.prompt_unknown == 0
@@ -46,7 +54,9 @@ def test_case_is_treated_as_in_training(backend, image) -> None:  # type: ignore
     assert bool((upper.prompt_features == lower.prompt_features).all())
 
 
-def test_the_estimator_keeps_the_features_for_calibration_and_the_prompt_statistics(backend, image) -> None:  # type: ignore[no-untyped-def]
+def test_the_estimator_keeps_the_features_for_calibration_and_the_prompt_statistics(
+    backend: TransformersBackend, image: Image.Image
+) -> None:
     from guardrail.confidence import DecoupledEstimator
 
     request = Request.from_question("which colour does the shape have?", [ImageOps.invert(image)])

@@ -7,17 +7,17 @@ import logging
 
 import pytest
 
-from guardrail.data import COLORS, SHAPES, classify_question, load_easyvqa
+from guardrail.data import COLORS, SHAPES, Example, QuestionType, classify_question, load_easyvqa
 from guardrail.data.easyvqa import _index, expected_yes_no
 from guardrail.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def everything() -> list:
+def everything() -> list[Example]:
     return load_easyvqa()
 
 
-def test_splits_partition_the_images(everything: list) -> None:
+def test_splits_partition_the_images(everything: list[Example]) -> None:
     images = collections.defaultdict(set)
     for e in everything:
         images[e.split].add(e.image_id)
@@ -38,7 +38,7 @@ def test_split_is_deterministic_and_seeded() -> None:
     assert a != c
 
 
-def test_scene_agrees_with_every_question(everything: list) -> None:
+def test_scene_agrees_with_every_question(everything: list[Example]) -> None:
     for e in everything:
         assert e.scene.shape in SHAPES
         assert e.scene.color in COLORS
@@ -47,16 +47,17 @@ def test_scene_agrees_with_every_question(everything: list) -> None:
         elif e.question_type == "color":
             assert e.answer == e.scene.color
         else:
+            assert e.subject is not None  # a yes/no question names its colour or shape
             assert e.answer == expected_yes_no(e.scene, e.question_type, e.subject)
 
 
-def test_all_question_types_present(everything: list) -> None:
+def test_all_question_types_present(everything: list[Example]) -> None:
     counts = collections.Counter(e.question_type for e in everything)
     assert set(counts) == {"shape", "color", "yes_no", "negated_yes_no"}
     assert min(counts.values()) > 4000
 
 
-def test_most_of_the_data_survives(everything: list) -> None:
+def test_most_of_the_data_survives(everything: list[Example]) -> None:
     # easy-VQA has 38,575 + 9,673 questions; images whose scene the questions leave open are dropped.
     assert 40_000 < len(everything) < 48_248
     assert len({e.image_id for e in everything if e.split == "test"}) > 750
@@ -69,7 +70,7 @@ def test_dropped_images_are_reported(caplog: pytest.LogCaptureFixture) -> None:
     assert any("leave the shape or colour open" in r.getMessage() for r in caplog.records)
 
 
-def test_image_decodes_lazily_as_rgb(everything: list) -> None:
+def test_image_decodes_lazily_as_rgb(everything: list[Example]) -> None:
     image = everything[0].image()
     assert image.mode == "RGB"
     assert image.size == (64, 64)
@@ -88,7 +89,7 @@ def test_image_decodes_lazily_as_rgb(everything: list) -> None:
         ("is there not a rectangle?", ("negated_yes_no", "rectangle")),
     ],
 )
-def test_classify_question(question: str, expected: tuple) -> None:
+def test_classify_question(question: str, expected: tuple[QuestionType, str | None]) -> None:
     assert classify_question(question) == expected
 
 

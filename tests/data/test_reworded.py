@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from guardrail.data import COLORS, SHAPES, data_dir, load_easyvqa
+from guardrail.data import COLORS, SHAPES, Scene, data_dir, load_easyvqa
 from guardrail.data.corruptions import HELDOUT_CORRUPTIONS
+from guardrail.data.labelled import LabelledItem
 from guardrail.data.reworded import GROUPS, TEMPLATES, Template, reworded_items, templates
 from guardrail.errors import InputError
 
@@ -27,12 +28,12 @@ def _renderings(template: Template) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def scenes() -> dict:
+def scenes() -> dict[str, Scene]:
     return {e.image_id: e.scene for e in load_easyvqa()}
 
 
 @pytest.fixture(scope="module")
-def evaluation() -> list:
+def evaluation() -> list[LabelledItem]:
     return reworded_items("test", seed=5)
 
 
@@ -93,7 +94,7 @@ def test_bad_templates_are_refused() -> None:
         Template("x", "tuning", "color", "What colour?")  # type: ignore[arg-type]
 
 
-def test_answers_follow_from_the_scene(evaluation: list, scenes: dict) -> None:
+def test_answers_follow_from_the_scene(evaluation: list[LabelledItem], scenes: dict[str, Scene]) -> None:
     for item in evaluation:
         scene = scenes[item.tags["image_id"]]
         qtype = item.tags["question_type"]
@@ -108,8 +109,8 @@ def test_answers_follow_from_the_scene(evaluation: list, scenes: dict) -> None:
             assert item.answer == ("yes" if present == (qtype == "yes_no") else "no"), item.request.question
 
 
-def test_named_templates_give_the_named_answer(evaluation: list, scenes: dict) -> None:
-    seen = collections.Counter()
+def test_named_templates_give_the_named_answer(evaluation: list[LabelledItem], scenes: dict[str, Scene]) -> None:
+    seen: collections.Counter[str] = collections.Counter()
     for item in evaluation:
         scene = scenes[item.tags["image_id"]]
         question = item.request.question
@@ -127,7 +128,7 @@ def test_named_templates_give_the_named_answer(evaluation: list, scenes: dict) -
     assert set(seen) == {"Which", "Tell", "Does", "Is"}
 
 
-def test_items_carry_their_template_and_cover_the_group(evaluation: list) -> None:
+def test_items_carry_their_template_and_cover_the_group(evaluation: list[LabelledItem]) -> None:
     by_id = {t.id: t for t in TEMPLATES}
     n_images = len({e.image_id for e in load_easyvqa("test")})
     assert len(evaluation) == n_images
@@ -146,7 +147,7 @@ def test_items_carry_their_template_and_cover_the_group(evaluation: list) -> Non
     assert set(used) == {t.id for t in templates("evaluation")}
 
 
-def test_yes_and_no_about_equally_common(evaluation: list) -> None:
+def test_yes_and_no_about_equally_common(evaluation: list[LabelledItem]) -> None:
     answers = [i.answer for i in evaluation if i.tags["question_type"] in ("yes_no", "negated_yes_no")]
     assert len(answers) > 200
     assert 0.4 < answers.count("yes") / len(answers) < 0.6
@@ -178,7 +179,7 @@ def test_questions_do_not_depend_on_corruptions() -> None:
     assert [i.request.images for i in clean] != [i.request.images for i in shifted]
 
 
-def test_calibration_group_on_the_calibration_split(scenes: dict) -> None:
+def test_calibration_group_on_the_calibration_split(scenes: dict[str, Scene]) -> None:
     items = reworded_items("calibration", group="calibration", limit=60, seed=0)
     assert len(items) == 60
     assert {i.tags["group"] for i in items} == {"calibration"}
@@ -190,7 +191,7 @@ def test_calibration_group_on_the_calibration_split(scenes: dict) -> None:
 def test_evaluation_templates_are_refused_off_the_test_split() -> None:
     for split in ("calibration", "train"):
         with pytest.raises(InputError, match="evaluation only"):
-            reworded_items(split, group="evaluation", limit=5)  # type: ignore[arg-type]
+            reworded_items(split, group="evaluation", limit=5)
 
 
 def test_bad_arguments_name_the_parameter() -> None:

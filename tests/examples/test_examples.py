@@ -39,7 +39,7 @@ def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         if not (path / "config.json").is_file():
             pytest.skip(f"the reference model is not built yet ({path})")
         return str(path)
-    from tests.backends.tiny_vlms import save_tiny_llava
+    from tests.support.tiny_vlms import save_tiny_llava
 
     return str(save_tiny_llava(tmp_path_factory.mktemp("tiny-llava")))
 

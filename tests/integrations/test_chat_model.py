@@ -7,8 +7,8 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
 from guardrail.integrations import GuardrailChatModel
-from tests.fakes import ScriptedModel, Step
-from tests.integrations.helpers import image_message
+from tests.support.fakes import ScriptedModel, Step
+from tests.support.integration import image_message
 
 
 @tool
@@ -32,6 +32,7 @@ def test_invoke_converts_images_and_returns_the_answer_with_the_full_text_in_met
 def test_content_text_returns_the_whole_generation() -> None:
     backend = ScriptedModel(steps=(Step(answer="red"),))
     reply = GuardrailChatModel(backend=backend, content="text").invoke([HumanMessage(content="Colour?")])
+    assert isinstance(reply.content, str)
     assert reply.content.startswith("<think>")
 
 

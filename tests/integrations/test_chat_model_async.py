@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from guardrail.integrations import GuardrailChatModel
-from tests.fakes import AsyncScriptedModel, ScriptedModel, Step
-from tests.integrations.helpers import image_message
+from tests.support.fakes import AsyncScriptedModel, ScriptedModel, Step
+from tests.support.integration import image_message
 
 
 def test_ainvoke_uses_agenerate_of_an_async_backend() -> None:

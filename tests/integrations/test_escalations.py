@@ -13,8 +13,8 @@ import pytest
 import guardrail
 from guardrail import ConfigurationError, InputError
 from guardrail.integrations import list_escalations, load_graph_factory, open_saver, resolve_escalation
-from tests.integrations.graphs import build_graph
-from tests.integrations.helpers import image_message
+from tests.support.graphs import build_graph
+from tests.support.integration import image_message
 
 ROOT = Path(guardrail.__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_open_saver_refuses_a_missing_database(tmp_path: Path) -> None:
     [
         ("no_colon", "must be 'module:function' or 'file.py:function'"),
         ("guardrail_no_such_module:f", "cannot import graph factory module 'guardrail_no_such_module'"),
-        ("tests.integrations.graphs:nope", "has no callable 'nope'"),
+        ("tests.support.graphs:nope", "has no callable 'nope'"),
         ("missing/file.py:f", "no such file 'missing/file.py'"),
     ],
 )
@@ -77,13 +77,13 @@ def test_graph_factory_specs_fail_with_what_is_wrong(spec: str, match: str) -> N
 
 
 def test_graph_factories_load_from_a_module_or_a_file() -> None:
-    assert load_graph_factory("tests.integrations.graphs:build_graph") is build_graph
-    assert callable(load_graph_factory(str(ROOT / "tests/integrations/graphs.py") + ":build_graph"))
+    assert load_graph_factory("tests.support.graphs:build_graph") is build_graph
+    assert callable(load_graph_factory(str(ROOT / "tests/support/graphs.py") + ":build_graph"))
 
 
 def test_escalation_survives_the_process_and_is_resumed_by_another(tmp_path: Path) -> None:
     db = str(tmp_path / "checkpoints.sqlite")
-    first = python("-m", "tests.integrations.graphs", db, "thread-42")
+    first = python("-m", "tests.support.graphs", db, "thread-42")
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == "waiting: green"
 
@@ -94,7 +94,7 @@ def test_escalation_survives_the_process_and_is_resumed_by_another(tmp_path: Pat
     assert "candidate:  green" in listed.stdout
     assert "confidence: visual 0.20, reasoning 0.20, overall 0.20" in listed.stdout
 
-    graph = "tests.integrations.graphs:build_graph"
+    graph = "tests.support.graphs:build_graph"
     second = python(
         "-m", "guardrail.cli", "escalations", "resolve", "thread-42", "--db", db, "--answer", "purple",
         "--graph", graph, GUARDRAIL_TEST_NO_MODEL="1",
@@ -115,8 +115,8 @@ def build_agent(checkpointer: Any) -> Any:
     from langchain.agents import create_agent
 
     from guardrail.integrations import GuardrailChatModel, GuardrailMiddleware
-    from tests.fakes import ScriptedModel
-    from tests.integrations.helpers import ESCALATE, scripted_guard
+    from tests.support.fakes import ScriptedModel
+    from tests.support.integration import ESCALATE, scripted_guard
 
     guard, _ = scripted_guard(ESCALATE)
     return create_agent(

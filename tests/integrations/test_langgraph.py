@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
@@ -15,17 +16,17 @@ from pydantic import ValidationError
 from guardrail import Guard, InputError
 from guardrail.integrations import GuardState, ReviewError, add_guardrail_nodes, guardrail_graph, resume_escalation
 from guardrail.integrations.langgraph import pending_payload
-from tests.integrations.helpers import (
+from tests.support.fakes import FamiliarityCalibrator
+from tests.support.integration import (
     ABSTAIN,
     ACCEPT,
     ESCALATE,
-    FamiliarityCalibrator,
     image_message,
     policy,
     scripted_guard,
 )
 
-THREAD: dict[str, Any] = {"configurable": {"thread_id": "t-1"}}
+THREAD: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
 
 
 def run(step: Any) -> tuple[Any, Any, dict[str, Any]]:

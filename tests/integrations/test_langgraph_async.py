@@ -6,19 +6,20 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from guardrail.integrations import aresume_escalation, guardrail_graph
-from tests.fakes import AsyncScriptedModel
-from tests.integrations.helpers import ESCALATE, echo_guard, image_message, policy
+from tests.support.fakes import AsyncScriptedModel
+from tests.support.integration import ESCALATE, echo_guard, image_message, policy
 
 
 def test_one_hundred_concurrent_runs_lose_and_cross_nothing() -> None:
     graph = guardrail_graph(echo_guard(), checkpointer=InMemorySaver())
 
     async def one(i: int) -> tuple[int, dict[str, Any]]:
-        config = {"configurable": {"thread_id": f"run-{i}"}}
+        config: RunnableConfig = {"configurable": {"thread_id": f"run-{i}"}}
         return i, await graph.ainvoke({"messages": [image_message(f"question {i}")]}, config)
 
     async def main() -> list[tuple[int, dict[str, Any]]]:
@@ -47,7 +48,7 @@ def test_async_escalation_in_sqlite_is_resumed_by_a_fresh_graph(tmp_path: Path) 
 
     guard = Guard(model, estimator=model, policy=policy())
     db = str(tmp_path / "async.sqlite")
-    config: dict[str, Any] = {"configurable": {"thread_id": "a-1"}}
+    config: RunnableConfig = {"configurable": {"thread_id": "a-1"}}
 
     async def main() -> dict[str, Any]:
         async with AsyncSqliteSaver.from_conn_string(db) as saver:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 
@@ -13,7 +15,7 @@ from guardrail.messages import (
     messages_from_request,
     request_from_messages,
 )
-from tests.integrations.helpers import image_message, png_b64, png_bytes
+from tests.support.integration import image_message, png_b64, png_bytes
 
 B64 = png_b64()
 
@@ -36,7 +38,7 @@ def test_inline_image_forms_become_the_same_inline_block(block: dict[str, object
 
 
 def test_http_urls_are_kept_as_urls() -> None:
-    blocks = [
+    blocks: list[str | dict[str, Any]] = [
         {"type": "image", "url": "https://example.org/a.png"},
         {"type": "image", "source_type": "url", "url": "https://example.org/b.png"},
     ]

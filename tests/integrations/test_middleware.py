@@ -9,17 +9,17 @@ import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import tool
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from guardrail import ConfigurationError
 from guardrail.integrations import GuardrailChatModel, GuardrailMiddleware
-from tests.fakes import ScriptedModel, Step
-from tests.integrations.agent_fakes import ScriptedPlanner, tool_call
-from tests.integrations.helpers import ABSTAIN, ACCEPT, ESCALATE, image_message, png_b64, scripted_guard
+from tests.support.agents import Camera, ScriptedPlanner, tool_call
+from tests.support.fakes import ScriptedModel, Step
+from tests.support.integration import ABSTAIN, ACCEPT, ESCALATE, image_message, scripted_guard
 
-THREAD: dict[str, Any] = {"configurable": {"thread_id": "agent-1"}}
+THREAD: RunnableConfig = {"configurable": {"thread_id": "agent-1"}}
 
 
 def agent_over(step: Step, **middleware: Any) -> tuple[Any, ScriptedModel, ScriptedModel]:
@@ -109,24 +109,6 @@ def test_configuration_is_checked() -> None:
 
 
 # -- vision tools ----------------------------------------------------------------------------------------------
-
-
-class Camera:
-    """A tool that photographs the scene; counts how often it really ran."""
-
-    def __init__(self, *, images: bool = True) -> None:
-        self.runs = 0
-        self.images = images
-
-        @tool(response_format="content")
-        def camera(question: str) -> list[dict[str, Any]]:
-            """Take a photo of the scene to answer a question about it."""
-            self.runs += 1
-            if not self.images:
-                return [{"type": "text", "text": "lens cap on"}]
-            return [{"type": "image", "base64": png_b64(), "mime_type": "image/png"}]
-
-        self.tool = camera
 
 
 def tool_agent(

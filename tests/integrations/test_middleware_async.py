@@ -8,17 +8,17 @@ from typing import Any
 from langchain.agents import create_agent
 from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from guardrail import Guard
 from guardrail.integrations import GuardrailChatModel, GuardrailMiddleware
-from tests.fakes import AsyncScriptedModel, Step
-from tests.integrations.agent_fakes import ScriptedPlanner, tool_call
-from tests.integrations.helpers import ACCEPT, ESCALATE, image_message, policy
-from tests.integrations.test_middleware import Camera
+from tests.support.agents import Camera, ScriptedPlanner, tool_call
+from tests.support.fakes import AsyncScriptedModel, Step
+from tests.support.integration import ACCEPT, ESCALATE, image_message, policy
 
-THREAD: dict[str, Any] = {"configurable": {"thread_id": "async-agent"}}
+THREAD: RunnableConfig = {"configurable": {"thread_id": "async-agent"}}
 
 
 def guard_over(step: Step) -> tuple[Guard, AsyncScriptedModel]:
@@ -69,7 +69,8 @@ def test_async_vision_tool_is_guarded_and_a_rejected_call_never_runs() -> None:
 
         async def main(d: dict[str, Any] = decision, a: Any = agent) -> dict[str, Any]:
             await a.ainvoke({"messages": [HumanMessage(content="Look.")]}, THREAD)
-            return await a.ainvoke(Command(resume={"decisions": [d]}), THREAD)
+            final: dict[str, Any] = await a.ainvoke(Command(resume={"decisions": [d]}), THREAD)
+            return final
 
         final = asyncio.run(main())
         (result,) = [m for m in final["messages"] if isinstance(m, ToolMessage)]

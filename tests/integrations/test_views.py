@@ -12,8 +12,8 @@ from PIL import Image
 from guardrail import Guard, ImageBlock, Request, ViewProviderError
 from guardrail.integrations import CallableViewProvider, RecaptureProvider, ToolViewProvider, as_view_provider
 from guardrail.integrations.views import to_image_blocks
-from tests.fakes import ScriptedModel, Step
-from tests.integrations.helpers import png_b64, png_bytes, policy
+from tests.support.fakes import ScriptedModel, Step
+from tests.support.integration import png_b64, png_bytes, policy
 
 REQUEST = Request.from_question("What colour?", [png_bytes()])
 

@@ -11,8 +11,7 @@ import guardrail.policy
 from guardrail.errors import PolicyError, PolicyProblem
 from guardrail.policy import Policy, builtin_policy_names, check_policy_file, load_builtin_policy, load_policy
 from guardrail.policy.loader import _path_of
-
-from .helpers import ACTIONS, TOP_KEYS, VALID, problems
+from tests.support.policy_text import ACTIONS, TOP_KEYS, VALID, problems
 
 
 def test_a_valid_policy_loads() -> None:

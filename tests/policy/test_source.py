@@ -11,8 +11,7 @@ import yaml
 from guardrail.errors import PolicyError
 from guardrail.policy import check_policy_file, load_policy
 from guardrail.policy._source import MAX_VALUES
-
-from .helpers import TOP_KEYS, VALID, problems
+from tests.support.policy_text import TOP_KEYS, VALID, problems
 
 
 def test_yaml_syntax_error_points_at_the_spot() -> None:

@@ -6,8 +6,7 @@ import pytest
 
 from guardrail.policy import builtin_policy_names, load_policy
 from guardrail.types import Action
-
-from .helpers import VALID, problems
+from tests.support.policy_text import VALID, problems
 
 
 def test_mode_defaults_to_auto() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from guardrail.data import corrupt, load_easyvqa
+from guardrail.data import Example, corrupt, load_easyvqa
 from guardrail.reference import reference_model_path
 from guardrail.reference.quality import black_image_kl, generate_answers, grade
 
@@ -27,11 +27,11 @@ def loaded() -> tuple[Any, Any]:
 
 
 @pytest.fixture(scope="module")
-def subset() -> list:
+def subset() -> list[Example]:
     return random.Random(1).sample(load_easyvqa("test"), 400)
 
 
-def test_clean_accuracy(loaded: tuple[Any, Any], subset: list) -> None:
+def test_clean_accuracy(loaded: tuple[Any, Any], subset: list[Example]) -> None:
     model, processor = loaded
     texts = generate_answers(model, processor, [e.image() for e in subset], [e.question for e in subset])
     graded = [grade(e, t) for e, t in zip(subset, texts, strict=True)]
@@ -48,7 +48,7 @@ def test_negated_questions_show_some_reasoning_errors(loaded: tuple[Any, Any]) -
     assert 1 <= errors <= 0.1 * len(examples)  # real, but few: the answer target still holds
 
 
-def test_perception_falls_under_heavy_corruption(loaded: tuple[Any, Any], subset: list) -> None:
+def test_perception_falls_under_heavy_corruption(loaded: tuple[Any, Any], subset: list[Example]) -> None:
     model, processor = loaded
     examples = subset[:100]
     accuracy = {}
@@ -67,7 +67,7 @@ def test_perception_falls_under_heavy_corruption(loaded: tuple[Any, Any], subset
     assert accuracy[5] < accuracy[1] - 0.15, accuracy
 
 
-def test_the_answer_depends_on_the_image(loaded: tuple[Any, Any], subset: list) -> None:
+def test_the_answer_depends_on_the_image(loaded: tuple[Any, Any], subset: list[Example]) -> None:
     model, processor = loaded
     examples = subset[:40]
     images = [e.image() for e in examples]

@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from guardrail.cli import _register, app
-from tests.backends.tiny_vlms import save_tiny_llava
+from tests.support.tiny_vlms import save_tiny_llava
 
 runner = CliRunner()
 _register()

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from guardrail.cli import _register, app
 from guardrail.errors import InputError
 from guardrail.integrations import list_escalations, open_saver
-from tests.integrations.graphs import build_graph
-from tests.integrations.helpers import image_message
+from tests.support.graphs import build_graph
+from tests.support.integration import image_message
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

@@ -20,9 +20,8 @@ import guardrail.images as images_module
 from guardrail import Guard, ImageBlock, ImageError, Request
 from guardrail.images import MAX_SIDE, decode_image, load_image
 from guardrail.pretrained import load_guard
-from tests.backends.tiny_vlms import save_tiny_llava
-
-from .parts import png16, policy
+from tests.support.faults import png16, policy
+from tests.support.tiny_vlms import save_tiny_llava
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 from guardrail import BackendError, Guard, GuardResult, Request
-
-from .parts import FlakyModel, policy
+from tests.support.faults import FlakyModel, policy
 
 
 def request() -> Request:

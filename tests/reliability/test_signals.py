@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.backends.tiny_vlms import save_tiny_llava
+from tests.support.tiny_vlms import save_tiny_llava
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

@@ -25,8 +25,8 @@ from guardrail import BackendError, Generation, GenerationOptions, Guard, GuardR
 from guardrail._pool import shared_pool
 from guardrail.backends.base import Backend
 from guardrail.images import decode_image
-
-from .parts import png16, policy, wait_until
+from tests.support.fakes import Answered
+from tests.support.faults import png16, policy, wait_until
 
 FAULTS = {"ok": 70, "raise": 8, "hang": 3, "wrong type": 2, "slow": 5, "bad signals": 4, "estimator raises": 4}
 """Relative weights of what one model attempt does."""
@@ -39,6 +39,8 @@ class ChaosModel:
     release: threading.Event = field(default_factory=threading.Event)
     name: str = "chaos"
     hang_seconds: float = 1.0
+    attempts: Answered[int] = field(default_factory=Answered, repr=False)
+    """The attempt each generation answered, for ``estimate``."""
 
     def _fault(self, question: str, attempt: int, salt: str) -> tuple[str, random.Random]:
         rng = random.Random(f"{question}/{attempt}/{salt}")
@@ -57,10 +59,11 @@ class ChaosModel:
         if fault == "wrong type":
             return "not a Generation"  # type: ignore[return-value]
         answer = f"{request.question}/a{options.attempt}"
-        return Generation(text=f"\\boxed{{{answer}}}", answer=answer, model=self.name, token_ids=(options.attempt,))
+        generation = Generation(text=f"\\boxed{{{answer}}}", answer=answer, model=self.name)
+        return self.attempts.note(generation, options.attempt)
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
-        fault, rng = self._fault(request.question, generation.token_ids[0], "estimate")
+        fault, rng = self._fault(request.question, self.attempts[generation], "estimate")
         if fault == "estimator raises":
             raise RuntimeError("estimator injected")
         if fault == "bad signals":

@@ -17,8 +17,7 @@ from PIL import Image
 import guardrail._pool as pool_module
 from guardrail import Guard, GuardResult, Request, WorkerLimitError
 from guardrail._pool import DaemonPool, shared_pool
-
-from .parts import HangingModel, HealthyModel, policy, wait_until
+from tests.support.faults import HangingModel, HealthyModel, policy, wait_until
 
 
 def request() -> Request:

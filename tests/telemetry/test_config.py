@@ -75,8 +75,8 @@ def test_console_exporter_prints_spans_with_evaluation_events() -> None:
     code = """
         from guardrail import Guard
         from guardrail.telemetry import default_telemetry
-        from tests.fakes import ScriptedModel
-        from tests.test_guard import image_request, make_policy
+        from tests.support.fakes import ScriptedModel
+        from tests.support.guards import image_request, make_policy
         model = ScriptedModel()
         print(Guard(model, estimator=model, policy=make_policy(), telemetry=default_telemetry())
               .run(image_request()).status)
@@ -97,8 +97,8 @@ def test_an_application_s_global_provider_is_used_by_default() -> None:
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
         from guardrail import Guard
         from guardrail.telemetry import default_telemetry
-        from tests.fakes import ScriptedModel
-        from tests.test_guard import image_request, make_policy
+        from tests.support.fakes import ScriptedModel
+        from tests.support.guards import image_request, make_policy
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -14,8 +14,8 @@ import pytest
 
 from guardrail import Guard
 from guardrail.telemetry import ConfiguredTelemetry, Telemetry, configure_telemetry
-from tests.fakes import ScriptedModel, Step
-from tests.test_guard import image_request, make_policy
+from tests.support.fakes import ScriptedModel, Step
+from tests.support.guards import image_request, make_policy
 
 EXPORT_TIMEOUT = 0.5
 SHUTDOWN_TIMEOUT = 3.0

@@ -12,9 +12,9 @@ from langgraph.types import Command, interrupt
 from opentelemetry.trace import StatusCode
 
 from guardrail import Generation, GenerationOptions, Guard, Request
-from tests.fakes import AsyncScriptedModel, ScriptedModel, Step
-from tests.telemetry.conftest import Recorded
-from tests.test_guard import image_request, make_policy
+from tests.support.fakes import AsyncScriptedModel, ScriptedModel, Step
+from tests.support.guards import image_request, make_policy
+from tests.support.telemetry import Recorded
 
 
 class State(TypedDict, total=False):
@@ -77,7 +77,8 @@ class AskingModel(ScriptedModel):
 
     def generate(self, request: Request, options: GenerationOptions) -> Generation:
         said = interrupt({"question": request.question})
-        return Generation(text=f"\\boxed{{{said}}}", answer=str(said), model=self.name, token_ids=(options.attempt,))
+        generation = Generation(text=f"\\boxed{{{said}}}", answer=str(said), model=self.name)
+        return self.answered.note(generation, self._step(options))
 
 
 def test_an_interrupt_ends_the_open_spans_as_errors_and_the_resume_is_traced(recorded: Recorded) -> None:

@@ -12,10 +12,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from guardrail import BackendError, Generation, GenerationOptions, Guard, Request
 from guardrail.telemetry._names import confidence_label, familiarity_label, score_label
-from tests.fakes import ScriptedModel, Step
-from tests.integrations.helpers import FamiliarityCalibrator
-from tests.telemetry.conftest import Recorded, make_recorded
-from tests.test_guard import image_request, make_policy
+from tests.support.fakes import FamiliarityCalibrator, ScriptedModel, Step
+from tests.support.guards import image_request, make_policy
+from tests.support.telemetry import Recorded, make_recorded
 
 
 def events(span: ReadableSpan, name: str = "gen_ai.evaluation.result") -> dict[str, dict[str, Any]]:

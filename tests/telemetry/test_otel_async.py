@@ -11,9 +11,9 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from guardrail import Generation, GenerationOptions, Guard, Request
-from tests.fakes import AsyncScriptedModel, Step
-from tests.telemetry.conftest import Recorded
-from tests.test_guard import image_request, make_policy
+from tests.support.fakes import AsyncScriptedModel, Step
+from tests.support.guards import image_request, make_policy
+from tests.support.telemetry import Recorded
 
 
 class TracingAsyncModel(AsyncScriptedModel):

@@ -12,9 +12,9 @@ import pytest
 
 from guardrail import BackendError, Guard
 from guardrail.telemetry import ConfiguredTelemetry, configure_telemetry
-from tests.fakes import ScriptedModel, Step
-from tests.telemetry.phoenix import Phoenix, running_phoenix
-from tests.test_guard import image_request, make_policy
+from tests.support.fakes import ScriptedModel, Step
+from tests.support.guards import image_request, make_policy
+from tests.support.phoenix import Phoenix, running_phoenix
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from opentelemetry.trace import StatusCode
 
 from guardrail import Generation, GenerationOptions, Guard, Request
 from guardrail.telemetry import OtelTelemetry
-from tests.fakes import ScriptedModel, Step
-from tests.telemetry.conftest import Recorded, make_recorded
-from tests.test_guard import image_request, make_policy
+from tests.support.fakes import ScriptedModel, Step
+from tests.support.guards import image_request, make_policy
+from tests.support.telemetry import Recorded, make_recorded
 
 
 class FailingProcessor(SpanProcessor):

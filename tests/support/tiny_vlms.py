@@ -21,6 +21,7 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaImageProcessorPil,
     LlavaProcessor,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
@@ -61,7 +62,16 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIAL)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    tokenizer_class: Any = PreTrainedTokenizerFast  # an unannotated constructor in transformers
+    fast: PreTrainedTokenizerFast = tokenizer_class(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    return fast
+
+
+def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    """The id of one token (``convert_tokens_to_ids`` also maps lists, hence its ``int | list[int]``)."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    assert isinstance(token_id, int)
+    return token_id
 
 
 def _text_config(vocab_size: int, **extra: Any) -> dict[str, Any]:
@@ -81,8 +91,8 @@ def _text_config(vocab_size: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _finish(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast) -> torch.nn.Module:
-    model.eval()
+def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    model.eval()  # type: ignore[no-untyped-call]  # transformers leaves PreTrainedModel.eval unannotated
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -102,14 +112,15 @@ def tiny_llava(seed: int = 0) -> tuple[Any, Any]:
             "patch_size": 14,
         },
         text_config={"model_type": "llama", **_text_config(len(tokenizer))},
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_index=_token_id(tokenizer, "<image>"),  # the field behind LLaVA's `image_token_id` alias
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     image_processor = LlavaImageProcessorPil(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    processor = LlavaProcessor(
+    processor_class: Any = LlavaProcessor  # an unannotated constructor in transformers
+    processor = processor_class(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=14,
@@ -133,7 +144,7 @@ def tiny_idefics3(seed: int = 0) -> tuple[Any, Any]:
             "patch_size": 14,
         },
         text_config={"model_type": "llama", **_text_config(len(tokenizer))},
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_id=_token_id(tokenizer, "<image>"),
         scale_factor=2,
     )
     torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Named inputs and a helper shared by the policy tests."""
+"""Named policy texts and a helper that loads an invalid one, shared by the policy tests."""
 
 from __future__ import annotations
 

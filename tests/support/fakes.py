@@ -1,4 +1,5 @@
-"""Fakes for unit tests of one piece: a scripted model that also scores itself.
+"""Fakes for unit tests of one piece: a scripted model that also scores itself, and a calibrator that reports a
+fixed familiarity.
 
 These stand in for a real model only where a test checks the loop's control flow. Tests that claim a feature
 works end to end use the real reference model instead.
@@ -11,9 +12,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from guardrail import Generation, GenerationOptions, Request, Signals
+from guardrail import Confidence, Generation, GenerationOptions, Request, Signals
 from guardrail.backends.base import Backend
+from guardrail.calibration import PassThroughCalibrator
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,14 +33,44 @@ class Step:
     fail_in: str = "backend"  # or "estimator"
 
 
+class Answered(Generic[T]):
+    """What a fake model noted about each generation it returned, found again from the generation itself.
+
+    The guard hands ``estimate`` the very ``Generation`` object that ``generate`` returned, so a fake that is its own
+    estimator can look up, by identity, what it decided when it answered (which scripted step, which attempt)
+    instead of smuggling that through fields a real backend fills with something else. Thread-safe; the
+    generations are kept alive, so an identity is never reused while noted.
+    """
+
+    def __init__(self) -> None:
+        self._notes: dict[int, tuple[Generation, T]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, generation: Generation, value: T) -> Generation:
+        """Remember ``value`` for ``generation``; returns ``generation``."""
+        with self._lock:
+            self._notes[id(generation)] = (generation, value)
+        return generation
+
+    def __getitem__(self, generation: Generation) -> T:
+        with self._lock:
+            noted = self._notes.get(id(generation))
+        if noted is None or noted[0] is not generation:
+            raise LookupError(f"this model never returned the generation {generation.text!r}")
+        return noted[1]
+
+
 @dataclass
 class ScriptedModel:
-    """Plays ``steps`` in order (the last one repeats); records every request it was called with."""
+    """Plays ``steps`` in order, one per attempt (``options.attempt``; the last one repeats): a backend that is also
+    its own estimator. Records every request it was called with (``calls``); ``estimate`` scores a generation with
+    the step that produced it (``answered``)."""
 
     steps: Sequence[Step] = (Step(),)
     name: str = "scripted"
     calls: list[tuple[Request, GenerationOptions]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    answered: Answered[Step] = field(default_factory=Answered, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _step(self, options: GenerationOptions) -> Step:
         return self.steps[min(options.attempt, len(self.steps) - 1)]
@@ -52,16 +87,16 @@ class ScriptedModel:
         step = self._step(options)
         if step.fail is not None and step.fail_in == "backend":
             raise step.fail(f"scripted failure on attempt {options.attempt}")
-        return Generation(
+        generation = Generation(  # no tokenizer, so no token ids: like a remote backend, one log-prob
             text=f"<think><vision>v</vision><reasoning>r</reasoning></think> \\boxed{{{step.answer}}}",
             answer=step.answer,
             model=self.name,
             token_logprobs=(-0.1,),
-            token_ids=(options.attempt,),
         )
+        return self.answered.note(generation, step)
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
-        step = self._step(GenerationOptions(attempt=generation.token_ids[0]))
+        step = self.answered[generation]
         if step.fail is not None and step.fail_in == "estimator":
             raise step.fail("scripted estimator failure")
         return Signals(visual=step.visual, reasoning=step.reasoning)
@@ -97,3 +132,14 @@ class EchoModel:
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         number = int(request.question.split()[-1])
         return Signals(visual=(number % 10) / 10 + 0.05, reasoning=0.9)
+
+
+@dataclass(frozen=True)
+class FamiliarityCalibrator:
+    """Passes the scripted scores through and reports a fixed input ``familiarity`` (a measured p-value)."""
+
+    familiarity: float | None
+
+    def calibrate(self, signals: Signals) -> Confidence:
+        confidence = PassThroughCalibrator().calibrate(signals)
+        return confidence.model_copy(update={"familiarity": self.familiarity})

@@ -1,4 +1,5 @@
-"""A scripted tool-calling chat model for agent tests (a planner; the guard's model is the scripted VLM)."""
+"""Agent parts for the middleware tests: a scripted tool-calling chat model (the planner; the guard's model is the
+scripted VLM) and a camera tool."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import tool
 from pydantic import ConfigDict, Field, PrivateAttr
+
+from tests.support.integration import png_b64
 
 
 class ScriptedPlanner(BaseChatModel):
@@ -45,3 +49,21 @@ class ScriptedPlanner(BaseChatModel):
 
 def tool_call(name: str, args: dict[str, Any], call_id: str = "call-1") -> AIMessage:
     return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}])
+
+
+class Camera:
+    """A tool that photographs the scene; counts how often it really ran."""
+
+    def __init__(self, *, images: bool = True) -> None:
+        self.runs = 0
+        self.images = images
+
+        @tool(response_format="content")
+        def camera(question: str) -> list[dict[str, Any]]:
+            """Take a photo of the scene to answer a question about it."""
+            self.runs += 1
+            if not self.images:
+                return [{"type": "text", "text": "lens cap on"}]
+            return [{"type": "image", "base64": png_b64(), "mime_type": "image/png"}]
+
+        self.tool = camera

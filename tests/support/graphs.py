@@ -1,6 +1,6 @@
 """Graph factories for the escalation tests, importable by dotted path from another process.
 
-``build_graph(checkpointer)`` is what ``guardrail escalations resolve --graph tests.integrations.graphs:build_graph``
+``build_graph(checkpointer)`` is what ``guardrail escalations resolve --graph tests.support.graphs:build_graph``
 rebuilds. With ``GUARDRAIL_TEST_NO_MODEL=1`` building the guard fails: the resuming process proves it never
 needs the model.
 """
@@ -15,7 +15,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from guardrail import Guard
 from guardrail.integrations import guardrail_graph
-from tests.integrations.helpers import ESCALATE, scripted_guard
+from tests.support.integration import ESCALATE, scripted_guard
 
 
 def _guard() -> Guard:
@@ -32,7 +32,7 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any]) -> Any:
 def start(db: str, thread_id: str) -> None:
     """Process one: run until the human review, then die abruptly (no cleanup) while the human thinks."""
     from guardrail.integrations.escalations import open_saver
-    from tests.integrations.helpers import image_message
+    from tests.support.integration import image_message
 
     with open_saver(db, must_exist=False) as saver:
         state = build_graph(saver).invoke({"messages": [image_message()]}, {"configurable": {"thread_id": thread_id}})

@@ -1,18 +1,17 @@
-"""Named inputs shared by the integration tests: a small policy, images and guards over the scripted fakes."""
+"""Named inputs for the integration, CLI and telemetry tests: a small policy, images, and guards over the scripted
+fakes."""
 
 from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import HumanMessage
 from PIL import Image
 
-from guardrail import Confidence, Guard, Policy, Signals
-from guardrail.calibration import PassThroughCalibrator
-from tests.fakes import EchoModel, ScriptedModel, Step
+from guardrail import Guard, Policy
+from tests.support.fakes import EchoModel, ScriptedModel, Step
 
 POLICY: dict[str, Any] = {
     "version": 1,
@@ -30,17 +29,6 @@ POLICY: dict[str, Any] = {
 ACCEPT = Step(answer="red", visual=0.9, reasoning=0.9)
 ABSTAIN = Step(answer="blue", visual=0.5, reasoning=0.5)
 ESCALATE = Step(answer="green", visual=0.2, reasoning=0.2)
-
-
-@dataclass(frozen=True)
-class FamiliarityCalibrator:
-    """Passes the scripted scores through and reports a fixed input ``familiarity`` (a measured p-value)."""
-
-    familiarity: float | None
-
-    def calibrate(self, signals: Signals) -> Confidence:
-        confidence = PassThroughCalibrator().calibrate(signals)
-        return confidence.model_copy(update={"familiarity": self.familiarity})
 
 
 def policy(**overrides: Any) -> Policy:
