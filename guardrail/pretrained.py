@@ -85,7 +85,11 @@ def load_guard(
         loaded = load_artifact(artifact_path, expected_model_fingerprint=fingerprint_model(model_dir))
         calibrator = loaded.decoupled_calibrator()
         policy_object = resolve_certified(policy_object, loaded, source=str(artifact_path))
-    backend = TransformersBackend.from_pretrained(model_dir, device=device, dtype=dtype)
+    from .reference import reference_model_name
+
+    name = reference_model_name(model_dir)  # the shipped model's own name, not its folder's ("model")
+    named = {"name": name} if name is not None else {}
+    backend = TransformersBackend.from_pretrained(model_dir, device=device, dtype=dtype, **named)
     estimator = estimator_for(loaded, draws=draws, perturbation=perturbation)
     return Guard(backend, estimator=estimator, calibrator=calibrator, policy=policy_object, **guard_options)
 
