@@ -213,7 +213,7 @@ def test_the_trace_reports_the_count_asked_for() -> None:
 
     class Recording(Telemetry):
         @contextmanager
-        def call(self, request: Request, policy: Policy, model: str) -> Iterator[CallTrace]:
+        def call(self, request: Request, *, model: str, policy: str, policy_version: int) -> Iterator[CallTrace]:
             yield Trace()
 
     model = LimitedModel(steps=[DOUBT, SURE], max_images=1)

@@ -133,6 +133,8 @@ class _Configured:
         return self._inner.name
 
     def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__") or attribute == "_inner":  # copy/pickle probes before __init__ ran
+            raise AttributeError(attribute)
         return getattr(self._inner, attribute)
 
     def generate(self, request: Request, options: GenerationOptions) -> Generation:

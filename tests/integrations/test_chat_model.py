@@ -288,3 +288,19 @@ def test_json_mode_parses_the_reply_and_other_methods_are_refused() -> None:
     assert (failed["parsed"], type(failed["parsing_error"]).__name__) == (None, "OutputParserException")
     with pytest.raises(NotImplementedError, match=r"method='json_mode'\) only, got 'function_calling'"):
         model.with_structured_output(Joke, method="function_calling")
+
+
+def test_the_settings_wrapper_delegates_everything_else_and_copies() -> None:
+    import copy
+
+    from guardrail.backends.base import AsyncBackend
+    from guardrail.integrations._chat_parts import CallSettings, configured
+    from tests.integrations.chat_fakes import AsyncWordModel
+
+    plain = WordModel()
+    assert configured(plain, CallSettings()) is plain  # nothing to fill in: the backend itself
+    wrapped = configured(plain, CallSettings(max_tokens=2))
+    assert (wrapped.name, wrapped.estimate) == (plain.name, plain.estimate)
+    assert not isinstance(wrapped, AsyncBackend)
+    assert isinstance(configured(AsyncWordModel(), CallSettings(max_tokens=2)), AsyncBackend)
+    assert copy.copy(wrapped).name == plain.name
