@@ -100,10 +100,12 @@ def load_backend(
 ) -> TransformersBackend:
     """The transformers backend over the model folder ``model`` (default: :func:`default_model_path`)."""
     from .backends.transformers import TransformersBackend
+    from .reference import reference_model_name
 
-    return TransformersBackend.from_pretrained(
-        Path(model) if model is not None else default_model_path(), device=device, dtype=dtype
-    )
+    model_dir = Path(model) if model is not None else default_model_path()
+    name = reference_model_name(model_dir)  # the shipped model's own name, not its folder's ("model")
+    named = {"name": name} if name is not None else {}
+    return TransformersBackend.from_pretrained(model_dir, device=device, dtype=dtype, **named)
 
 
 def calibrate_model(

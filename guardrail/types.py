@@ -37,6 +37,7 @@ __all__ = [
     "ErrorInfo",
     "ErrorStage",
     "Escalation",
+    "FinishReason",
     "Generation",
     "GenerationOptions",
     "GuardResult",
@@ -47,6 +48,7 @@ __all__ = [
     "Status",
     "TextBlock",
     "Usage",
+    "finish_reason_of",
 ]
 
 
@@ -320,12 +322,25 @@ def read_image_file(path: str | Path) -> bytes:
 
 
 class GenerationOptions(_Frozen):
-    """How the loop asks a backend to generate: which attempt this is and how to vary it on a re-ask."""
+    """How to generate: which attempt this is, how to vary it on a re-ask, and the caller's limits.
+
+    ``None`` (and an empty ``stop``) leave the backend's own default. A backend honours every field it is given;
+    ``stop`` ends generation at the first of these strings (backends that cannot stop there themselves still
+    end the text at it).
+    """
 
     attempt: int = Field(default=0, ge=0)
     seed: int | None = None
     temperature: float | None = Field(default=None, ge=0.0)
     max_new_tokens: int | None = Field(default=None, ge=1)
+    stop: tuple[str, ...] = ()
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings_are_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not s for s in value):
+            raise ValueError(f"stop sequences must be non-empty strings, got {list(value)!r}")
+        return value
 
 
 class Usage(_Frozen):
@@ -335,8 +350,44 @@ class Usage(_Frozen):
     output_tokens: int = Field(default=0, ge=0)
 
 
+FinishReason = Literal["stop", "length", "content_filter", "tool_call", "error"]
+"""Why a model stopped generating, in the OpenTelemetry GenAI vocabulary: ``stop`` (it ended its answer, or met a
+stop sequence), ``length`` (cut off by the token limit), ``content_filter``, ``tool_call``, ``error``."""
+
+_FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "eos": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "model_length": "length",
+    "content_filter": "content_filter",
+    "safety": "content_filter",
+    "refusal": "content_filter",
+    "tool_calls": "tool_call",
+    "tool_call": "tool_call",
+    "tool_use": "tool_call",
+    "function_call": "tool_call",
+    "error": "error",
+}
+
+
+def finish_reason_of(raw: object) -> FinishReason | None:
+    """A provider's finish reason (OpenAI ``length``, Anthropic ``max_tokens``, Gemini ``MAX_TOKENS``, ...) in the
+    :data:`FinishReason` vocabulary; ``None`` when it is missing or not one we know (never guessed)."""
+    if not isinstance(raw, str):
+        return None
+    return _FINISH_REASONS.get(raw.strip().lower())
+
+
 class Generation(_Frozen):
-    """One model answer: its text, the final answer parsed from it, token ids and per-token log-probs."""
+    """One model answer: its text, the final answer parsed from it, token ids and per-token log-probs.
+
+    ``finish_reason`` says why generation ended (``length``: the token limit cut it off), ``None`` when the
+    backend cannot tell; ``options`` are the settings it actually generated with (its own defaults filled in:
+    the token limit, the temperature, 0 when greedy, the seed), ``None`` when the backend does not report them.
+    """
 
     text: str
     answer: str | None = None
@@ -349,6 +400,8 @@ class Generation(_Frozen):
     """The generated tokens as text, one per log-prob, where the backend knows them (remote APIs return them)."""
     usage: Usage = Usage()
     seconds: float = Field(default=0.0, ge=0.0)
+    finish_reason: FinishReason | None = None
+    options: GenerationOptions | None = None
 
     @field_validator("token_logprobs")
     @classmethod
@@ -502,3 +555,11 @@ class GuardResult(_Frozen):
     def final_decision(self) -> Decision:
         """The decision that ended the call."""
         return self.decisions[-1]
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        """Why the model stopped generating the accepted answer (``length``: cut off by the token limit);
+        ``None`` when no answer was accepted or the backend could not tell."""
+        if self.status != "accepted" or not self.attempts or self.attempts[-1].generation is None:
+            return None
+        return self.attempts[-1].generation.finish_reason

@@ -64,3 +64,23 @@ def test_an_infeasible_certification_refuses_to_build_rather_than_promise() -> N
     strict = CERTIFIED.replace("max_error: 0.35", "max_error: 0.001")
     with pytest.raises(ConfigurationError, match=r"cannot certify overall at max_error 0\.001"):
         resolve_certified(load_policy(strict), artifact([(0.001, 0.1)]))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow  # loads the reference model and its artifact (about 10 s on a busy 2-core machine)
+def test_the_reference_model_is_named_by_its_name_not_its_folder() -> None:
+    """Traces once read ``chat model``: the shipped folder is called ``model``."""
+    from guardrail import Request, load_guard
+    from guardrail.reference import REFERENCE_MODEL_NAME, reference_model_name, reference_model_path
+    from tests.support.integration import png_bytes
+    from tests.support.telemetry import make_recorded
+
+    assert reference_model_name(reference_model_path()) == REFERENCE_MODEL_NAME == "guardrail-reference-llava"
+    assert reference_model_name(reference_model_path().parent) is None
+    rec = make_recorded()
+    guard = load_guard(telemetry=rec.telemetry)
+    assert guard.backend.name == REFERENCE_MODEL_NAME
+    guard.run(Request.from_question("What color is the shape?", [png_bytes(size=64)]))
+    assert [s.name for s in rec.attempt_spans()] == ["chat guardrail-reference-llava"]
+    assert rec.call_span().name == "guardrail.guard guardrail-reference-llava"
+    rec.tracer_provider.shutdown()
+    rec.meter_provider.shutdown()

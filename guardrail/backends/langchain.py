@@ -11,6 +11,14 @@ OpenAI-compatible chat models); sampling options (``temperature``, ``seed``, ``m
 the model declares them, so an unknown keyword never reaches a model that would reject it. A model that
 returns no log-probs still works: the estimator then uses the verbalized scores and answer agreement.
 
+The request's stop sequences always reach the model (``stop`` is a standard argument of every chat model). The
+reply's finish reason (``response_metadata["finish_reason"]``, or ``stop_reason`` / ``done_reason``) is kept in the
+:data:`~guardrail.types.FinishReason` vocabulary, and the settings the call ran with (what was passed, else what
+the model reports in its LangSmith parameters) in ``Generation.options``.
+
+The call is tagged ``nostream``: inside a LangGraph graph streamed with ``stream_mode="messages"``, the model's
+unchecked answer is not streamed to the caller; only what the guard decides to say is.
+
 Every failure of the call (timeouts, connection errors, HTTP 429/500, a reply that is not a text message)
 becomes :class:`~guardrail.BackendError` or :class:`~guardrail.BackendTimeout`, the original kept as
 ``__cause__``; LangGraph interrupts pass through. Build the chat model with ``max_retries=0`` (``ChatOpenAI``
@@ -25,10 +33,13 @@ from typing import Any
 
 from ..errors import BackendError, is_control_flow
 from ..responses import final_answer
-from ..types import Generation, GenerationOptions, Request, Usage
+from ..types import Generation, GenerationOptions, Request, Usage, finish_reason_of
 from ._remote import parse_logprobs, translate_error
 
 __all__ = ["LangChainBackend"]
+
+_NOSTREAM = "nostream"
+"""LangGraph's tag (``langgraph.constants.TAG_NOSTREAM``) that keeps a chat model run out of its message stream."""
 
 
 class LangChainBackend:
@@ -57,6 +68,14 @@ class LangChainBackend:
         """The model's name in results and traces."""
         return self._name
 
+    def _invoke_args(self, request: Request, options: GenerationOptions) -> tuple[list[Any], dict[str, Any]]:
+        """The messages and keyword arguments of one call (the ``nostream`` tag and the stop sequences included)."""
+        kwargs = self._kwargs(options)
+        if options.stop:
+            kwargs["stop"] = list(options.stop)
+        kwargs["config"] = {"tags": [_NOSTREAM]}
+        return self._messages(request), kwargs
+
     def _kwargs(self, options: GenerationOptions) -> dict[str, Any]:
         wanted: dict[str, Any] = {}
         if self.logprobs:
@@ -74,7 +93,23 @@ class LangChainBackend:
 
         return messages_from_request(request)
 
-    def _generation(self, reply: Any, seconds: float) -> Generation:
+    def _effective(self, kwargs: Mapping[str, Any], options: GenerationOptions) -> GenerationOptions:
+        """The settings the call ran with: what was passed, else what the model says it uses."""
+        try:
+            declared: Mapping[str, Any] = self.chat_model._get_ls_params()
+        except Exception:  # a model's tracing parameters must never fail a call
+            declared = {}
+        temperature = kwargs.get("temperature", declared.get("ls_temperature"))
+        max_tokens = kwargs.get("max_tokens", declared.get("ls_max_tokens"))
+        return GenerationOptions(
+            attempt=options.attempt,
+            seed=kwargs.get("seed"),
+            temperature=temperature if isinstance(temperature, int | float) and temperature >= 0 else None,
+            max_new_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens >= 1 else None,
+            stop=options.stop,
+        )
+
+    def _generation(self, reply: Any, seconds: float, options: GenerationOptions) -> Generation:
         from langchain_core.messages import AIMessage
 
         if not isinstance(reply, AIMessage):
@@ -97,11 +132,16 @@ class LangChainBackend:
                 output_tokens=int(usage.get("output_tokens", 0) or 0),
             ),
             seconds=seconds,
+            finish_reason=finish_reason_of(
+                metadata.get("finish_reason") or metadata.get("stop_reason") or metadata.get("done_reason")
+            ),
+            options=options,
         )
 
     def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """Answer ``request`` with the chat model; its errors become ``BackendError``/``BackendTimeout``."""
-        messages, kwargs = self._messages(request), self._kwargs(options or GenerationOptions())
+        options = options or GenerationOptions()
+        messages, kwargs = self._invoke_args(request, options)
         start = time.perf_counter()
         try:
             reply = self.chat_model.invoke(messages, **kwargs)
@@ -109,11 +149,12 @@ class LangChainBackend:
             if is_control_flow(exc):
                 raise
             raise translate_error(exc, f"{self.name}: chat model call") from exc
-        return self._generation(reply, time.perf_counter() - start)
+        return self._generation(reply, time.perf_counter() - start, self._effective(kwargs, options))
 
     async def agenerate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """The async twin of :meth:`generate` (``ainvoke``)."""
-        messages, kwargs = self._messages(request), self._kwargs(options or GenerationOptions())
+        options = options or GenerationOptions()
+        messages, kwargs = self._invoke_args(request, options)
         start = time.perf_counter()
         try:
             reply = await self.chat_model.ainvoke(messages, **kwargs)
@@ -121,4 +162,4 @@ class LangChainBackend:
             if is_control_flow(exc):
                 raise
             raise translate_error(exc, f"{self.name}: chat model call") from exc
-        return self._generation(reply, time.perf_counter() - start)
+        return self._generation(reply, time.perf_counter() - start, self._effective(kwargs, options))

@@ -42,7 +42,7 @@ from PIL import Image
 
 from ..errors import BackendError, is_control_flow
 from ..responses import final_answer
-from ..types import Generation, GenerationOptions, ImageBlock, Request, Usage
+from ..types import Generation, GenerationOptions, ImageBlock, Request, Usage, finish_reason_of
 from ._remote import openai_messages, parse_logprobs, translate_error
 from .base import ScoringUnavailable, TextScores
 
@@ -162,12 +162,14 @@ class OpenAICompatibleBackend:
         max_tokens = options.max_new_tokens or self.max_tokens
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
+        if options.stop:
+            body["stop"] = list(options.stop)
         if self.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = self.top_logprobs
         return body
 
-    def _generation(self, completion: Any, seconds: float) -> Generation:
+    def _generation(self, completion: Any, seconds: float, body: Mapping[str, Any], attempt: int) -> Generation:
         choices = getattr(completion, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise BackendError(f"{self.name}: malformed response: no choices ({type(completion).__name__})")
@@ -189,11 +191,20 @@ class OpenAICompatibleBackend:
                 output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             ),
             seconds=seconds,
+            finish_reason=finish_reason_of(getattr(choice, "finish_reason", None)),
+            options=GenerationOptions(
+                attempt=attempt,
+                seed=body["seed"],
+                temperature=body["temperature"],
+                max_new_tokens=body.get("max_tokens"),
+                stop=tuple(body.get("stop", ())),
+            ),
         )
 
     def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """Answer ``request`` (see the class docstring); library errors become ``BackendError``."""
-        body = self._body(request, options or GenerationOptions())
+        options = options or GenerationOptions()
+        body = self._body(request, options)
         start = time.perf_counter()
         try:
             completion = self._client.chat.completions.create(**body)
@@ -201,11 +212,12 @@ class OpenAICompatibleBackend:
             if is_control_flow(exc):
                 raise
             raise translate_error(exc, f"{self.name}: chat completion") from exc
-        return self._generation(completion, time.perf_counter() - start)
+        return self._generation(completion, time.perf_counter() - start, body, options.attempt)
 
     async def agenerate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """The async twin of :meth:`generate` (``openai.AsyncOpenAI``)."""
-        body = self._body(request, options or GenerationOptions())
+        options = options or GenerationOptions()
+        body = self._body(request, options)
         start = time.perf_counter()
         try:
             async with self._aclient() as client:
@@ -214,7 +226,7 @@ class OpenAICompatibleBackend:
             if is_control_flow(exc):
                 raise
             raise translate_error(exc, f"{self.name}: chat completion") from exc
-        return self._generation(completion, time.perf_counter() - start)
+        return self._generation(completion, time.perf_counter() - start, body, options.attempt)
 
     # -- server-side teacher-forced scoring --------------------------------------------------------------------
 

@@ -317,6 +317,7 @@ class TransformersBackend:
         do_sample, temperature, seed = self._sampling(options)
         config = copy.deepcopy(self.model.generation_config)
         config.max_new_tokens = options.max_new_tokens or self.max_new_tokens
+        config.stop_strings = [s for s in options.stop if self._can_stop_on(s)] or None  # + tokenizer, below
         config.output_logits, config.return_dict_in_generate = True, True
         config.do_sample = do_sample
         config.temperature = temperature if do_sample else None
@@ -330,7 +331,8 @@ class TransformersBackend:
         try:
             with self._lock, torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(seed)
-                out = self.model.generate(**inputs, generation_config=config)
+                stop = {"tokenizer": self.tokenizer} if config.stop_strings else {}
+                out = self.model.generate(**inputs, generation_config=config, **stop)
         except _MODEL_ERRORS as exc:
             raise BackendError(f"{self.name}: generation failed: {exc}") from exc
         prompt_len = inputs["input_ids"].shape[1]
@@ -338,6 +340,7 @@ class TransformersBackend:
         logits = torch.stack(out.logits, dim=1)[0, : new_ids.shape[0]]
         logprobs = token_logprobs(logits, new_ids).clamp_max(0.0)
         text = self._decode(new_ids.tolist())
+        length = int(new_ids.shape[0]) >= config.max_new_tokens and not self._ended(new_ids.tolist(), config)
         return Generation(
             text=text,
             answer=final_answer(text),
@@ -347,7 +350,41 @@ class TransformersBackend:
             token_logprobs=tuple(logprobs.tolist()),
             usage=Usage(input_tokens=prompt_len, output_tokens=int(new_ids.shape[0])),
             seconds=time.perf_counter() - start,
+            finish_reason="length" if length else "stop",
+            options=GenerationOptions(
+                attempt=options.attempt,
+                seed=seed,
+                temperature=temperature if do_sample else 0.0,
+                max_new_tokens=config.max_new_tokens,
+                stop=options.stop,
+            ),
         )
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 (one backend per loaded model: the cache lives as long anyway)
+    def _can_stop_on(self, stop: str) -> bool:
+        """Whether generation can stop on ``stop``: transformers refuses a stop string that no token of the
+        vocabulary can spell, and such a string is never generated, so it is left out (the chat model still ends
+        its text at any stop string)."""
+        from transformers import StopStringCriteria
+
+        try:
+            StopStringCriteria(self.tokenizer, [stop])
+        except ValueError:
+            return False
+        return True
+
+    def _ended(self, ids: list[int], config: Any) -> bool:
+        """Whether generation ended on its own at the last token: an end-of-sequence token, or a stop string."""
+        eos = config.eos_token_id
+        eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
+        if ids and ids[-1] in eos_ids:
+            return True
+        stop_strings = config.stop_strings or ()
+        if not stop_strings:
+            return False
+        # Stopped by a stop string: the last token completed it (it may run on past its end).
+        text, before = self._decode(ids), self._decode(ids[:-1])
+        return any(s in text and s not in before for s in stop_strings)
 
     async def agenerate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """The async twin of :meth:`generate` (runs in a worker thread; calls are serialised)."""

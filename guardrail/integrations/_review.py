@@ -147,8 +147,16 @@ def abstention_text(result: GuardResult) -> str:
 
 
 def result_message(result: GuardResult, *, message_id: str | None = None) -> AIMessage:
-    """The AI message an agent sees for an accepted or abstained result (escalations are reviewed first)."""
-    meta = {"guardrail": _metadata(result)}
+    """The AI message an agent sees for an accepted or abstained result (escalations are reviewed first).
+
+    ``response_metadata["finish_reason"]``: for an accepted answer, why the model stopped generating it (``length``
+    when the token limit cut it off; absent when the backend could not tell); for the guard's own sentences
+    (abstained, escalated), ``stop``: they are complete.
+    """
+    meta: dict[str, Any] = {"guardrail": _metadata(result)}
+    finish_reason = result.finish_reason if result.status == "accepted" else "stop"
+    if finish_reason is not None:
+        meta["finish_reason"] = finish_reason
     if result.status == "accepted":
         assert result.answer is not None
         return AIMessage(content=result.answer, response_metadata=meta, id=message_id)

@@ -1,16 +1,25 @@
 """The embedded default: a tiny LLaVA-architecture model trained on easy-VQA, shipped inside the package.
 
-Only paths live here: the shipped model is an ordinary transformers model folder, loaded by the same generic code
-a user points at their own model (``AutoModelForImageTextToText`` / ``AutoProcessor``).
+Only its path and its name live here: the shipped model is an ordinary transformers model folder, loaded by the
+same generic code a user points at their own model (``AutoModelForImageTextToText`` / ``AutoProcessor``). Its name
+is what results and traces call it (``chat guardrail-reference-llava``), not its folder's (``model``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["reference_model_path"]
+__all__ = ["REFERENCE_MODEL_NAME", "reference_model_name", "reference_model_path"]
+
+REFERENCE_MODEL_NAME = "guardrail-reference-llava"
+"""The shipped model's name (``gen_ai.request.model``, span names, results)."""
 
 
 def reference_model_path() -> Path:
     """The folder of the shipped, trained reference model (``save_pretrained`` format)."""
     return Path(__file__).resolve().parent / "model"
+
+
+def reference_model_name(path: str | Path) -> str | None:
+    """:data:`REFERENCE_MODEL_NAME` when ``path`` is the shipped model's folder, else ``None``."""
+    return REFERENCE_MODEL_NAME if Path(path).resolve() == reference_model_path() else None

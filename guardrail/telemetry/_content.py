@@ -80,6 +80,9 @@ def input_messages(request: Request) -> str:
 
 
 def output_messages(generation: Generation) -> str:
-    """``gen_ai.output.messages``: the model's answer text as one assistant message."""
-    message = {"role": "assistant", "parts": [{"type": "text", "content": generation.text}], "finish_reason": "stop"}
+    """``gen_ai.output.messages``: the model's answer text as one assistant message, with its finish reason when the
+    backend reported one (``length``: cut off by the token limit)."""
+    message: dict[str, Any] = {"role": "assistant", "parts": [{"type": "text", "content": generation.text}]}
+    if generation.finish_reason is not None:
+        message["finish_reason"] = generation.finish_reason
     return json.dumps([message], ensure_ascii=False)

@@ -1,9 +1,11 @@
 """Every name the guard's telemetry emits, defined once.
 
-GenAI names come from the OpenTelemetry semantic-conventions package wherever it has a constant (its GenAI
-section is marked "moved to the GenAI semantic-conventions repository": the names are unchanged, and no other
-Python package ships them yet). The few names it has no constant for (the ``gen_ai.evaluation.result`` event)
-and the project's own ``guardrail.*`` namespace are spelled here and nowhere else.
+GenAI names are the project's own constants, spelled as in the OpenTelemetry GenAI semantic conventions (the
+``semantic-conventions-genai`` repository, where they moved; the semconv package's ``_incubating`` copies are
+private and marked deprecated, and no maintained Python package ships them). ``tests/telemetry/test_names.py``
+checks every one against the conventions' own strings. ``error.type`` is stable and comes from the semconv
+package. The project's own ``guardrail.*`` namespace is spelled here and nowhere else. Durations are in seconds,
+on spans and in metrics alike.
 
 Span names:
 - ``guardrail.guard {model}`` (INTERNAL): one guarded call. The GenAI conventions have no operation for it: it
@@ -17,22 +19,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
-    GEN_AI_EVALUATION_EXPLANATION,
-    GEN_AI_EVALUATION_NAME,
-    GEN_AI_EVALUATION_SCORE_LABEL,
-    GEN_AI_EVALUATION_SCORE_VALUE,
-    GEN_AI_INPUT_MESSAGES,
-    GEN_AI_OPERATION_NAME,
-    GEN_AI_OUTPUT_MESSAGES,
-    GEN_AI_PROVIDER_NAME,
-    GEN_AI_REQUEST_MODEL,
-    GEN_AI_RESPONSE_MODEL,
-    GEN_AI_USAGE_INPUT_TOKENS,
-    GEN_AI_USAGE_OUTPUT_TOKENS,
-    GenAiOperationNameValues,
-)
-from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import GEN_AI_CLIENT_OPERATION_DURATION
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
 from ..types import Component
@@ -46,6 +32,7 @@ __all__ = [
     "ERROR_TYPE",
     "EVALUATION_NAMES",
     "GEN_AI_CLIENT_OPERATION_DURATION",
+    "GEN_AI_CLIENT_TOKEN_USAGE",
     "GEN_AI_EVALUATION_EXPLANATION",
     "GEN_AI_EVALUATION_NAME",
     "GEN_AI_EVALUATION_RESULT",
@@ -54,9 +41,16 @@ __all__ = [
     "GEN_AI_INPUT_MESSAGES",
     "GEN_AI_OPERATION_NAME",
     "GEN_AI_OUTPUT_MESSAGES",
+    "GEN_AI_OUTPUT_TYPE",
     "GEN_AI_PROVIDER_NAME",
+    "GEN_AI_REQUEST_MAX_TOKENS",
     "GEN_AI_REQUEST_MODEL",
+    "GEN_AI_REQUEST_SEED",
+    "GEN_AI_REQUEST_STOP_SEQUENCES",
+    "GEN_AI_REQUEST_TEMPERATURE",
+    "GEN_AI_RESPONSE_FINISH_REASONS",
     "GEN_AI_RESPONSE_MODEL",
+    "GEN_AI_TOKEN_TYPE",
     "GEN_AI_USAGE_INPUT_TOKENS",
     "GEN_AI_USAGE_OUTPUT_TOKENS",
     "GUARDRAIL_ATTEMPT",
@@ -71,7 +65,6 @@ __all__ = [
     "GUARDRAIL_ERROR_STAGE",
     "GUARDRAIL_MODEL",
     "GUARDRAIL_OVERHEAD_DURATION",
-    "GUARDRAIL_OVERHEAD_MS",
     "GUARDRAIL_POLICY_NAME",
     "GUARDRAIL_POLICY_VERSION",
     "GUARDRAIL_STATUS",
@@ -83,8 +76,12 @@ __all__ = [
     "LABEL_LOW",
     "LABEL_MEDIUM",
     "LABEL_UNKNOWN",
+    "OUTPUT_TYPE_TEXT",
     "OVERHEAD_BUCKETS",
     "PROVIDER_OTHER",
+    "TOKEN_BUCKETS",
+    "TOKEN_TYPE_INPUT",
+    "TOKEN_TYPE_OUTPUT",
     "confidence_label",
     "familiarity_label",
     "score_label",
@@ -92,17 +89,45 @@ __all__ = [
 
 INSTRUMENTATION_SCOPE: Final = "guardrail"
 
-# -- GenAI values and the names the package has no constant for --------------------------------------------------
+# -- GenAI names (OpenTelemetry GenAI semantic conventions) -------------------------------------------------------
 
-CHAT: Final = GenAiOperationNameValues.CHAT.value
-"""``gen_ai.operation.name`` of a model attempt."""
-PROVIDER_OTHER: Final = "_OTHER"
-"""``gen_ai.provider.name`` when the backend did not say which provider it is."""
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+GEN_AI_REQUEST_SEED: Final = "gen_ai.request.seed"
+GEN_AI_REQUEST_STOP_SEQUENCES: Final = "gen_ai.request.stop_sequences"
+GEN_AI_OUTPUT_TYPE: Final = "gen_ai.output.type"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+GEN_AI_EVALUATION_NAME: Final = "gen_ai.evaluation.name"
+GEN_AI_EVALUATION_SCORE_VALUE: Final = "gen_ai.evaluation.score.value"
+GEN_AI_EVALUATION_SCORE_LABEL: Final = "gen_ai.evaluation.score.label"
+GEN_AI_EVALUATION_EXPLANATION: Final = "gen_ai.evaluation.explanation"
 GEN_AI_EVALUATION_RESULT: Final = "gen_ai.evaluation.result"
 """The GenAI evaluation event, recorded on the attempt span it evaluates."""
+GEN_AI_CLIENT_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+GEN_AI_CLIENT_TOKEN_USAGE: Final = "gen_ai.client.token.usage"
+
+CHAT: Final = "chat"
+"""``gen_ai.operation.name`` of a model attempt."""
+OUTPUT_TYPE_TEXT: Final = "text"
+"""``gen_ai.output.type`` of every attempt: the guard asks vision-language models for text."""
+TOKEN_TYPE_INPUT: Final = "input"
+TOKEN_TYPE_OUTPUT: Final = "output"
+PROVIDER_OTHER: Final = "_OTHER"
+"""``gen_ai.provider.name`` when the backend did not say which provider it is."""
 
 DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 """The bucket boundaries the GenAI conventions advise for ``gen_ai.client.operation.duration`` (seconds)."""
+TOKEN_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+"""The bucket boundaries the GenAI conventions advise for ``gen_ai.client.token.usage``."""
 
 # -- The project's own namespace ------------------------------------------------------------------------------
 
@@ -125,8 +150,6 @@ GUARDRAIL_DECISION_TERMINAL: Final = "guardrail.decision.terminal"
 GUARDRAIL_STATUS: Final = "guardrail.status"
 """``accepted``, ``abstained`` or ``escalated``."""
 GUARDRAIL_ERROR_STAGE: Final = "guardrail.error.stage"
-GUARDRAIL_OVERHEAD_MS: Final = "guardrail.overhead_ms"
-"""The guarded call's wall time minus the model's own time, in milliseconds (see ``OtelTelemetry``)."""
 GUARDRAIL_CONFIDENCE_COMPONENT: Final = "guardrail.confidence.component"
 GUARDRAIL_VIEWS_FETCHED: Final = "guardrail.views.fetched"
 """Event on the guarded-call span: a view provider was asked for more images."""
@@ -137,6 +160,8 @@ GUARDRAIL_VIEWS_COUNT: Final = "guardrail.views.count"
 GUARDRAIL_DECISIONS: Final = "guardrail.decisions"
 GUARDRAIL_CONFIDENCE: Final = "guardrail.confidence"
 GUARDRAIL_OVERHEAD_DURATION: Final = "guardrail.overhead.duration"
+"""The guarded call's wall time minus the model's own time, in seconds: a call-span attribute and a histogram of
+the same name and unit (see ``OtelTelemetry``)."""
 CONFIDENCE_BUCKETS: Final = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 """Histogram boundaries of ``guardrail.confidence``; 0.01 and 0.05 resolve the small familiarity p-values."""
 OVERHEAD_BUCKETS: Final = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -15,10 +15,18 @@ parented to that span; trace backends such as Phoenix store span events, while l
 separate logs pipeline). An unknown confidence component still gets its evaluation event, labelled ``unknown`` and
 without a score, so "not measured" stays visible next to the measured ones (the guard never invents a value); an
 attempt that produced no confidence at all (the model or the estimator failed) gets no evaluation events and an
-ERROR status. ``guardrail.overhead_ms`` is the call's wall time minus the model's own time: per attempt, the time
-the backend reports (``Generation.seconds``), or the whole attempt (model and confidence measurement) when it
-reports none. A call aborted by an exception (a LangGraph interrupt, a cancellation) ends every span it left open
-with an ERROR status and the exception's type as ``error.type``, and re-raises the exception untouched.
+ERROR status. ``guardrail.overhead.duration`` (seconds, like the histogram of the same name) is the call's wall time
+minus the model's own time: per attempt, the time the backend reports (``Generation.seconds``), or the whole
+attempt (model and confidence measurement) when it reports none.
+
+An attempt span carries what the conventions ask of an inference span, as far as the backend reports it: the
+request settings it generated with (``gen_ai.request.max_tokens``, ``temperature``, ``seed``, ``stop_sequences``,
+from ``Generation.options``), ``gen_ai.output.type`` (``text``), ``gen_ai.response.finish_reasons`` (``length``
+when the token limit cut the answer off; absent when the backend could not tell), and the token usage, also
+recorded in the ``gen_ai.client.token.usage`` histogram (one point per token type).
+
+A call aborted by an exception (a LangGraph interrupt, a cancellation) ends every span it left open with an ERROR
+status and the exception's type as ``error.type``, and re-raises the exception untouched.
 
 Telemetry never breaks a guarded call: every hook body is guarded; the first failure is logged as a warning
 (later ones at debug level) and that hook's record is dropped, while the call goes on.
@@ -40,7 +48,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._version import __version__
-from ..types import COMPONENTS, Attempt, Component, ErrorInfo, GuardResult, Request
+from ..types import COMPONENTS, Attempt, Component, ErrorInfo, Generation, GuardResult, Request
 from . import _names as n
 from ._content import capture_content_from_env, input_messages, output_messages
 from ._hooks import NO_TRACE, CallTrace, Telemetry
@@ -74,6 +82,12 @@ class _Instruments:
             unit="s",
             description="GenAI operation duration.",
             explicit_bucket_boundaries_advisory=n.DURATION_BUCKETS,
+        )
+        self.tokens = meter.create_histogram(
+            n.GEN_AI_CLIENT_TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=n.TOKEN_BUCKETS,
         )
 
 
@@ -172,6 +186,7 @@ class _OtelCallTrace(CallTrace):
                     n.GEN_AI_OPERATION_NAME: n.CHAT,
                     n.GEN_AI_PROVIDER_NAME: provider,
                     n.GEN_AI_REQUEST_MODEL: model,
+                    n.GEN_AI_OUTPUT_TYPE: n.OUTPUT_TYPE_TEXT,
                     n.GUARDRAIL_ATTEMPT: index,
                 },
             )
@@ -231,6 +246,13 @@ class _OtelCallTrace(CallTrace):
         if attempt.error is not None:
             metric_attributes[n.ERROR_TYPE] = attempt.error.type
         instruments.duration.record(seconds, metric_attributes)
+        if generation is not None:
+            usage = generation.usage
+            token_attributes = {k: v for k, v in metric_attributes.items() if k != n.ERROR_TYPE}
+            instruments.tokens.record(usage.input_tokens, {**token_attributes, n.GEN_AI_TOKEN_TYPE: n.TOKEN_TYPE_INPUT})
+            instruments.tokens.record(
+                usage.output_tokens, {**token_attributes, n.GEN_AI_TOKEN_TYPE: n.TOKEN_TYPE_OUTPUT}
+            )
         if attempt.confidence is not None:
             for component in COMPONENTS:
                 value = attempt.confidence.get(component)
@@ -251,6 +273,9 @@ class _OtelCallTrace(CallTrace):
             attributes[n.GEN_AI_USAGE_OUTPUT_TOKENS] = generation.usage.output_tokens
             if generation.model:
                 attributes[n.GEN_AI_RESPONSE_MODEL] = generation.model
+            if generation.finish_reason is not None:
+                attributes[n.GEN_AI_RESPONSE_FINISH_REASONS] = (generation.finish_reason,)
+            attributes.update(_request_attributes(generation))
             if self._owner.capture_content:
                 attributes[n.GEN_AI_INPUT_MESSAGES] = input_messages(attempt.request or self._request)
                 attributes[n.GEN_AI_OUTPUT_MESSAGES] = output_messages(generation)
@@ -274,7 +299,7 @@ class _OtelCallTrace(CallTrace):
             n.GUARDRAIL_DECISION_RULE: final.rule,
             n.GUARDRAIL_DECISION_REASON: final.reason,
             n.GUARDRAIL_ATTEMPTS: len(result.attempts),
-            n.GUARDRAIL_OVERHEAD_MS: overhead * 1000.0,
+            n.GUARDRAIL_OVERHEAD_DURATION: overhead,
         }
         if result.confidence is not None:
             for component in COMPONENTS:
@@ -344,6 +369,23 @@ def _end(span: trace.Span, token: Token[Context] | None, owner: OtelTelemetry) -
         span.end()
     except Exception as exc:
         owner._failed("end", exc)
+
+
+def _request_attributes(generation: Generation) -> dict[str, Any]:
+    """``gen_ai.request.*`` of the settings the backend generated with, those it reports."""
+    options = generation.options
+    if options is None:
+        return {}
+    attributes: dict[str, Any] = {}
+    if options.max_new_tokens is not None:
+        attributes[n.GEN_AI_REQUEST_MAX_TOKENS] = options.max_new_tokens
+    if options.temperature is not None:
+        attributes[n.GEN_AI_REQUEST_TEMPERATURE] = options.temperature
+    if options.seed is not None:
+        attributes[n.GEN_AI_REQUEST_SEED] = options.seed
+    if options.stop:
+        attributes[n.GEN_AI_REQUEST_STOP_SEQUENCES] = options.stop
+    return attributes
 
 
 def _evaluation(component: Component, value: float | None, sources: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_openai import ChatOpenAI
 from PIL import Image
 
@@ -37,7 +37,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[FakeServer]:
 
 def test_chat_openai_sends_the_image_and_returns_logprobs(server: FakeServer) -> None:
     backend = LangChainBackend(chat_openai(server.base_url))
-    generation = backend.generate(question(), GenerationOptions(temperature=0.0, seed=3, max_new_tokens=40))
+    generation = backend.generate(question(), GenerationOptions(temperature=0.0, seed=3, max_new_tokens=400))
     body = server.bodies[0]
     image = body["messages"][0]["content"][0]
     assert image["type"] == "image_url"
@@ -118,3 +118,48 @@ def test_connection_refused() -> None:
 def test_only_chat_models_are_accepted() -> None:
     with pytest.raises(TypeError, match="`chat_model` must be a LangChain BaseChatModel, got str"):
         LangChainBackend("gpt-4o")
+
+
+def test_stop_sequences_reach_the_model_and_its_finish_reason_is_kept(server: FakeServer) -> None:
+    backend = LangChainBackend(chat_openai(server.base_url, max_tokens=3))
+    generation = backend.generate(question(), GenerationOptions(stop=("</vision>",)))
+    assert server.bodies[0]["stop"] == ["</vision>"]
+    assert (generation.finish_reason, generation.usage.output_tokens) == ("length", 3)
+    assert generation.options is not None
+    assert (generation.options.max_new_tokens, generation.options.stop) == (3, ("</vision>",))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ({"finish_reason": "stop"}, "stop"),
+        ({"finish_reason": "length"}, "length"),
+        ({"stop_reason": "max_tokens"}, "length"),
+        ({"stop_reason": "end_turn"}, "stop"),
+        ({"finish_reason": "MAX_TOKENS"}, "length"),
+        ({"done_reason": "stop"}, "stop"),
+        ({"finish_reason": "something new"}, None),
+        ({}, None),
+    ],
+)
+def test_provider_finish_reasons_are_mapped_never_guessed(metadata: dict[str, Any], reason: str | None) -> None:
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="\\boxed{blue}", response_metadata=metadata)]))
+    assert LangChainBackend(model).generate(question()).finish_reason == reason
+
+
+def test_the_model_call_is_kept_out_of_a_graph_message_stream() -> None:
+    """Inside a LangGraph node streamed with stream_mode="messages", the guarded model's own (unchecked) reply is
+    not streamed: only what the node returns, after the guard decided."""
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="unchecked \\boxed{blue}")]))
+    backend = LangChainBackend(model)
+
+    def node(state: MessagesState) -> dict[str, Any]:
+        generation = backend.generate(question())
+        return {"messages": [AIMessage(content=f"decided: {generation.answer}")]}
+
+    graph = StateGraph(MessagesState).add_node("guard", node).add_edge(START, "guard").add_edge("guard", END).compile()
+    parts = list(graph.stream({"messages": [HumanMessage("hi")]}, stream_mode="messages"))
+    assert [message.content for message, _ in parts if isinstance(message, BaseMessage)] == ["decided: blue"]
+    assert len(parts) == 1

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guardrail import BackendError, BackendTimeout, Guard, Policy, Request
+from guardrail import BackendError, BackendTimeout, GenerationOptions, Guard, Policy, Request
 from guardrail.backends.openai import INSTALL_HINT, OpenAICompatibleBackend, ScoringUnavailable
 from guardrail.confidence.blackbox import AgreementEstimator
 from tests.support.fake_openai_server import TEXT, FakeServer, closed_port
@@ -261,3 +261,21 @@ def test_the_answer_tail_is_cut_from_the_prompt_tokens() -> None:
     two = {"7": {"logprob": -0.1, "decoded_token": "a"}, "8": {"logprob": -2.0, "decoded_token": "b"}}
     with pytest.raises(BackendError, match="malformed prompt_logprobs entry"):
         _answer_tail([None, two], "a", "m")
+
+
+def test_finish_reason_stop_and_the_options_sent(server: FakeServer) -> None:
+    backend = backend_for(server.base_url, max_tokens=500)
+    generation = backend.generate(question(), GenerationOptions(attempt=1, stop=("</vision>",)))
+    backend.close()
+    assert server.bodies[0]["stop"] == ["</vision>"]
+    assert generation.finish_reason == "stop"
+    assert "</vision>" not in generation.text
+    assert generation.options == GenerationOptions(
+        attempt=1, seed=1, temperature=0.0, max_new_tokens=500, stop=("</vision>",)
+    )
+
+
+def test_finish_reason_length_when_the_token_limit_cuts_the_answer(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+    generation = asyncio.run(backend.agenerate(question(), GenerationOptions(max_new_tokens=3)))
+    assert (generation.finish_reason, generation.usage.output_tokens) == ("length", 3)

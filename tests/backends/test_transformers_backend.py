@@ -223,3 +223,36 @@ def test_max_images_must_be_a_positive_int(bad: object) -> None:
     with pytest.raises(ValueError, match="`max_images` must be an int >= 1 or None"):
         TransformersBackend(torch.nn.Linear(1, 1), None, max_images=bad)  # type: ignore[arg-type]
     assert TransformersBackend(torch.nn.Linear(1, 1), None, max_images=3).max_images == 3
+
+
+def test_finish_reason_and_the_options_it_generated_with(llava_backend: TransformersBackend, question: Request) -> None:
+    cut = llava_backend.generate(question, GenerationOptions(max_new_tokens=2))
+    assert (cut.finish_reason, cut.usage.output_tokens) == ("length", 2)
+    assert cut.options == GenerationOptions(seed=0, temperature=0.0, max_new_tokens=2)
+    default = llava_backend.generate(question, GenerationOptions(attempt=1, seed=5))
+    assert default.options == GenerationOptions(attempt=1, seed=5, temperature=0.0, max_new_tokens=12)
+    ended = default.finish_reason == "stop"
+    assert ended == (default.usage.output_tokens < 12 or default.token_ids[-1] == llava_backend.tokenizer.eos_token_id)
+
+
+def test_a_stop_string_ends_generation(llava_backend: TransformersBackend, question: Request) -> None:
+    full = llava_backend.generate(question, GenerationOptions())
+    decode = llava_backend.tokenizer.decode
+    # A printable token of the (random) answer that the text before it does not already contain.
+    index, stop = next(
+        (i, decode([t]))
+        for i, t in enumerate(full.token_ids)
+        if i > 0 and decode([t]).isprintable() and decode([t]).isascii() and decode([t]).strip()
+        and decode([t]) not in decode(list(full.token_ids[:i]))
+    )  # fmt: skip
+    stopped = llava_backend.generate(question, GenerationOptions(stop=(stop,)))
+    assert stopped.finish_reason == "stop"
+    assert stopped.token_ids == full.token_ids[: index + 1]
+    assert stopped.options is not None
+    assert stopped.options.stop == (stop,)
+
+
+def test_a_stop_string_no_token_can_spell_is_left_out(llava_backend: TransformersBackend, question: Request) -> None:
+    unspellable = "\u2603\u2603"  # transformers refuses stop strings the vocabulary cannot spell; none is generated
+    generation = llava_backend.generate(question, GenerationOptions(stop=(unspellable,)))
+    assert generation.text == llava_backend.generate(question, GenerationOptions()).text

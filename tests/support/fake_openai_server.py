@@ -145,6 +145,12 @@ class FakeServer:
     @staticmethod
     def _completion(body: dict[str, Any]) -> dict[str, Any]:
         text = TEXT.replace("ANSWER", "black" if _mostly_black(body) else "red")
+        finish_reason = "stop"
+        for stop in body.get("stop") or ():  # as a server does: the text ends before the first stop sequence
+            text = text.split(stop, 1)[0]
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        if limit is not None and len(_chunks(text)) > limit:
+            text, finish_reason = "".join(_chunks(text)[:limit]), "length"
         logprobs = None
         if body.get("logprobs"):
             top = body.get("top_logprobs") or 0
@@ -164,7 +170,7 @@ class FakeServer:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                     "logprobs": logprobs,
                 }
             ],

@@ -7,6 +7,8 @@ import base64
 import io
 from typing import Any
 
+import httpx
+import pytest
 from langchain_core.messages import HumanMessage
 from PIL import Image
 
@@ -62,3 +64,13 @@ def scripted_guard(step: Step, **kwargs: Any) -> tuple[Guard, ScriptedModel]:
 def echo_guard() -> Guard:
     model = EchoModel()
     return Guard(model, estimator=model, policy=policy())
+
+
+def serve_suite_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """langchain-tests' image tests download an image with ``httpx.get``; serve a local PNG instead (tests never
+    use the network)."""
+
+    def get(url: str, **kwargs: Any) -> httpx.Response:
+        return httpx.Response(200, content=png_bytes(size=64), request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(httpx, "get", get)

@@ -44,9 +44,11 @@ def test_messages_follow_the_genai_parts_shape() -> None:
     system, user = json.loads(input_messages(request))
     assert system == {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]}
     assert [p["type"] for p in user["parts"]] == ["file", "text"]
-    (output,) = json.loads(output_messages(Generation(text="\\boxed{circle}", answer="circle")))
+    (output,) = json.loads(output_messages(Generation(text="\\boxed{circle}", answer="circle", finish_reason="length")))
     assert output == {
         "role": "assistant",
         "parts": [{"type": "text", "content": "\\boxed{circle}"}],
-        "finish_reason": "stop",
+        "finish_reason": "length",
     }
+    (unknown,) = json.loads(output_messages(Generation(text="\\boxed{circle}")))
+    assert "finish_reason" not in unknown  # the backend did not say: never invented

@@ -75,7 +75,7 @@ def test_phoenix_receives_the_guard_spans_with_evaluation_events(phoenix: Phoeni
     assert accepted["attributes"]["guardrail.decision.rule"] == "otherwise"
     assert accepted["attributes"]["guardrail.attempts"] == 2
     assert accepted["attributes"]["guardrail.confidence.visual"] == pytest.approx(0.9)
-    assert accepted["attributes"]["guardrail.overhead_ms"] >= 0
+    assert accepted["attributes"]["guardrail.overhead.duration"] >= 0
     assert [e["name"] for e in accepted["events"]] == ["guardrail.views.fetched"]
     assert abstained["attributes"]["guardrail.decision.rule"] == "on_error"
     assert abstained["attributes"]["error.type"] == "BackendError"
