@@ -62,9 +62,13 @@ def _field(record: Any, name: str) -> Any:
     return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
 
 
-def parse_logprobs(records: Any) -> tuple[tuple[str, ...], tuple[float, ...]]:
+def parse_logprobs(records: Any, *, text: str | None = None) -> tuple[tuple[str, ...], tuple[float, ...]]:
     """Tokens and log-probs from OpenAI-style records (dicts or the client's objects), or from
-    ``{"content": [...]}``. ``None`` gives ``((), ())``; a malformed record raises ``BackendError``."""
+    ``{"content": [...]}``. ``None`` gives ``((), ())``; a malformed record raises ``BackendError``.
+
+    With the response ``text``, trailing records that the text does not contain are dropped: some servers (vLLM)
+    return the stop token (``</s>``) as the last record but strip it from the text, and the tokens must spell the
+    text for the answer's spans to be found."""
     if records is None:
         return (), ()
     content = _field(records, "content") if not isinstance(records, list | tuple) else records
@@ -82,7 +86,24 @@ def parse_logprobs(records: Any) -> tuple[tuple[str, ...], tuple[float, ...]]:
             raise BackendError(f"malformed response: logprobs record {i} has logprob {logprob}, not a log-probability")
         tokens.append(token)
         logprobs.append(min(float(logprob), 0.0))
+    if text is not None:
+        keep = _spelling(tokens, text)
+        tokens, logprobs = tokens[:keep], logprobs[:keep]
     return tuple(tokens), tuple(logprobs)
+
+
+def _spelling(tokens: list[str], text: str) -> int:
+    """How many leading tokens to keep: all of them, unless a prefix of them spells ``text`` exactly and the rest
+    (a stop token the server left out of the text) adds characters the text does not have."""
+    joined = "".join(tokens)
+    if joined == text or not joined.startswith(text):
+        return len(tokens)
+    length = 0
+    for count, token in enumerate(tokens):
+        if length == len(text):
+            return count
+        length += len(token)
+    return len(tokens)
 
 
 _TIMEOUT_NAMES = ("Timeout", "TimedOut")

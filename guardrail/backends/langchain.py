@@ -118,7 +118,7 @@ class LangChainBackend:
         if not text and reply.content not in ("", []):
             raise BackendError(f"{self.name}: malformed reply: no text content ({type(reply.content).__name__})")
         metadata = reply.response_metadata or {}
-        tokens, logprobs = parse_logprobs(metadata.get("logprobs"))
+        tokens, logprobs = parse_logprobs(metadata.get("logprobs"), text=text)
         usage: Mapping[str, Any] = reply.usage_metadata or {}
         return Generation(
             text=text,

@@ -177,7 +177,7 @@ class OpenAICompatibleBackend:
         text = getattr(getattr(choice, "message", None), "content", None)
         if not isinstance(text, str):
             raise BackendError(f"{self.name}: malformed response: the first choice has no text content")
-        tokens, logprobs = parse_logprobs(getattr(choice, "logprobs", None))
+        tokens, logprobs = parse_logprobs(getattr(choice, "logprobs", None), text=text)
         usage = getattr(completion, "usage", None)
         return Generation(
             text=text,
