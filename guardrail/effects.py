@@ -13,11 +13,11 @@ import asyncio
 import concurrent.futures
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from ._pool import shared_pool
-from .backends.base import AsyncBackend
+from .backends.base import AsyncBackend, BatchBackend
 from .calibration.base import Calibrator
 from .confidence.base import AsyncEstimator, Estimator
 from .errors import BackendTimeout, WorkerLimitError, is_control_flow
@@ -75,6 +75,31 @@ class Effects:
                 pool.abandon(future)
             raise
 
+    def perform_batch(self, calls: Sequence[AttemptCall]) -> list[AttemptOutcome]:
+        """Perform model attempts that are due together on one backend: one batched generation when the backend
+        is a ``BatchBackend``, then each answer measured and calibrated alone. Within the smallest of their time
+        budgets (on a pool worker); otherwise one by one, as :meth:`perform` would."""
+        backend = calls[0].backend
+        if len(calls) == 1 or not isinstance(backend, BatchBackend):
+            return [_attempt_outcome(self.perform(call)) for call in calls]
+        timeouts = [call.timeout for call in calls if call.timeout is not None]
+
+        def work() -> list[AttemptOutcome]:
+            return self._attempt_batch(backend, calls)
+
+        if not timeouts:
+            return work()
+        timeout, pool = max(min(timeouts), 0.0), shared_pool()
+        try:
+            future = pool.submit(_in_current_context(work))
+        except WorkerLimitError as exc:
+            return [_attempt_outcome(_not_started(call, exc)) for call in calls]
+        try:
+            return future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            started = pool.abandon(future)
+            return [_attempt_outcome(_timed_out(_within(call, timeout), started=started)) for call in calls]
+
     def _work(self, effect: Effect) -> Callable[[], Outcome]:
         if isinstance(effect, AttemptCall):
             return lambda: self._attempt(effect)
@@ -93,6 +118,26 @@ class Effects:
             self._measure(call, outcome)
         outcome.seconds = time.perf_counter() - start
         return outcome
+
+    def _attempt_batch(self, backend: BatchBackend, calls: Sequence[AttemptCall]) -> list[AttemptOutcome]:
+        start = time.perf_counter()
+        try:
+            answers = backend.generate_batch([call.request for call in calls], [call.options for call in calls])
+            generations = [_checked(g) for g in answers]
+            if len(generations) != len(calls):
+                raise TypeError(f"generate_batch returned {len(generations)} generations for {len(calls)} requests")
+        except Exception as exc:
+            if is_control_flow(exc):
+                raise
+            return [self._attempt(call) for call in calls]  # one by one: a request that breaks the batch fails alone
+        generated = time.perf_counter() - start
+        outcomes = []
+        for call, generation in zip(calls, generations, strict=True):
+            measured = time.perf_counter()
+            outcome = self._measure(call, AttemptOutcome(generation=generation))
+            outcome.seconds = generated + time.perf_counter() - measured  # as long as this answer was waited for
+            outcomes.append(outcome)
+        return outcomes
 
     async def _attempt_async(self, call: AttemptCall) -> AttemptOutcome:
         """A native async attempt: ``agenerate``, then ``aestimate`` when the estimator has one (else the sync
@@ -197,6 +242,16 @@ def _timed_out(effect: Effect, *, started: bool) -> Outcome:
     if isinstance(effect, AttemptCall):
         return AttemptOutcome(error=error, seconds=max(effect.timeout or 0.0, 0.0))
     return ViewsOutcome(error=error)
+
+
+def _attempt_outcome(outcome: Outcome) -> AttemptOutcome:
+    assert isinstance(outcome, AttemptOutcome)
+    return outcome
+
+
+def _within(call: AttemptCall, timeout: float) -> AttemptCall:
+    """``call`` as waited for in a batch: the batch's (smallest) budget is what ran out."""
+    return AttemptCall(call.backend, call.request, call.options, timeout)
 
 
 def _not_started(effect: Effect, exc: WorkerLimitError) -> Outcome:

@@ -21,13 +21,15 @@ Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from ._drive import adrive, drive
-from .backends.base import Backend
+from .backends.base import Backend, BatchBackend
 from .calibration.base import Calibrator, PassThroughCalibrator
 from .confidence.base import Estimator
 from .effects import Effects
@@ -100,17 +102,49 @@ class Guard:
 
     def run(self, request: Request) -> GuardResult:
         """Run one guarded call on the calling thread (model calls run on a worker when there is a time budget)."""
-        with self.telemetry.call(
-            request, model=self.backend.name, policy=self.policy.name, policy_version=self.policy.version
-        ) as trace:
+        with self._span(request) as trace:
             return drive(self._call(request, trace).plan(), self._effects.perform)
 
     async def arun(self, request: Request) -> GuardResult:
         """The async twin of :meth:`run`: the same plan, with the I/O awaited."""
-        with self.telemetry.call(
-            request, model=self.backend.name, policy=self.policy.name, policy_version=self.policy.version
-        ) as trace:
+        with self._span(request) as trace:
             return await adrive(self._call(request, trace).plan(), self._effects.aperform)
+
+    def run_batch(self, requests: Sequence[Request], *, batch_size: int = 16) -> list[GuardResult]:
+        """Guarded calls of many requests, their model attempts batched (``batch.py``); results in order.
+
+        Each request is decided exactly as :meth:`run` decides it (same plan, same policy, same budget); attempts due
+        at the same time on a ``BatchBackend`` share one padded generation of up to ``batch_size`` requests.
+        """
+        from .batch import run_batch
+
+        return run_batch(
+            requests,
+            open_span=self._span,
+            planner=lambda request, trace: self._call(request, trace).plan(),
+            effects=self._effects,
+            batch_size=batch_size,
+        )
+
+    async def arun_batch(self, requests: Sequence[Request], *, batch_size: int = 16) -> list[GuardResult]:
+        """The async twin of :meth:`run_batch`: batched on a worker thread for a ``BatchBackend``, else the calls
+        awaited concurrently, ``batch_size`` at a time (e.g. a remote server that batches on its side)."""
+        if isinstance(self.backend, BatchBackend):
+            return await asyncio.to_thread(self.run_batch, requests, batch_size=batch_size)
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be an int >= 1, got {batch_size}")
+        slots = asyncio.Semaphore(batch_size)
+
+        async def one(request: Request) -> GuardResult:
+            async with slots:
+                return await self.arun(request)
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    def _span(self, request: Request) -> AbstractContextManager[CallTrace]:
+        return self.telemetry.call(
+            request, model=self.backend.name, policy=self.policy.name, policy_version=self.policy.version
+        )
 
     def _call(self, request: Request, trace: CallTrace) -> GuardedCall:
         return GuardedCall(self.policy, self.backend, self.view_providers, self.fallbacks, self.clock, request, trace)

@@ -1,6 +1,7 @@
 """The contracts between models and everything above them: what a backend must do, and what it may offer.
 
 - ``Backend`` (and its async twin ``AsyncBackend``): answer a request. All the guard needs.
+- ``BatchBackend``: also answer several requests at once (``Guard.run_batch`` uses it).
 - ``ScoringBackend``: a white-box backend that can also re-score a generated answer's token *ids* teacher-forced
   under other images (``TeacherForcedScores``); the decoupled estimator's visual probe needs it.
 - ``TextScoringBackend``: a remote backend that may re-score an answer *text* server-side (``TextScores``, or
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # torch and PIL are only needed by white-box backends; import
 __all__ = [
     "AsyncBackend",
     "Backend",
+    "BatchBackend",
     "ScoringBackend",
     "ScoringUnavailable",
     "TeacherForcedScores",
@@ -87,6 +89,21 @@ class AsyncBackend(Backend, Protocol):
 
     async def agenerate(self, request: Request, options: GenerationOptions) -> Generation:
         """The async twin of :meth:`Backend.generate`."""
+        ...
+
+
+@runtime_checkable
+class BatchBackend(Backend, Protocol):
+    """A backend that can answer several requests at once (one padded forward pass per decoding step).
+
+    ``generate_batch`` returns one generation per request, in order, each equal to what ``generate`` returns for
+    that request alone (greedy decoding); it may answer some of them one at a time (e.g. sampled re-asks). It
+    raises ``BackendError`` when the batch cannot be answered; the guard then answers the requests one by one, so
+    that a request that breaks the batch fails alone.
+    """
+
+    def generate_batch(self, requests: Sequence[Request], options: Sequence[GenerationOptions]) -> list[Generation]:
+        """Answer each of ``requests`` with the options of the same position."""
         ...
 
 
