@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .backends.base import AsyncBackend, Backend, ScoringBackend, TextScoringBackend
+from .backends.base import AsyncBackend, Backend, BatchBackend, ScoringBackend, TextScoringBackend
 from .calibration.artifact import CalibrationArtifact, load_artifact
 from .calibration.base import Calibrator, PassThroughCalibrator
 from .confidence.base import AsyncEstimator, Estimator
@@ -77,6 +77,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendTimeout",
+    "BatchBackend",
     "CalibrationArtifact",
     "CalibrationError",
     "Calibrator",

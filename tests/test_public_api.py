@@ -17,7 +17,7 @@ import guardrail
 SURFACES: dict[str, set[str]] = {
     "guardrail": {
         "Action", "AgreementEstimator", "ArtifactError", "AsyncBackend", "AsyncEstimator", "Attempt", "Backend",
-        "BackendError", "BackendTimeout", "CalibrationArtifact", "CalibrationError", "Calibrator", "Component",
+        "BackendError", "BackendTimeout", "BatchBackend", "CalibrationArtifact", "CalibrationError", "Calibrator", "Component",
         "Confidence", "ConfigurationError", "Decision", "DecoupledEstimator", "ErrorInfo", "Escalation",
         "Estimator", "EstimatorError", "Generation", "GenerationOptions", "Guard", "GuardResult", "GuardrailError",
         "ImageBlock", "ImageError", "InputError", "LangChainBackend", "Message", "OpenAICompatibleBackend",
@@ -27,7 +27,7 @@ SURFACES: dict[str, set[str]] = {
         "configure_telemetry", "decide", "load_artifact", "load_guard", "load_policy",
     },
     "guardrail.backends": {
-        "AsyncBackend", "Backend", "LangChainBackend", "OpenAICompatibleBackend", "ScoringBackend",
+        "AsyncBackend", "Backend", "BatchBackend", "LangChainBackend", "OpenAICompatibleBackend", "ScoringBackend",
         "ScoringUnavailable", "TeacherForcedScores", "TextScores", "TextScoringBackend", "TransformersBackend",
     },
     "guardrail.confidence": {

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .base import (
     AsyncBackend,
     Backend,
+    BatchBackend,
     ScoringBackend,
     ScoringUnavailable,
     TeacherForcedScores,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncBackend",
     "Backend",
+    "BatchBackend",
     "LangChainBackend",
     "OpenAICompatibleBackend",
     "ScoringBackend",

@@ -136,8 +136,12 @@ class TokenExpandingProcessor:
         """Render ``messages`` with the chat template (the tokenizer's when none was given)."""
         return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, **kwargs)
 
-    def __call__(self, *, text: list[str], images: list[list[Image.Image]], return_tensors: str = "pt") -> Any:
-        """Tokenise ``text`` (one prompt per row) with its row of ``images``; returns a ``BatchFeature``."""
+    def __call__(
+        self, *, text: list[str], images: list[list[Image.Image]], return_tensors: str = "pt", **padding: Any
+    ) -> Any:
+        """Tokenise ``text`` (one prompt per row) with its row of ``images``; returns a ``BatchFeature``.
+
+        ``padding`` (``padding=True, padding_side="left"``) goes to the tokenizer, for rows of different lengths."""
         from transformers import BatchFeature
 
         flat = [im for row in images for im in row]
@@ -158,6 +162,6 @@ class TokenExpandingProcessor:
             expanded.append(out)
         if counts:
             raise ValueError(f"{len(counts)} images have no {self.image_token!r} placeholder in the prompt")
-        encoded = self.tokenizer(expanded, return_tensors=return_tensors, add_special_tokens=False)
+        encoded = self.tokenizer(expanded, return_tensors=return_tensors, add_special_tokens=False, **padding)
         encoded["mm_token_type_ids"] = (encoded["input_ids"] == self.image_token_id).long()
         return BatchFeature({**encoded, **vision})

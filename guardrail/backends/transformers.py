@@ -241,9 +241,13 @@ class TransformersBackend:
     def _encode(self, prompt: str, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
         return self._encode_batch([prompt], [list(images)] if images else None)
 
-    def _encode_batch(self, prompts: list[str], image_rows: list[list[Image.Image]] | None) -> dict[str, torch.Tensor]:
-        """One processor call: row i is ``prompts[i]`` with ``image_rows[i]``; tensors on the model's device."""
-        encoded = self.processor(text=prompts, images=image_rows, return_tensors="pt")
+    def _encode_batch(
+        self, prompts: list[str], image_rows: list[list[Image.Image]] | None, *, pad: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """One processor call: row i is ``prompts[i]`` with ``image_rows[i]``; tensors on the model's device.
+        ``pad``: prompts of different lengths are padded on the left (where generation continues on the right)."""
+        padding: dict[str, Any] = {"padding": True, "padding_side": "left"} if pad else {}
+        encoded = self.processor(text=prompts, images=image_rows, return_tensors="pt", **padding)
         dtype = self.model.dtype
         return {
             k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)
@@ -314,19 +318,7 @@ class TransformersBackend:
         options = options or GenerationOptions()
         start = time.perf_counter()
         inputs = self._encode(self._prompt(request), self.images(request))
-        do_sample, temperature, seed = self._sampling(options)
-        config = copy.deepcopy(self.model.generation_config)
-        config.max_new_tokens = options.max_new_tokens or self.max_new_tokens
-        config.stop_strings = [s for s in options.stop if self._can_stop_on(s)] or None  # + tokenizer, below
-        config.output_logits, config.return_dict_in_generate = True, True
-        config.do_sample = do_sample
-        config.temperature = temperature if do_sample else None
-        if not do_sample:
-            config.top_p, config.top_k = None, None
-        if config.pad_token_id is None:
-            config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
-        # Image placeholders in an answer would break re-scoring (features and tokens would not match).
-        config.suppress_tokens = sorted({*(config.suppress_tokens or ()), *self._placeholder_ids})
+        config, seed = self._generation_config(options)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         try:
             with self._lock, torch.random.fork_rng(devices=devices), torch.inference_mode():
@@ -338,6 +330,97 @@ class TransformersBackend:
         prompt_len = inputs["input_ids"].shape[1]
         new_ids = out.sequences[0, prompt_len:]
         logits = torch.stack(out.logits, dim=1)[0, : new_ids.shape[0]]
+        return self._generation(new_ids, logits, prompt_len, config, options, seed, time.perf_counter() - start)
+
+    def generate_batch(
+        self, requests: Sequence[Request], options: Sequence[GenerationOptions | None]
+    ) -> list[Generation]:
+        """Answer several requests with one left-padded generation per group that can share it: greedy requests
+        with the same token limit, no stop strings and the same number of images. Others are answered one by one.
+        Each answer is what :meth:`generate` gives for its request alone (up to float rounding of the padding)."""
+        if len(requests) != len(options):
+            raise ValueError(f"{len(requests)} requests but {len(options)} options")
+        resolved = [o or GenerationOptions() for o in options]
+        groups: dict[tuple[int, int], list[int]] = {}
+        alone: list[int] = []
+        for i, (request, opts) in enumerate(zip(requests, resolved, strict=True)):
+            config, _ = self._generation_config(opts)
+            if config.do_sample or config.stop_strings:
+                alone.append(i)
+            else:
+                groups.setdefault((config.max_new_tokens, len(request.images)), []).append(i)
+        answers: dict[int, Generation] = {}
+        for members in groups.values():
+            if len(members) == 1:
+                alone.extend(members)
+                continue
+            together = self._generate_together([requests[i] for i in members], [resolved[i] for i in members])
+            answers.update(zip(members, together, strict=True))
+        for i in alone:
+            answers[i] = self.generate(requests[i], resolved[i])
+        return [answers[i] for i in range(len(requests))]
+
+    def _generate_together(self, requests: list[Request], options: list[GenerationOptions]) -> list[Generation]:
+        """One greedy generation over ``requests`` (same limit, same image count), left-padded."""
+        start = time.perf_counter()
+        image_rows = [self.images(r) for r in requests]
+        inputs = self._encode_batch(
+            [self._prompt(r) for r in requests], image_rows if image_rows[0] else None, pad=True
+        )
+        config, _ = self._generation_config(options[0])
+        try:
+            with self._lock, torch.inference_mode():
+                out = self.model.generate(**inputs, generation_config=config)
+        except _MODEL_ERRORS as exc:
+            raise BackendError(f"{self.name}: batched generation failed: {exc}") from exc
+        prompt_len = inputs["input_ids"].shape[1]
+        logits = torch.stack(out.logits, dim=1)
+        eos = config.eos_token_id
+        ends = {eos} if isinstance(eos, int) else set(eos or ())
+        seconds = (time.perf_counter() - start) / len(requests)
+
+        def seed(opts: GenerationOptions) -> int:
+            return self._sampling(opts)[2]
+
+        results = []
+        for row, opts in enumerate(options):
+            ids = out.sequences[row, prompt_len:]
+            stops = [k for k, token in enumerate(ids.tolist()) if token in ends]
+            new_ids = ids[: stops[0] + 1] if stops else ids  # after its end a row is padding
+            used = int(inputs["attention_mask"][row].sum()) if "attention_mask" in inputs else prompt_len
+            results.append(
+                self._generation(new_ids, logits[row, : new_ids.shape[0]], used, config, opts, seed(opts), seconds)
+            )
+        return results
+
+    def _generation_config(self, options: GenerationOptions) -> tuple[Any, int]:
+        """The model's generation config for ``options`` (greedy unless sampled), and the sampling seed."""
+        do_sample, temperature, seed = self._sampling(options)
+        config = copy.deepcopy(self.model.generation_config)
+        config.max_new_tokens = options.max_new_tokens or self.max_new_tokens
+        config.stop_strings = [s for s in options.stop if self._can_stop_on(s)] or None  # + tokenizer, at the call
+        config.output_logits, config.return_dict_in_generate = True, True
+        config.do_sample = do_sample
+        config.temperature = temperature if do_sample else None
+        if not do_sample:
+            config.top_p, config.top_k = None, None
+        if config.pad_token_id is None:
+            config.pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+        # Image placeholders in an answer would break re-scoring (features and tokens would not match).
+        config.suppress_tokens = sorted({*(config.suppress_tokens or ()), *self._placeholder_ids})
+        return config, seed
+
+    def _generation(
+        self,
+        new_ids: torch.Tensor,
+        logits: torch.Tensor,
+        prompt_len: int,
+        config: Any,
+        options: GenerationOptions,
+        seed: int,
+        seconds: float,
+    ) -> Generation:
+        """The ``Generation`` of answer tokens ``new_ids`` with their next-token ``logits``."""
         logprobs = token_logprobs(logits, new_ids).clamp_max(0.0)
         text = self._decode(new_ids.tolist())
         length = int(new_ids.shape[0]) >= config.max_new_tokens and not self._ended(new_ids.tolist(), config)
@@ -349,12 +432,12 @@ class TransformersBackend:
             token_ids=tuple(new_ids.tolist()),
             token_logprobs=tuple(logprobs.tolist()),
             usage=Usage(input_tokens=prompt_len, output_tokens=int(new_ids.shape[0])),
-            seconds=time.perf_counter() - start,
+            seconds=seconds,
             finish_reason="length" if length else "stop",
             options=GenerationOptions(
                 attempt=options.attempt,
                 seed=seed,
-                temperature=temperature if do_sample else 0.0,
+                temperature=config.temperature if config.do_sample else 0.0,
                 max_new_tokens=config.max_new_tokens,
                 stop=options.stop,
             ),
