@@ -1,12 +1,13 @@
 """``guardrail ask IMAGE QUESTION``: one guarded answer, with its decoupled confidence and the policy decision.
 
 ``--batch FILE.jsonl`` answers many questions with the model loaded once: one JSON line out per line in, in order;
-a bad line or image becomes an error record for that line (``"status": "error"``) and the rest go on. A summary
-line goes to stderr at the end.
+a bad line or image becomes an error record for that line (``"status": "error"``) and the rest go on. Up to
+``--batch-size`` lines (16) are guarded together (``Guard.run_batch``: each decided as alone, the model calls
+batched). A summary line goes to stderr at the end.
 
 Exit codes: 0 answered (whatever the decision); 1 in batch mode, some line failed; 2 bad usage or bad input
 (image, policy, model, artifact, an unreadable batch file: reported before the model loads); 130 / 143 stopped by
-SIGINT / SIGTERM (the current question is finished first, every line written is complete).
+SIGINT / SIGTERM (the current chunk of lines is finished first, every line written is complete).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from . import app
 from ._interrupt import Interrupted, StopFlag
+
+if TYPE_CHECKING:
+    from ..types import Request
 
 __all__ = ["ask", "result_record"]
 
@@ -109,12 +113,16 @@ def ask(
     batch: Annotated[
         Path | None, typer.Option(help='JSONL file of {"image": path, "question": text} lines; one JSON line out each.')
     ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(min=1, help="With --batch: lines guarded together, their model calls batched (1: one by one)."),
+    ] = 16,
 ) -> None:
     """Answer QUESTION about IMAGE through the guard; print the answer, perception, confidences and decision."""
     from ._interrupt import stop_on_signals
 
     with stop_on_signals() as stop:
-        _ask(image, question, model, policy, artifact, uncalibrated, draws, as_json, batch, stop)
+        _ask(image, question, model, policy, artifact, uncalibrated, draws, as_json, batch, batch_size, stop)
 
 
 def _ask(
@@ -127,6 +135,7 @@ def _ask(
     draws: int | None,
     as_json: bool,
     batch: Path | None,
+    batch_size: int,
     stop: StopFlag,
 ) -> None:
     from ..errors import GuardrailError
@@ -154,7 +163,7 @@ def _ask(
     except (GuardrailError, OSError) as exc:
         _fail(str(exc))
     if batch is not None:
-        _run_batch(guard, batch, lines, stop)
+        _run_batch(guard, batch, lines, batch_size, stop)
         return
     try:
         stop.check()
@@ -186,40 +195,20 @@ class _Tally:
         return f"{answered} answered ({parts}), {self.failed} failed"
 
 
-def _run_batch(guard: Any, batch: Path, lines: list[str], stop: StopFlag) -> None:
-    from ..errors import GuardrailError
-
+def _run_batch(guard: Any, batch: Path, lines: list[str], batch_size: int, stop: StopFlag) -> None:
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     tally = _Tally()
-    total = sum(1 for line in lines if line.strip())
     try:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            stop.check()
-            where = f"{batch}:{number}"
-            try:
-                item = json.loads(line)
-                if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-                    raise ValueError('expected an object with "image" (a path) and "question" (text)')
-                if not isinstance(item.get("question"), str):
-                    raise ValueError('expected an object with "image" (a path) and "question" (text)')
-                image_path = Path(item["image"])
-                if not image_path.is_absolute():
-                    image_path = batch.parent / image_path
-                record = {"line": number, **result_record(guard.run(_request(image_path, item["question"])))}
-            except (GuardrailError, OSError, ValueError) as exc:
-                record = {
-                    "line": number,
-                    "status": "error",
-                    "error": {"stage": "input", "type": type(exc).__name__, "message": f"{where}: {exc}"},
-                }
-            typer.echo(json.dumps(record))
-            sys.stdout.flush()  # each line whole, at once: a reader (or a stop) never sees half a record
-            tally.lines += 1
-            tally.statuses[record["status"]] += 1
+        for start in range(0, len(numbered), batch_size):
+            stop.check()  # between chunks: every line of a chunk is guarded and written, or none is
+            for record in _guarded_chunk(guard, batch, numbered[start : start + batch_size], batch_size):
+                typer.echo(json.dumps(record))
+                sys.stdout.flush()  # each line whole, at once: a reader (or a stop) never sees half a record
+                tally.lines += 1
+                tally.statuses[record["status"]] += 1
     except Interrupted as interrupted:
         typer.echo(
-            f"interrupted by {interrupted.name} after {tally.lines} of {total} lines: {tally.summary()}; "
+            f"interrupted by {interrupted.name} after {tally.lines} of {len(numbered)} lines: {tally.summary()}; "
             "every line written is complete",
             err=True,
         )
@@ -227,6 +216,36 @@ def _run_batch(guard: Any, batch: Path, lines: list[str], stop: StopFlag) -> Non
     typer.echo(f"{batch}: {tally.lines} lines: {tally.summary()}", err=True)
     if tally.failed:
         raise typer.Exit(1)
+
+
+def _guarded_chunk(guard: Any, batch: Path, chunk: list[tuple[int, str]], batch_size: int) -> list[dict[str, Any]]:
+    """The output records of ``chunk``'s lines, in order: the readable ones guarded together (``run_batch``), the
+    others an error record naming the line."""
+    from ..errors import GuardrailError
+
+    records: dict[int, dict[str, Any]] = {}
+    requests: dict[int, Request] = {}
+    for number, line in chunk:
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+                raise ValueError('expected an object with "image" (a path) and "question" (text)')
+            if not isinstance(item.get("question"), str):
+                raise ValueError('expected an object with "image" (a path) and "question" (text)')
+            image_path = Path(item["image"])
+            if not image_path.is_absolute():
+                image_path = batch.parent / image_path
+            requests[number] = _request(image_path, item["question"])
+        except (GuardrailError, OSError, ValueError) as exc:
+            records[number] = {
+                "line": number,
+                "status": "error",
+                "error": {"stage": "input", "type": type(exc).__name__, "message": f"{batch}:{number}: {exc}"},
+            }
+    results = guard.run_batch(list(requests.values()), batch_size=batch_size) if requests else []
+    for number, result in zip(requests, results, strict=True):
+        records[number] = {"line": number, **result_record(result)}
+    return [records[number] for number, _ in chunk]
 
 
 def _fail(message: str) -> Any:

@@ -122,6 +122,27 @@ def test_batch_keeps_order_and_isolates_bad_lines(model_dir: Path, image: Path, 
     assert records[4]["confidence"].keys() == {"visual", "reasoning", "overall", "familiarity"}
 
 
+def test_batched_lines_are_answered_as_one_by_one(model_dir: Path, image: Path, tmp_path: Path) -> None:
+    batch = tmp_path / "many.jsonl"
+    questions = ["What colour?", "What shape is it?", "Is it red?", "Is there a circle?", "What colour is it?"]
+    lines = [json.dumps({"image": str(image), "question": q}) for q in questions]
+    batch.write_text("\n".join([*lines[:2], "{broken", *lines[2:]]) + "\n")
+    one_by_one = runner.invoke(app, ["ask", "--batch", str(batch), "--model", str(model_dir), "--batch-size", "1"])
+    together = runner.invoke(app, ["ask", "--batch", str(batch), "--model", str(model_dir), "--batch-size", "4"])
+    assert one_by_one.exit_code == together.exit_code == 1  # the broken line
+    alone = [json.loads(line) for line in one_by_one.stdout.splitlines()]
+    batched = [json.loads(line) for line in together.stdout.splitlines()]
+    assert [r["line"] for r in batched] == [1, 2, 3, 4, 5, 6]
+
+    def decided(record: dict[str, object]) -> tuple[object, ...]:
+        return tuple(record.get(key) for key in ("status", "answer", "model_answer", "decision", "attempts"))
+
+    assert [decided(r) for r in batched] == [decided(r) for r in alone]
+    for a, b in zip(alone, batched, strict=True):
+        for name, value in (a.get("confidence") or {}).items():
+            assert value == pytest.approx(b["confidence"][name], abs=1e-4)
+
+
 def test_image_and_batch_together_is_a_usage_error(image: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["ask", str(image), "q", "--batch", str(tmp_path / "x.jsonl")])
     assert result.exit_code == 2
