@@ -17,7 +17,8 @@ import guardrail
 SURFACES: dict[str, set[str]] = {
     "guardrail": {
         "Action", "AgreementEstimator", "ArtifactError", "AsyncBackend", "AsyncEstimator", "Attempt", "Backend",
-        "BackendError", "BackendTimeout", "BatchBackend", "CalibrationArtifact", "CalibrationError", "Calibrator", "Component",
+        "BackendError", "BackendTimeout", "BatchBackend", "CalibrationArtifact", "CalibrationError", "Calibrator",
+        "Component",
         "Confidence", "ConfigurationError", "Decision", "DecoupledEstimator", "ErrorInfo", "Escalation",
         "Estimator", "EstimatorError", "Generation", "GenerationOptions", "Guard", "GuardResult", "GuardrailError",
         "ImageBlock", "ImageError", "InputError", "LangChainBackend", "Message", "OpenAICompatibleBackend",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..backends.base import Backend
+from ..backends.base import Backend, BatchBackend
 from ..confidence.base import Estimator
 from ..data.labelled import LabelledItem
 from ..responses import answers_match, grade_perception, parse_response
@@ -47,45 +47,85 @@ def score_items(
     items: Iterable[LabelledItem],
     *,
     on_item: Callable[[ScoredItem], None] | None = None,
+    batch_size: int = 1,
 ) -> list[ScoredItem]:
-    """Answer, measure and grade every item; a failure is kept on its row (graded wrong), never skipped."""
+    """Answer, measure and grade every item; a failure is kept on its row (graded wrong), never skipped.
+
+    With ``batch_size`` > 1 and a ``BatchBackend``, up to that many items are answered in one batched generation
+    (each answer as it would be alone; a batch that fails is answered one by one); each is measured alone.
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1, got {batch_size}")
     rows = []
-    for item in items:
-        generation = signals = None
-        error = None
+    pending = list(items)
+    for start in range(0, len(pending), batch_size):
+        chunk = pending[start : start + batch_size]
+        for item, (generation, error, seconds) in zip(chunk, _answers(backend, chunk), strict=True):
+            row = _scored(backend, estimator, item, generation, error, seconds)
+            rows.append(row)
+            if on_item is not None:
+                on_item(row)
+    return rows
+
+
+_Answer = tuple[Generation | None, str | None, float]
+
+
+def _answers(backend: Backend, items: list[LabelledItem]) -> list[_Answer]:
+    """Each item's generation (or the failure), and the seconds it took (a batch's time shared evenly)."""
+    if len(items) > 1 and isinstance(backend, BatchBackend):
         start = time.perf_counter()
         try:
-            generation = backend.generate(item.request, GenerationOptions())
+            generations = backend.generate_batch([i.request for i in items], [GenerationOptions()] * len(items))
+        except Exception:  # a request that breaks the batch: answered one by one below, where it fails alone
+            pass
+        else:
+            if len(generations) == len(items):
+                share = (time.perf_counter() - start) / len(items)
+                return [(g, None, share) for g in generations]
+    answers: list[_Answer] = []
+    for item in items:
+        start = time.perf_counter()
+        try:
+            answers.append((backend.generate(item.request, GenerationOptions()), None, time.perf_counter() - start))
         except Exception as exc:
-            error = f"backend: {type(exc).__name__}: {exc}"
-        generated = time.perf_counter()
-        if generation is not None:
-            try:
-                signals = estimator.estimate(backend, item.request, generation)
-            except Exception as exc:
-                error = f"estimator: {type(exc).__name__}: {exc}"
-        measured = time.perf_counter()
-        parsed = None if generation is None else parse_response(generation.text)
-        answer = None if parsed is None else parsed.answer_text
-        perception = None if parsed is None else parsed.perception_text
-        row = ScoredItem(
-            item=item,
-            generation=generation,
-            signals=signals,
-            model_answer=answer,
-            perception_text=perception,
-            answer_correct=answers_match(answer, item.answer),
-            perception_correct=None
-            if perception is None and item.perception is not None
-            else grade_perception(perception or "", item.perception, item.vocabulary),
-            error=error,
-            generate_seconds=generated - start,
-            estimate_seconds=measured - generated,
-        )
-        rows.append(row)
-        if on_item is not None:
-            on_item(row)
-    return rows
+            answers.append((None, f"backend: {type(exc).__name__}: {exc}", time.perf_counter() - start))
+    return answers
+
+
+def _scored(
+    backend: Backend,
+    estimator: Estimator,
+    item: LabelledItem,
+    generation: Generation | None,
+    error: str | None,
+    generate_seconds: float,
+) -> ScoredItem:
+    signals = None
+    started = time.perf_counter()
+    if generation is not None:
+        try:
+            signals = estimator.estimate(backend, item.request, generation)
+        except Exception as exc:
+            error = f"estimator: {type(exc).__name__}: {exc}"
+    measured = time.perf_counter()
+    parsed = None if generation is None else parse_response(generation.text)
+    answer = None if parsed is None else parsed.answer_text
+    perception = None if parsed is None else parsed.perception_text
+    return ScoredItem(
+        item=item,
+        generation=generation,
+        signals=signals,
+        model_answer=answer,
+        perception_text=perception,
+        answer_correct=answers_match(answer, item.answer),
+        perception_correct=None
+        if perception is None and item.perception is not None
+        else grade_perception(perception or "", item.perception, item.vocabulary),
+        error=error,
+        generate_seconds=generate_seconds,
+        estimate_seconds=measured - started,
+    )
 
 
 def remeasure(

@@ -169,6 +169,7 @@ def calibrate_backend(
     on_item: Callable[[ScoredItem], None] | None = None,
     on_probe_item: Callable[[ScoredItem], None] | None = None,
     question_noise: float = 0.25,
+    batch_size: int = 16,
 ) -> tuple[CalibrationArtifact, list[ScoredItem]]:
     """Score ``items`` with a white-box ``backend`` and fit its calibration artifact.
 
@@ -180,7 +181,8 @@ def calibrate_backend(
 
     ``perturbation="auto"`` chooses the visual probe on the scored rows (``choose_perturbation``: the paper's
     patch blackening unless another candidate ranks perception errors better) and re-measures every row with
-    the winner before fitting; ``on_probe_item`` is called after each of those re-measurements.
+    the winner before fitting; ``on_probe_item`` is called after each of those re-measurements. ``batch_size``
+    items are answered in one batched generation when the backend can (answers as they would be alone).
     """
     auto = perturbation == "auto"
     if not auto and perturbation not in PERTURBATIONS:
@@ -189,7 +191,7 @@ def calibrate_backend(
         )
     setting = PAPER_DEFAULT if auto else ProbeSetting(perturbation, blackout_probability)  # type: ignore[arg-type]
     scored = with_question_noise(items, question_noise, seed=seed)
-    rows = score_items(backend, setting.estimator(draws=draws), scored, on_item=on_item)
+    rows = score_items(backend, setting.estimator(draws=draws), scored, on_item=on_item, batch_size=batch_size)
     info: dict[str, Any] = {"data": data_name, "items": len(items), "question_noise": question_noise}
     if auto:
         choice = choose_perturbation(

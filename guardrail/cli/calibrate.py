@@ -51,6 +51,9 @@ def calibrate(
             "fall on questions the model may not understand (0: none).",
         ),
     ] = 0.25,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Questions answered in one batched generation (1: one by one).")
+    ] = 16,
     remeasure: Annotated[
         Path | None,
         typer.Option(
@@ -70,7 +73,7 @@ def calibrate(
         try:
             _calibrate(
                 out, model, data, split, limit, clean, draws, perturbation, blackout_probability, calibrator,
-                combiner, seed, question_noise, stop,
+                combiner, seed, question_noise, batch_size, stop,
             )  # fmt: skip
         except Interrupted as interrupted:
             typer.echo(
@@ -118,6 +121,7 @@ def _calibrate(
     combiner: str,
     seed: int,
     question_noise: float,
+    batch_size: int,
     stop: StopFlag,
 ) -> None:
     from rich.console import Console
@@ -175,6 +179,7 @@ def _calibrate(
                 seed=seed,
                 data_name=data_name,
                 question_noise=question_noise,
+                batch_size=batch_size,
                 on_item=advance,
                 on_probe_item=probe_advance,
             )
