@@ -28,8 +28,9 @@ SURFACES: dict[str, set[str]] = {
         "configure_telemetry", "decide", "load_artifact", "load_guard", "load_policy",
     },
     "guardrail.backends": {
-        "AsyncBackend", "Backend", "BatchBackend", "LangChainBackend", "OpenAICompatibleBackend", "ScoringBackend",
-        "ScoringUnavailable", "TeacherForcedScores", "TextScores", "TextScoringBackend", "TransformersBackend",
+        "AsyncBackend", "Backend", "BatchBackend", "CoalescingBackend", "LangChainBackend", "OpenAICompatibleBackend",
+        "ScoringBackend", "ScoringUnavailable", "TeacherForcedScores", "TextScores", "TextScoringBackend",
+        "TransformersBackend",
     },
     "guardrail.confidence": {
         "AgreementEstimator", "AsyncEstimator", "DecoupledEstimator", "Estimator", "FamiliarityReference",

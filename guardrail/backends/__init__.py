@@ -21,6 +21,7 @@ from .base import (
     TextScores,
     TextScoringBackend,
 )
+from .coalescing import CoalescingBackend
 
 if TYPE_CHECKING:
     from .langchain import LangChainBackend
@@ -31,6 +32,7 @@ __all__ = [
     "AsyncBackend",
     "Backend",
     "BatchBackend",
+    "CoalescingBackend",
     "LangChainBackend",
     "OpenAICompatibleBackend",
     "ScoringBackend",
