@@ -92,7 +92,10 @@ class DemoSummary:
     escalations: int
     abstentions: int
     mean_added_seconds: float
+    """Per question, the guard's time beyond the model's first answer. One conversation at a time this is the
+    latency the guard adds; in batches it also holds the wait for the batch's other conversations."""
     seconds: float
+    batch_size: int
     out_dir: str
     outcomes: list[QuestionOutcome]
 
@@ -109,8 +112,13 @@ def run_demo(
     reviewer: Reviewer,
     out_dir: Path,
     on_outcome: Callable[[QuestionOutcome], None] | None = None,
+    batch_size: int = 1,
 ) -> DemoSummary:
-    """Run every item through a guarded LangGraph agent; see the module docstring."""
+    """Run every item through a guarded LangGraph agent; see the module docstring.
+
+    ``batch_size`` > 1 runs that many conversations at once (``graph.batch``); with a guard built by
+    ``load_guard(..., batch_size=...)`` their model calls are answered together. Reviews follow in question order.
+    """
     from langchain_core.messages import HumanMessage
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.types import Command
@@ -125,11 +133,17 @@ def run_demo(
     outcomes: list[QuestionOutcome] = []
     with sqlite3.connect(db, check_same_thread=False) as connection:
         graph = guardrail_graph(guard, checkpointer=SqliteSaver(connection))
+        configs: list[Any] = [{"configurable": {"thread_id": f"demo-{index}"}} for index in range(len(items))]
+        states: dict[int, Any] = {}
         for index, item in enumerate(items):
-            config: Any = {"configurable": {"thread_id": f"demo-{index}"}}
-            messages = messages_from_request(item.request)
-            assert isinstance(messages[-1], HumanMessage)
-            state = graph.invoke({"messages": messages}, config)
+            if index not in states:  # the next chunk of conversations, run together
+                chunk = range(index, min(index + max(batch_size, 1), len(items)))
+                inputs = [{"messages": messages_from_request(items[i].request)} for i in chunk]
+                assert all(isinstance(i["messages"][-1], HumanMessage) for i in inputs)
+                ran = graph.batch(inputs, [configs[i] for i in chunk], max_concurrency=len(chunk))
+                states.update(zip(chunk, ran, strict=True))
+            config = configs[index]
+            state = states.pop(index)
             result = state["guardrail"]
             answered_by = "model" if result["status"] == "accepted" else "nobody"
             final_answer = result.get("answer")
@@ -159,10 +173,10 @@ def run_demo(
             outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)
-    return _summarise(outcomes, time.perf_counter() - start, out_dir)
+    return _summarise(outcomes, time.perf_counter() - start, out_dir, max(batch_size, 1))
 
 
-def _summarise(outcomes: list[QuestionOutcome], seconds: float, out_dir: Path) -> DemoSummary:
+def _summarise(outcomes: list[QuestionOutcome], seconds: float, out_dir: Path, batch_size: int) -> DemoSummary:
     n = len(outcomes)
     by_model = [o for o in outcomes if o.answered_by == "model"]
     by_reviewer = [o for o in outcomes if o.answered_by == "reviewer"]
@@ -185,6 +199,7 @@ def _summarise(outcomes: list[QuestionOutcome], seconds: float, out_dir: Path) -
         abstentions=sum(o.status == "abstained" for o in outcomes),
         mean_added_seconds=sum(o.guard_seconds - o.first_model_seconds for o in outcomes) / max(n, 1),
         seconds=seconds,
+        batch_size=batch_size,
         out_dir=str(out_dir),
         outcomes=outcomes,
     )

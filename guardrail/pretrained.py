@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .backends.base import Backend
 from .calibration.artifact import CalibrationArtifact
 from .calibration.base import Calibrator
 from .errors import ConfigurationError
@@ -70,6 +71,7 @@ def load_guard(
     dtype: str | None = None,
     draws: int | None = None,
     perturbation: str | None = None,
+    batch_size: int = 1,
     **guard_options: Any,
 ) -> Guard:
     """A :class:`Guard` over the transformers model in ``model`` (default: :func:`default_model_path`).
@@ -77,7 +79,9 @@ def load_guard(
     ``artifact="auto"`` uses the model folder's ``guardrail_calibration.json`` when present; ``None`` runs
     uncalibrated (raw scores pass through: fine for ranking, not probabilities). ``draws`` (K, perturbations
     averaged for the visual signal) and ``perturbation`` default to the settings the artifact was fitted under
-    (its normalisation depends on them), else 1 and ``"blackout"``. Other keyword arguments go to :class:`Guard`.
+    (its normalisation depends on them), else 1 and ``"blackout"``. ``batch_size`` > 1 answers concurrent calls
+    through this guard (threads, ``graph.batch``, ``asyncio.gather``) in batches of up to that many
+    (:class:`~guardrail.backends.CoalescingBackend`). Other keyword arguments go to :class:`Guard`.
     """
     from .calibration.artifact import fingerprint_model, load_artifact
 
@@ -90,7 +94,12 @@ def load_guard(
         loaded = load_artifact(artifact_path, expected_model_fingerprint=fingerprint_model(model_dir))
         calibrator = loaded.decoupled_calibrator()
         policy_object = resolve_certified(policy_object, loaded, source=str(artifact_path))
-    backend = load_backend(model_dir, device=device, dtype=dtype)
+    model_backend = load_backend(model_dir, device=device, dtype=dtype)
+    backend: Backend = model_backend
+    if batch_size > 1:
+        from .backends.coalescing import CoalescingBackend
+
+        backend = CoalescingBackend(model_backend, max_batch=batch_size)
     estimator = estimator_for(loaded, draws=draws, perturbation=perturbation)
     return Guard(backend, estimator=estimator, calibrator=calibrator, policy=policy_object, **guard_options)
 

@@ -24,15 +24,18 @@ def demo(
         float, typer.Option(min=0.0, max=1.0, help="Accuracy of the stand-in reviewer who answers escalations.")
     ] = 0.9,
     interactive: Annotated[bool, typer.Option(help="Answer escalations yourself instead.")] = False,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Conversations run at once, their model calls batched (1: one by one).")
+    ] = 16,
 ) -> None:
     """Run a LangGraph agent through the guard on N corrupted easy-VQA test questions and compare.
 
-    SIGINT / SIGTERM stop after the current question (exit 130 / 143); traces of finished questions are kept,
+    SIGINT / SIGTERM stop after the current questions (exit 130 / 143); traces of finished questions are kept,
     no summary is written.
     """
     with stop_on_signals() as stop:
         try:
-            _demo(n, seed, out, policy, model, reviewer_accuracy, interactive, stop)
+            _demo(n, seed, out, policy, model, reviewer_accuracy, interactive, batch_size, stop)
         except Interrupted as interrupted:
             typer.echo(
                 f"interrupted by {interrupted.name} after {stop.done} of {n} questions; no summary written", err=True
@@ -48,6 +51,7 @@ def _demo(
     model: Path | None,
     reviewer_accuracy: float,
     interactive: bool,
+    batch_size: int,
     stop: StopFlag,
 ) -> None:
     from rich.console import Console
@@ -64,7 +68,7 @@ def _demo(
     telemetry, trace_file = _file_telemetry(out / "traces.jsonl")
     try:
         with console.status("loading the model and the calibration"):
-            guard = load_guard(model_dir, policy=policy, telemetry=telemetry)
+            guard = load_guard(model_dir, policy=policy, telemetry=telemetry, batch_size=batch_size)
         with console.status(f"preparing {n} easy-VQA test questions under graded corruptions"):
             items = easyvqa_items("test", limit=n, seed=seed)
     except (GuardrailError, OSError) as exc:
@@ -89,7 +93,9 @@ def _demo(
     try:
         with Progress(*columns, console=console, disable=interactive) as progress:
             task = progress.add_task("demo", total=n)
-            summary = run_demo(items, guard=guard, reviewer=reviewer, out_dir=out, on_outcome=advance)
+            summary = run_demo(
+                items, guard=guard, reviewer=reviewer, out_dir=out, on_outcome=advance, batch_size=batch_size
+            )
     finally:
         shutdown = getattr(telemetry, "shutdown", None)
         if shutdown is not None:  # the no-op telemetry (OTEL_SDK_DISABLED) has nothing to flush
@@ -133,7 +139,15 @@ def _print_summary(console: Any, summary: Any, who: str) -> None:
         f"escalations: {summary.escalations} (answered by {who}; their accuracy here "
         f"{_pct(summary.reviewer_accuracy)}), abstentions: {summary.abstentions}"
     )
-    console.print(f"mean latency the guard added per question: {summary.mean_added_seconds * 1000:.0f} ms")
+    rate = summary.n / summary.seconds if summary.seconds > 0 else 0.0
+    if summary.batch_size == 1:
+        console.print(f"mean latency the guard added per question: {summary.mean_added_seconds * 1000:.0f} ms")
+        console.print(f"{rate:.1f} questions per second, one conversation at a time")
+    else:
+        console.print(
+            f"{rate:.1f} questions per second, {summary.batch_size} conversations at a time (their model calls "
+            "batched); `--batch-size 1` measures the latency the guard adds to one"
+        )
 
 
 def _file_telemetry(path: Path) -> tuple[Any, Any]:
