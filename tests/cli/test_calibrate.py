@@ -87,20 +87,10 @@ def test_bad_data_line_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None
 
 
 def test_remeasure_rewrites_only_the_metrics(tmp_path: Path) -> None:
-    from guardrail.calibration import DecoupledCalibrator, fit_artifact, save_artifact
-    from tests.support.calibration import decoupled_world
+    from guardrail.calibration import save_artifact
+    from tests.support.calibration import world_artifact
 
-    world = decoupled_world(600, seed=3)
-    artifact = fit_artifact(
-        visual_scores=world["visual"],
-        reasoning_scores=world["reasoning"],
-        answer_correct=world["answer"],
-        perception_correct=world["perception"],
-        model_fingerprint="sha256:model",
-        data_fingerprint="sha256:data",
-        calibrator=DecoupledCalibrator(combiner="platt_harmonic"),
-        targets=[(0.3, 0.1)],
-    )
+    artifact = world_artifact(600, seed=3)
     stale = artifact.model_copy(
         update={"metrics": {k: v.model_copy(update={"aurc": 0.99}) for k, v in artifact.metrics.items()}}
     )

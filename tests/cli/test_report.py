@@ -9,26 +9,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from guardrail.calibration import DecoupledCalibrator, fit_artifact, save_artifact
+from guardrail.calibration import save_artifact
 from guardrail.calibration.artifact import _checksum
 from guardrail.cli import _register, app
-from tests.support.calibration import decoupled_world
+from tests.support.calibration import world_artifact
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    world = decoupled_world(600, seed=3)
-    artifact = fit_artifact(
-        visual_scores=world["visual"],
-        reasoning_scores=world["reasoning"],
-        answer_correct=world["answer"],
-        perception_correct=world["perception"],
-        model_fingerprint="sha256:model",
-        data_fingerprint="sha256:data",
-        calibrator=DecoupledCalibrator(combiner="platt_harmonic"),
-        targets=[(0.3, 0.1)],
-    )
-    return save_artifact(artifact, tmp_path_factory.mktemp("artifact") / "calibration.json")
+    return save_artifact(world_artifact(600, seed=3), tmp_path_factory.mktemp("artifact") / "calibration.json")
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

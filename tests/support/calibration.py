@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from guardrail.calibration import CalibrationArtifact, DecoupledCalibrator, fit_artifact
+
 Array = npt.NDArray[np.float64]
 
 
@@ -66,3 +68,20 @@ def decoupled_world(n: int, seed: int) -> dict[str, Array]:
         "pv": pv,
         "pr": pr,
     }
+
+
+def world_artifact(
+    n: int, seed: int, *, targets: list[tuple[float, float]] | None = None, fingerprint: str = "sha256:model"
+) -> CalibrationArtifact:
+    """An artifact fitted (platt-harmonic) on ``decoupled_world(n, seed)``, bound to model ``fingerprint``."""
+    world = decoupled_world(n, seed)
+    return fit_artifact(
+        visual_scores=world["visual"],
+        reasoning_scores=world["reasoning"],
+        answer_correct=world["answer"],
+        perception_correct=world["perception"],
+        model_fingerprint=fingerprint,
+        data_fingerprint="sha256:data",
+        calibrator=DecoupledCalibrator(combiner="platt_harmonic"),
+        targets=targets if targets is not None else [(0.3, 0.1)],
+    )
