@@ -42,8 +42,8 @@ demo: install
 	$(BIN)/guardrail demo
 
 lint: install
-	$(BIN)/ruff check guardrail tests bench examples
-	$(BIN)/ruff format --check guardrail tests bench examples
+	$(BIN)/ruff check guardrail tests bench examples docs
+	$(BIN)/ruff format --check guardrail tests bench examples docs
 	$(BIN)/lint-imports  # the layers of ARCHITECTURE.md, as contracts in pyproject.toml
 
 typecheck: install
