@@ -33,7 +33,7 @@ def test_put_stores_once_by_content_hash(tmp_path: Path) -> None:
 
 
 def test_path_for_refuses_anything_but_a_hash(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="`sha256` must be 64 lower-case hex digits, got '../x'"):
+    with pytest.raises(ValueError, match=r"`sha256` must be 64 lower-case hex digits, got '\.\./x'"):
         ImageStore(tmp_path).path_for("../x", "image/png")
     assert is_sha256(SHA)
     assert not is_sha256(SHA.upper())
