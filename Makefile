@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-slow lint typecheck check bench clean
+.PHONY: install browser demo test test-slow lint typecheck check bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,31 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Headless Chromium and its driver for the browser tests (the review page, the calibration report): the Debian
+# packages, installed with apt-get as root or with passwordless sudo; nothing is done when both are present. Where
+# apt-get cannot be used this says why and the browser tests skip, except under GUARDRAIL_REQUIRE_BROWSER=1 (CI),
+# where they fail.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  echo "browser: $$(chromium --version 2>/dev/null | head -n 1) and its driver are installed"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser: no apt-get here; install chromium and chromedriver yourself, or the browser tests skip"; \
+	elif [ "$$(id -u)" != 0 ] && ! sudo -n true >/dev/null 2>&1; then \
+	  echo "browser: apt-get needs root or passwordless sudo; run 'sudo apt-get install chromium chromium-driver'," \
+	    "or the browser tests skip"; \
+	else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+	  echo "browser: installing chromium and chromium-driver with apt-get"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
+
 demo: install
 	$(BIN)/guardrail demo
 
 lint: install
-	$(BIN)/ruff check guardrail tests bench examples
-	$(BIN)/ruff format --check guardrail tests bench examples
+	$(BIN)/ruff check guardrail tests bench examples docs
+	$(BIN)/ruff format --check guardrail tests bench examples docs
 	$(BIN)/lint-imports  # the layers of ARCHITECTURE.md, as contracts in pyproject.toml
 
 typecheck: install
@@ -33,7 +52,7 @@ typecheck: install
 test: lint typecheck
 	$(BIN)/python -m pytest -m "not slow"
 
-test-slow: install
+test-slow: install browser
 	$(BIN)/python -m pytest -m slow
 
 check: test test-slow

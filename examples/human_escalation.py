@@ -10,7 +10,10 @@
            --graph examples/human_escalation.py:build_graph
 
    ``--graph`` names the factory that rebuilds this graph over the database (``build_graph`` below). Resuming
-   runs only the review node: the model is never called (nor even loaded) again.
+   runs only the review node: the model is never called (nor even loaded) again. To see the image while deciding,
+   open the review page instead (it prints its address)::
+
+       guardrail escalations serve --db escalations.sqlite --graph examples/human_escalation.py:build_graph
 
 Run the whole round trip:  python examples/human_escalation.py [--db FILE] [--answer TEXT] [--model DIR]
 """

@@ -1,16 +1,19 @@
 """``guardrail demo``: a LangGraph agent answers easy-VQA questions on corrupted images through the guard.
 
 Each question runs through a real compiled graph (guard node, then a review node that interrupts for a human on
-escalation) with a real SQLite checkpointer. Escalations are answered by a stand-in reviewer of stated accuracy
-(or, with ``interactive``, by the person at the keyboard). The summary compares the model alone (every first
-answer, 100 % coverage) with the guarded agent, counts the actions the policy took, and measures the latency
-the guard added. The output folder receives the calibration report, a JSONL trace file and ``summary.json``.
+escalation) with a real SQLite checkpointer (``checkpoints.sqlite`` in the output folder, the escalated images
+beside it). Escalations are answered by a stand-in reviewer of stated accuracy (or, with ``interactive``, by the
+person at the keyboard), or left pending (``reviewer=None``) for ``guardrail escalations serve``. The summary
+compares the model alone (every first answer, 100 % coverage) with the guarded agent, counts the actions the policy
+took, and measures the latency the guard added. The output folder receives the calibration report, a JSONL trace
+file and ``summary.json``.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -63,7 +66,7 @@ class QuestionOutcome:
     status: str
     unguarded_answer: str | None
     final_answer: str | None
-    answered_by: str  # "model", "reviewer" or "nobody"
+    answered_by: str  # "model", "reviewer", "nobody", or "pending" (an escalation left for a human)
     actions: tuple[str, ...]
     guard_seconds: float
     first_model_seconds: float
@@ -91,6 +94,9 @@ class DemoSummary:
     actions: dict[str, int]
     escalations: int
     abstentions: int
+    pending_reviews: int
+    """Escalations left waiting for a human (with ``reviewer=None``), in ``review_db``."""
+    review_db: str
     mean_added_seconds: float
     """Per question, the guard's time beyond the model's first answer. One conversation at a time this is the
     latency the guard adds; in batches it also holds the wait for the batch's other conversations."""
@@ -109,12 +115,13 @@ def run_demo(
     items: list[LabelledItem],
     *,
     guard: Any,
-    reviewer: Reviewer,
+    reviewer: Reviewer | None,
     out_dir: Path,
     on_outcome: Callable[[QuestionOutcome], None] | None = None,
     batch_size: int = 1,
 ) -> DemoSummary:
-    """Run every item through a guarded LangGraph agent; see the module docstring.
+    """Run every item through a guarded LangGraph agent; see the module docstring. With ``reviewer=None``
+    escalations stay pending in ``out_dir/checkpoints.sqlite``, each on its thread ``demo-N``.
 
     ``batch_size`` > 1 runs that many conversations at once (``graph.batch``); with a guard built by
     ``load_guard(..., batch_size=...)`` their model calls are answered together. Reviews follow in question order.
@@ -123,12 +130,14 @@ def run_demo(
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.types import Command
 
+    from .integrations.image_store import ImageStore
     from .integrations.langgraph import guardrail_graph
     from .messages import messages_from_request
 
     out_dir.mkdir(parents=True, exist_ok=True)
     db = out_dir / "checkpoints.sqlite"
     db.unlink(missing_ok=True)
+    shutil.rmtree(ImageStore.beside(db).root, ignore_errors=True)  # the images of an earlier run's escalations
     start = time.perf_counter()
     outcomes: list[QuestionOutcome] = []
     with sqlite3.connect(db, check_same_thread=False) as connection:
@@ -147,7 +156,9 @@ def run_demo(
             result = state["guardrail"]
             answered_by = "model" if result["status"] == "accepted" else "nobody"
             final_answer = result.get("answer")
-            if result["status"] == "escalated":
+            if result["status"] == "escalated" and reviewer is None:
+                answered_by = "pending"  # the thread waits in the database for a human
+            elif result["status"] == "escalated" and reviewer is not None:
                 decision = reviewer(dict(state["escalation"]), item)
                 state = graph.invoke(Command(resume=decision), config)
                 review = state.get("review") or {}
@@ -173,10 +184,12 @@ def run_demo(
             outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)
-    return _summarise(outcomes, time.perf_counter() - start, out_dir, max(batch_size, 1))
+    return _summarise(outcomes, time.perf_counter() - start, out_dir, db, max(batch_size, 1))
 
 
-def _summarise(outcomes: list[QuestionOutcome], seconds: float, out_dir: Path, batch_size: int) -> DemoSummary:
+def _summarise(
+    outcomes: list[QuestionOutcome], seconds: float, out_dir: Path, db: Path, batch_size: int
+) -> DemoSummary:
     n = len(outcomes)
     by_model = [o for o in outcomes if o.answered_by == "model"]
     by_reviewer = [o for o in outcomes if o.answered_by == "reviewer"]
@@ -197,6 +210,8 @@ def _summarise(outcomes: list[QuestionOutcome], seconds: float, out_dir: Path, b
         actions=dict(sorted(actions.items())),
         escalations=sum(o.status == "escalated" for o in outcomes),
         abstentions=sum(o.status == "abstained" for o in outcomes),
+        pending_reviews=sum(o.answered_by == "pending" for o in outcomes),
+        review_db=str(db),
         mean_added_seconds=sum(o.guard_seconds - o.first_model_seconds for o in outcomes) / max(n, 1),
         seconds=seconds,
         batch_size=batch_size,

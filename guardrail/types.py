@@ -485,6 +485,10 @@ class Decision(_Frozen):
     reason: str
     params: Mapping[str, Any] = Field(default_factory=dict)
     attempt: int = Field(ge=0)
+    components: tuple[Component, ...] = ()
+    """The confidence components the deciding rule tested, in ``COMPONENTS`` order (for ``on_exhausted`` after a
+    remedy asked for on the last attempt, those of the rule that asked); empty for ``otherwise``, ``on_error`` and
+    a spent time budget. What a reviewer is told caused an escalation."""
 
 
 ErrorStage = Literal["backend", "estimator", "calibrator", "view_provider", "policy", "budget", "input"]

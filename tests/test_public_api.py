@@ -56,10 +56,10 @@ SURFACES: dict[str, set[str]] = {
     },
     "guardrail.integrations": {
         "Approve", "CallableViewProvider", "DirectAnswer", "Edit", "GuardSource", "GuardState", "GuardrailChatModel",
-        "GuardrailMiddleware", "PendingEscalation", "RecaptureProvider", "Reject", "ReviewDecision", "ReviewError",
-        "ToolViewProvider", "add_guardrail_nodes", "aresume_escalation", "as_view_provider", "guardrail_graph",
-        "list_escalations", "load_graph_factory", "messages_from_request", "open_saver", "parse_review",
-        "pending_payload", "request_from_messages", "resolve_escalation", "resume_escalation",
+        "GuardrailMiddleware", "ImageStore", "PendingEscalation", "RecaptureProvider", "Reject", "ReviewDecision",
+        "ReviewError", "ToolViewProvider", "add_guardrail_nodes", "aresume_escalation", "as_view_provider",
+        "guardrail_graph", "list_escalations", "load_graph_factory", "messages_from_request", "open_saver",
+        "parse_review", "pending_payload", "request_from_messages", "resolve_escalation", "resume_escalation",
     },
 }  # fmt: skip
 

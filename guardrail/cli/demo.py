@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -27,15 +27,29 @@ def demo(
     batch_size: Annotated[
         int, typer.Option(min=1, help="Conversations run at once, their model calls batched (1: one by one).")
     ] = 16,
+    review_later: Annotated[
+        bool,
+        typer.Option(
+            "--review-later",
+            help="Leave escalations pending, to review them with their images on the review page "
+            "(`guardrail escalations serve`).",
+        ),
+    ] = False,
 ) -> None:
     """Run a LangGraph agent through the guard on N corrupted easy-VQA test questions and compare.
 
     SIGINT / SIGTERM stop after the current questions (exit 130 / 143); traces of finished questions are kept,
     no summary is written.
     """
+    if interactive and review_later:
+        typer.echo("error: give at most one of --interactive and --review-later", err=True)
+        raise typer.Exit(2)
+    review: Literal["stand-in", "interactive", "later"] = (
+        "later" if review_later else "interactive" if interactive else "stand-in"
+    )
     with stop_on_signals() as stop:
         try:
-            _demo(n, seed, out, policy, model, reviewer_accuracy, interactive, batch_size, stop)
+            _demo(n, seed, out, policy, model, reviewer_accuracy, review, batch_size, stop)
         except Interrupted as interrupted:
             typer.echo(
                 f"interrupted by {interrupted.name} after {stop.done} of {n} questions; no summary written", err=True
@@ -50,7 +64,7 @@ def _demo(
     policy: str,
     model: Path | None,
     reviewer_accuracy: float,
-    interactive: bool,
+    review: Literal["stand-in", "interactive", "later"],
     batch_size: int,
     stop: StopFlag,
 ) -> None:
@@ -74,12 +88,14 @@ def _demo(
     except (GuardrailError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    reviewer: Any = (
-        _InteractiveReviewer(console, out / "review")
-        if interactive
-        else StandInReviewer(accuracy=reviewer_accuracy, seed=seed)
-    )
-    who = "you" if interactive else f"a stand-in reviewer who is right {reviewer_accuracy:.0%} of the time"
+    reviewer: Any
+    if review == "later":
+        reviewer, who = None, "you, later, on the review page"
+    elif review == "interactive":
+        reviewer, who = _InteractiveReviewer(console), "you"
+    else:
+        reviewer = StandInReviewer(accuracy=reviewer_accuracy, seed=seed)
+        who = f"a stand-in reviewer who is right {reviewer_accuracy:.0%} of the time"
     console.print(
         f"[bold]guardrail demo[/]: {n} questions, policy [cyan]{guard.policy.name}[/], escalations answered by {who}"
     )
@@ -91,7 +107,7 @@ def _demo(
         stop.check()  # between questions: a stop asked for during this one ends the run here
 
     try:
-        with Progress(*columns, console=console, disable=interactive) as progress:
+        with Progress(*columns, console=console, disable=review == "interactive") as progress:
             task = progress.add_task("demo", total=n)
             summary = run_demo(
                 items, guard=guard, reviewer=reviewer, out_dir=out, on_outcome=advance, batch_size=batch_size
@@ -112,6 +128,14 @@ def _demo(
     console.print(f"\nwritten to [bold]{out}/[/]: summary.json, traces.jsonl (OpenTelemetry spans, one per line)")
     if report is not None:
         console.print(f"calibration report: [bold]{report}[/]")
+    if summary.pending_reviews:
+        console.print(
+            f"\n[bold yellow]{summary.pending_reviews} escalations wait for your review.[/] Open the review page "
+            "(images, perception, confidences; it prints its address):"
+        )
+        console.print(f"    guardrail escalations serve --db {summary.review_db}", soft_wrap=True, highlight=False)
+        console.print("or list them in the terminal:")
+        console.print(f"    guardrail escalations list --db {summary.review_db}", soft_wrap=True, highlight=False)
 
 
 def _pct(value: float | None) -> str:
@@ -135,10 +159,12 @@ def _print_summary(console: Any, summary: Any, who: str) -> None:
     for name, count in summary.actions.items():
         actions.add_row(name, str(count))
     console.print(actions)
-    console.print(
-        f"escalations: {summary.escalations} (answered by {who}; their accuracy here "
-        f"{_pct(summary.reviewer_accuracy)}), abstentions: {summary.abstentions}"
+    reviewed = (
+        f"{summary.pending_reviews} left for you to review"
+        if summary.pending_reviews
+        else f"answered by {who}; their accuracy here {_pct(summary.reviewer_accuracy)}"
     )
+    console.print(f"escalations: {summary.escalations} ({reviewed}), abstentions: {summary.abstentions}")
     rate = summary.n / summary.seconds if summary.seconds > 0 else 0.0
     if summary.batch_size == 1:
         console.print(f"mean latency the guard added per question: {summary.mean_added_seconds * 1000:.0f} ms")
@@ -162,23 +188,18 @@ def _file_telemetry(path: Path) -> tuple[Any, Any]:
 
 
 class _InteractiveReviewer:
-    """Asks the person at the keyboard; the image is saved so they can look at it."""
+    """Asks the person at the keyboard, naming the file of the image (stored beside the checkpoint database)."""
 
-    def __init__(self, console: Any, folder: Path) -> None:
+    def __init__(self, console: Any) -> None:
         self.console = console
-        self.folder = folder
-        self.count = 0
 
     def __call__(self, payload: dict[str, Any], item: Any) -> dict[str, Any]:
-        from ..images import decode_image
         from ..integrations._review import confidences_text
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.count += 1
-        image_path = self.folder / f"escalation-{self.count}.png"
-        decode_image(item.request.images[0]).save(image_path)
+        images = ", ".join(str(i.get("ref")) for i in payload.get("images") or [])
         shown = confidences_text(payload.get("confidence") or {})
-        self.console.print(f"\n[bold yellow]escalation[/]: {payload.get('question')}  (image: {image_path})")
+        self.console.print(f"\n[bold yellow]escalation[/]: {payload.get('question')}  (image: {images})")
+        self.console.print(f"  the model saw: {payload.get('perception')!r}")
         self.console.print(f"  candidate answer: {payload.get('candidate_answer')!r}; confidence: {shown}")
         self.console.print(f"  reason: {payload.get('reason')}")
         reply = typer.prompt("  [a]pprove, [r]eject, or type the answer", default="a").strip()

@@ -1,16 +1,22 @@
 """``guardrail escalations ...``: list and resolve questions waiting on a human reviewer.
 
 ``list --db FILE`` reads the SQLite checkpoint database (opened read-only) and prints each pending escalation:
-thread id, question, candidate answer, confidences and reason (``--json`` for one JSON object per line). It loads
-no model.
+thread id, question, candidate answer, confidences, reason, the rule that escalated, the model's perception and
+reasoning, and where each image is (``--json`` for one JSON object per line). It loads no model.
 
 ``resolve THREAD --db FILE (--approve | --edit TEXT | --answer TEXT | --reject [--reason TEXT])`` resumes the
 thread with the decision. Resuming needs the graph that paused: ``--graph`` names a factory
 ``factory(checkpointer) -> compiled graph`` as ``package.module:function`` or ``path/to/file.py:function``
 (default: the standard guardrail graph over the reference model, whose model is never loaded to resume).
 
+``serve --db FILE [--graph FACTORY] [--host 127.0.0.1] [--port N]`` runs the review page: a local web application
+that shows each pending escalation with its images and resumes the thread with the reviewer's decision, as
+``resolve`` does. It prints its address with a fresh access token (``http://127.0.0.1:PORT/?token=...``); every
+request without the token is refused. ``--port 0`` (the default) picks a free port. Needs the ``review`` extra.
+
 Exit codes: 0 done; 1 no pending escalation for that thread; 2 bad usage, bad decision, missing database, a file
-that is not a checkpoint database (left unchanged), or a bad graph factory.
+that is not a checkpoint database (left unchanged), a bad graph factory, an address that cannot be bound or a
+missing ``review`` extra; ``serve`` stops on SIGINT (130) or SIGTERM.
 """
 
 from __future__ import annotations
@@ -56,6 +62,15 @@ def list_(
         )
         typer.echo(f"  confidence: {_confidences(item.confidence)}")
         typer.echo(f"  reason:     {item.reason}")
+        # Payloads saved by earlier versions have none of what follows.
+        if item.rule is not None:
+            tested = f" (tested {', '.join(item.components)})" if item.components else ""
+            typer.echo(f"  rule:       {_printable(item.rule)}{tested}")
+        for label, text in (("perception", item.perception), ("reasoning", item.reasoning)):
+            if text is not None:
+                typer.echo(f"  {label + ':':<11} {_printable(text)}")
+        for image in item.images:
+            typer.echo(f"  image:      {_image(image)}")
     if not pending and not as_json:
         typer.echo("no pending escalations")
 
@@ -111,9 +126,69 @@ def resolve(
     typer.echo(f"thread {thread}: {decision['type']}; final message: {_printable(str(final))}")
 
 
+@escalations_app.command()
+def serve(
+    db: Annotated[str, _DB],
+    graph: Annotated[
+        str | None,
+        typer.Option("--graph", help="Graph factory 'module:function' or 'file.py:function' (default: reference)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; the default serves this machine only.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: a free one).")] = 0,
+) -> None:
+    """Serve the review page: pending escalations with their images; approve, edit, answer or reject."""
+    from ..errors import ConfigurationError, InputError
+    from ..integrations.escalations import DEFAULT_GRAPH
+
+    try:
+        from ..integrations.review_app import ReviewServer
+    except ImportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        server = ReviewServer(db, graph=graph or DEFAULT_GRAPH, host=host, port=port)
+    except (InputError, ConfigurationError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from exc
+    if server.exposed:
+        typer.echo(
+            f"warning: listening on {host}, beyond this machine, over plain HTTP: anyone who can reach it and sees "
+            "the token can review",
+            err=True,
+        )
+    typer.echo(f"Reviewing the escalations pending in {db}; open this address (it holds the access token):")
+    typer.echo(f"    {server.url}", color=False)
+    typer.echo("Stop with Ctrl+C.")
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
+        raise typer.Exit(130) from None
+
+
 def _printable(text: str) -> str:
     """One line, control characters shown as escapes: a model's answer must not garble the terminal."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _image(image: Any) -> str:
+    """Where an image of an escalation is: its path or URL (a small inline one by size), and its hash."""
+    ref, sha = image.get("ref"), image.get("sha256")
+    if ref is None:
+        where = "(not stored)"
+    elif str(ref).startswith("data:"):
+        where = f"(inline, {image.get('size')} bytes)"
+    else:
+        where = _printable(str(ref))
+    extra = [f"sha256 {sha}" if isinstance(sha, str) else "", "a view" if image.get("source") == "view" else ""]
+    extra.append(str(image.get("note") or ""))
+    shown = "; ".join(e for e in extra if e)
+    return f"{where} ({shown})" if shown else where
 
 
 def _confidences(confidence: Any) -> str:

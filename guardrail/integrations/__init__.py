@@ -5,7 +5,10 @@
 - :mod:`~guardrail.integrations.middleware`: ``GuardrailMiddleware`` for ``create_agent``;
 - :mod:`~guardrail.integrations.chat_model`: ``GuardrailChatModel``, a backend as a LangChain chat model;
 - :mod:`~guardrail.integrations.views`: recapture, callables and tools as view providers;
-- :mod:`~guardrail.integrations.escalations`: pending escalations in a SQLite checkpointer, and resolving one.
+- :mod:`~guardrail.integrations.escalations`: pending escalations in a SQLite checkpointer, and resolving one;
+- :mod:`~guardrail.integrations.image_store`: the images of escalations, stored once by content hash;
+- :mod:`~guardrail.integrations.review_app`: the review page (``guardrail escalations serve``; the ``review``
+  extra, imported only when used).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from ..messages import messages_from_request, request_from_messages
 from ._review import Approve, DirectAnswer, Edit, Reject, ReviewDecision, ReviewError, parse_review
 from .chat_model import GuardrailChatModel
 from .escalations import PendingEscalation, list_escalations, load_graph_factory, open_saver, resolve_escalation
+from .image_store import ImageStore
 from .langgraph import (
     GuardSource,
     GuardState,
@@ -35,6 +39,7 @@ __all__ = [
     "GuardState",
     "GuardrailChatModel",
     "GuardrailMiddleware",
+    "ImageStore",
     "PendingEscalation",
     "RecaptureProvider",
     "Reject",

@@ -5,7 +5,16 @@ A ``GuardResult`` becomes one ``AIMessage``:
 - accepted: the answer as content; the confidences in ``response_metadata["guardrail"]``;
 - abstained: a sentence that says the model was not confident enough and why: never the rejected answer;
 - escalated: the escalation is put to a human through ``interrupt(payload)``; the payload (``review_payload``) is
-  plain JSON: the question, the candidate answer, the confidences and the reason.
+  plain JSON, everything a reviewer needs to judge the answer:
+
+  ``question``, ``candidate_answer``, ``confidence`` (every component, ``None`` where unknown), ``reason``,
+  ``policy``, ``allowed_decisions``; ``rule`` (the policy rule that escalated, e.g. ``rules[0] both-low``,
+  ``on_exhausted``, ``on_error``), ``components`` (the confidence components that rule tested), ``error`` (the
+  failure that ended the call, or ``None``); ``perception`` and ``reasoning`` (the candidate's ``<vision>`` and
+  ``<reasoning>`` text, ``None`` without the tag; ``response``, the whole text, when it has neither); ``images``
+  (one reference per image, see :mod:`guardrail.integrations.image_store`: ``ref``, ``sha256``, ``mime_type``,
+  ``size``, ``source``: ``request`` for the question's images, ``view`` for views the candidate was given).
+  Payloads saved before a key existed lack it; readers use ``.get``.
 
 The human answers with ``Command(resume=decision)``, one of::
 
@@ -26,7 +35,9 @@ from langchain_core.messages import AIMessage
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from ..errors import InputError
-from ..types import COMPONENTS, Confidence, GuardResult
+from ..responses import parse_response
+from ..types import COMPONENTS, Attempt, Confidence, GuardResult, Request
+from .image_store import ImageStore, image_reference
 
 __all__ = [
     "ESCALATION_KIND",
@@ -40,6 +51,7 @@ __all__ = [
     "confidences_of",
     "confidences_text",
     "decision_schema",
+    "format_confidence",
     "parse_review",
     "resolved_message",
     "result_json",
@@ -170,10 +182,22 @@ def result_message(result: GuardResult, *, message_id: str | None = None) -> AIM
     )
 
 
-def review_payload(result: GuardResult, **extra: Any) -> dict[str, Any]:
-    """The JSON ``interrupt`` value shown to the reviewer of an escalated result."""
+def review_payload(
+    result: GuardResult,
+    *,
+    request: Request | None = None,
+    image_store: ImageStore | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The JSON ``interrupt`` value shown to the reviewer of an escalated result (keys in the module docstring).
+
+    ``request`` is the guarded request, whose images the payload names; inline images are written to
+    ``image_store`` (without one, only small images travel inline, as ``data:`` URLs).
+    """
     assert result.escalation is not None
     escalation = result.escalation
+    attempt = _candidate_attempt(result)
+    decision = result.final_decision
     return {
         "kind": ESCALATION_KIND,
         "question": escalation.question,
@@ -181,11 +205,69 @@ def review_payload(result: GuardResult, **extra: Any) -> dict[str, Any]:
         "confidence": confidences_of(escalation.confidence),
         "reason": escalation.reason,
         "policy": result.policy,
+        "rule": decision.rule,
+        "components": list(decision.components),
+        "error": None if result.error is None else result.error.model_dump(mode="json"),
+        **_response_parts(attempt),
+        "images": _image_references(request, attempt, image_store),
         "allowed_decisions": ["approve", "edit", "answer", "reject"]
         if escalation.candidate_answer
         else ["answer", "reject"],
         **extra,
     }
+
+
+def _candidate_attempt(result: GuardResult) -> Attempt | None:
+    """The attempt whose answer the escalation puts to the reviewer (``None`` when there is no candidate)."""
+    escalation = result.escalation
+    if escalation is None or escalation.candidate_answer is None:
+        return None
+    for attempt in result.attempts:
+        generation = attempt.generation
+        if (
+            generation is not None
+            and generation.final_answer == escalation.candidate_answer
+            and attempt.confidence == escalation.confidence
+        ):
+            return attempt
+    return None
+
+
+_RESPONSE_LIMIT = 8000
+"""Characters of a model's text a payload keeps (a runaway generation must not bloat every checkpoint)."""
+
+
+def _response_parts(attempt: Attempt | None) -> dict[str, str | None]:
+    """The candidate's perception and reasoning text; the whole response when it has neither tag."""
+    if attempt is None or attempt.generation is None:
+        return {"perception": None, "reasoning": None, "response": None}
+    text = attempt.generation.text
+    parsed = parse_response(text)
+    perception = parsed.perception_text if parsed.has_vision_tag else None
+    reasoning = text[parsed.reasoning[0] : parsed.reasoning[1]].strip() if parsed.has_reasoning_tag else None
+    whole = None if parsed.has_vision_tag or parsed.has_reasoning_tag else text.strip()
+    return {name: None if value is None else value[:_RESPONSE_LIMIT] for name, value in
+            (("perception", perception), ("reasoning", reasoning), ("response", whole))}  # fmt: skip
+
+
+def _image_references(
+    request: Request | None, attempt: Attempt | None, store: ImageStore | None
+) -> list[dict[str, Any]]:
+    """The request's images, then any other images the candidate's attempt was shown (views), each once."""
+    found: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    sources = (
+        ("request", request.images if request is not None else ()),
+        ("view", attempt.request.images if attempt is not None and attempt.request is not None else ()),
+    )
+    for source, images in sources:
+        for image in images:
+            reference = image_reference(image, store=store)
+            key = reference["sha256"] or reference["ref"] or f"{source}-{len(found)}"
+            if key not in seen:
+                seen.add(key)
+                found.append({**reference, "source": source})
+    return found
 
 
 def resolved_message(
@@ -224,12 +306,12 @@ def confidences_text(values: Mapping[str, float | None]) -> str:
 
     Two decimals, except a value below 0.01, which keeps two significant digits: a familiarity of 0.003 (an input
     unlike the calibration data) must not read ``0.00``."""
-    parts = []
-    for name in COMPONENTS:
-        value = values.get(name)
-        shown = "unknown" if value is None else f"{value:.2g}" if 0.0 < value < 0.01 else f"{value:.2f}"
-        parts.append(f"{name} {shown}")
-    return ", ".join(parts)
+    return ", ".join(f"{name} {format_confidence(values.get(name))}" for name in COMPONENTS)
+
+
+def format_confidence(value: float | None) -> str:
+    """One confidence as :func:`confidences_text` shows it: ``0.20``, ``0.0031``, ``unknown``."""
+    return "unknown" if value is None else f"{value:.2g}" if 0.0 < value < 0.01 else f"{value:.2f}"
 
 
 def _format_confidences(confidence: Confidence | None) -> str:

@@ -60,7 +60,7 @@ from pydantic import AliasChoices, ConfigDict, Field, model_validator
 from ..backends.base import Backend
 from ..guard import Guard
 from ..messages import request_from_messages
-from ..types import Generation, GuardResult, Usage
+from ..types import Generation, GuardResult, Request, Usage
 from ._chat_parts import CallSettings, acall_backend, call_backend, configured, cut_at_stop, pieces
 from ._review import result_message, review_payload
 
@@ -200,7 +200,7 @@ class GuardrailChatModel(BaseChatModel):
         settings = self._settings(stop, kwargs)
         request = request_from_messages(messages)
         if self.guard is not None:
-            return self._guarded_reply(self._guard_for(settings).run(request), settings)
+            return self._guarded_reply(self._guard_for(settings).run(request), request, settings)
         return self._reply(call_backend(self.backend, request, settings, retries=self.max_retries), settings)
 
     async def _aanswer(
@@ -209,7 +209,7 @@ class GuardrailChatModel(BaseChatModel):
         settings = self._settings(stop, kwargs)
         request = request_from_messages(messages)
         if self.guard is not None:
-            return self._guarded_reply(await self._guard_for(settings).arun(request), settings)
+            return self._guarded_reply(await self._guard_for(settings).arun(request), request, settings)
         return self._reply(await acall_backend(self.backend, request, settings, retries=self.max_retries), settings)
 
     def _generate(
@@ -277,7 +277,7 @@ class GuardrailChatModel(BaseChatModel):
             metadata["finish_reason"] = finish_reason
         return AIMessage(content=content, response_metadata=metadata, usage_metadata=_usage(generation.usage))
 
-    def _guarded_reply(self, result: GuardResult, settings: CallSettings) -> AIMessage:
+    def _guarded_reply(self, result: GuardResult, request: Request, settings: CallSettings) -> AIMessage:
         message = result_message(result)
         metadata: dict[str, Any] = {**message.response_metadata}
         content = message.content
@@ -290,7 +290,10 @@ class GuardrailChatModel(BaseChatModel):
             else:
                 metadata.pop("finish_reason", None)
         elif result.status == "escalated":
-            metadata["guardrail"] = {**metadata["guardrail"], "escalation": review_payload(result), "pending": True}
+            # No image store here: the payload names large images by hash only (small ones inline); in a graph,
+            # GuardrailMiddleware(image_store=...) or guardrail_graph keep them on disk.
+            escalation = review_payload(result, request=request)
+            metadata["guardrail"] = {**metadata["guardrail"], "escalation": escalation, "pending": True}
         metadata.update(
             model_name=(last.model if last is not None and last.model else self.model_name),
             model_provider=PROVIDER,

@@ -33,6 +33,7 @@ from .langgraph import resume_escalation
 
 __all__ = [
     "DEFAULT_GRAPH",
+    "REVIEW_INSTALL_HINT",
     "GraphFactory",
     "PendingEscalation",
     "list_escalations",
@@ -45,6 +46,9 @@ __all__ = [
 GraphFactory = Callable[[SqliteSaver], CompiledStateGraph[Any, Any, Any, Any]]
 """Rebuilds a graph over a given checkpointer: ``factory(checkpointer) -> compiled graph``."""
 
+REVIEW_INSTALL_HINT = "the review page needs the `review` extra: pip install 'lvlm-guardrail[review]'"
+"""What ``guardrail escalations serve`` says when the web framework it runs on is not installed."""
+
 DEFAULT_GRAPH = "guardrail.integrations.escalations:reference_graph"
 """The graph factory used when none is named: the standard guardrail graph over the reference model."""
 
@@ -53,7 +57,11 @@ _INTERRUPT = "__interrupt__"
 
 @dataclass(frozen=True)
 class PendingEscalation:
-    """One escalation waiting for a human: where it is and what the reviewer is shown."""
+    """One escalation waiting for a human: where it is and what the reviewer is shown.
+
+    The fields after ``payload`` come from keys that payloads saved by earlier versions lack: they are then
+    empty (``None``, ``()``), and such an escalation still lists and resolves.
+    """
 
     thread_id: str
     interrupt_id: str
@@ -62,6 +70,12 @@ class PendingEscalation:
     confidence: Mapping[str, float | None]
     reason: str
     payload: Mapping[str, Any]
+    rule: str | None = None
+    components: tuple[str, ...] = ()
+    perception: str | None = None
+    reasoning: str | None = None
+    response: str | None = None
+    images: tuple[Mapping[str, Any], ...] = ()
 
 
 @contextmanager
@@ -184,6 +198,8 @@ def _reference_guard() -> Any:
 
 def _pending(thread_id: str, interrupt_id: str, payload: Mapping[str, Any]) -> PendingEscalation:
     confidence = payload.get("confidence")
+    components = payload.get("components")
+    images = payload.get("images")
     return PendingEscalation(
         thread_id=thread_id,
         interrupt_id=str(interrupt_id),
@@ -192,7 +208,17 @@ def _pending(thread_id: str, interrupt_id: str, payload: Mapping[str, Any]) -> P
         confidence=dict(confidence) if isinstance(confidence, Mapping) else {},
         reason=str(payload.get("reason", "")),
         payload=dict(payload),
+        rule=_text_or_none(payload.get("rule")),
+        components=tuple(str(c) for c in components) if isinstance(components, list | tuple) else (),
+        perception=_text_or_none(payload.get("perception")),
+        reasoning=_text_or_none(payload.get("reasoning")),
+        response=_text_or_none(payload.get("response")),
+        images=tuple(dict(i) for i in images if isinstance(i, Mapping)) if isinstance(images, list | tuple) else (),
     )
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _load_file(path: str) -> Any:

@@ -13,7 +13,11 @@
   unknown; ``familiarity`` near 0 = an input unlike the calibration data);
 - ``messages``: for accepted, an ``AIMessage`` with the answer; for abstained, an ``AIMessage`` that says why
   (never the answer that failed the policy); confidences are in ``response_metadata["guardrail"]``;
-- ``escalation``: for escalated, the JSON payload shown to the reviewer.
+- ``escalation``: for escalated, the JSON payload shown to the reviewer (``_review.review_payload``): the
+  question, candidate answer, confidences, the rule that escalated, the candidate's perception and reasoning, and
+  a reference to each image. Inline images are written once to the graph's ``image_store`` (by default, for a
+  ``SqliteSaver`` on a file, the folder ``<database>.images`` beside it), so the payload names them by path and
+  SHA-256 instead of carrying their bytes.
 
 ``guardrail_review`` only calls ``interrupt(payload)``. The model call happened in the node before, and its
 result is in the checkpoint, so resuming runs this small node again and never the model. The resume value is
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, NotRequired, TypeAlias, cast
 
 from langchain_core.messages import AnyMessage
@@ -43,7 +48,7 @@ from typing_extensions import TypedDict
 
 from ..guard import Guard
 from ..messages import request_from_messages
-from ..types import GuardResult
+from ..types import GuardResult, Request
 from ._review import (
     ESCALATION_KIND,
     confidences_of,
@@ -54,6 +59,7 @@ from ._review import (
     result_message,
     review_payload,
 )
+from .image_store import ImageStore, store_for_checkpointer
 
 __all__ = [
     "GuardSource",
@@ -105,20 +111,26 @@ def add_guardrail_nodes(
     *,
     name: str = "guardrail",
     then: str = END,
+    image_store: ImageStore | str | Path | None = None,
 ) -> str:
     """Add the guard node and its review node to ``builder``; return the entry node's name.
 
     The caller adds the edge into ``name``; both the answer and the reviewed answer continue to ``then``.
-    The state schema must have the keys of :class:`GuardState`.
+    The state schema must have the keys of :class:`GuardState`. ``image_store`` (a store or its folder) keeps the
+    inline images of escalations; without one an escalation names only small images inline (see
+    :mod:`guardrail.integrations.image_store`).
     """
     lazy = _LazyGuard(guard)
     review = f"{name}_review"
+    store = ImageStore(image_store) if isinstance(image_store, str | Path) else image_store
 
     def run(state: Any) -> dict[str, Any]:
-        return _update(lazy.get().run(request_from_messages(state["messages"])))
+        request = request_from_messages(state["messages"])
+        return _update(lazy.get().run(request), request, store)
 
     async def arun(state: Any) -> dict[str, Any]:
-        return _update(await lazy.get().arun(request_from_messages(state["messages"])))
+        request = request_from_messages(state["messages"])
+        return _update(await lazy.get().arun(request), request, store)
 
     def route(state: Mapping[str, Any]) -> str:
         result = state.get("guardrail") or {}
@@ -140,14 +152,17 @@ def guardrail_graph(
     *,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     name: str = "guardrail",
+    image_store: ImageStore | str | Path | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """A compiled graph ``START -> guardrail [-> guardrail_review] -> END`` over :class:`GuardState`.
 
     Use it on its own or as a subgraph node of a larger graph that shares the ``messages`` key. Escalation needs
-    a checkpointer (here, or the parent graph's).
+    a checkpointer (here, or the parent graph's). Escalated images go to ``image_store``; by default, with a
+    ``SqliteSaver`` on a database file, to ``<database>.images`` beside it.
     """
     builder: StateGraph[Any, Any, Any, Any] = StateGraph(GuardState)
-    entry = add_guardrail_nodes(builder, guard, name=name)
+    store = image_store if image_store is not None else store_for_checkpointer(checkpointer)
+    entry = add_guardrail_nodes(builder, guard, name=name, image_store=store)
     builder.add_edge(START, entry)
     return builder.compile(checkpointer=checkpointer, name=name)
 
@@ -188,7 +203,7 @@ def pending_payload(graph: CompiledStateGraph[Any, Any, Any, Any], config: Runna
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _update(result: GuardResult) -> dict[str, Any]:
+def _update(result: GuardResult, request: Request, store: ImageStore | None) -> dict[str, Any]:
     update: dict[str, Any] = {
         "guardrail": result_json(result),
         "confidence": confidences_of(result.confidence),
@@ -196,7 +211,7 @@ def _update(result: GuardResult) -> dict[str, Any]:
         "review": None,
     }
     if result.status == "escalated":
-        update["escalation"] = review_payload(result)
+        update["escalation"] = review_payload(result, request=request, image_store=store)
     else:
         update["messages"] = [result_message(result)]
     return update

@@ -29,6 +29,7 @@ Nothing is edited in place: requests are replaced with ``override`` and messages
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from langchain.agents.middleware.types import AgentMiddleware, AgentState, ModelRequest, ModelResponse
@@ -50,6 +51,7 @@ from ._review import (
     result_message,
     review_payload,
 )
+from .image_store import ImageStore
 from .langgraph import GuardSource, _LazyGuard
 
 __all__ = ["GuardrailMiddleware"]
@@ -68,6 +70,9 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             reply with the escalation notice and carry on.
         model_calls: which model calls to guard: ``"any_image"`` (an image anywhere in the conversation),
             ``"new_image"`` (an image in the messages since the last AI reply) or ``"off"``.
+        image_store: where escalated inline images are kept (an ``ImageStore`` or its folder; e.g.
+            ``ImageStore.beside("agent.sqlite")``, where ``guardrail escalations serve`` finds them); without one
+            an escalation names large images by hash only (see :mod:`guardrail.integrations.image_store`).
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         question_arg: str = "question",
         escalate: Literal["interrupt", "message"] = "interrupt",
         model_calls: Literal["any_image", "new_image", "off"] = "any_image",
+        image_store: ImageStore | str | Path | None = None,
     ) -> None:
         super().__init__()
         if escalate not in ("interrupt", "message"):
@@ -93,6 +99,7 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         self.question_arg = question_arg
         self.escalate = escalate
         self.model_calls = model_calls
+        self.image_store = ImageStore(image_store) if isinstance(image_store, str | Path) else image_store
 
     # -- model calls -------------------------------------------------------------------------------------------
 
@@ -102,8 +109,8 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         """Answer image-carrying calls through the guard; pass the others to ``handler``."""
         if not self._guards(request.messages):
             return handler(request)
-        result = self._guard.get().run(self._model_request(request))
-        return ModelResponse(result=[self._reply(result)])
+        guarded = self._model_request(request)
+        return ModelResponse(result=[self._reply(self._guard.get().run(guarded), guarded)])
 
     async def awrap_model_call(
         self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]]
@@ -111,8 +118,8 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         """The async twin of :meth:`wrap_model_call`."""
         if not self._guards(request.messages):
             return await handler(request)
-        result = await self._guard.get().arun(self._model_request(request))
-        return ModelResponse(result=[self._reply(result)])
+        guarded = self._model_request(request)
+        return ModelResponse(result=[self._reply(await self._guard.get().arun(guarded), guarded)])
 
     def after_model(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Pause for a human when the reply is an escalation; the decision replaces the notice."""
@@ -164,12 +171,13 @@ class GuardrailMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     def _model_request(request: ModelRequest[Any]) -> Request:
         return request_from_messages(request.messages, system=request.system_message)
 
-    def _reply(self, result: GuardResult) -> AIMessage:
+    def _reply(self, result: GuardResult, request: Request) -> AIMessage:
         message = result_message(result)
         if result.status != "escalated":
             return message
         meta = {**message.response_metadata}
-        meta["guardrail"] = {**meta["guardrail"], "escalation": review_payload(result), "pending": True}
+        payload = review_payload(result, request=request, image_store=self.image_store)
+        meta["guardrail"] = {**meta["guardrail"], "escalation": payload, "pending": True}
         return AIMessage(content=message.content, response_metadata=meta)
 
     def _review(self, state: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ sync and async loops, the middleware and the benchmarks all share it.
 
 from __future__ import annotations
 
-from ..types import Action, Confidence, Decision, ErrorInfo
+from ..types import Action, Component, Confidence, Decision, ErrorInfo
 from .schema import Policy, Rule
 
 __all__ = ["decide", "decide_on_error", "decide_on_exhausted"]
@@ -21,14 +21,18 @@ def decide(policy: Policy, confidence: Confidence, *, attempt: int) -> Decision:
             action = rule.action
             reason = _explain(rule, confidence)
             label = policy.rule_label(index)
+            components = tuple(name for name, _ in rule.when.components())
             if not action.is_terminal and attempt + 1 >= policy.budget.max_attempts:
                 return decide_on_exhausted(
                     policy,
                     attempt=attempt,
                     reason=f"budget of {policy.budget.max_attempts} attempts spent; {label} asked for "
                     f"{action.value} ({reason})",
+                    components=components,
                 )
-            return Decision(action=action, rule=label, reason=reason, params=rule.params, attempt=attempt)
+            return Decision(
+                action=action, rule=label, reason=reason, params=rule.params, attempt=attempt, components=components
+            )
     spec = policy.otherwise
     if not spec.action.is_terminal and attempt + 1 >= policy.budget.max_attempts:
         return decide_on_exhausted(
@@ -39,10 +43,20 @@ def decide(policy: Policy, confidence: Confidence, *, attempt: int) -> Decision:
     return Decision(action=spec.action, rule="otherwise", reason="no rule matched", params=spec.params, attempt=attempt)
 
 
-def decide_on_exhausted(policy: Policy, *, attempt: int, reason: str) -> Decision:
-    """The policy's ``on_exhausted`` action (abstain or escalate), with why the budget ran out."""
+def decide_on_exhausted(
+    policy: Policy, *, attempt: int, reason: str, components: tuple[Component, ...] = ()
+) -> Decision:
+    """The policy's ``on_exhausted`` action (abstain or escalate), with why the budget ran out; ``components``: those
+    tested by the rule whose remedy could not be tried."""
     spec = policy.on_exhausted
-    return Decision(action=spec.action, rule="on_exhausted", reason=reason, params=spec.params, attempt=attempt)
+    return Decision(
+        action=spec.action,
+        rule="on_exhausted",
+        reason=reason,
+        params=spec.params,
+        attempt=attempt,
+        components=components,
+    )
 
 
 def decide_on_error(policy: Policy, error: ErrorInfo, *, attempt: int) -> Decision:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import socket
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from guardrail.cli import _register, app
-from guardrail.integrations import open_saver
+from guardrail.integrations import ImageStore, open_saver
 from tests.support.graphs import build_graph
-from tests.support.integration import image_message
+from tests.support.integration import image_message, png_bytes
 
 GRAPH = "tests.support.graphs:build_graph"
 
@@ -31,16 +33,50 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_list_shows_question_candidate_confidences_and_thread(db: str) -> None:
+def test_list_shows_question_candidate_confidences_rule_perception_and_image(db: str) -> None:
     code, out, _ = invoke("list", "--db", db)
     assert code == 0
+    sha = hashlib.sha256(png_bytes()).hexdigest()
+    stored = ImageStore.beside(db).path_for(sha, "image/png")
     assert out.splitlines() == [
         "thread t-7",
         "  question:   What colour is the shape?",
         "  candidate:  green",
         "  confidence: visual 0.20, reasoning 0.20, overall 0.20, familiarity unknown",
         "  reason:     both visual and reasoning confidence are low",
+        "  rule:       rules[0] both-low (tested overall)",
+        "  perception: v",
+        "  reasoning:  r",
+        f"  image:      {stored} (sha256 {sha})",
     ]
+
+
+def test_list_shows_an_escalation_saved_before_images_and_rules_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import guardrail.integrations.langgraph as langgraph
+    from guardrail.integrations._review import review_payload
+
+    old_keys = ("kind", "question", "candidate_answer", "confidence", "reason", "policy", "allowed_decisions")
+    monkeypatch.setattr(
+        langgraph,
+        "review_payload",
+        lambda result, **_: {k: v for k, v in review_payload(result).items() if k in old_keys},
+    )
+    path = tmp_path / "old.sqlite"
+    with open_saver(path, must_exist=False) as saver:
+        build_graph(saver).invoke({"messages": [image_message()]}, {"configurable": {"thread_id": "t-1"}})
+    code, out, _ = invoke("list", "--db", str(path))
+    assert code == 0
+    assert out.splitlines() == [
+        "thread t-1",
+        "  question:   What colour is the shape?",
+        "  candidate:  green",
+        "  confidence: visual 0.20, reasoning 0.20, overall 0.20, familiarity unknown",
+        "  reason:     both visual and reasoning confidence are low",
+    ]
+    code, out, err = invoke("resolve", "t-1", "--db", str(path), "--approve", "--graph", GRAPH)
+    assert (code, out.strip()) == (0, "thread t-1: approve; final message: green"), err
 
 
 def test_list_as_json_lines(db: str) -> None:
@@ -95,3 +131,18 @@ def test_confidences_show_familiarity_even_when_tiny_or_missing_from_an_older_pa
     older = {"visual": 0.2, "reasoning": 0.2, "overall": 0.2}  # saved before familiarity existed
     assert _confidences(older) == "visual 0.20, reasoning 0.20, overall 0.20, familiarity unknown"
     assert _confidences({}) == "visual unknown, reasoning unknown, overall unknown, familiarity unknown"
+
+
+def test_serve_refuses_what_it_cannot_serve(db: str, tmp_path: Path) -> None:
+    code, _, err = invoke("serve", "--db", str(tmp_path / "none.sqlite"))
+    assert (code, err.startswith("error: checkpoint database")) == (2, True)
+    assert "does not exist" in err
+    code, _, err = invoke("serve", "--db", db, "--graph", "nowhere:f")
+    assert code == 2
+    assert "cannot import graph factory module 'nowhere'" in err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, _, err = invoke("serve", "--db", db, "--graph", GRAPH, "--port", str(port))
+    assert (code, err.strip()) == (2, f"error: cannot listen on 127.0.0.1:{port}: Address already in use")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,6 +69,14 @@ def test_an_escalation_pauses_after_the_model_and_the_decision_replaces_the_noti
     assert [m.content for m in replies] == ["olive"]  # the notice was replaced, keeping its id
     assert replies[0].response_metadata["guardrail"]["review"]["decision"] == {"type": "edit", "answer": "olive"}
     assert len(guarded.calls) == 1  # resuming ran the review hook only
+
+
+def test_an_escalation_names_its_image_in_the_middleware_store(tmp_path: Path) -> None:
+    agent, _, _ = agent_over(ESCALATE, image_store=tmp_path / "images")
+    (pending,) = agent.invoke({"messages": [image_message()]}, THREAD)["__interrupt__"]
+    (image,) = pending.value["images"]
+    assert Path(image["ref"]).parent.parent == tmp_path / "images"
+    assert (pending.value["perception"], pending.value["rule"]) == ("v", "rules[0] both-low")
 
 
 def test_model_calls_new_image_guards_only_calls_whose_new_input_has_an_image() -> None:

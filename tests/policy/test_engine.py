@@ -110,6 +110,17 @@ def test_a_remedy_on_the_last_attempt_becomes_on_exhausted() -> None:
     assert last.reason == "budget of 2 attempts spent; rules[0] asked for fetch_more_views (visual 0.1 < 0.5)"
 
 
+def test_a_decision_names_the_components_its_rule_tested() -> None:
+    rule = {"when": {"reasoning": {"below": 0.5}, "visual": {"below": 0.5}}, "do": "escalate"}
+    assert decide(make([rule]), conf(0.1, 0.1), attempt=0).components == ("visual", "reasoning")  # COMPONENTS order
+    assert decide(make([rule]), conf(0.9, 0.9), attempt=0).components == ()  # otherwise
+    exhausted = make([LOW_VISUAL], budget={"max_attempts": 1}, on_exhausted="escalate")
+    assert decide(exhausted, conf(visual=0.1), attempt=0).components == ("visual",)  # the rule that asked
+    error = ErrorInfo(stage="estimator", type="EstimatorError", message="no logits")
+    assert decide_on_error(make([]), error, attempt=0).components == ()
+    assert decide_on_exhausted(make([]), attempt=0, reason="time budget spent").components == ()
+
+
 def test_terminal_actions_on_the_last_attempt_stand() -> None:
     p = make([LOW_OVERALL], budget={"max_attempts": 1})
     assert decide(p, conf(overall=0.1), attempt=0).rule == "rules[0] weak"
