@@ -125,9 +125,7 @@ def reward_functions(mode: RewardMode = "decoupled") -> list[RewardFunction]:
     """
 
     def terms(completions: Sequence[Any], answer: Sequence[str], targets: Sequence[float | None]) -> list[RewardTerms]:
-        return [
-            reward_terms(_text(c), a, t, mode=mode) for c, a, t in zip(completions, answer, targets, strict=True)
-        ]
+        return [reward_terms(_text(c), a, t, mode=mode) for c, a, t in zip(completions, answer, targets, strict=True)]
 
     def correctness(completions: Sequence[Any], answer: Sequence[str], **_: Any) -> list[float]:
         return [t.correctness for t in terms(completions, answer, [None] * len(answer))]

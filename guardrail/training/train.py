@@ -138,7 +138,7 @@ def build_dataset(config: TrainCalibrationConfig) -> Any:
 def build_trainer(config: TrainCalibrationConfig, *, model: Any = None, processor: Any = None) -> Any:
     """A ready ``CalibrationGRPOTrainer`` (model and processor loaded from ``config.model`` unless given)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import GRPOConfig
+    from trl.trainer.grpo_config import GRPOConfig
 
     from .trainer import CalibrationGRPOTrainer, check_trl_version
 
@@ -147,7 +147,7 @@ def build_trainer(config: TrainCalibrationConfig, *, model: Any = None, processo
     if model is None:
         model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=config.dtype)
     if processor is None:
-        processor = AutoProcessor.from_pretrained(config.model)
+        processor = AutoProcessor.from_pretrained(config.model)  # type: ignore[no-untyped-call]
     grpo = {"seed": config.seed, "report_to": "none", **dict(config.grpo)}
     grpo["reward_weights"] = options.weights.as_list(options.mode)
     args = GRPOConfig(output_dir=config.output, **grpo)

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 from PIL import Image
-from trl import GRPOTrainer
 from trl.data_utils import apply_chat_template
+from trl.trainer.grpo_trainer import GRPOTrainer
 from trl.trainer.utils import pad
 
 from ..confidence.perturb import PERTURBATIONS, PerturbationKind, perturb_image
@@ -108,7 +108,7 @@ def _pad_to(tensor: torch.Tensor, width: int, value: float | bool) -> torch.Tens
     return torch.cat([tensor, filler], dim=1)
 
 
-class CalibrationGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
+class CalibrationGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` plus the visual-certainty target and TAR (see the module docstring).
 
     Takes every ``GRPOTrainer`` argument, plus ``calibration``. Pass the reward functions of
@@ -144,12 +144,21 @@ class CalibrationGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
             mine = targets[start : start + local.shape[0]].tolist()
             for example, target in zip(inputs, mine, strict=True):
                 example["visual_certainty"] = target
-            mode = "train" if self.model.training else "eval"
+            mode = "train" if self._training else "eval"
             finite = torch.isfinite(gathered)
             if bool(finite.any()):
                 self._metrics[mode]["visual_certainty/raw_score_mean"].append(float(gathered[finite].mean()))
         result: torch.Tensor = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         return result
+
+    @property
+    def _training(self) -> bool:
+        model: Any = self.model
+        return bool(model.training)
+
+    @property
+    def _processor(self) -> Any:
+        return self.processing_class
 
     def _images(self, inputs: Sequence[dict[str, Any]]) -> list[list[Image.Image]] | None:
         if "images" in inputs[0]:
@@ -185,11 +194,11 @@ class CalibrationGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
         ]
 
     def _forward_kwargs(self, prompts: list[Any], images: list[list[Image.Image]], completion_shape: Any) -> Any:
+        template_kwargs: Any = self.chat_template_kwargs
         texts = [
-            apply_chat_template({"prompt": prompt}, self.processing_class, **self.chat_template_kwargs)["prompt"]
-            for prompt in prompts
+            apply_chat_template({"prompt": prompt}, self._processor, **template_kwargs)["prompt"] for prompt in prompts
         ]
-        batch = self.processing_class(images=images, text=texts, padding=True, return_tensors="pt")
+        batch = self._processor(images=images, text=texts, padding=True, return_tensors="pt")
         device = self.accelerator.device
         kwargs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
         kwargs = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask")}
@@ -199,7 +208,7 @@ class CalibrationGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
         return kwargs
 
     def _vision_masks(self, completion_ids_list: Sequence[Sequence[int]], width: int) -> torch.Tensor:
-        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        tokenizer = getattr(self._processor, "tokenizer", self._processor)
 
         def decode(batch: list[list[int]]) -> list[str]:
             return [str(t) for t in tokenizer.batch_decode(batch, skip_special_tokens=True)]
@@ -208,7 +217,7 @@ class CalibrationGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
         for ids in completion_ids_list:
             ids = list(ids)
             text = decode([ids])[0] if ids else ""
-            offsets = token_char_offsets(decode, ids)
+            offsets: list[tuple[int, int]] | None = token_char_offsets(decode, ids)
             if (offsets[-1][1] if offsets else 0) != len(text):
                 offsets = None  # cannot place tokens in the text: every token counts
             mask = span_masks(parse_response(text), offsets, len(ids)).vision
@@ -233,7 +242,7 @@ class CalibrationGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
         attention = torch.cat([prompt_mask, response.long()], dim=1).to(device)
         width = completion_ids.shape[1]
         images = self._images(inputs)
-        batch_size = self.args.per_device_train_batch_size if self.model.training else None
+        batch_size = self.args.per_device_train_batch_size if self._training else None
         variants: list[Any] = [images]
         if images is not None:
             variants.append(self._perturbed(images))
@@ -265,7 +274,7 @@ class CalibrationGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
         weights = tar_weights(logp, logq, response, w_min=self.calibration.w_min, w_max=self.calibration.w_max)
         advantages = output["advantages"]
         output["advantages"] = tar_advantages(advantages, weights.weights.to(advantages.dtype), vision)
-        mode = "train" if self.model.training else "eval"
+        mode = "train" if self._training else "eval"
         touched = vision & (advantages < 0).unsqueeze(1)
         if bool(touched.any()):
             self._metrics[mode]["tar/mean_weight"].append(float(weights.weights[touched].mean()))
