@@ -61,6 +61,12 @@ SURFACES: dict[str, set[str]] = {
         "guardrail_graph", "list_escalations", "load_graph_factory", "messages_from_request", "open_saver",
         "parse_review", "pending_payload", "request_from_messages", "resolve_escalation", "resume_escalation",
     },
+    "guardrail.training": {
+        "CONFIDENCE_TOKENS", "CalibrationGRPOTrainer", "CalibrationOptions", "RewardTerms", "RewardWeights",
+        "SCORE_TOKENS", "TrainCalibrationConfig", "batch_sigmoid_z", "extend_vocabulary", "harmonic_confidence",
+        "load_config", "reward_functions", "reward_terms", "tar_advantages", "tar_weights", "train_calibration",
+        "visual_scores",
+    },
 }  # fmt: skip
 
 

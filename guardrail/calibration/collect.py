@@ -20,7 +20,7 @@ from ..confidence.base import Estimator
 from ..data.labelled import LabelledItem
 from ..responses import answers_match, grade_perception, parse_response
 from ..types import Generation, GenerationOptions, Signals
-from .decoupled import SHIFT_COVARIATES
+from .decoupled import SHIFT_COVARIATES, VERBALIZED_FEATURES
 
 __all__ = ["ScoredItem", "remeasure", "score_items", "scored_arrays"]
 
@@ -163,7 +163,8 @@ def scored_arrays(rows: Sequence[ScoredItem]) -> dict[str, FloatArray]:
 
     Columns: ``visual``, ``reasoning``, ``holistic`` (raw scores), ``visual_score`` (the raw statistic s before
     normalisation), ``familiarity`` and the shift covariates (``text_shift``, ``image_shift``: measured against a
-    familiarity reference, else NaN), ``answer_correct``, ``perception_correct``.
+    familiarity reference, else NaN), the model's own scores (``verbalized_vision``, ``verbalized_reasoning``: NaN
+    where it wrote none or a malformed one), ``answer_correct``, ``perception_correct``.
     """
 
     def column(get: Callable[[ScoredItem], float | bool | None]) -> FloatArray:
@@ -177,7 +178,7 @@ def scored_arrays(rows: Sequence[ScoredItem]) -> dict[str, FloatArray]:
         "familiarity": column(lambda r: None if r.signals is None else r.signals.familiarity),
         **{
             name: column(lambda r, name=name: None if r.signals is None else r.signals.features.get(name))  # type: ignore[misc]
-            for name in SHIFT_COVARIATES
+            for name in (*SHIFT_COVARIATES, *VERBALIZED_FEATURES.values())
         },
         "answer_correct": column(lambda r: r.answer_correct),
         "perception_correct": column(lambda r: r.perception_correct),

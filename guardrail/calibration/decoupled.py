@@ -29,6 +29,14 @@
   When visual or reasoning is unknown, overall is the calibrated **holistic** score if one was fitted and
   measured, else unknown: a component is never invented.
 
+**Verbalized scores.** A model trained to say how sure it is (METHOD.md section 8) writes a visual and a reasoning
+score (``Signals.features`` ``verbalized_vision`` / ``verbalized_reasoning``, valid 0..10 scores only). Given them
+at ``fit`` (``verbalized``), each of visual and reasoning also fits a *blend*, ``sigmoid(a logit p + b logit w +
+c)`` with a, b >= 0, of the calibrated measured score p and the verbalized score w, on the same target; where a row
+has a measured score but no (or a malformed) verbalized one the measured calibration alone is used, and where it
+has only a verbalized score (a backend that cannot re-score) a Platt map of the verbalized score. Without
+verbalized scores at fit, nothing changes.
+
 **Shift.** With shift covariates (``SHIFT_COVARIATES``: how far the question and the images lie from the calibration
 inputs, ``guardrail.confidence.familiarity``), each component is then discounted by a fitted
 :class:`ShiftDiscount`, ``sigmoid(logit p - sum_j b_j x_j)`` with every ``b_j >= 0``: an input without shift keeps
@@ -64,7 +72,14 @@ from .calibrators import (
     make_calibrator,
 )
 
-__all__ = ["COMBINERS", "SHIFT_COVARIATES", "DecoupledCalibrator", "ShiftDiscount", "harmonic_mean_array"]
+__all__ = [
+    "COMBINERS",
+    "SHIFT_COVARIATES",
+    "VERBALIZED_FEATURES",
+    "DecoupledCalibrator",
+    "ShiftDiscount",
+    "harmonic_mean_array",
+]
 
 FloatArray = npt.NDArray[np.float64]
 _D = TypeVar("_D", bound="DecoupledCalibrator")
@@ -75,6 +90,8 @@ _PARTS = ("visual", "reasoning", "holistic")
 SHIFT_COVARIATES = ("text_shift", "image_shift")
 """The ``Signals.features`` a fitted calibrator discounts confidence by (see the module docstring)."""
 _DISCOUNTED = ("visual", "reasoning", "overall")
+VERBALIZED_FEATURES = {"visual": "verbalized_vision", "reasoning": "verbalized_reasoning"}
+"""The ``Signals.features`` holding a model's own verbalized scores, by the component they inform."""
 
 
 def harmonic_mean_array(v: FloatArray, r: FloatArray) -> FloatArray:
@@ -276,12 +293,14 @@ class DecoupledCalibrator:
         holistic_scores: MaybeArray | None = None,
         covariates: Mapping[str, MaybeArray] | None = None,
         discount_only: MaybeArray | None = None,
+        verbalized: Mapping[str, MaybeArray] | None = None,
     ) -> _D:
         """Fit every component that has enough labelled rows; returns ``self``. Inputs are not modified.
 
         ``covariates`` maps names of :data:`SHIFT_COVARIATES` to per-row values (NaN = not measured).
         ``discount_only`` marks rows (1) that teach only the shift discounts, not the calibrators and the combiner:
         inputs made unfamiliar on purpose (garbled-question copies), which are not inputs as users give them.
+        ``verbalized`` maps ``visual`` / ``reasoning`` to the model's own scores in [0, 1] (NaN = not written).
         """
         self._validate_params()
         y = _optional_array("answer_correct", answer_correct, None, labels=True)
@@ -291,12 +310,14 @@ class DecoupledCalibrator:
         h = _optional_array("holistic_scores", holistic_scores, n, labels=False)
         perc = _optional_array("perception_correct", perception_correct, n, labels=True)
         x = self._covariate_matrix(covariates, n)
+        w = self._verbalized(verbalized, n)
         base = np.ones(n, dtype=bool)
         if discount_only is not None:
             base = _optional_array("discount_only", discount_only, n, labels=True) != 1.0
         self.notes_: list[str] = []
         self.n_: dict[str, int] = {}
         self.shift_: dict[str, ShiftDiscount] = {}
+        self.verbal_: dict[str, dict[str, Any]] = {}
         self.visual_ = self._fit_part("visual", v, perc, base & ~np.isnan(perc))
         if np.any(~np.isnan(perc)):
             self.reasoning_target_ = "answer_correct_given_perception_correct"
@@ -307,8 +328,11 @@ class DecoupledCalibrator:
             reasoning_rows = np.ones(n, dtype=bool)
         self.reasoning_ = self._fit_part("reasoning", r, y, base & reasoning_rows)
         self.holistic_ = self._fit_part("holistic", h, y, base)
-        vc = self._fit_shift("visual", self._predict_part(self.visual_, v), x, perc, ~np.isnan(perc))
-        rc = self._fit_shift("reasoning", self._predict_part(self.reasoning_, r), x, y, reasoning_rows)
+        vp = self._fit_verbal("visual", self._predict_part(self.visual_, v), w["visual"], perc, base)
+        rp = self._predict_part(self.reasoning_, r)
+        rp = self._fit_verbal("reasoning", rp, w["reasoning"], y, base & reasoning_rows)
+        vc = self._fit_shift("visual", vp, x, perc, ~np.isnan(perc))
+        rc = self._fit_shift("reasoning", rp, x, y, reasoning_rows)
         self.combiner_ = self._fit_combiner(np.where(base, vc, np.nan), np.where(base, rc, np.nan), y)
         both = ~np.isnan(vc) & ~np.isnan(rc)
         overall = np.full(n, np.nan)
@@ -330,6 +354,45 @@ class DecoupledCalibrator:
         if np.any(matrix < 0):
             raise CalibrationError("shift covariates must be >= 0 (0 = as familiar as a typical calibration input)")
         return matrix
+
+    @staticmethod
+    def _verbalized(verbalized: Mapping[str, MaybeArray] | None, n: int) -> dict[str, FloatArray]:
+        """``{visual, reasoning}`` verbalized scores, NaN where not written; unknown names are refused."""
+        verbalized = verbalized or {}
+        unknown = set(verbalized) - set(VERBALIZED_FEATURES)
+        if unknown:
+            raise CalibrationError(f"verbalized scores for unknown components {sorted(unknown)}")
+        return {
+            name: _optional_array(f"verbalized {name}", verbalized.get(name), n, labels=False)
+            for name in VERBALIZED_FEATURES
+        }
+
+    def _fit_verbal(self, name: str, p: FloatArray, w: FloatArray, target: FloatArray, rows: Any) -> FloatArray:
+        """Fit ``name``'s blend of calibrated ``p`` and verbalized ``w`` (and ``w`` alone); the blended values."""
+        labelled = rows & ~np.isnan(target) & ~np.isnan(w)
+        both = labelled & ~np.isnan(p)
+        fitted: dict[str, Any] = {}
+        if int(np.sum(both)) >= self.min_samples:
+            fitted["blend"] = _LogisticCombiner().fit(p[both], w[both], target[both])
+        if int(np.sum(labelled)) >= self.min_samples:
+            fitted["alone"] = PlattScaling().fit(w[labelled], target[labelled])
+        if fitted:
+            self.verbal_[name] = fitted
+        return self._blend(name, p, w)
+
+    def _blend(self, name: str, p: FloatArray, w: FloatArray) -> FloatArray:
+        """``p`` where no verbalized score (or no fitted blend); the blend where both; ``w`` alone where only it."""
+        fitted = getattr(self, "verbal_", {}).get(name)
+        if not fitted:
+            return p
+        out = p.copy()
+        both = ~np.isnan(p) & ~np.isnan(w)
+        if "blend" in fitted and np.any(both):
+            out[both] = fitted["blend"].predict(p[both], w[both])
+        only = np.isnan(p) & ~np.isnan(w)
+        if "alone" in fitted and np.any(only):
+            out[only] = fitted["alone"].predict(w[only])
+        return out
 
     def _fit_shift(self, name: str, p: FloatArray, x: FloatArray, target: FloatArray, rows: Any) -> FloatArray:
         """Fit ``name``'s discount on the rows where it and its target are known; the discounted ``p``."""
@@ -403,6 +466,7 @@ class DecoupledCalibrator:
         reasoning_scores: MaybeArray | None,
         holistic_scores: MaybeArray | None = None,
         covariates: Mapping[str, MaybeArray] | None = None,
+        verbalized: Mapping[str, MaybeArray] | None = None,
     ) -> dict[str, FloatArray]:
         """Calibrated ``visual``, ``reasoning`` and ``overall`` arrays for a batch (NaN = unknown)."""
         self._require_fitted()
@@ -412,6 +476,9 @@ class DecoupledCalibrator:
         x = self._covariate_matrix(covariates, n)
         parts = zip(_PARTS, (v, r, h), strict=True)
         out = {name: self._predict_part(getattr(self, f"{name}_"), s) for name, s in parts}
+        w = self._verbalized(verbalized, n)
+        for name in VERBALIZED_FEATURES:
+            out[name] = self._blend(name, out[name], w[name])
         visual, reasoning = self._discount("visual", out["visual"], x), self._discount("reasoning", out["reasoning"], x)
         overall = np.full(n, np.nan)
         both = ~np.isnan(visual) & ~np.isnan(reasoning)
@@ -438,15 +505,27 @@ class DecoupledCalibrator:
             return np.array([np.nan if x is None else x], dtype=np.float64)
 
         covariates = {name: one(signals.features.get(name)) for name in SHIFT_COVARIATES}
+        verbal = {name: signals.features.get(feature) for name, feature in VERBALIZED_FEATURES.items()}
         got = self.predict_components(
-            one(signals.visual), one(signals.reasoning), one(signals.holistic), covariates=covariates
+            one(signals.visual),
+            one(signals.reasoning),
+            one(signals.holistic),
+            covariates=covariates,
+            verbalized={name: one(value) for name, value in verbal.items()},
         )
         values = {k: (None if np.isnan(a[0]) else float(a[0])) for k, a in got.items()}
         sources: dict[str, tuple[str, ...]] = {}
         for name in ("visual", "reasoning"):
-            if values[name] is not None:
-                part: ScoreCalibrator = getattr(self, f"{name}_")
+            if values[name] is None:
+                continue
+            fitted = getattr(self, "verbal_", {}).get(name, {})
+            measured = getattr(signals, name) is not None
+            part: ScoreCalibrator | None = getattr(self, f"{name}_")
+            if measured and part is not None:
                 sources[name] = (*signals.sources.get(name, (name,)), f"calibrator:{part.kind}")
+            if verbal[name] is not None and ("blend" if measured else "alone") in fitted:
+                kind = "verbalized:blend" if measured else "verbalized:platt"
+                sources[name] = (*sources.get(name, ()), VERBALIZED_FEATURES[name], kind)
         if values["visual"] is not None and values["reasoning"] is not None:
             sources["overall"] = ("visual", "reasoning", f"combiner:{self._effective_combiner()}")
         elif values["overall"] is not None:
@@ -473,6 +552,11 @@ class DecoupledCalibrator:
             fitted = {p: (None if c is None else c.to_dict()) for p, c in parts.items()}
             fitted["combiner"] = None if self.combiner_ is None else self.combiner_.to_dict()
             fitted["shift"] = {name: d.to_dict() for name, d in self.shift_.items()}
+            if self.verbal_:
+                fitted["verbalized"] = {
+                    name: {kind: model.to_dict() for kind, model in parts.items()}
+                    for name, parts in self.verbal_.items()
+                }
             fitted.update(reasoning_target=self.reasoning_target_, n=dict(self.n_), notes=list(self.notes_))
         return {"type": "decoupled", "params": params, "fitted": fitted}
 
@@ -505,6 +589,16 @@ class DecoupledCalibrator:
             if unknown:
                 raise CalibrationError(f"shift discounts for unknown components {sorted(unknown)}")
             calibrator.shift_ = {str(k): ShiftDiscount.from_dict(v) for k, v in shift.items()}
+            verbal = fitted.get("verbalized") or {}  # absent in artifacts of models that write no scores
+            if set(verbal) - set(VERBALIZED_FEATURES):
+                raise CalibrationError(f"verbalized blends for unknown components {sorted(verbal)}")
+            calibrator.verbal_ = {
+                str(name): {
+                    str(kind): _LogisticCombiner.from_dict(d) if kind == "blend" else calibrator_from_dict(d)
+                    for kind, d in parts.items()
+                }
+                for name, parts in verbal.items()
+            }
             calibrator.reasoning_target_ = str(fitted["reasoning_target"])
             calibrator.n_ = {str(k): int(v) for k, v in fitted["n"].items()}
             calibrator.notes_ = [str(x) for x in fitted["notes"]]

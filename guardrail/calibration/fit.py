@@ -56,12 +56,14 @@ def fit_artifact(
     covariates: Mapping[str, MaybeArray] | None = None,
     familiarity: FamiliarityReference | None = None,
     discount_only: MaybeArray | None = None,
+    verbalized: Mapping[str, MaybeArray] | None = None,
 ) -> CalibrationArtifact:
     """Fit, certify and measure (see the module docstring); ``calibrator`` is an unfitted template.
 
     ``covariates`` are the per-row shift covariates the calibrator discounts by (``SHIFT_COVARIATES``), and
     ``familiarity`` the feature reference they were measured against, stored in the artifact for inference;
-    ``discount_only`` marks rows that only teach the shift discounts (see ``DecoupledCalibrator.fit``).
+    ``discount_only`` marks rows that only teach the shift discounts (see ``DecoupledCalibrator.fit``);
+    ``verbalized`` holds the model's own ``visual`` / ``reasoning`` scores (NaN = not written), blended in.
     """
     y = _optional_array("answer_correct", answer_correct, None, labels=True)
     n = y.shape[0]
@@ -76,6 +78,10 @@ def fit_artifact(
         name: _optional_array(name, values, n, labels=False, bounded=False)
         for name, values in (covariates or {}).items()
     }
+    verbal = {
+        name: _optional_array(f"verbalized {name}", values, n, labels=False)
+        for name, values in (verbalized or {}).items()
+    }
     template = calibrator if calibrator is not None else DecoupledCalibrator()
     fitted = DecoupledCalibrator(**template.get_params()).fit(
         arrays["visual"][fit_rows],
@@ -85,12 +91,14 @@ def fit_artifact(
         holistic_scores=arrays["holistic"][fit_rows],
         covariates={name: values[fit_rows] for name, values in shift.items()},
         discount_only=None if discount_only is None else np.asarray(discount_only, dtype=np.float64)[fit_rows],
+        verbalized={name: values[fit_rows] for name, values in verbal.items()},
     )
     out = fitted.predict_components(
         arrays["visual"][test_rows],
         arrays["reasoning"][test_rows],
         arrays["holistic"][test_rows],
         covariates={name: values[test_rows] for name, values in shift.items()},
+        verbalized={name: values[test_rows] for name, values in verbal.items()},
     )
     perception, answer = arrays["perception"][test_rows], y[test_rows]
     targets_by_component = {

@@ -26,7 +26,7 @@ from ..data.question_noise import with_question_noise
 from ..errors import ConfigurationError
 from .artifact import CalibrationArtifact, fingerprint_data
 from .collect import ScoredItem, remeasure, score_items, scored_arrays
-from .decoupled import SHIFT_COVARIATES, DecoupledCalibrator
+from .decoupled import SHIFT_COVARIATES, VERBALIZED_FEATURES, DecoupledCalibrator
 from .fit import fit_artifact, split_rows
 from .perturbation_choice import PAPER_DEFAULT, ProbeSetting, choose_perturbation
 
@@ -150,6 +150,11 @@ def calibrate_rows(
         covariates=None if familiarity is None else {name: arrays[name] for name in SHIFT_COVARIATES},
         familiarity=familiarity,
         discount_only=[0.0 if _is_user_input(r) else 1.0 for r in rows],
+        verbalized={
+            name: arrays[feature]
+            for name, feature in VERBALIZED_FEATURES.items()
+            if not np.all(np.isnan(arrays[feature]))
+        },
     )
 
 

@@ -38,6 +38,7 @@ def _register() -> None:
         policy,  # noqa: F401
         report,  # noqa: F401
         train,  # noqa: F401
+        train_calibration,  # noqa: F401
     )
 
 

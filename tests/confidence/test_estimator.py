@@ -197,6 +197,8 @@ def test_malformed_score_is_recorded(request_with_image: Request) -> None:
     assert "verbalized_vision" not in signals.features
     assert "verbalized_overall" not in signals.features
     assert signals.problems == ("vision_confidence 12 is out of range 0..10; treated as absent",)
+    assert _in_unit(signals.visual)  # a malformed score never costs the measured probe
+    assert signals.features["verbalized_reasoning"] == 0.6  # the valid one is still read
 
 
 def test_black_box_backend_gets_no_visual_component(request_with_image: Request) -> None:
