@@ -27,8 +27,9 @@ SURFACES: dict[str, set[str]] = {
         "configure_telemetry", "decide", "load_artifact", "load_guard", "load_policy",
     },
     "guardrail.backends": {
-        "AsyncBackend", "Backend", "LangChainBackend", "OpenAICompatibleBackend", "ScoringBackend",
-        "ScoringUnavailable", "TeacherForcedScores", "TextScores", "TextScoringBackend", "TransformersBackend",
+        "AsyncBackend", "Backend", "LangChainBackend", "OpenAICompatibleBackend", "ReferenceScores",
+        "ReferenceScoringBackend", "ScoringBackend", "ScoringUnavailable", "TeacherForcedScores", "TextScores",
+        "TextScoringBackend", "TransformersBackend",
     },
     "guardrail.confidence": {
         "AgreementEstimator", "AsyncEstimator", "DecoupledEstimator", "Estimator", "FamiliarityReference",

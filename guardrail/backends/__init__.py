@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from .base import (
     AsyncBackend,
     Backend,
+    ReferenceScores,
+    ReferenceScoringBackend,
     ScoringBackend,
     ScoringUnavailable,
     TeacherForcedScores,
@@ -31,6 +33,8 @@ __all__ = [
     "Backend",
     "LangChainBackend",
     "OpenAICompatibleBackend",
+    "ReferenceScores",
+    "ReferenceScoringBackend",
     "ScoringBackend",
     "ScoringUnavailable",
     "TeacherForcedScores",

@@ -4,7 +4,9 @@ For one generation it
 1. parses the structured answer into the ``<vision>``, ``<reasoning>`` and ``\\boxed{}`` spans and the
    verbalized scores, and maps the spans to generated-token ranges;
 2. draws K perturbed copies of the images (patch blackening by default) at the model's input resolution and has
-   the backend re-score the answer teacher-forced under the original and all K copies in one forward pass;
+   the backend re-score the answer teacher-forced under all K copies in one forward pass, with the original
+   images' row (row 0) and the familiarity evidence taken from what generation kept where the backend offers it
+   (``ReferenceScoringBackend``), else scored in the same pass;
 3. computes, on the vision tokens, the grounding KL (mean of the clamped sampled-token KL, averaged over the K
    draws) and the certainty H (mean surprisal, or full entropy), then ``s = log(KL + 1e-8) - log(H + 1e-8)``
    and the visual certainty ``sigmoid((s - mean) / std)`` with reference statistics (``VisualNormalization``);
@@ -23,8 +25,9 @@ import asyncio
 import math
 
 import torch
+from PIL import Image
 
-from ..backends.base import Backend, ScoringBackend, TeacherForcedScores
+from ..backends.base import Backend, ReferenceScoringBackend, ScoringBackend, TeacherForcedScores
 from ..errors import BackendError, EstimatorError
 from ..responses import ParsedResponse, parse_response
 from ..types import Generation, Request, Signals
@@ -172,10 +175,7 @@ class DecoupledEstimator:
             if images
             else []
         )
-        try:
-            scores = backend.score(request, ids, variants, distributions=self.full_distribution)
-        except BackendError as exc:
-            raise EstimatorError(f"teacher-forced re-scoring failed: {exc}") from exc
+        scores = self._score(backend, request, generation, variants)
         logp = scores.token_logprobs[0]
         features.update(self._prompt_stats(scores))
         for side, vector in (("text", scores.prompt_features), ("image", scores.image_features)):
@@ -208,6 +208,26 @@ class DecoupledEstimator:
         features.update(probe.features)
         sources["visual"] = probe.sources
         return probe.visual, reasoning, holistic
+
+    def _score(
+        self,
+        backend: ScoringBackend,
+        request: Request,
+        generation: Generation,
+        variants: list[list[Image.Image]],
+    ) -> TeacherForcedScores:
+        """Rows 0 (original images) and 1..K (the variants): row 0 from what generation kept when the backend
+        kept it for this very generation, else scored with the variants in one pass."""
+        ids = generation.token_ids
+        distributions = self.full_distribution
+        try:
+            if isinstance(backend, ReferenceScoringBackend):
+                reference = backend.reference(request, generation, distributions=distributions)
+                if reference is not None:
+                    return backend.score(request, ids, variants, distributions=distributions, reference=reference)
+            return backend.score(request, ids, variants, distributions=distributions)
+        except BackendError as exc:
+            raise EstimatorError(f"teacher-forced re-scoring failed: {exc}") from exc
 
     @staticmethod
     def _prompt_stats(scores: TeacherForcedScores) -> dict[str, float]:
