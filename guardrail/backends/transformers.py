@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,6 @@ class _PrefillCapture:
         last = torch.tensor([prompt_ids.shape[0] - 1], device=prompt_ids.device)
         self.keep = torch.cat([self.question - 1, last])
         self.evidence: TeacherForcedScores | None = None
-        self._calls = 0
         self._thread = threading.get_ident()
         self._handles: list[Any] = []
 
@@ -150,23 +149,23 @@ class _PrefillCapture:
 
     def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
-            handle.remove()
-        self._handles = []
+            handle.remove()  # a no-op for a hook already removed
 
     def _before(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if threading.get_ident() != self._thread:
+        if threading.get_ident() != self._thread:  # another backend's call on a shared model
             return None
-        self._calls += 1
+        self._handles[0].remove()  # one pass only (torch runs the hooks from a copy: removing is safe here)
         ids = kwargs.get("input_ids")
-        if self._calls > 1 or args or ids is None or "logits_to_keep" not in kwargs:
-            return None
-        if tuple(ids.shape) != (1, self.prompt_ids.shape[0]):  # not the whole prompt (a chunked prefill)
+        whole_prompt = ids is not None and tuple(ids.shape) == (1, self.prompt_ids.shape[0])  # not a chunk
+        if args or not whole_prompt or "logits_to_keep" not in kwargs:
+            self._handles[1].remove()
             return None
         return args, {**kwargs, "logits_to_keep": self.keep, "output_hidden_states": True}
 
     def _after(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        if threading.get_ident() != self._thread or self._calls != 1 or kwargs.get("logits_to_keep") is not self.keep:
+        if threading.get_ident() != self._thread:
             return
+        self._handles[1].remove()
         hidden = getattr(output, "hidden_states", None)
         features = None if hidden is None else hidden[FEATURE_LAYER][0]
         logits = output.logits[0, : self.question.numel()]
@@ -419,6 +418,21 @@ class TransformersBackend:
             "vision_end_token_id",
         )
         return frozenset(int(v) for v in (getattr(config, n, None) for n in names) if isinstance(v, int) and v >= 0)
+
+    @functools.cached_property
+    def _position_tokens(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The token ids ``_prompt_positions`` looks for: images, every placeholder, and the hidden tokens (the
+        unknown token left out: it is evidence, not noise), as sorted id tensors on the model's device."""
+        config = self.model.config
+        image_token = {getattr(config, n, None) for n in ("image_token_index", "image_token_id")} - {None}
+        unknown = getattr(self.tokenizer, "unk_token_id", None)
+        groups = (
+            (i for i in image_token if isinstance(i, int)),
+            self._placeholder_ids,
+            (i for i in self._hidden_ids if i != unknown),
+        )
+        first, second, third = (torch.tensor(sorted(ids), dtype=torch.long, device=self.device) for ids in groups)
+        return first, second, third
 
     def _visible(self, ids: Sequence[int]) -> list[int]:
         hidden = self._hidden_ids
@@ -706,19 +720,13 @@ class TransformersBackend:
 
         The question positions start at 1 at the earliest (position 0 has no context to be predicted from).
         """
-
-        def where(ids: Iterable[int]) -> torch.Tensor:
-            return torch.isin(prompt_ids, torch.tensor(sorted(ids), dtype=prompt_ids.dtype, device=prompt_ids.device))
-
-        config = self.model.config
-        image_token = {getattr(config, n, None) for n in ("image_token_index", "image_token_id")} - {None}
-        image = torch.nonzero(where(i for i in image_token if isinstance(i, int))).flatten()
-        is_placeholder = where(self._placeholder_ids)
+        image_ids, placeholder_ids, hidden_ids = (t.to(prompt_ids.device) for t in self._position_tokens)
+        image = torch.nonzero(torch.isin(prompt_ids, image_ids)).flatten()
+        is_placeholder = torch.isin(prompt_ids, placeholder_ids)
         placeholders = torch.nonzero(is_placeholder).flatten()
         start = int(placeholders[-1]) + 1 if placeholders.numel() else 1
         positions = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
-        unknown = getattr(self.tokenizer, "unk_token_id", None)
-        hidden = where(i for i in self._hidden_ids if i != unknown)  # an unknown token is evidence, not noise
+        hidden = torch.isin(prompt_ids, hidden_ids)
         question = positions[(positions >= start) & ~hidden & ~is_placeholder]
         return question, image
 
