@@ -1,8 +1,8 @@
 """The confidence-cost benchmarks run end to end on tiny models (CPU) and write the documented JSON (slow).
 
-``bench/confidence_cost.py`` runs on a tiny random LLaVA folder; ``bench/gpu_confidence_cost.py --tiny`` on a tiny
-Qwen2.5-VL config (its full-size run needs a GPU). Timings on this shared machine are not checked against the
-goals, only for being finite and sane.
+``bench/confidence_cost.py`` runs on a tiny random LLaVA folder; ``bench/gpu_confidence_cost.py --tiny`` times the
+library (TransformersBackend + DecoupledEstimator) on a tiny Qwen2.5-VL config (its full-size run needs a GPU).
+Timings on this shared machine are not checked against the goals, only for being finite and sane.
 """
 
 from __future__ import annotations
@@ -91,29 +91,54 @@ def test_cpu_benchmark_writes_ratios(tiny_llava_dir: Path, tmp_path: Path) -> No
 
 
 def test_gpu_benchmark_code_path_on_cpu(tmp_path: Path) -> None:
+    """The GPU benchmark times the library itself (TransformersBackend + DecoupledEstimator) on a tiny config of
+    the same family: the same code path as the full-size run, in seconds."""
     bench = _load("gpu_confidence_cost")
     out = tmp_path / "gpu_confidence_cost.json"
-    bench.main(["--tiny", "--answer-tokens", "6", "--rounds", "2", "--out", str(out)])
+    argv = ["--tiny", "--answer-tokens", "6", "--rounds", "2", "--out", str(out)]
+    returned = bench.main(argv)
     summary = json.loads(out.read_text())
+    assert summary == json.loads(json.dumps(returned))
+    _assert_provenance(summary, "gpu_confidence_cost.py", argv)
     assert summary["device"] == "cpu"
     assert summary["device_name"].startswith("cpu")
     assert summary["answer_tokens"] == 6
-    assert summary["goal_k1"] == 1.15
+    assert summary["goal_k1"] == 1.1
     assert summary["complete"] is True
     assert set(summary["results"]) == {"batch 1", "batch 2"}
     for label, entry in summary["results"].items():
         batch = entry["batch"]
         assert label == f"batch {batch}"
-        assert entry["rows_scored"] == {"K=1": 2 * batch, "K=4": 5 * batch}
-        assert len(entry["generate_s"]) == 2
+        assert entry["generate_calls_per_round"] == batch
+        # The product's path: row 0 kept from generation, the score pass runs the K copies alone.
+        assert entry["rows_scored_per_request"] == {"K=1": 1, "K=4": 4}
+        assert len(entry["generate_s"]) == len(entry["generate_nothing_kept_s"]) == 2
         assert _finite_positive(entry["generate_median_s"])
+        assert _finite_positive(entry["generate_nothing_kept_median_s"])
         for k in ("K=1", "K=4"):
             assert _finite_positive(entry["confidence_median_s"][k])
             assert math.isfinite(entry["ratio"][k])
             assert entry["ratio"][k] > 1.0
-        assert entry["scores_finite"]
-        # The teacher-forced original rows reproduce the generation's own log-probs (float32 on the CPU).
-        assert entry["rescoring_logprob_max_abs_diff"] < 1e-4
+            assert _finite_positive(entry["ratio_vs_generate_nothing_kept"][k])
+        assert entry["visual_finite"]
+        # Row 0 kept from generation is what teacher-forced re-scoring gives (float32 on the CPU), and so are the
+        # signals computed from it.
+        drift = entry["kept_vs_plain_scoring"]
+        assert drift["row0_logprob_max_abs_diff"] < 1e-4
+        assert drift["feature_max_abs_diff"] < 1e-4
+        assert drift["visual_abs_diff"] < 1e-6
+
+
+def test_gpu_benchmark_processor_covers_the_vocabulary() -> None:
+    """Every id of the full-size model decodes to one word and the special tokens sit at Qwen's ids."""
+    bench = _load("gpu_confidence_cost")
+    tokenizer = bench.processor_for(bench.QWEN2_5_VL_3B).tokenizer
+    tokens = bench.QWEN2_5_VL_3B["tokens"]
+    assert len(tokenizer) == bench.QWEN2_5_VL_3B["text"]["vocab_size"]
+    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == tokens["image_token_id"]
+    assert tokenizer.eos_token_id == tokens["eos_token_id"]
+    assert tokenizer.decode([17, 151935]) == "w17 w151935"
+    assert tokenizer("w5 w151000", add_special_tokens=False)["input_ids"] == [5, 151000]
 
 
 def test_full_size_config_is_qwen2_5_vl_3b() -> None:
