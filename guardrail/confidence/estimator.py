@@ -22,8 +22,11 @@ re-scoring call raises ``EstimatorError`` (from the backend's ``BackendError``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -42,6 +45,36 @@ __all__ = ["DecoupledEstimator"]
 
 def _finite(features: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in features.items() if math.isfinite(v)}
+
+
+def _same_pixels(variant: Sequence[Image.Image], images: Sequence[Image.Image]) -> bool:
+    """Whether a perturbed copy holds exactly the original images' pixels."""
+    return len(variant) == len(images) and all(
+        a.size == b.size and a.mode == b.mode and np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(variant, images, strict=True)
+    )
+
+
+def _with_unchanged_rows(scores: TeacherForcedScores, unchanged: Sequence[bool]) -> TeacherForcedScores:
+    """Rows for every variant from row 0 and the rows of the changed ones: an unchanged variant's row is row 0's
+    (its full-vocabulary KL to the original, row 0's, is 0)."""
+
+    def spread(rows: torch.Tensor | None) -> torch.Tensor | None:
+        if rows is None:
+            return None
+        out, changed = [rows[0]], iter(rows[1:])
+        out.extend(rows[0] if same else next(changed) for same in unchanged)
+        return torch.stack(out)
+
+    token_logprobs = spread(scores.token_logprobs)
+    assert token_logprobs is not None
+    return dataclasses.replace(
+        scores,
+        token_logprobs=token_logprobs,
+        entropy=spread(scores.entropy),
+        margin=spread(scores.margin),
+        kl_full=spread(scores.kl_full),
+    )
 
 
 class DecoupledEstimator:
@@ -175,7 +208,13 @@ class DecoupledEstimator:
             if images
             else []
         )
-        scores = self._score(backend, request, generation, variants)
+        # A copy with the very pixels of the original (a black image blacked out) leaves every distribution as it
+        # is: its row is row 0 (KL exactly 0), with no pass through the model.
+        unchanged = [_same_pixels(variant, images) for variant in variants]
+        changed = [variant for variant, same in zip(variants, unchanged, strict=True) if not same]
+        scores = self._score(backend, request, generation, changed)
+        if any(unchanged):
+            scores = _with_unchanged_rows(scores, unchanged)
         logp = scores.token_logprobs[0]
         features.update(self._prompt_stats(scores))
         for side, vector in (("text", scores.prompt_features), ("image", scores.image_features)):
@@ -214,7 +253,7 @@ class DecoupledEstimator:
         backend: ScoringBackend,
         request: Request,
         generation: Generation,
-        variants: list[list[Image.Image]],
+        variants: Sequence[Sequence[Image.Image]],
     ) -> TeacherForcedScores:
         """Rows 0 (original images) and 1..K (the variants): row 0 from what generation kept when the backend
         kept it for this very generation, else scored with the variants in one pass."""

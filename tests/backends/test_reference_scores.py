@@ -276,3 +276,18 @@ def test_the_prefill_hooks_are_removed(
     with pytest.raises(BackendError, match="out of memory"):
         llava_backend.generate(question, GenerationOptions(max_new_tokens=2))
     assert (len(model._forward_pre_hooks), len(model._forward_hooks)) == hooks
+
+
+@pytest.mark.parametrize("full_distribution", [False, True])
+def test_a_black_image_blacked_out_gives_the_same_signals(
+    keeping_backend: TransformersBackend, full_distribution: bool
+) -> None:
+    """The copy equals the original: its row is row 0 on both paths (KL exactly 0), so even s = log(KL + 1e-8) -
+    log(H + 1e-8), where float noise in a KL near 0 would show, is the same."""
+    request = Request.from_question("What colour is the shape?", [Image.new("RGB", (40, 50))])
+    estimator = DecoupledEstimator(blackout_probability=1.0, full_distribution=full_distribution)
+    gen = keeping_backend.generate(request, GenerationOptions())
+    kept = estimator.estimate(keeping_backend, request, gen)
+    full = estimator.estimate(PlainScoring(keeping_backend), request, gen)
+    assert kept.features["vision_kl"] == full.features["vision_kl"] == 0.0
+    _assert_same_signals(kept, full)

@@ -98,3 +98,15 @@ def test_a_failed_scoring_is_an_estimator_error(request_with_image: Request) -> 
     backend = FakeReferenceBackend(kept=True, fail=True)
     with pytest.raises(EstimatorError, match="scoring broke"):
         DecoupledEstimator().estimate(backend, request_with_image, backend.generation)
+
+
+def test_a_copy_with_the_original_pixels_is_row_0_and_is_not_scored() -> None:
+    """Blacking out a black image changes nothing: that copy's row is row 0 (KL exactly 0), no model pass."""
+    black = Request.from_question("What colour?", [Image.new("RGB", (28, 28))])
+    backend = FakeReferenceBackend(kept=True)
+    backend.model_images = lambda request: [Image.new("RGB", (28, 28))]  # type: ignore[method-assign]
+    estimator = DecoupledEstimator(blackout_probability=1.0)
+    signals = estimator.estimate(backend, black, backend.generation)
+    assert backend.calls == [(0, backend.kept)]  # nothing left to run through the model
+    assert signals.features["vision_kl"] == 0.0
+    assert signals.features["vision_kl_std"] == 0.0
