@@ -39,11 +39,13 @@ def _relative(path: Path) -> str:
 def provenance(script: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``{"commit", "dirty", "command", "date"}`` of this run (commit ``None`` outside a git checkout).
 
+    ``dirty``: whether tracked files other than the results themselves (``bench/results/``) differ from the commit.
+
     The command is the one that reproduces the run: the environment variables of ``ENVIRONMENT`` that are set,
     the interpreter (``.venv/bin/python`` when it is the project's), the script (default ``sys.argv[0]``) and its
     arguments (default ``sys.argv[1:]``; a benchmark's ``main(argv)`` passes its own).
     """
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
     executable = Path(sys.executable)
     interpreter = _relative(executable) if executable.is_relative_to(_ROOT) else executable.name
     script_path = Path(script if script is not None else sys.argv[0]).absolute()
