@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +25,37 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
-def provenance() -> dict[str, Any]:
-    """``{"commit", "dirty", "command", "date"}`` of this run (commit ``None`` outside a git checkout)."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    script = Path(sys.argv[0])
-    with contextlib.suppress(ValueError):  # a script outside the project keeps its own path
-        script = script.resolve().relative_to(_ROOT)
+ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES")
+"""Environment variables that change what a benchmark measures; the command records those that are set."""
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(_ROOT))
+    except ValueError:  # outside the project: as given
+        return str(path)
+
+
+def provenance(script: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``{"commit", "dirty", "command", "date"}`` of this run (commit ``None`` outside a git checkout).
+
+    ``dirty``: whether tracked files other than the results themselves (``bench/results/``) differ from the commit.
+
+    The command is the one that reproduces the run: the environment variables of ``ENVIRONMENT`` that are set,
+    the interpreter (``.venv/bin/python`` when it is the project's), the script (default ``sys.argv[0]``) and its
+    arguments (default ``sys.argv[1:]``; a benchmark's ``main(argv)`` passes its own).
+    """
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
+    executable = Path(sys.executable)
+    interpreter = _relative(executable) if executable.is_relative_to(_ROOT) else executable.name
+    script_path = Path(script if script is not None else sys.argv[0]).absolute()
+    with contextlib.suppress(OSError):
+        script_path = script_path.resolve()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    environment = [f"{name}={os.environ[name]}" for name in ENVIRONMENT if name in os.environ]
     return {
         "commit": _git("rev-parse", "HEAD"),
         "dirty": None if status is None else bool(status),
-        "command": shlex.join([".venv/bin/python", str(script), *sys.argv[1:]]),
+        "command": shlex.join([*environment, interpreter, _relative(script_path), *arguments]),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

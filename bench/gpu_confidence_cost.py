@@ -1,64 +1,88 @@
-"""Benchmark for a lent GPU: the cost of decoupled confidence on a full-size Qwen2.5-VL-3B (random weights).
+"""Benchmark for a lent GPU: the library's decoupled confidence on a full-size Qwen2.5-VL-3B (random weights).
 
-    # on a lent GPU machine (device tool `run`, timeout_s=600; about 2-3 minutes after the machine's start):
-    PYTHONUNBUFFERED=1 python3 bench/gpu_confidence_cost.py --out $OUT/gpu_confidence_cost.json
-    # then copy the returned file to bench/results/gpu_confidence_cost.json
-    # anywhere, to prove the code path (tiny config of the same family, CPU, seconds):
-    .venv/bin/python bench/gpu_confidence_cost.py --tiny
+It times the product itself: ``TransformersBackend.generate`` and ``DecoupledEstimator.estimate`` (issue 17, item
+3), on ``Qwen2_5_VLForConditionalGeneration`` built from the numbers of the public Qwen2.5-VL-3B-Instruct
+``config.json`` (``QWEN2_5_VL_3B`` below; nothing is downloaded), randomly initialised on the device in bfloat16.
 
-Issue 4, item 6: latency of generate + confidence against generate alone, at K = 1 (goal <= 1.15x on a GPU) and
-K = 4, for batch 1 and batch 8, with a fixed answer length of 256 tokens.
+Set-up, once, on a machine that reaches PyPI (the GPU machines have torch and transformers but not pydantic nor
+opentelemetry, which the library imports): fetch those wheels, at the versions the project is tested with, into a
+git-ignored folder::
 
-The model is ``Qwen2_5_VLForConditionalGeneration`` built from the numbers of the public Qwen2.5-VL-3B-Instruct
-``config.json`` written below (``QWEN2_5_VL_3B``; nothing is downloaded), randomly initialised on the device in
-bfloat16. The script needs only torch and transformers (the GPU machines have no pydantic, so it does not import
-``guardrail``); it reproduces what ``TransformersBackend`` and ``DecoupledEstimator`` do, batched over B requests
-by hand (the backend serves one request per call):
+    echo /.whl/ >> .git/info/exclude
+    .venv/bin/python bench/gpu_confidence_cost.py --fetch-wheels .whl
+
+Run, on the GPU machine, from the repository root (device tool ``run`` with ``carry: [".whl"]``, ``timeout_s:
+600``; about 6-8 minutes after the machine's start)::
+
+    PYTHONUNBUFFERED=1 python3 bench/gpu_confidence_cost.py --wheels .whl --commit HASH \
+        --out $OUT/gpu_confidence_cost.json
+
+then copy the returned file to bench/results/gpu_confidence_cost.json (``HASH``: ``git rev-parse HEAD`` here; the
+copy sent there has no git history). Where the library is installed (``pip install -e .``), ``python
+bench/gpu_confidence_cost.py`` alone runs the same. The code path on the CPU, in seconds (tiny config of the same
+family; tests/bench/test_confidence_cost.py runs it)::
+
+    .venv/bin/python bench/gpu_confidence_cost.py --tiny --out /tmp/gpu_confidence_cost.json
+
+What is measured, for batch sizes 1 and 8 (B requests; the backend serves one request per ``generate`` call, so a
+batch is B calls one after another, until a batched path exists):
 
 - **inputs**: B requests, each a 448x448 random RGB image (32x32 patches of 14 px, merged 2x2 into 256 image
-  tokens) and a 32-token text prompt, all of one length (no padding). Images are normalised and patchified on the
-  host as Qwen2-VL's image processor does, then copied to the device.
-- **generate** (the baseline): preprocessing, ``model.generate`` greedy with ``min_new_tokens = max_new_tokens =
-  256`` (exactly 256 answer tokens per row), ``output_logits`` and ``return_dict_in_generate`` as the backend
-  asks, image placeholders suppressed, then the answer tokens' log-probs from those logits (float32
-  ``log_softmax`` + gather) and their copy to the host: what ``TransformersBackend.generate`` does.
-- **confidence K**: K patch-blackened copies of every image (14 px patches, each black with probability 0.8,
-  seeded; applied to the pixels before normalisation, as ``perturb_image`` does), preprocessing of the originals
-  and the copies, **one** teacher-forced forward pass over all B x (1 + K) rows (prompt + answer[:-1],
-  ``logits_to_keep = 256``), then per row, in float32, the answer tokens' log-probs and, against the original
-  row, the clamped sampled-token KL (METHOD.md section 3), the surprisal, their means over the answer and
-  s = log KL - log H, copied to the host: what ``DecoupledEstimator.estimate`` costs minus span parsing (which
-  is microseconds).
+  tokens) and a question of 32 random words; the processor is Qwen2-VL's image processor with a word-level
+  tokenizer over the model's whole vocabulary (``processor_for``), through the library's ``TokenExpandingProcessor``.
+- **generate**: ``backend.generate(request)`` for each request, greedy, exactly 256 answer tokens
+  (``min_new_tokens = max_new_tokens = 256``). As in the product, generation keeps row 0 of the scoring pass.
+- **confidence K** (K = 1, 4): ``DecoupledEstimator(draws=K).estimate(backend, request, generation)`` on each of
+  those generations: span parsing, token offsets, K patch-blackened copies, one teacher-forced forward pass over the
+  K copies (row 0 from what generation kept), the reductions and the signals.
+- **generate, nothing kept**: ``generate`` on a backend over the same model with ``keep_references=0``
+  (``model.generate`` alone), to show what keeping row 0 costs generation.
 
-Each round times one generate of the batch and, right after it, the confidence of that very generation at K = 1
-and K = 4 (their order alternates between rounds); the device is synchronised at every clock reading. The ratio
-at K is (generate + confidence K) / generate per round, and the median over rounds is reported: generation is
-greedy and of fixed length, so generate + confidence is a generate followed by the confidence step, and pairing
-both with the same generate keeps generation's own spread out of the ratio. A warm-up generate (8 tokens) and
-one confidence step per K run first for every batch size, untimed.
+Each round times, request after request, the generate and right after it the confidence of that very generation
+at K = 1 and K = 4 (their order alternating between rounds), then the batch's ``generate, nothing kept``; the
+device is synchronised at every clock reading. The ratio at K is (generate + confidence K) / generate summed over
+the batch, per round; the median over rounds is reported, and likewise against ``generate, nothing kept``. A
+warm-up (one generate of 8 tokens and one confidence per K) runs first for every batch size, untimed. Once per
+batch size, untimed, the first request's signals are also measured with a plain scoring pass (row 0 re-scored
+with the copies, as without a kept reference) and the largest differences are recorded (bfloat16 on the GPU).
 
-Results go to bench/results/gpu_confidence_cost.json (``--out`` for another path), with the device name.
+Goal (issue 17): K = 1 <= 1.1x generate. Results go to bench/results/gpu_confidence_cost.json (``--out`` for
+another path) with the device name, the commit and the exact command; after every batch size the file is written
+with ``"complete": false`` so that a run stopped by the time limit keeps what it finished.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.metadata
 import json
 import math
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "gpu_confidence_cost.json"
-GOAL_K1 = 1.15
+GOAL_K1 = 1.1
 DRAW_COUNTS: tuple[int, ...] = (1, 4)
+WHEELS = (
+    "pydantic",
+    "pydantic-core",
+    "annotated-types",
+    "typing-inspection",
+    "typing-extensions",
+    "opentelemetry-api",
+    "opentelemetry-sdk",
+    "opentelemetry-semantic-conventions",
+)
+"""What the library imports that the GPU machines lack (``--fetch-wheels``): pydantic and its needs, opentelemetry."""
 
 # Qwen/Qwen2.5-VL-3B-Instruct config.json (public); the vision numbers it leaves out are the Qwen2.5-VL vision
 # defaults (depth 32, intermediate 3420, 16 heads, window 112, full attention in blocks 7/15/23/31).
@@ -143,16 +167,24 @@ TINY: dict[str, Any] = {
     },
 }
 
-IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)  # Qwen2-VL's image processor (OpenAI CLIP statistics)
-IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-BLACKOUT_PROBABILITY = 0.8
-LOG_RATIO_CLAMP = 20.0  # METHOD.md section 3: log p - log q clamped to [-20, 20], kl_t to [0, 10]
-KL_CLAMP = 10.0
-EPS = 1e-8
+SPECIAL_NAMES = {
+    "bos_token_id": "<|endoftext|>",
+    "eos_token_id": "<|im_end|>",
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": "<|video_pad|>",
+}
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% for block in message['content'] %}"
+    "{% if block['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ block['text'] }}{% endif %}{% endfor %}{% endfor %}"
+)
 
 
-def build_model(spec: dict[str, Any], device: torch.device, dtype: torch.dtype) -> Any:
+def build_model(spec: dict[str, Any], device: Any, dtype: Any) -> Any:
     """A randomly initialised ``Qwen2_5_VLForConditionalGeneration`` of ``spec``, created on ``device``."""
+    import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     text = dict(spec["text"])
@@ -181,126 +213,51 @@ def build_model(spec: dict[str, Any], device: torch.device, dtype: torch.dtype) 
     return model
 
 
-def patchify(images: torch.Tensor, patch: int, merge: int, temporal: int) -> torch.Tensor:
-    """``(n, 3, H, W)`` images in 0..1 -> ``(n * H/patch * W/patch, 3 * temporal * patch**2)`` Qwen2-VL patches.
+def processor_for(spec: dict[str, Any]) -> Any:
+    """A processor for ``spec``'s model: Qwen2-VL's image processor (448 x 448 stays 448 x 448) and a word-level
+    tokenizer over the whole vocabulary (token i is the word ``w{i}``, the special tokens at their ids), so that
+    every generated id decodes and every prompt word is one token."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
-    Normalised with the CLIP statistics, each image repeated ``temporal`` times, rows ordered by 2x2 merge window
-    (Qwen2-VL's image processor layout).
-    """
-    n, channels, height, width = images.shape
-    mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
-    x = ((images - mean) / std).unsqueeze(1).expand(n, temporal, channels, height, width)
-    gh, gw = height // patch, width // patch
-    x = x.reshape(n, temporal, channels, gh // merge, merge, patch, gw // merge, merge, patch)
-    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # n, gh/m, gw/m, m, m, C, T, P, P
-    return x.reshape(n * gh * gw, channels * temporal * patch * patch).contiguous()
+    from guardrail.backends._vision_inputs import TokenExpandingProcessor
+
+    tokens = spec["tokens"]
+    special = {SPECIAL_NAMES[key]: int(tokens[key]) for key in SPECIAL_NAMES}
+    taken = set(special.values())
+    vocab = {f"w{i}": i for i in range(int(spec["text"]["vocab_size"])) if i not in taken} | special
+    word_level = Tokenizer(models.WordLevel(vocab=vocab, unk_token="w0"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    word_level.add_special_tokens(list(special))
+    tokenizer = transformers.PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=word_level, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="w0"
+    )
+    images_class = getattr(transformers, "Qwen2VLImageProcessor", None) or transformers.Qwen2VLImageProcessorPil
+    vision = spec["vision"]
+    image_processor = images_class(
+        size={"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 1280},
+        patch_size=vision["patch_size"],
+        merge_size=vision["spatial_merge_size"],
+        temporal_patch_size=vision["temporal_patch_size"],
+    )
+    return TokenExpandingProcessor(tokenizer, image_processor, chat_template=CHAT_TEMPLATE)
 
 
-def blackout(images: torch.Tensor, patch: int, probability: float, seed: int) -> torch.Tensor:
-    """``(n, 3, H, W)`` -> a copy with each ``patch`` x ``patch`` square black with ``probability`` (seeded)."""
-    n, _, height, width = images.shape
-    generator = torch.Generator().manual_seed(seed)
-    keep = torch.rand(n, 1, height // patch, width // patch, generator=generator) >= probability
-    mask = keep.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
-    return images * mask
+def requests_for(spec: dict[str, Any], batch: int, *, image_px: int, words: int, seed: int) -> list[Any]:
+    """``batch`` requests: a random ``image_px`` square RGB image and a question of ``words`` random words each."""
+    import numpy as np
+    from PIL import Image
 
+    from guardrail import Request
 
-class Workload:
-    """B requests of one length on a device; generate and confidence steps as described in the module docstring."""
-
-    def __init__(self, model: Any, spec: dict[str, Any], *, batch: int, image_px: int, prompt_tokens: int) -> None:
-        self.model, self.batch = model, batch
-        self.device = next(model.parameters()).device
-        vision, tokens = spec["vision"], spec["tokens"]
-        self.patch, self.merge = int(vision["patch_size"]), int(vision["spatial_merge_size"])
-        self.temporal = int(vision["temporal_patch_size"])
-        grid = image_px // self.patch
-        image_tokens = grid * grid // self.merge**2
-        generator = torch.Generator().manual_seed(1)
-        self.images = torch.rand(batch, 3, image_px, image_px, generator=generator)
-        text_vocab = int(tokens["bos_token_id"])  # ordinary tokens lie below the special ones
-        text = torch.randint(0, text_vocab, (batch, prompt_tokens), generator=generator)
-        half = prompt_tokens // 2
-        image = torch.full((batch, image_tokens), tokens["image_token_id"])
-        start = torch.full((batch, 1), tokens["vision_start_token_id"])
-        end = torch.full((batch, 1), tokens["vision_end_token_id"])
-        self.input_ids = torch.cat([text[:, :half], start, image, end, text[:, half:]], dim=1)
-        self.grid_thw = torch.tensor([[1, grid, grid]] * batch)
-        self.placeholders = [tokens[k] for k in ("image_token_id", "video_token_id")] + [
-            tokens["vision_start_token_id"],
-            tokens["vision_end_token_id"],
-        ]
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def _inputs(self, images: torch.Tensor, rows: int) -> dict[str, torch.Tensor]:
-        """Preprocess ``images`` (host) and move them with ``rows`` copies of the prompt ids to the device."""
-        pixels = patchify(images, self.patch, self.merge, self.temporal)
-        ids = self.input_ids.repeat(rows // self.batch, 1)
-        dtype = next(self.model.parameters()).dtype
-        return {
-            "input_ids": ids.to(self.device),
-            "attention_mask": torch.ones_like(ids).to(self.device),
-            "pixel_values": pixels.to(self.device, dtype),
-            "image_grid_thw": self.grid_thw.repeat(rows // self.batch, 1).to(self.device),
-        }
-
-    def generate(self, new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generate exactly ``new_tokens`` per row; returns (answer ids ``(B, new)``, log-probs on the host)."""
-        inputs = self._inputs(self.images, self.batch)
-        with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                do_sample=False,
-                min_new_tokens=new_tokens,
-                max_new_tokens=new_tokens,
-                output_logits=True,
-                return_dict_in_generate=True,
-                suppress_tokens=self.placeholders,
-                top_p=None,
-                top_k=None,
-                temperature=None,
-            )
-            answer = out.sequences[:, inputs["input_ids"].shape[1] :]
-            logits = torch.stack(out.logits, dim=1)[:, : answer.shape[1]]
-            logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, answer.unsqueeze(-1)).squeeze(-1)
-            logprobs = logprobs.clamp_max(0.0).cpu()
-        return answer, logprobs
-
-    def confidence(self, answer: torch.Tensor, draws: int, seed: int = 0) -> dict[str, torch.Tensor]:
-        """K = ``draws`` perturbed copies, one teacher-forced pass over B x (1 + K) rows, the reductions (host)."""
-        copies = [blackout(self.images, self.patch, BLACKOUT_PROBABILITY, seed + k) for k in range(draws)]
-        rows = self.batch * (1 + draws)
-        inputs = self._inputs(torch.cat([self.images, *copies]), rows)
-        n = answer.shape[1]
-        forced = answer[:, :-1].repeat(1 + draws, 1)
-        inputs["input_ids"] = torch.cat([inputs["input_ids"], forced], dim=1)
-        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(forced)], dim=1)
-        with torch.inference_mode():
-            logits = self.model(**inputs, logits_to_keep=n, use_cache=False).logits  # (rows, n, vocab)
-            targets = answer.repeat(1 + draws, 1).unsqueeze(-1)
-            # Row by row in float32, as the backend reduces: one (n, vocab) float32 distribution at a time.
-            logp_rows = [
-                torch.log_softmax(logits[i].float(), dim=-1).gather(-1, targets[i]).squeeze(-1) for i in range(rows)
-            ]
-            logp_all = torch.stack(logp_rows).clamp_max(0.0).view(1 + draws, self.batch, n)
-            logp, logq = logp_all[0], logp_all[1:]
-            ratio = (logp - logq).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-            kl = (logp.exp() * ratio).clamp(0.0, KL_CLAMP).mean(-1).mean(0)  # (B,): mean over tokens, draws
-            surprisal = (-logp).mean(-1)
-            score = torch.log(kl + EPS) - torch.log(surprisal + EPS)
-            return {"logprobs": logp.cpu(), "kl": kl.cpu(), "surprisal": surprisal.cpu(), "score": score.cpu()}
-
-    def timed(self, call: Callable[[], Any]) -> tuple[Any, float]:
-        """``call()`` and its wall seconds, the device synchronised before and after."""
-        self._sync()
-        start = time.perf_counter()
-        result = call()
-        self._sync()
-        return result, time.perf_counter() - start
+    rng = np.random.default_rng(seed)
+    ordinary = int(spec["tokens"]["bos_token_id"])  # ordinary words lie below the special tokens
+    out = []
+    for _ in range(batch):
+        pixels = rng.integers(0, 256, size=(image_px, image_px, 3), dtype=np.uint8)
+        question = " ".join(f"w{i}" for i in rng.integers(1, ordinary, size=words))
+        out.append(Request.from_question(question, [Image.fromarray(pixels)]))
+    return out
 
 
 def _median(values: Sequence[float]) -> float:
@@ -315,13 +272,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes (default 1 8; tiny 1 2)")
     parser.add_argument("--answer-tokens", type=int, default=None, help="answer length (default 256; tiny 8)")
     parser.add_argument("--image-px", type=int, default=None, help="image side in px (default 448; tiny 56)")
-    parser.add_argument("--prompt-tokens", type=int, default=32, help="text tokens of the prompt (default 32)")
+    parser.add_argument("--prompt-words", type=int, default=32, help="question words = tokens (default 32)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per batch size (default 3)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS})")
+    parser.add_argument("--commit", default=None, help="commit to record where the copy has no git history")
+    parser.add_argument("--wheels", type=Path, default=None, help="install these wheels (a folder) first, then run")
+    parser.add_argument("--fetch-wheels", type=Path, default=None, help="download the wheels the GPU lacks; exit")
+    parser.add_argument("--python-version", default="3.12", help="of the GPU machine, for --fetch-wheels")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.rounds < 1 or args.prompt_tokens < 2:
-        parser.error("--rounds must be >= 1 and --prompt-tokens >= 2")
+    if args.rounds < 1 or args.prompt_words < 1:
+        parser.error("--rounds and --prompt-words must be >= 1")
     args.batches = args.batches or ([1, 2] if args.tiny else [1, 8])
     args.answer_tokens = args.answer_tokens or (8 if args.tiny else 256)
     args.image_px = args.image_px or (56 if args.tiny else 448)
@@ -334,13 +295,101 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def fetch_wheels(folder: Path, python_version: str) -> None:
+    """Download (from PyPI, no dependencies) the wheels of ``WHEELS`` at this environment's versions."""
+    pins = [f"{name}=={importlib.metadata.version(name)}" for name in WHEELS]
+    platforms = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    command += ["--python-version", python_version, "--implementation", "cp", "-d", str(folder)]
+    command += [item for platform_tag in platforms for item in ("--platform", platform_tag)]
+    subprocess.run([*command, *pins], check=True)
+    print(f"{len(pins)} wheels in {folder}: {', '.join(pins)}")
+
+
+def install_wheels(folder: Path) -> None:
+    """Install the wheels in ``folder`` into a temporary directory put first on ``sys.path`` (nothing else is
+    touched)."""
+    wheels = sorted(str(p) for p in folder.glob("*.whl"))
+    if not wheels:
+        raise SystemExit(f"no wheels in {folder} (run --fetch-wheels {folder} where PyPI is reachable)")
+    target = tempfile.mkdtemp(prefix="guardrail-wheels-")
+    command = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile"]
+    subprocess.run([*command, "--target", target, *wheels], check=True)
+    sys.path.insert(0, target)
+
+
+def _generate_all(backend: Any, requests: Sequence[Any]) -> list[Any]:
+    return [backend.generate(request) for request in requests]
+
+
+def _synchronised(device: Any) -> Callable[[Callable[[], Any]], tuple[Any, float]]:
+    import torch
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+        sync()
+        start = time.perf_counter()
+        result = call()
+        sync()
+        return result, time.perf_counter() - start
+
+    return timed
+
+
+def _plain_scoring_drift(backend: Any, estimator: Any, request: Any, generation: Any) -> dict[str, float]:
+    """Largest differences between row 0 kept from generation and row 0 re-scored teacher-forced, and between the
+    signals computed with each (the second as a plain ``ScoringBackend`` gets them)."""
+    reference = backend.reference(request, generation)
+    if reference is None:
+        raise RuntimeError("generation kept no reference: the benchmark would not measure the product's path")
+    row0 = backend.score(request, generation.token_ids).token_logprobs[0] - reference.scores.token_logprobs[0]
+    kept = estimator.estimate(backend, request, generation)
+    plain = estimator.estimate(_PlainScoring(backend), request, generation)
+    common = set(kept.features) & set(plain.features)
+    return {
+        "row0_logprob_max_abs_diff": float(row0.abs().max()),
+        "feature_max_abs_diff": max(abs(kept.features[k] - plain.features[k]) for k in common),
+        "visual_abs_diff": abs((kept.visual or 0.0) - (plain.visual or 0.0)),
+    }
+
+
+class _PlainScoring:
+    """A backend's scoring as a plain ``ScoringBackend``: no ``reference``, so row 0 is scored with the copies."""
+
+    def __init__(self, backend: Any) -> None:
+        self.inner, self.name, self.patch_size = backend, backend.name, backend.patch_size
+
+    def generate(self, request: Any, options: Any) -> Any:
+        return self.inner.generate(request, options)
+
+    def model_images(self, request: Any) -> Any:
+        return self.inner.model_images(request)
+
+    def token_offsets(self, token_ids: Any) -> Any:
+        return self.inner.token_offsets(token_ids)
+
+    def score(self, request: Any, token_ids: Any, variants: Any = (), *, distributions: bool = False) -> Any:
+        return self.inner.score(request, token_ids, variants, distributions=distributions)
+
+
 def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
     """Build, warm up and time every batch size (see the module docstring); returns the summary.
 
     With ``out``, the summary so far is written there after every batch size (``"complete": false`` until the
     last), so that a run stopped by a time limit still leaves its finished measurements.
     """
+    import torch
+
+    from guardrail.backends.transformers import TransformersBackend
+    from guardrail.confidence import DecoupledEstimator
+    from guardrail.types import GenerationOptions
+
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda" and not args.tiny:
+        raise SystemExit("the full-size model needs a GPU; --tiny runs the code path on the CPU")
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if not isinstance(dtype, torch.dtype):
         raise SystemExit(f"--dtype must name a torch dtype such as bfloat16, got {args.dtype!r}")
@@ -348,13 +397,23 @@ def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     _log(f"building {'tiny' if args.tiny else 'Qwen2.5-VL-3B'} ({dtype}) on {device}")
     model = build_model(spec, device, dtype)
+    model.generation_config.min_new_tokens = args.answer_tokens  # exactly this many answer tokens
+    processor = processor_for(spec)
+    name = "qwen2.5-vl-3b-random" if not args.tiny else "qwen2.5-vl-tiny-random"
+    backend = TransformersBackend(
+        model, processor, name=name, device=device, dtype=dtype, max_new_tokens=args.answer_tokens
+    )
+    alone = TransformersBackend(
+        model, processor, name=name, device=device, dtype=dtype, max_new_tokens=args.answer_tokens, keep_references=0
+    )
+    estimators = {k: DecoupledEstimator(draws=k) for k in DRAW_COUNTS}
     parameters = sum(p.numel() for p in model.parameters())
     _log(f"built: {parameters / 1e9:.3f} B parameters in {time.perf_counter() - started:.1f} s")
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
     else:
         device_name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
+    timed = _synchronised(device)
     results: dict[str, Any] = {}
 
     def summary(*, complete: bool) -> dict[str, Any]:
@@ -370,52 +429,70 @@ def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
         )
 
     for batch in args.batches:
-        work = Workload(
-            model,
-            spec,
-            batch=batch,
-            image_px=args.image_px,
-            prompt_tokens=args.prompt_tokens,
-        )
-        warm_answer, _ = work.generate(min(8, args.answer_tokens))
-        for draws in DRAW_COUNTS:
-            work.confidence(warm_answer, draws)
+        requests = requests_for(spec, batch, image_px=args.image_px, words=args.prompt_words, seed=batch)
+        warm = backend.generate(requests[0], GenerationOptions(max_new_tokens=8))
+        for estimator in estimators.values():
+            estimator.estimate(backend, requests[0], warm)
+        alone.generate(requests[0], GenerationOptions(max_new_tokens=8))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         generate_s: list[float] = []
+        alone_s: list[float] = []
         confidence_s: dict[int, list[float]] = {k: [] for k in DRAW_COUNTS}
-        ratios: dict[int, list[float]] = {k: [] for k in DRAW_COUNTS}
-        scores: list[float] = []
-        drift = 0.0  # largest |teacher-forced - generated| log-prob of an answer token, original rows
+        rows: dict[int, list[int]] = {k: [] for k in DRAW_COUNTS}
+        visual: list[float] = []
+        first: Any = None  # the last round's first generation (kept alive: its reference goes with it)
         for round_index in range(args.rounds):
-            (answer, logprobs), gen = work.timed(functools.partial(work.generate, args.answer_tokens))
-            if answer.shape[1] != args.answer_tokens or not bool(torch.isfinite(logprobs).all()):
-                raise RuntimeError(f"generation gave {answer.shape[1]} tokens or non-finite log-probs")
-            generate_s.append(gen)
+            gen_total = 0.0
+            conf_total = dict.fromkeys(DRAW_COUNTS, 0.0)
             order = DRAW_COUNTS if round_index % 2 == 0 else DRAW_COUNTS[::-1]
-            for draws in order:
-                scored, conf = work.timed(functools.partial(work.confidence, answer, draws, seed=round_index))
-                confidence_s[draws].append(conf)
-                ratios[draws].append((gen + conf) / gen)
-                scores.extend(float(s) for s in scored["score"])
-                drift = max(drift, float((scored["logprobs"] - logprobs).abs().max()))
+            for request in requests:
+                generation, seconds = timed(functools.partial(backend.generate, request))
+                if len(generation.token_ids) != args.answer_tokens:
+                    raise RuntimeError(f"generation gave {len(generation.token_ids)} tokens, not {args.answer_tokens}")
+                gen_total += seconds
+                first = generation if request is requests[0] else first
+                for k in order:
+                    estimator = estimators[k]
+                    signals, seconds = timed(functools.partial(estimator.estimate, backend, request, generation))
+                    conf_total[k] += seconds
+                    rows[k].append(k + (backend.reference(request, generation) is None))
+                    visual.append(math.nan if signals.visual is None else signals.visual)
+            _, alone_total = timed(functools.partial(_generate_all, alone, requests))
+            generate_s.append(gen_total)
+            alone_s.append(alone_total)
+            for k in DRAW_COUNTS:
+                confidence_s[k].append(conf_total[k])
             _log(
-                f"batch {batch} round {round_index + 1}/{args.rounds}: generate {gen:.3f} s, "
-                + ", ".join(f"K={k} +{confidence_s[k][-1]:.3f} s" for k in DRAW_COUNTS)
+                f"batch {batch} round {round_index + 1}/{args.rounds}: generate {gen_total:.3f} s "
+                f"(nothing kept {alone_total:.3f} s), "
+                + ", ".join(f"K={k} +{conf_total[k]:.3f} s" for k in DRAW_COUNTS)
             )
+        drift = _plain_scoring_drift(backend, estimators[1], requests[0], first)
         entry: dict[str, Any] = {
             "batch": batch,
-            "rows_scored": {f"K={k}": batch * (1 + k) for k in DRAW_COUNTS},
-            "sequence_tokens": int(work.input_ids.shape[1]) + args.answer_tokens,
+            "generate_calls_per_round": batch,
+            "rows_scored_per_request": {f"K={k}": _median([float(r) for r in rows[k]]) for k in DRAW_COUNTS},
             "generate_median_s": _median(generate_s),
-            "generate_s_per_token": _median(generate_s) / args.answer_tokens,
+            "generate_nothing_kept_median_s": _median(alone_s),
+            "generate_s_per_token": _median(generate_s) / (args.answer_tokens * batch),
             "confidence_median_s": {f"K={k}": _median(v) for k, v in confidence_s.items()},
-            "ratio": {f"K={k}": _median(v) for k, v in ratios.items()},
-            "ratio_max": {f"K={k}": max(v) for k, v in ratios.items()},
+            "ratio": {
+                f"K={k}": _median([(g + c) / g for g, c in zip(generate_s, v, strict=True)])
+                for k, v in confidence_s.items()
+            },
+            "ratio_vs_generate_nothing_kept": {
+                "generate": _median([g / a for g, a in zip(generate_s, alone_s, strict=True)]),
+                **{
+                    f"K={k}": _median([(g + c) / a for g, c, a in zip(generate_s, v, alone_s, strict=True)])
+                    for k, v in confidence_s.items()
+                },
+            },
             "generate_s": generate_s,
+            "generate_nothing_kept_s": alone_s,
             "confidence_s": {f"K={k}": v for k, v in confidence_s.items()},
-            "scores_finite": all(math.isfinite(s) for s in scores),
-            "rescoring_logprob_max_abs_diff": drift,
+            "visual_finite": all(math.isfinite(v) for v in visual),
+            "kept_vs_plain_scoring": drift,
         }
         if device.type == "cuda":
             entry["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -435,18 +512,29 @@ def _summary_of(
     results: dict[str, Any],
     *,
     parameters: int,
-    device: torch.device,
+    device: Any,
     device_name: str,
-    dtype: torch.dtype,
+    dtype: Any,
     started: float,
     complete: bool,
 ) -> dict[str, Any]:
+    import importlib.util
+
+    import torch
     import transformers
 
+    spec = importlib.util.spec_from_file_location("_bench_provenance", ROOT / "bench" / "_provenance.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    origin = module.provenance(__file__, args.argv)
+    if origin["commit"] is None and args.commit:
+        origin["commit"], origin["commit_from"] = args.commit, "--commit"
     goal_met = bool(results) and all(entry["ratio"]["K=1"] <= GOAL_K1 for entry in results.values())
     return {
-        "benchmark": "generate + decoupled confidence vs generate alone, Qwen2.5-VL family, random weights",
-        "command": " ".join(["bench/gpu_confidence_cost.py", *args.argv]),
+        "benchmark": "TransformersBackend.generate + DecoupledEstimator.estimate vs generate, Qwen2.5-VL, random init",
+        **origin,
         "model": "tiny Qwen2.5-VL config" if args.tiny else "Qwen2.5-VL-3B-Instruct config (random init)",
         "model_parameters": parameters,
         "device": device.type,
@@ -454,10 +542,11 @@ def _summary_of(
         "dtype": str(dtype).removeprefix("torch."),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "python": platform.python_version(),
         "answer_tokens": args.answer_tokens,
         "image_px": args.image_px,
         "image_tokens": (args.image_px // 14) ** 2 // 4,
-        "prompt_text_tokens": args.prompt_tokens,
+        "prompt_words": args.prompt_words,
         "rounds": args.rounds,
         "results": results,
         "goal_k1": GOAL_K1,
@@ -468,7 +557,7 @@ def _summary_of(
 
 
 def report(summary: dict[str, Any], out: Path) -> None:
-    """Print the summary as a rich table (or plain lines without rich)."""
+    """Print the summary as a table (rich where installed, else plain lines)."""
     rows = []
     for label, entry in summary["results"].items():
         for k in DRAW_COUNTS:
@@ -480,9 +569,10 @@ def report(summary: dict[str, Any], out: Path) -> None:
                     f"{entry['generate_median_s']:.3f}",
                     f"{entry['confidence_median_s'][key]:.3f}",
                     f"{entry['ratio'][key]:.3f}",
+                    f"{entry['ratio_vs_generate_nothing_kept'][key]:.3f}",
                 )
             )
-    header = ("batch", "draws", "generate s", "confidence s", "ratio")
+    header = ("batch", "draws", "generate s", "confidence s", "ratio", "vs model.generate")
     try:
         from rich.console import Console
         from rich.table import Table
@@ -508,6 +598,13 @@ def report(summary: dict[str, Any], out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, write the JSON, print the table; returns the summary."""
     args = parse_args(argv)
+    if args.fetch_wheels is not None:
+        fetch_wheels(args.fetch_wheels, args.python_version)
+        return {}
+    if args.wheels is not None:
+        install_wheels(args.wheels)
+    if str(ROOT) not in sys.path:  # the library of this checkout, installed or not
+        sys.path.insert(0, str(ROOT))
     out = Path(args.out)
     summary = run(args, out)
     _write(out, summary)

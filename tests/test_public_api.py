@@ -29,8 +29,8 @@ SURFACES: dict[str, set[str]] = {
     },
     "guardrail.backends": {
         "AsyncBackend", "Backend", "BatchBackend", "CoalescingBackend", "LangChainBackend", "OpenAICompatibleBackend",
-        "ScoringBackend", "ScoringUnavailable", "TeacherForcedScores", "TextScores", "TextScoringBackend",
-        "TransformersBackend",
+        "ReferenceScores", "ReferenceScoringBackend", "ScoringBackend", "ScoringUnavailable", "TeacherForcedScores",
+        "TextScores", "TextScoringBackend", "TransformersBackend",
     },
     "guardrail.confidence": {
         "AgreementEstimator", "AsyncEstimator", "DecoupledEstimator", "Estimator", "FamiliarityReference",

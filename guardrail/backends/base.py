@@ -4,6 +4,8 @@
 - ``BatchBackend``: also answer several requests at once (``Guard.run_batch`` uses it).
 - ``ScoringBackend``: a white-box backend that can also re-score a generated answer's token *ids* teacher-forced
   under other images (``TeacherForcedScores``); the decoupled estimator's visual probe needs it.
+- ``ReferenceScoringBackend``: a scoring backend that keeps, while generating, what scoring the answer under the
+  original images would give (``ReferenceScores``), so that the re-scoring pass runs only the perturbed copies.
 - ``TextScoringBackend``: a remote backend that may re-score an answer *text* server-side (``TextScores``, or
   ``ScoringUnavailable`` when the server cannot), since a server cannot accept ids without its tokenizer.
 
@@ -27,6 +29,8 @@ __all__ = [
     "AsyncBackend",
     "Backend",
     "BatchBackend",
+    "ReferenceScores",
+    "ReferenceScoringBackend",
     "ScoringBackend",
     "ScoringUnavailable",
     "TeacherForcedScores",
@@ -133,6 +137,56 @@ class ScoringBackend(Backend, Protocol):
         distributions: bool = False,
     ) -> TeacherForcedScores:
         """Teacher-forced per-token scores of ``token_ids`` under the original images and each variant."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReferenceScores:
+    """Row 0 of a scoring pass (the answer under the original images), measured while the answer was generated.
+
+    ``token_ids``: the answer it belongs to. ``scores``: one row of ``TeacherForcedScores``: the answer tokens'
+    log-probs as generation computed them and the familiarity evidence of the prompt (from generation's own prefill
+    forward pass); no distribution reductions. ``distributions``: ``(tokens, vocab)`` float32 next-token
+    log-distributions under the original images, on the model's device, where the backend was asked to keep them
+    (the full entropy, top-2 margin and full-vocabulary KL need them); ``None`` otherwise.
+
+    Only the backend that returned it from ``reference`` can use it (it may carry what that backend needs to check
+    that the variant rows line up with it).
+    """
+
+    token_ids: tuple[int, ...]
+    scores: TeacherForcedScores
+    distributions: torch.Tensor | None = None
+
+
+@runtime_checkable
+class ReferenceScoringBackend(ScoringBackend, Protocol):
+    """A scoring backend whose generation keeps row 0 of the scoring pass, so that re-scoring runs only variants.
+
+    The original images' per-token distributions of an answer are computed anyway while generating it; scoring
+    them again teacher-forced would repeat that work. Estimators ask ``reference`` for what generation kept and, when
+    it is there, pass it to ``score``; when it is not (another backend's answer, a copy of the ``Generation``, an
+    answer the backend no longer keeps), they score row 0 as a plain ``ScoringBackend``.
+    """
+
+    def reference(
+        self, request: Request, generation: Generation, *, distributions: bool = False
+    ) -> ReferenceScores | None:
+        """What generating ``generation`` for ``request`` kept, ``None`` when nothing (or, with ``distributions``,
+        no full distributions) was kept for that very generation and request."""
+        ...
+
+    def score(
+        self,
+        request: Request,
+        token_ids: Sequence[int],
+        variants: Sequence[Sequence[Image.Image]] = (),
+        *,
+        distributions: bool = False,
+        reference: ReferenceScores | None = None,
+    ) -> TeacherForcedScores:
+        """As :meth:`ScoringBackend.score`; with ``reference`` (from :meth:`reference`), row 0 is taken from it and
+        only the variants are run through the model."""
         ...
 
 

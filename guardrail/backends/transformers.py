@@ -7,6 +7,14 @@ Besides ``generate`` it offers what the decoupled estimator needs (``guardrail.c
   equal image sizes the rows tokenise identically, so no padding is needed and row 0 reproduces the
   generation's own log-probs. Full next-token distributions are reduced right away (entropy, top-2 margin and
   KL to row 0, per token), so the ``(rows, tokens, vocab)`` tensor never outlives the call.
+- ``reference`` (``ReferenceScoringBackend``): row 0 kept from generation itself, so that ``score(...,
+  reference=...)`` runs only the variant rows. The answer tokens' log-probs (and, with ``keep_distributions``,
+  their full distributions) are generation's own logits; the familiarity evidence comes from generation's own
+  prefill forward pass, which a hook asks, for that one pass, for the logits before each question token and the
+  hidden states (no extra forward pass). The variant rows reuse generation's token ids and run only the image
+  processor. The last ``keep_references`` generations' references are kept (a few kilobytes each, plus
+  ``(tokens, vocab)`` float32 on the model's device each with ``keep_distributions``), each dropped with its
+  ``Generation``.
 - ``model_images``: the request's images at the model's input resolution (where perturbations act).
 - ``token_offsets``: the character range of each generated token in the response text.
 
@@ -23,7 +31,10 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +45,7 @@ from ..errors import BackendError, GuardrailError
 from ..responses import final_answer, token_char_offsets
 from ..types import Generation, GenerationOptions, ImageBlock, Request, TextBlock, Usage
 from ._vision_inputs import DEFAULT_MAX_PIXELS, TokenExpandingProcessor, decode_block, model_resolution
-from .base import TeacherForcedScores
+from .base import ReferenceScores, TeacherForcedScores
 from .logits import entropy, full_kl, token_logprobs, top2_margin
 
 __all__ = ["TransformersBackend", "resolve_device", "resolve_dtype"]
@@ -92,6 +103,118 @@ def _rows_alike(batch: dict[str, torch.Tensor], rows: int) -> bool:
     return True
 
 
+def _same_inputs(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> bool:
+    """Whether two model input dicts hold the same tensors (names, shapes, dtypes, values)."""
+    return left.keys() == right.keys() and all(
+        left[k].dtype == right[k].dtype and torch.equal(left[k], right[k]) for k in left
+    )
+
+
+@dataclass(frozen=True)
+class _KeptReference(ReferenceScores):
+    """A reference as this backend keeps it, with the prompt it was measured on: generation's integer inputs
+    (``prompt_inputs``: token ids, masks, image grids, ...; the variant rows must match them) and the names of its
+    floating-point inputs (the pixels, which the variants replace)."""
+
+    prompt_inputs: dict[str, torch.Tensor] | None = None
+    pixel_keys: frozenset[str] = frozenset()
+
+
+class _PrefillCapture:
+    """Hooks that make generation's own prefill forward pass also measure row 0's familiarity evidence.
+
+    While installed (``with``), the first forward pass of the model on this thread, when it is over the whole
+    prompt, is asked for the logits before each question token besides the last position's (which generation
+    reads as the first answer token's) and for the hidden states; from its output the evidence ``score`` measures
+    on row 0 is taken (``evidence``), and the pass goes on to generation unchanged. Later passes are untouched.
+    """
+
+    def __init__(self, backend: TransformersBackend, prompt_ids: torch.Tensor) -> None:
+        self.backend = backend
+        self.prompt_ids = prompt_ids
+        self.question, self.image = backend._prompt_positions(prompt_ids)
+        last = torch.tensor([prompt_ids.shape[0] - 1], device=prompt_ids.device)
+        self.keep = torch.cat([self.question - 1, last])
+        self.evidence: TeacherForcedScores | None = None
+        self._thread = threading.get_ident()
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> _PrefillCapture:
+        model = self.backend.model
+        self._handles = [
+            model.register_forward_pre_hook(self._before, with_kwargs=True),
+            model.register_forward_hook(self._after, with_kwargs=True),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()  # a no-op for a hook already removed
+
+    def _before(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if threading.get_ident() != self._thread:  # another backend's call on a shared model
+            return None
+        self._handles[0].remove()  # one pass only (torch runs the hooks from a copy: removing is safe here)
+        ids = kwargs.get("input_ids")
+        whole_prompt = ids is not None and tuple(ids.shape) == (1, self.prompt_ids.shape[0])  # not a chunk
+        if args or not whole_prompt or "logits_to_keep" not in kwargs:
+            self._handles[1].remove()
+            return None
+        return args, {**kwargs, "logits_to_keep": self.keep, "output_hidden_states": True}
+
+    def _after(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        self._handles[1].remove()
+        hidden = getattr(output, "hidden_states", None)
+        features = None if hidden is None else hidden[FEATURE_LAYER][0]
+        logits = output.logits[0, : self.question.numel()]
+        found = self.backend._prompt_evidence(self.prompt_ids, self.question, self.image, logits, features)
+        self.evidence = TeacherForcedScores(token_logprobs=torch.empty(1, 0), **found)
+
+
+class _KeptReferences:
+    """The references of the last ``capacity`` generations, each dropped as soon as its ``Generation`` is.
+
+    An entry is found only for the very ``Generation`` object it was kept for, with the very ``Request`` it answered
+    (a copy, or the same answer to another request, finds nothing: the caller then scores row 0 itself).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[int, tuple[weakref.ref[Generation], weakref.ref[Request], _KeptReference]] = (
+            OrderedDict()
+        )
+        self._lock = threading.RLock()  # re-entrant: a weakref callback may run while this thread holds it
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, request: Request, generation: Generation, reference: _KeptReference) -> None:
+        key = id(generation)
+
+        def forget(_: object) -> None:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry[0]() is None:
+                    del self._entries[key]
+
+        with self._lock:
+            self._entries[key] = (weakref.ref(generation, forget), weakref.ref(request), reference)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def get(self, request: Request, generation: Generation) -> _KeptReference | None:
+        with self._lock:
+            entry = self._entries.get(id(generation))
+            if entry is None or entry[0]() is not generation or entry[1]() is not request:
+                return None
+            self._entries.move_to_end(id(generation))
+            reference = entry[2]
+        return reference if reference.token_ids == tuple(generation.token_ids) else None
+
+
 class TransformersBackend:
     """Generate with, and re-score under perturbed images, a ``transformers`` image-text-to-text model.
 
@@ -107,6 +230,11 @@ class TransformersBackend:
     takes it from the model folder's ``config.json`` key ``max_images`` unless given. With it, the guard's
     ``fetch_more_views`` (mode ``auto``) puts fetched views in place of the request's images rather than adding
     them past that limit.
+
+    ``keep_references`` (default 8) is how many recent generations keep row 0 of their scoring pass for
+    ``reference`` (0: none, and generation runs ``model.generate`` alone); ``keep_distributions`` also keeps their
+    full next-token distributions (``(tokens, vocab)`` float32 each, on the model's device), which an estimator
+    measuring the full-vocabulary KL or entropy needs to skip row 0.
     """
 
     def __init__(
@@ -122,7 +250,11 @@ class TransformersBackend:
         reask_temperature: float = 0.7,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         max_images: int | None = None,
+        keep_references: int = 8,
+        keep_distributions: bool = False,
     ) -> None:
+        if keep_references < 0:
+            raise ValueError(f"`keep_references` must be an int >= 0, got {keep_references}")
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"`max_new_tokens` must be an int >= 1, got {max_new_tokens}")
         if max_images is not None and not (type(max_images) is int and max_images >= 1):  # bool is no count
@@ -143,6 +275,9 @@ class TransformersBackend:
         self.max_image_pixels = max_image_pixels
         self._max_images = max_images
         self._lock = threading.Lock()  # one model call at a time: the seeded RNG and the model are shared
+        self.keep_distributions = keep_distributions
+        self._kept = _KeptReferences(keep_references)
+        self._pixels_alone: dict[tuple[int, int], bool] = {}  # see _encode_variants
         config = getattr(model, "config", None)
         self._name = name or str(getattr(config, "_name_or_path", "") or getattr(config, "model_type", "model"))
 
@@ -288,6 +423,21 @@ class TransformersBackend:
         )
         return frozenset(int(v) for v in (getattr(config, n, None) for n in names) if isinstance(v, int) and v >= 0)
 
+    @functools.cached_property
+    def _position_tokens(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The token ids ``_prompt_positions`` looks for: images, every placeholder, and the hidden tokens (the
+        unknown token left out: it is evidence, not noise), as sorted id tensors on the model's device."""
+        config = self.model.config
+        image_token = {getattr(config, n, None) for n in ("image_token_index", "image_token_id")} - {None}
+        unknown = getattr(self.tokenizer, "unk_token_id", None)
+        groups = (
+            (i for i in image_token if isinstance(i, int)),
+            self._placeholder_ids,
+            (i for i in self._hidden_ids if i != unknown),
+        )
+        first, second, third = (torch.tensor(sorted(ids), dtype=torch.long, device=self.device) for ids in groups)
+        return first, second, third
+
     def _visible(self, ids: Sequence[int]) -> list[int]:
         hidden = self._hidden_ids
         return [int(i) for i in ids if int(i) not in hidden]
@@ -320,17 +470,33 @@ class TransformersBackend:
         inputs = self._encode(self._prompt(request), self.images(request))
         config, seed = self._generation_config(options)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        capture: _PrefillCapture | None = None
         try:
             with self._lock, torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(seed)
                 stop = {"tokenizer": self.tokenizer} if config.stop_strings else {}
-                out = self.model.generate(**inputs, generation_config=config, **stop)
+                if self._kept.capacity:
+                    with _PrefillCapture(self, inputs["input_ids"][0]) as capture:
+                        out = self.model.generate(**inputs, generation_config=config, **stop)
+                else:
+                    out = self.model.generate(**inputs, generation_config=config, **stop)
         except _MODEL_ERRORS as exc:
             raise BackendError(f"{self.name}: generation failed: {exc}") from exc
         prompt_len = inputs["input_ids"].shape[1]
         new_ids = out.sequences[0, prompt_len:]
         logits = torch.stack(out.logits, dim=1)[0, : new_ids.shape[0]]
-        return self._generation(new_ids, logits, prompt_len, config, options, seed, time.perf_counter() - start)
+        generation = self._generation(new_ids, logits, prompt_len, config, options, seed, time.perf_counter() - start)
+        if capture is not None and capture.evidence is not None:
+            logprobs = torch.tensor(generation.token_logprobs, dtype=torch.float32).unsqueeze(0)
+            kept = _KeptReference(
+                token_ids=generation.token_ids,
+                scores=dataclasses.replace(capture.evidence, token_logprobs=logprobs),
+                distributions=torch.log_softmax(logits.float(), dim=-1) if self.keep_distributions else None,
+                prompt_inputs={k: v for k, v in inputs.items() if not v.is_floating_point()},
+                pixel_keys=frozenset(k for k, v in inputs.items() if v.is_floating_point()),
+            )
+            self._kept.put(request, generation, kept)
+        return generation
 
     def generate_batch(
         self, requests: Sequence[Request], options: Sequence[GenerationOptions | None]
@@ -443,6 +609,41 @@ class TransformersBackend:
             ),
         )
 
+    def _prompt_evidence(
+        self,
+        prompt_ids: torch.Tensor,
+        question: torch.Tensor,
+        image: torch.Tensor,
+        logits: torch.Tensor,
+        features: torch.Tensor | None,
+    ) -> dict[str, Any]:
+        """Row 0's familiarity evidence (``TeacherForcedScores`` fields) from a forward pass over the prompt.
+
+        ``logits``: ``(question tokens, vocab)``, the logits before each question token; ``features``: the
+        hidden state ``FEATURE_LAYER`` at the prompt's positions (``None``: not measured), pooled over the
+        question and over the images.
+        """
+        prompt_logprobs = token_logprobs(logits.float(), prompt_ids[question]).clamp_max(0.0)
+        unknown_id = getattr(self.tokenizer, "unk_token_id", None)
+        hidden = None if features is None else features.float()
+        return {
+            "prompt_logprobs": prompt_logprobs.cpu(),
+            "prompt_unknown": None if unknown_id is None else int((prompt_ids[question] == unknown_id).sum()),
+            "prompt_features": None if hidden is None or not question.numel() else hidden[question].mean(dim=0).cpu(),
+            "image_features": None if hidden is None or not image.numel() else hidden[image].mean(dim=0).cpu(),
+        }
+
+    def reference(
+        self, request: Request, generation: Generation, *, distributions: bool = False
+    ) -> ReferenceScores | None:
+        """Row 0 of ``generation``'s scoring pass, kept when this backend generated it for ``request`` (the same
+        objects) among its last ``keep_references`` generations; ``None`` otherwise, or with ``distributions`` when
+        the full distributions were not kept (``keep_distributions``)."""
+        kept = self._kept.get(request, generation)
+        if kept is None or (distributions and kept.distributions is None):
+            return None
+        return kept
+
     @functools.lru_cache(maxsize=64)  # noqa: B019 (one backend per loaded model: the cache lives as long anyway)
     def _can_stop_on(self, stop: str) -> bool:
         """Whether generation can stop on ``stop``: transformers refuses a stop string that no token of the
@@ -482,16 +683,22 @@ class TransformersBackend:
         variants: Sequence[Sequence[Image.Image]] = (),
         *,
         distributions: bool = False,
+        reference: ReferenceScores | None = None,
     ) -> TeacherForcedScores:
         """Log-probs of ``token_ids`` (a generated answer) teacher-forced under the original images and variants.
 
         ``variants[i]`` replaces the request's images (same count). Rows: 0 = original, ``1 + i`` = variant i,
         all in one forward pass. With ``distributions`` the full next-token distributions are reduced per row
         to entropy, top-2 margin and full-vocabulary KL(original || row), shapes ``(rows, tokens)``.
+
+        With ``reference`` (what :meth:`reference` returned for the generation of ``token_ids``), row 0 and the
+        familiarity evidence are taken from it and only the variants run through the model.
         """
         ids = list(token_ids)
         if not ids:
             raise BackendError("cannot score an empty answer (no token ids)")
+        if reference is not None:
+            return self._score_variants(request, ids, variants, distributions, reference)
         originals = self.images(request)
         for i, variant in enumerate(variants):
             if len(variant) != len(originals):
@@ -515,39 +722,136 @@ class TransformersBackend:
         except _MODEL_ERRORS as exc:
             raise BackendError(f"{self.name}: teacher-forced scoring failed: {exc}") from exc
         scores = self._reduce(out.logits[:, question.numel() :], answer, distributions)
-        prompt_logprobs = token_logprobs(out.logits[0, : question.numel()].float(), prompt_ids[question]).clamp_max(0.0)
-        unknown_id = getattr(self.tokenizer, "unk_token_id", None)
-        inputs = out.hidden_states[FEATURE_LAYER][0].float() if out.hidden_states is not None else None
-        return dataclasses.replace(
-            scores,
-            prompt_logprobs=prompt_logprobs.cpu(),
-            prompt_unknown=None if unknown_id is None else int((prompt_ids[question] == unknown_id).sum()),
-            prompt_features=None if inputs is None or not question.numel() else inputs[question].mean(dim=0).cpu(),
-            image_features=None if inputs is None or not image.numel() else inputs[image].mean(dim=0).cpu(),
+        features = None if out.hidden_states is None else out.hidden_states[FEATURE_LAYER][0]
+        evidence = self._prompt_evidence(prompt_ids, question, image, out.logits[0, : question.numel()], features)
+        return dataclasses.replace(scores, **evidence)
+
+    def _score_variants(
+        self,
+        request: Request,
+        ids: list[int],
+        variants: Sequence[Sequence[Image.Image]],
+        distributions: bool,
+        reference: ReferenceScores,
+    ) -> TeacherForcedScores:
+        """``score`` with row 0 from ``reference``: one forward pass over the variant rows alone (no hidden states,
+        logits only before the answer tokens), reduced against the kept original distributions."""
+        if not isinstance(reference, _KeptReference) or reference.prompt_inputs is None:
+            raise BackendError("`reference` must be what this backend's `reference` returned")
+        if tuple(ids) != reference.token_ids:
+            raise BackendError("`reference` was kept for another answer than `token_ids`")
+        if distributions and reference.distributions is None:
+            raise BackendError("`reference` holds no full distributions (the backend's `keep_distributions` is off)")
+        n_images = len(request.images)
+        for i, variant in enumerate(variants):
+            if len(variant) != n_images:
+                raise BackendError(f"variant {i} has {len(variant)} images, the request has {n_images}")
+        original = reference.scores
+        varied: TeacherForcedScores | None = None
+        answer = torch.tensor(ids, device=self.device)
+        if variants:
+            try:
+                batch = self._encode_variants(request, reference, [list(v) for v in variants])
+                forced = self._append_answer(batch, answer[:-1])
+                first_answer = batch["input_ids"].shape[1] - 1
+                keep = torch.arange(first_answer, first_answer + len(ids), device=self.device)
+                with self._lock, torch.inference_mode():
+                    out = self.model(**forced, logits_to_keep=keep, use_cache=False)
+            except GuardrailError:
+                raise
+            except _MODEL_ERRORS as exc:
+                raise BackendError(f"{self.name}: teacher-forced scoring failed: {exc}") from exc
+            kept = reference.distributions if distributions else None
+            varied = self._reduce(out.logits, answer, distributions, reference=kept)
+        rows = [original.token_logprobs] if varied is None else [original.token_logprobs, varied.token_logprobs]
+        scores = dataclasses.replace(original, token_logprobs=torch.cat(rows))
+        if not distributions:
+            return scores
+        kept = reference.distributions
+        assert kept is not None
+        # Row 0's reductions, as _reduce computes them on the original row (its KL to itself is 0).
+        first = (entropy(kept).cpu(), top2_margin(kept).cpu(), torch.zeros(len(ids)))
+        rest = (None, None, None) if varied is None else (varied.entropy, varied.margin, varied.kl_full)
+        ent, margin, kl = (
+            torch.stack([head]) if tail is None else torch.cat([head.unsqueeze(0), tail])
+            for head, tail in zip(first, rest, strict=True)
         )
+        return dataclasses.replace(scores, entropy=ent, margin=margin, kl_full=kl)
+
+    def _encode_variants(
+        self, request: Request, reference: _KeptReference, variants: list[list[Image.Image]]
+    ) -> dict[str, torch.Tensor]:
+        """The variant rows' inputs, each the kept prompt with a variant's pixels.
+
+        The prompt's token ids, masks and image grids are generation's own (``reference.prompt_inputs``), so only
+        the image processor runs, on the variants' images. That is used for a row shape (rows x images) once it
+        was seen to give exactly what the full processor gives (checked on the first call of each shape, which
+        uses the full processor); otherwise, or when a variant's image grid differs from the original's, the full
+        processor encodes the rows, and rows that tokenise otherwise than the original are refused.
+        """
+        assert reference.prompt_inputs is not None
+        shape = (len(variants), len(variants[0]))
+        alone = self._encode_pixels(reference, variants) if self._pixels_alone.get(shape, True) else None
+        if alone is not None and self._pixels_alone.get(shape):
+            return alone
+        batch = self._encode_rows(self._prompt(request), variants)
+        if shape not in self._pixels_alone:
+            self._pixels_alone[shape] = alone is not None and _same_inputs(alone, batch)
+        prompt_ids = reference.prompt_inputs["input_ids"]
+        if batch["input_ids"].shape[1] != prompt_ids.shape[1] or not bool((batch["input_ids"] == prompt_ids).all()):
+            raise BackendError(
+                "the image variants tokenise differently from the original (another size or tile count); "
+                "variants must keep the model-resolution image size"
+            )
+        return batch
+
+    def _encode_pixels(
+        self, reference: _KeptReference, variants: list[list[Image.Image]]
+    ) -> dict[str, torch.Tensor] | None:
+        """The kept prompt inputs, one row per variant, with the image processor's output on the variants;
+        ``None`` when that cannot make the rows (no image processor, a pixel input it does not make, or integer
+        image inputs, e.g. a grid, that differ from the original's)."""
+        assert reference.prompt_inputs is not None
+        image_processor = getattr(self.processor, "image_processor", None)
+        if image_processor is None:
+            return None
+        try:
+            processed = image_processor(images=variants, return_tensors="pt")
+        except _MODEL_ERRORS:
+            return None
+        rows = len(variants)
+        pixels = {k: v for k, v in processed.items() if isinstance(v, torch.Tensor)}
+        if not reference.pixel_keys <= set(pixels):
+            return None
+        batch: dict[str, torch.Tensor] = {}
+        for key, value in reference.prompt_inputs.items():
+            repeated = value.repeat(rows, *([1] * (value.dim() - 1)))
+            if key in pixels and not torch.equal(pixels[key].to(value.device, value.dtype), repeated):
+                return None
+            batch[key] = repeated
+        for key, value in pixels.items():
+            if key not in batch:
+                if not value.is_floating_point():
+                    return None
+                batch[key] = value.to(self.device, self.model.dtype)
+        return batch
 
     def _prompt_positions(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Positions of the question text (after the last image, special tokens left out) and of the images.
 
         The question positions start at 1 at the earliest (position 0 has no context to be predicted from).
         """
-
-        def where(ids: Iterable[int]) -> torch.Tensor:
-            return torch.isin(prompt_ids, torch.tensor(sorted(ids), dtype=prompt_ids.dtype, device=prompt_ids.device))
-
-        config = self.model.config
-        image_token = {getattr(config, n, None) for n in ("image_token_index", "image_token_id")} - {None}
-        image = torch.nonzero(where(i for i in image_token if isinstance(i, int))).flatten()
-        is_placeholder = where(self._placeholder_ids)
+        image_ids, placeholder_ids, hidden_ids = (t.to(prompt_ids.device) for t in self._position_tokens)
+        image = torch.nonzero(torch.isin(prompt_ids, image_ids)).flatten()
+        is_placeholder = torch.isin(prompt_ids, placeholder_ids)
         placeholders = torch.nonzero(is_placeholder).flatten()
         start = int(placeholders[-1]) + 1 if placeholders.numel() else 1
         positions = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
-        unknown = getattr(self.tokenizer, "unk_token_id", None)
-        hidden = where(i for i in self._hidden_ids if i != unknown)  # an unknown token is evidence, not noise
+        hidden = torch.isin(prompt_ids, hidden_ids)
         question = positions[(positions >= start) & ~hidden & ~is_placeholder]
         return question, image
 
-    def _encode_rows(self, prompt: str, image_rows: list[Sequence[Image.Image]]) -> dict[str, torch.Tensor]:
+    def _encode_rows(self, prompt: str, image_rows: Sequence[Sequence[Image.Image]]) -> dict[str, torch.Tensor]:
         """The prompt with each row of images, stacked into one batch (row i = ``image_rows[i]``).
 
         One processor call encodes all rows (a call has a fixed cost, about half a millisecond on a CPU). Its
@@ -586,20 +890,24 @@ class TransformersBackend:
         return out
 
     @staticmethod
-    def _reduce(logits: torch.Tensor, answer: torch.Tensor, distributions: bool) -> TeacherForcedScores:
+    def _reduce(
+        logits: torch.Tensor, answer: torch.Tensor, distributions: bool, reference: torch.Tensor | None = None
+    ) -> TeacherForcedScores:
         """``(rows, tokens, vocab)`` logits -> ``(rows, tokens)`` reductions.
 
-        One row at a time in float32, so at most two ``(tokens, vocab)`` float32 distributions (the original's
-        and the current row's) exist at once, whatever the number of variants.
+        The full-vocabulary KL is to ``reference`` (``(tokens, vocab)`` log-distributions of the original images),
+        by default row 0's own. One row at a time in float32, so at most two ``(tokens, vocab)`` float32
+        distributions (the original's and the current row's) exist at once, whatever the number of variants.
         """
-        reference = torch.log_softmax(logits[0].float(), dim=-1)
+        own = reference is None
+        original = torch.log_softmax(logits[0].float(), dim=-1) if reference is None else reference
         per_row: list[list[torch.Tensor]] = [[], [], [], []]
         for row in range(logits.shape[0]):
-            dist = reference if row == 0 else torch.log_softmax(logits[row].float(), dim=-1)
+            dist = original if own and row == 0 else torch.log_softmax(logits[row].float(), dim=-1)
             per_row[0].append(dist.gather(-1, answer.unsqueeze(-1)).squeeze(-1).clamp_max(0.0))
             if distributions:
                 per_row[1].append(entropy(dist))
                 per_row[2].append(top2_margin(dist))
-                per_row[3].append(full_kl(reference, dist))
+                per_row[3].append(full_kl(original, dist))
         ent, margin, kl = (torch.stack(values).cpu() if values else None for values in per_row[1:])
         return TeacherForcedScores(token_logprobs=torch.stack(per_row[0]).cpu(), entropy=ent, margin=margin, kl_full=kl)

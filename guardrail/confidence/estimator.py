@@ -4,7 +4,9 @@ For one generation it
 1. parses the structured answer into the ``<vision>``, ``<reasoning>`` and ``\\boxed{}`` spans and the
    verbalized scores, and maps the spans to generated-token ranges;
 2. draws K perturbed copies of the images (patch blackening by default) at the model's input resolution and has
-   the backend re-score the answer teacher-forced under the original and all K copies in one forward pass;
+   the backend re-score the answer teacher-forced under all K copies in one forward pass, with the original
+   images' row (row 0) and the familiarity evidence taken from what generation kept where the backend offers it
+   (``ReferenceScoringBackend``), else scored in the same pass;
 3. computes, on the vision tokens, the grounding KL (mean of the clamped sampled-token KL, averaged over the K
    draws) and the certainty H (mean surprisal, or full entropy), then ``s = log(KL + 1e-8) - log(H + 1e-8)``
    and the visual certainty ``sigmoid((s - mean) / std)`` with reference statistics (``VisualNormalization``);
@@ -20,11 +22,15 @@ re-scoring call raises ``EstimatorError`` (from the backend's ``BackendError``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 
-from ..backends.base import Backend, ScoringBackend, TeacherForcedScores
+from ..backends.base import Backend, ReferenceScoringBackend, ScoringBackend, TeacherForcedScores
 from ..errors import BackendError, EstimatorError
 from ..responses import ParsedResponse, parse_response
 from ..types import Generation, Request, Signals
@@ -39,6 +45,36 @@ __all__ = ["DecoupledEstimator"]
 
 def _finite(features: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in features.items() if math.isfinite(v)}
+
+
+def _same_pixels(variant: Sequence[Image.Image], images: Sequence[Image.Image]) -> bool:
+    """Whether a perturbed copy holds exactly the original images' pixels."""
+    return len(variant) == len(images) and all(
+        a.size == b.size and a.mode == b.mode and np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(variant, images, strict=True)
+    )
+
+
+def _with_unchanged_rows(scores: TeacherForcedScores, unchanged: Sequence[bool]) -> TeacherForcedScores:
+    """Rows for every variant from row 0 and the rows of the changed ones: an unchanged variant's row is row 0's
+    (its full-vocabulary KL to the original, row 0's, is 0)."""
+
+    def spread(rows: torch.Tensor | None) -> torch.Tensor | None:
+        if rows is None:
+            return None
+        out, changed = [rows[0]], iter(rows[1:])
+        out.extend(rows[0] if same else next(changed) for same in unchanged)
+        return torch.stack(out)
+
+    token_logprobs = spread(scores.token_logprobs)
+    assert token_logprobs is not None
+    return dataclasses.replace(
+        scores,
+        token_logprobs=token_logprobs,
+        entropy=spread(scores.entropy),
+        margin=spread(scores.margin),
+        kl_full=spread(scores.kl_full),
+    )
 
 
 class DecoupledEstimator:
@@ -172,10 +208,13 @@ class DecoupledEstimator:
             if images
             else []
         )
-        try:
-            scores = backend.score(request, ids, variants, distributions=self.full_distribution)
-        except BackendError as exc:
-            raise EstimatorError(f"teacher-forced re-scoring failed: {exc}") from exc
+        # A copy with the very pixels of the original (a black image blacked out) leaves every distribution as it
+        # is: its row is row 0 (KL exactly 0), with no pass through the model.
+        unchanged = [_same_pixels(variant, images) for variant in variants]
+        changed = [variant for variant, same in zip(variants, unchanged, strict=True) if not same]
+        scores = self._score(backend, request, generation, changed)
+        if any(unchanged):
+            scores = _with_unchanged_rows(scores, unchanged)
         logp = scores.token_logprobs[0]
         features.update(self._prompt_stats(scores))
         for side, vector in (("text", scores.prompt_features), ("image", scores.image_features)):
@@ -208,6 +247,26 @@ class DecoupledEstimator:
         features.update(probe.features)
         sources["visual"] = probe.sources
         return probe.visual, reasoning, holistic
+
+    def _score(
+        self,
+        backend: ScoringBackend,
+        request: Request,
+        generation: Generation,
+        variants: Sequence[Sequence[Image.Image]],
+    ) -> TeacherForcedScores:
+        """Rows 0 (original images) and 1..K (the variants): row 0 from what generation kept when the backend
+        kept it for this very generation, else scored with the variants in one pass."""
+        ids = generation.token_ids
+        distributions = self.full_distribution
+        try:
+            if isinstance(backend, ReferenceScoringBackend):
+                reference = backend.reference(request, generation, distributions=distributions)
+                if reference is not None:
+                    return backend.score(request, ids, variants, distributions=distributions, reference=reference)
+            return backend.score(request, ids, variants, distributions=distributions)
+        except BackendError as exc:
+            raise EstimatorError(f"teacher-forced re-scoring failed: {exc}") from exc
 
     @staticmethod
     def _prompt_stats(scores: TeacherForcedScores) -> dict[str, float]:
