@@ -64,6 +64,23 @@ _TABLES: dict[str, set[str]] = {
     "checkpoint_writes": {"thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx", "channel", "type", "blob"},
 }
 
+# Each table of these names first on the search path, as an unqualified name finds it, and its columns: one
+# statement reading the catalogs under one snapshot (``to_regclass`` reads them as of now, so beside a scan of
+# pg_attribute it could see a table created by a concurrent set-up without its columns).
+_TABLES_SQL = """
+WITH found AS (
+    SELECT DISTINCT ON (c.relname) c.relname AS name, c.oid
+    FROM pg_class AS c
+    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    JOIN unnest(current_schemas(false)) WITH ORDINALITY AS s(nspname, position) ON s.nspname = n.nspname
+    WHERE c.relname = ANY(%s::text[]) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+    ORDER BY c.relname, s.position
+)
+SELECT found.name, a.attname
+FROM found
+LEFT JOIN pg_attribute AS a ON a.attrelid = found.oid AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
 _PENDING_SQL = """
 SELECT newest.thread_id, newest.checkpoint_ns, newest.checkpoint_id
 FROM (
@@ -124,15 +141,9 @@ def _connect(url: str, *, read_only: bool) -> psycopg.Connection[DictRow]:
 def _check_tables(conn: psycopg.Connection[DictRow], shown: str, *, must_exist: bool) -> None:
     """Refuse, before anything is written, a database whose tables are not (or not yet, when they must be) the
     checkpointer's. Tables are looked up on the connection's ``search_path``, as ``PostgresSaver`` finds them."""
-    rows = conn.execute(
-        "SELECT t.name, to_regclass(t.name) IS NOT NULL AS present, a.attname FROM unnest(%s::text[]) AS t(name) "
-        "LEFT JOIN pg_attribute AS a ON a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped",
-        [list(_TABLES)],
-    ).fetchall()
     present: dict[str, set[str]] = {}
-    for row in rows:
-        if row["present"]:
-            present.setdefault(row["name"], set()).add(row["attname"])
+    for row in conn.execute(_TABLES_SQL, [list(_TABLES)]).fetchall():
+        present.setdefault(row["name"], set()).add(row["attname"])
     where = f"{shown!r} is not a checkpoint database"
     foreign = [name for name, columns in present.items() if not _TABLES[name] <= columns]
     if foreign:
