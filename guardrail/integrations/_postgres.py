@@ -19,7 +19,8 @@ users need neither ``psycopg`` nor ``langgraph-checkpoint-postgres``. What it ad
   query instead of reading every checkpoint of every thread.
 
 Locks are taken by polling ``pg_try_advisory_lock``: a session blocked in ``pg_advisory_lock`` keeps a snapshot
-open, and ``CREATE INDEX CONCURRENTLY`` in another worker's ``setup()`` would wait for it (a deadlock).
+open, ``CREATE INDEX CONCURRENTLY`` in the ``setup()`` of the process holding the lock waits for it, and PostgreSQL
+ends one of them with "deadlock detected" (seen with workers started together on a fresh database).
 """
 
 from __future__ import annotations

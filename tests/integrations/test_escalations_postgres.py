@@ -184,6 +184,28 @@ def test_refusals_name_the_problem_and_never_print_the_password(postgres: Postgr
     assert 'database "nowhere" does not exist' in err
 
 
+def test_the_password_may_stay_off_the_command_line_and_is_never_printed(postgres: PostgresServer, url: str) -> None:
+    code, _, err = finish(spawn("-m", "tests.support.graphs", url, "t-1"))
+    assert code == 0, err
+    without = url.replace(f":{postgres.password}@", "@")
+    code, out, err = finish(
+        spawn("-m", "guardrail.cli", "escalations", "list", "--db", without, PGPASSWORD=postgres.password)
+    )
+    assert code == 0, err
+    assert out.startswith("thread t-1\n"), out
+
+    serve = spawn("-m", "guardrail.cli", "escalations", "serve", "--db", url, "--graph", GRAPH)
+    try:
+        assert serve.stdout is not None
+        announced = serve.stdout.readline()
+    finally:
+        serve.terminate()
+        out, err = serve.communicate(timeout=60)
+    shown = url.replace(f":{postgres.password}@", ":***@")
+    assert announced.startswith(f"Reviewing the escalations pending in {shown}; open this address"), announced + err
+    assert postgres.password not in announced + out + err
+
+
 def test_a_database_that_is_not_a_checkpoint_database_is_refused_and_left_unchanged(
     postgres: PostgresServer, url: str
 ) -> None:
