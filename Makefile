@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install browser demo test test-slow lint typecheck check bench clean
+.PHONY: install browser postgres demo test test-slow lint typecheck check bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,27 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
 	fi
 
+# PostgreSQL's server binaries for the escalation tests on a real server: the Debian package, installed with apt-get
+# as root or with passwordless sudo; nothing is done when initdb and postgres are present (on PATH or in Debian's
+# /usr/lib/postgresql/N/bin). The tests make a throwaway cluster of their own with initdb and stop it afterwards;
+# nothing is configured system-wide. Where apt-get cannot be used this says why and those tests skip, except under
+# GUARDRAIL_REQUIRE_POSTGRES=1 (CI), where they fail.
+postgres:
+	@BIN=$$(dirname "$$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1)"); \
+	if [ -x "$$BIN/initdb" ] && [ -x "$$BIN/postgres" ]; then \
+	  echo "postgres: $$("$$BIN/postgres" --version) is installed ($$BIN)"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "postgres: no apt-get here; install PostgreSQL's server (initdb, postgres) yourself, or those tests skip"; \
+	elif [ "$$(id -u)" != 0 ] && ! sudo -n true >/dev/null 2>&1; then \
+	  echo "postgres: apt-get needs root or passwordless sudo; run 'sudo apt-get install postgresql'," \
+	    "or the PostgreSQL tests skip"; \
+	else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+	  echo "postgres: installing postgresql with apt-get"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
+
 demo: install
 	$(BIN)/guardrail demo
 
@@ -52,7 +73,7 @@ typecheck: install
 test: lint typecheck
 	$(BIN)/python -m pytest -m "not slow"
 
-test-slow: install browser
+test-slow: install browser postgres
 	$(BIN)/python -m pytest -m slow
 
 check: test test-slow

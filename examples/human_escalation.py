@@ -15,7 +15,13 @@
 
        guardrail escalations serve --db escalations.sqlite --graph examples/human_escalation.py:build_graph
 
-Run the whole round trip:  python examples/human_escalation.py [--db FILE] [--answer TEXT] [--model DIR]
+Many agent processes (on many machines) share one PostgreSQL database instead (``pip install
+'lvlm-guardrail[postgres]'``): give ``--db postgresql://USER@HOST/DATABASE`` here and to every ``guardrail
+escalations`` command (the password from ``PGPASSWORD`` or ``~/.pgpass``, or in the URL), and ``--images DIR``, a
+folder the reviewer can read, for the escalated images: a PostgreSQL database has no folder beside it.
+
+Run the whole round trip:  python examples/human_escalation.py [--db FILE|URL] [--images DIR] [--answer TEXT]
+[--model DIR]
 """
 
 from __future__ import annotations
@@ -81,10 +87,12 @@ def hard_to_see() -> HumanMessage:
     )
 
 
-def start(db: str, thread: str) -> int:
+def start(db: str, thread: str, images: str | None = None) -> int:
     """Process one: ask, and exit while the question waits for a human."""
-    with open_saver(db, must_exist=False) as saver:
-        state = build_graph(saver).invoke({"messages": [hard_to_see()]}, {"configurable": {"thread_id": thread}})
+    with open_saver(db, must_exist=False) as saver:  # a SQLite file or a postgresql:// URL
+        # Escalated images go beside a SQLite file by default; `images` names the folder (needed for PostgreSQL).
+        graph = guardrail_graph(build_guard, checkpointer=saver, image_store=images)
+        state = graph.invoke({"messages": [hard_to_see()]}, {"configurable": {"thread_id": thread}})
     if "__interrupt__" not in state:
         print(f"answered without a human: {state['messages'][-1].content!r}")
         return 0
@@ -96,7 +104,8 @@ def start(db: str, thread: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", nargs="?", choices=["start", "demo"], default="demo")
-    parser.add_argument("--db", help="SQLite checkpoint file (default: a temporary one)")
+    parser.add_argument("--db", help="SQLite checkpoint file or postgresql:// URL (default: a temporary file)")
+    parser.add_argument("--images", help="folder for escalated images (default: beside a SQLite file)")
     parser.add_argument("--thread", default="review-1")
     parser.add_argument("--answer", default="red", help="the reviewer's answer in the demo")
     parser.add_argument("--model", help="a transformers vision-language model folder (default: reference model)")
@@ -104,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         os.environ["GUARDRAIL_MODEL"] = args.model  # the child processes build the same guard
     if args.step == "start":
-        return start(args.db, args.thread)
+        return start(args.db, args.thread, args.images)
     db = args.db or str(Path(tempfile.mkdtemp()) / "escalations.sqlite")
     run = [sys.executable, str(HERE), "start", "--db", db, "--thread", args.thread]
+    run += ["--images", args.images] if args.images else []
     subprocess.run(run, check=True)  # process one exits while the question waits
     cli = [sys.executable, "-m", "guardrail.cli", "escalations"]
     subprocess.run([*cli, "list", "--db", db], check=True)

@@ -1,22 +1,30 @@
 """``guardrail escalations ...``: list and resolve questions waiting on a human reviewer.
 
-``list --db FILE`` reads the SQLite checkpoint database (opened read-only) and prints each pending escalation:
+``--db`` names the checkpoint database: a SQLite file, or a PostgreSQL database by a ``postgresql://`` URL (the
+``postgres`` extra), shared by every agent process that checkpoints there. A URL's password is never printed (it may
+also come from ``PGPASSWORD`` or ``~/.pgpass``, which keeps it off the command line).
+
+``list --db FILE|URL`` reads the checkpoint database (opened read-only) and prints each pending escalation:
 thread id, question, candidate answer, confidences, reason, the rule that escalated, the model's perception and
 reasoning, and where each image is (``--json`` for one JSON object per line). It loads no model.
 
-``resolve THREAD --db FILE (--approve | --edit TEXT | --answer TEXT | --reject [--reason TEXT])`` resumes the
+``resolve THREAD --db FILE|URL (--approve | --edit TEXT | --answer TEXT | --reject [--reason TEXT])`` resumes the
 thread with the decision. Resuming needs the graph that paused: ``--graph`` names a factory
 ``factory(checkpointer) -> compiled graph`` as ``package.module:function`` or ``path/to/file.py:function``
-(default: the standard guardrail graph over the reference model, whose model is never loaded to resume).
+(default: the standard guardrail graph over the reference model, whose model is never loaded to resume). A thread
+is resolved once: a second ``resolve`` (on PostgreSQL even one running at the same moment) finds nothing pending.
 
-``serve --db FILE [--graph FACTORY] [--host 127.0.0.1] [--port N]`` runs the review page: a local web application
-that shows each pending escalation with its images and resumes the thread with the reviewer's decision, as
-``resolve`` does. It prints its address with a fresh access token (``http://127.0.0.1:PORT/?token=...``); every
-request without the token is refused. ``--port 0`` (the default) picks a free port. Needs the ``review`` extra.
+``serve --db FILE|URL [--graph FACTORY] [--images DIR] [--host 127.0.0.1] [--port N]`` runs the review page: a
+local web application that shows each pending escalation with its images and resumes the thread with the
+reviewer's decision, as ``resolve`` does. Images are read where the escalation recorded them; ``--images`` names an
+image store to look in by hash when that path cannot be read here (default: the folder beside a SQLite file). It
+prints its address with a fresh access token (``http://127.0.0.1:PORT/?token=...``); every request without the
+token is refused. ``--port 0`` (the default) picks a free port. Needs the ``review`` extra.
 
 Exit codes: 0 done; 1 no pending escalation for that thread; 2 bad usage, bad decision, missing database, a file
-that is not a checkpoint database (left unchanged), a bad graph factory, an address that cannot be bound or a
-missing ``review`` extra; ``serve`` stops on SIGINT (130) or SIGTERM.
+or PostgreSQL database that is not a checkpoint database (left unchanged), a server that cannot be reached or
+refuses the login, a bad graph factory, an address that cannot be bound or a missing ``review`` or ``postgres``
+extra; ``serve`` stops on SIGINT (130) or SIGTERM.
 """
 
 from __future__ import annotations
@@ -33,7 +41,11 @@ __all__ = ["escalations_app"]
 escalations_app = typer.Typer(help="List and resolve escalations waiting on a human.", no_args_is_help=True)
 app.add_typer(escalations_app, name="escalations")
 
-_DB = typer.Option("--db", help="SQLite checkpoint database (langgraph-checkpoint-sqlite).", metavar="FILE")
+_DB = typer.Option(
+    "--db",
+    help="Checkpoint database: a SQLite file, or a postgresql:// URL (the `postgres` extra).",
+    metavar="FILE|URL",
+)
 
 
 @escalations_app.command("list")
@@ -42,13 +54,13 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Show the pending escalations: thread id, question, candidate answer, confidences, reason."""
-    from ..errors import InputError
+    from ..errors import ConfigurationError, InputError
     from ..integrations.escalations import list_escalations, open_saver
 
     try:
         with open_saver(db, read_only=True) as saver:
             pending = list_escalations(saver)
-    except InputError as exc:
+    except (InputError, ConfigurationError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     for item in pending:
@@ -137,10 +149,19 @@ def serve(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: a free one).")] = 0,
+    images: Annotated[
+        str | None,
+        typer.Option(
+            "--images",
+            help="Image store to find escalated images in by hash when their recorded path is not readable here "
+            "(default: the folder beside a SQLite file; none for PostgreSQL).",
+            metavar="DIR",
+        ),
+    ] = None,
 ) -> None:
     """Serve the review page: pending escalations with their images; approve, edit, answer or reject."""
     from ..errors import ConfigurationError, InputError
-    from ..integrations.escalations import DEFAULT_GRAPH
+    from ..integrations.escalations import DEFAULT_GRAPH, redacted
 
     try:
         from ..integrations.review_app import ReviewServer
@@ -148,7 +169,7 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     try:
-        server = ReviewServer(db, graph=graph or DEFAULT_GRAPH, host=host, port=port)
+        server = ReviewServer(db, graph=graph or DEFAULT_GRAPH, host=host, port=port, images=images)
     except (InputError, ConfigurationError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -161,7 +182,7 @@ def serve(
             "the token can review",
             err=True,
         )
-    typer.echo(f"Reviewing the escalations pending in {db}; open this address (it holds the access token):")
+    typer.echo(f"Reviewing the escalations pending in {redacted(db)}; open this address (it holds the access token):")
     typer.echo(f"    {server.url}", color=False)
     typer.echo("Stop with Ctrl+C.")
     try:

@@ -1,15 +1,22 @@
-"""Pending human escalations in a SQLite checkpoint database: list them, and resolve one.
+"""Pending human escalations in a checkpoint database (a SQLite file or PostgreSQL): list them, and resolve one.
 
-Listing reads the checkpointer's own records (``SqliteSaver.list``): the newest checkpoint of each thread and the
-interrupts pending on it whose payload is a guardrail escalation. It needs no graph and loads no model, so it is
-cheap and safe to run beside a live agent.
+A database is named as ``--db`` names it (:func:`open_saver`): a SQLite file (``langgraph-checkpoint-sqlite``), or
+a ``postgresql://`` URL (``langgraph-checkpoint-postgres``, the ``postgres`` extra), where many worker processes,
+on many machines, keep their threads and one reviewer lists and resolves them all.
+
+Listing reads the checkpointer's own records: the newest checkpoint of each thread and the interrupts pending on
+it whose payload is a guardrail escalation (on PostgreSQL one query finds the threads with an interrupt pending;
+elsewhere ``saver.list`` reads every checkpoint). It needs no graph and loads no model, so it is cheap and safe to
+run beside live agents.
 
 Resolving needs the graph that raised the escalation, to continue it after the review. The graph is rebuilt
 from a *graph factory*: a callable ``factory(checkpointer) -> compiled graph`` named by a dotted path
 ``"package.module:function"`` or a file path ``"path/to/file.py:function"``. The default,
 ``guardrail.integrations.escalations:reference_graph``, is the standard guardrail graph
 (:func:`guardrail.integrations.langgraph.guardrail_graph`) over the embedded reference model; its guard is
-built lazily, so resuming (which never re-runs the model call) does not load the model at all.
+built lazily, so resuming (which never re-runs the model call) does not load the model at all. One thread is
+resolved by one caller at a time: within a process, and on PostgreSQL across processes (an advisory lock), so a
+second reviewer of the same escalation finds it no longer pending.
 """
 
 from __future__ import annotations
@@ -18,41 +25,54 @@ import importlib
 import importlib.util
 import sqlite3
 import sys
+import threading
+import zlib
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from ..errors import ConfigurationError, InputError
+from ._database import is_postgres_url, redacted, unsupported_url_scheme
 from ._review import ESCALATION_KIND
 from .langgraph import resume_escalation
 
 __all__ = [
     "DEFAULT_GRAPH",
+    "POSTGRES_INSTALL_HINT",
     "REVIEW_INSTALL_HINT",
     "GraphFactory",
     "PendingEscalation",
     "list_escalations",
     "load_graph_factory",
     "open_saver",
+    "redacted",
     "reference_graph",
     "resolve_escalation",
 ]
 
-GraphFactory = Callable[[SqliteSaver], CompiledStateGraph[Any, Any, Any, Any]]
+GraphFactory = Callable[[BaseCheckpointSaver[Any]], CompiledStateGraph[Any, Any, Any, Any]]
 """Rebuilds a graph over a given checkpointer: ``factory(checkpointer) -> compiled graph``."""
 
 REVIEW_INSTALL_HINT = "the review page needs the `review` extra: pip install 'lvlm-guardrail[review]'"
 """What ``guardrail escalations serve`` says when the web framework it runs on is not installed."""
 
+POSTGRES_INSTALL_HINT = (
+    "a postgresql:// checkpoint database needs the `postgres` extra: pip install 'lvlm-guardrail[postgres]'"
+)
+"""What :func:`open_saver` says for a PostgreSQL URL when ``langgraph-checkpoint-postgres`` or ``psycopg`` is
+missing (it never falls back to SQLite)."""
+
 DEFAULT_GRAPH = "guardrail.integrations.escalations:reference_graph"
 """The graph factory used when none is named: the standard guardrail graph over the reference model."""
 
 _INTERRUPT = "__interrupt__"
+_RESOLVING = tuple(threading.Lock() for _ in range(64))  # one resolver per thread id in this process (striped)
 
 
 @dataclass(frozen=True)
@@ -79,15 +99,50 @@ class PendingEscalation:
 
 
 @contextmanager
-def open_saver(db: str | Path, *, must_exist: bool = True, read_only: bool = False) -> Iterator[SqliteSaver]:
-    """A ``SqliteSaver`` on the database file ``db``.
+def open_saver(
+    db: str | Path, *, must_exist: bool = True, read_only: bool = False
+) -> Iterator[BaseCheckpointSaver[Any]]:
+    """The checkpointer of the database ``db``: a SQLite file, or a PostgreSQL database by a ``postgresql://`` URL.
 
-    An existing file must already be a checkpoint database (``InputError`` otherwise): a foreign file, such as an
-    image or another application's SQLite database, is never written to. ``read_only`` opens the file read-only
-    (listing needs no writes). A missing file is refused when ``must_exist``, else created; so is an empty one.
-    SQLite errors while the saver is in use become ``InputError`` naming the file.
+    The one way a ``--db`` value is opened, by every ``guardrail escalations`` command and the review page.
+    Whatever goes wrong is a ``GuardrailError`` naming the database (with a URL's password shown as ``***``), never
+    a silent fallback to another store:
+
+    - a SQLite file (``SqliteSaver``): an existing file must already be a checkpoint database (``InputError``
+      otherwise): a foreign file, such as an image or another application's SQLite database, is never written to.
+      ``read_only`` opens the file read-only (listing needs no writes). A missing file is refused when
+      ``must_exist``, else created; so is an empty one. SQLite errors while the saver is in use become
+      ``InputError`` naming the file.
+    - a PostgreSQL URL (``PostgresSaver``, the ``postgres`` extra; ``ConfigurationError`` when it is not
+      installed): the database itself must exist (guardrail creates no databases). Its checkpoint tables must
+      exist already when ``must_exist`` or ``read_only``, else they are created (one process at a time); tables of
+      the same names that are not the checkpointer's are refused, and nothing is written. ``read_only`` makes
+      every transaction of the session read-only. A server that cannot be reached, refuses the login or fails
+      while in use is an ``InputError``. The password may also come from ``PGPASSWORD`` or ``~/.pgpass``, as
+      libpq reads them.
+    - any other URL scheme is an ``InputError``.
     """
-    path = Path(db)
+    if is_postgres_url(db):
+        assert isinstance(db, str)
+        try:
+            from ._postgres import open_postgres_saver
+        except ImportError as exc:
+            raise ConfigurationError(f"{POSTGRES_INSTALL_HINT} ({exc})") from exc
+        with open_postgres_saver(db, must_exist=must_exist, read_only=read_only) as saver:
+            yield saver
+        return
+    scheme = unsupported_url_scheme(db)
+    if scheme is not None:
+        raise InputError(
+            f"checkpoint database {redacted(db)!r}: {scheme}:// is not supported; give a SQLite file or a "
+            "postgresql:// URL"
+        )
+    with _open_sqlite_saver(Path(db), must_exist=must_exist, read_only=read_only) as sqlite_saver:
+        yield sqlite_saver
+
+
+@contextmanager
+def _open_sqlite_saver(path: Path, *, must_exist: bool, read_only: bool) -> Iterator[SqliteSaver]:
     if path.exists() and not path.is_file():
         raise InputError(f"checkpoint database {str(path)!r} is not a file")
     if must_exist and not path.is_file():
@@ -138,15 +193,10 @@ def _check_checkpoint_database(path: Path) -> None:
         )
 
 
-def list_escalations(saver: SqliteSaver) -> list[PendingEscalation]:
+def list_escalations(saver: BaseCheckpointSaver[Any]) -> list[PendingEscalation]:
     """Every guardrail escalation pending on the newest checkpoint of each thread, oldest thread first."""
-    newest: dict[tuple[str, str], Any] = {}
-    for item in saver.list(None):
-        configurable = item.config["configurable"]
-        key = (str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", "")))
-        newest.setdefault(key, item)  # list() yields newest first
     found: dict[str, PendingEscalation] = {}
-    for (thread_id, _ns), item in newest.items():
+    for thread_id, item in _newest_checkpoints(saver):
         for _task, channel, value in item.pending_writes or ():
             for pending in value if channel == _INTERRUPT and isinstance(value, list | tuple) else ():
                 payload = getattr(pending, "value", None)
@@ -155,16 +205,52 @@ def list_escalations(saver: SqliteSaver) -> list[PendingEscalation]:
     return sorted(found.values(), key=lambda e: e.thread_id)
 
 
+def _newest_checkpoints(saver: BaseCheckpointSaver[Any]) -> Iterator[tuple[str, CheckpointTuple]]:
+    """The newest checkpoint of each thread and namespace that may have an interrupt pending."""
+    postgres = _postgres_module(saver)
+    if postgres is not None:
+        for config in postgres.pending_checkpoints(saver, _INTERRUPT):
+            item = saver.get_tuple(config)
+            if item is not None:
+                yield str(config["configurable"]["thread_id"]), item
+        return
+    newest: dict[tuple[str, str], CheckpointTuple] = {}
+    for item in saver.list(None):
+        configurable = item.config["configurable"]
+        key = (str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", "")))
+        newest.setdefault(key, item)  # list() yields newest first
+    for (thread_id, _ns), item in newest.items():
+        yield thread_id, item
+
+
 def resolve_escalation(
-    saver: SqliteSaver,
+    saver: BaseCheckpointSaver[Any],
     thread_id: str,
     decision: object,
     *,
     graph: str | GraphFactory = DEFAULT_GRAPH,
 ) -> dict[str, Any]:
-    """Resume ``thread_id`` with the human ``decision`` on a graph rebuilt by ``graph``; return the final state."""
+    """Resume ``thread_id`` with the human ``decision`` on a graph rebuilt by ``graph``; return the final state.
+
+    One caller at a time resolves a thread: in this process, and on PostgreSQL in every process using the same
+    database. The next caller then finds the escalation resolved (``LookupError``), never resumes it twice.
+    """
     factory = load_graph_factory(graph) if isinstance(graph, str) else graph
-    return resume_escalation(factory(saver), thread_id, decision)
+    postgres = _postgres_module(saver)
+    across_processes = postgres.thread_lock(saver, thread_id) if postgres is not None else nullcontext()
+    with _RESOLVING[zlib.crc32(thread_id.encode("utf-8")) % len(_RESOLVING)], across_processes:
+        return resume_escalation(factory(saver), thread_id, decision)
+
+
+def _postgres_module(saver: BaseCheckpointSaver[Any]) -> Any:
+    """``guardrail.integrations._postgres`` when ``saver`` is a ``PostgresSaver``, else ``None`` (without
+    importing the PostgreSQL driver when it is not already loaded: then the saver cannot be one)."""
+    module = sys.modules.get("langgraph.checkpoint.postgres")
+    if module is None or not isinstance(saver, module.PostgresSaver):
+        return None
+    from . import _postgres
+
+    return _postgres
 
 
 def load_graph_factory(spec: str) -> GraphFactory:
@@ -183,7 +269,7 @@ def load_graph_factory(spec: str) -> GraphFactory:
     return result
 
 
-def reference_graph(checkpointer: SqliteSaver) -> CompiledStateGraph[Any, Any, Any, Any]:
+def reference_graph(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The standard guardrail graph over the embedded reference model (built only if the model is called)."""
     from .langgraph import guardrail_graph
 

@@ -12,8 +12,11 @@ an escalation becomes a small JSON reference (:func:`image_reference`):
 Inline (base64) images are written once to an :class:`ImageStore`: a folder of files named by the SHA-256 of their
 bytes (``ab/ab12….png``), each written atomically and never rewritten, so an image asked about twice is stored
 once. ``guardrail_graph`` keeps its store next to a SQLite checkpoint database (``agent.sqlite`` ->
-``agent.sqlite.images/``, :func:`store_for_checkpointer`). The review page serves an image only when its hash is
-in a pending escalation and the bytes it reads still have that hash.
+``agent.sqlite.images/``, :func:`store_for_checkpointer`). A PostgreSQL database has no "beside": agents that
+checkpoint there pass ``image_store=`` (a folder every reviewer can read, e.g. a shared mount), or only images up to
+:data:`INLINE_LIMIT` reach the reviewer (inline, in the database). The review page serves an image only when its
+hash is in a pending escalation and the bytes it reads still have that hash; ``guardrail escalations serve
+--images DIR`` also looks for it by hash in a store mounted at another path on the reviewer's machine.
 """
 
 from __future__ import annotations
@@ -103,8 +106,8 @@ class ImageStore:
 
 
 def store_for_checkpointer(checkpointer: object) -> ImageStore | None:
-    """The store beside a ``SqliteSaver``'s database file; ``None`` for any other checkpointer or an in-memory
-    database."""
+    """The store beside a ``SqliteSaver``'s database file; ``None`` for an in-memory database or any other
+    checkpointer (a ``PostgresSaver`` has no file to keep images beside: pass ``image_store=`` instead)."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     if not isinstance(checkpointer, SqliteSaver):

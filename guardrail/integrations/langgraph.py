@@ -158,7 +158,8 @@ def guardrail_graph(
 
     Use it on its own or as a subgraph node of a larger graph that shares the ``messages`` key. Escalation needs
     a checkpointer (here, or the parent graph's). Escalated images go to ``image_store``; by default, with a
-    ``SqliteSaver`` on a database file, to ``<database>.images`` beside it.
+    ``SqliteSaver`` on a database file, to ``<database>.images`` beside it. Any other checkpointer (PostgreSQL)
+    has no default: without ``image_store`` only images up to 32 KiB reach the reviewer, inline.
     """
     builder: StateGraph[Any, Any, Any, Any] = StateGraph(GuardState)
     store = image_store if image_store is not None else store_for_checkpointer(checkpointer)

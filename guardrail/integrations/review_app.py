@@ -1,7 +1,8 @@
 """The review page: a small local web application where a person reviews pending escalations, image included.
 
-``guardrail escalations serve --db FILE`` runs it (:func:`serve_review`). It lists the escalations pending in a
-SQLite checkpoint database (:func:`~guardrail.integrations.escalations.list_escalations`) and shows each one with
+``guardrail escalations serve --db FILE|URL`` runs it (:func:`serve_review`). It lists the escalations pending in a
+checkpoint database, a SQLite file or PostgreSQL (:func:`~guardrail.integrations.escalations.list_escalations`),
+and shows each one with
 its images, question, the model's perception and reasoning, the candidate answer, the confidences as bars, the
 rule that escalated and why. The reviewer approves, edits, answers or rejects; the thread then resumes through
 :func:`~guardrail.integrations.escalations.resolve_escalation`, exactly as ``guardrail escalations resolve`` does.
@@ -16,8 +17,10 @@ Security, for a page that shows private images and resumes agents:
 - state changes are POSTs that carry a CSRF token (derived from the access token) and, when the browser says
   where they come from (``Origin``, ``Sec-Fetch-Site``), come from this page;
 - an image is served only by the SHA-256 recorded in a *pending* escalation, read from the path or ``data:`` URL
-  recorded there (never from a path in the request), only if its bytes still have that hash, and only as a
-  raster image (PNG, JPEG, GIF, WebP, BMP);
+  recorded there, or else from the image store named at start (``images``: by default the folder beside a SQLite
+  database) at the place that hash names (never from a path in the request), only if its bytes still have that
+  hash, and only as a raster image (PNG, JPEG, GIF, WebP, BMP). The store serves escalations whose recorded path
+  is not readable here: agents on other machines writing to a shared folder mounted elsewhere on this one;
 - every response forbids scripts, framing and foreign images (``Content-Security-Policy``), sends no referrer to
   other sites (the token never stays in an address anyway), and nothing is cached but the content-addressed
   images; model text is HTML-escaped by the templates.
@@ -45,7 +48,9 @@ from urllib.parse import quote
 
 from PIL import Image
 
+from ..errors import InputError
 from ..types import COMPONENTS
+from ._database import is_postgres_url
 from ._review import ReviewError, format_confidence, parse_review
 from .escalations import (
     DEFAULT_GRAPH,
@@ -57,7 +62,7 @@ from .escalations import (
     resolve_escalation,
 )
 from .escalations import REVIEW_INSTALL_HINT as INSTALL_HINT
-from .image_store import is_sha256, local_path
+from .image_store import ImageStore, is_sha256, local_path
 
 try:
     import jinja2
@@ -94,10 +99,11 @@ _DECISIONS = ("approve", "edit", "answer", "reject")
 class _Review:
     """What the application's endpoints share."""
 
-    db: Path
+    db: str | Path
     graph: GraphFactory
     token: str
     templates: Jinja2Templates
+    images: ImageStore | None = None
     csrf: str = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -130,26 +136,36 @@ def create_review_app(
     token: str,
     graph: str | GraphFactory = DEFAULT_GRAPH,
     host_names: tuple[str, ...] | None = ("127.0.0.1", "localhost"),
+    images: ImageStore | str | Path | None = None,
 ) -> Starlette:
-    """The review application over the checkpoint database ``db`` (see the module docstring).
+    """The review application over the checkpoint database ``db``, a SQLite file or a ``postgresql://`` URL (see
+    the module docstring).
 
     ``token`` is the access token (at least 16 characters); ``graph`` the graph factory that resumes threads
     (checked here); ``host_names`` the names the ``Host`` header may carry (``None``: any, for a server bound to
-    every interface). ``InputError`` when ``db`` is not a checkpoint database, ``ConfigurationError`` for a bad
-    graph factory.
+    every interface); ``images`` the image store to look in when an image's recorded path cannot be read here
+    (default: the folder beside a SQLite database; none for PostgreSQL). ``InputError`` when ``db`` is not a
+    checkpoint database or cannot be reached, ``ConfigurationError`` for a bad graph factory or a missing
+    ``postgres`` extra.
     """
     if len(token) < 16:
         raise ValueError(f"`token` must have at least 16 characters, got {len(token)}")
-    path = Path(db)
-    with open_saver(path, read_only=True):  # a missing or foreign file is refused now, not on the first request
+    database: str | Path = db if is_postgres_url(db) else Path(db)
+    with open_saver(database, read_only=True):  # a missing or foreign database is refused now, not on first use
         pass
+    if images is None:
+        store = ImageStore.beside(database) if isinstance(database, Path) else None
+    else:
+        store = ImageStore(images) if isinstance(images, str | Path) else images
+        if not store.root.is_dir():
+            raise InputError(f"image store {str(store.root)!r} is not a folder")
     factory = load_graph_factory(graph) if isinstance(graph, str) else graph
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_PAGE), autoescape=True, undefined=jinja2.StrictUndefined
     )
     environment.filters["confidence"] = format_confidence
     environment.filters["quote"] = lambda value: quote(str(value), safe="")
-    review = _Review(db=path, graph=factory, token=token, templates=Jinja2Templates(env=environment))
+    review = _Review(db=database, graph=factory, token=token, templates=Jinja2Templates(env=environment), images=store)
     routes = [
         Route("/", _endpoint(review, _index), methods=["GET"]),
         Route("/escalations/{interrupt_id}", _endpoint(review, _escalation), methods=["GET"]),
@@ -181,14 +197,15 @@ async def _index(review: _Review, request: Request) -> Response:
     if resolved is not None:
         decision = request.query_params.get("decision", "")
         notice = f"Thread {resolved}: {decision if decision in _DECISIONS else 'decided'}; the agent has resumed."
-    return _render(review, request, "index.html", {"pending": [_view(p) for p in pending], "notice": notice})
+    views = [_view(p, review.images) for p in pending]
+    return _render(review, request, "index.html", {"pending": views, "notice": notice})
 
 
 async def _escalation(review: _Review, request: Request) -> Response:
     escalation = await run_in_threadpool(review.find, request.path_params["interrupt_id"])
     if escalation is None:
         return _render(review, request, "gone.html", {}, status_code=404)
-    return _render(review, request, "escalation.html", {"e": _view(escalation), "error": None})
+    return _render(review, request, "escalation.html", {"e": _view(escalation, review.images), "error": None})
 
 
 async def _decide(review: _Review, request: Request) -> Response:
@@ -210,7 +227,8 @@ async def _decide(review: _Review, request: Request) -> Response:
         current = await run_in_threadpool(review.find, interrupt_id)
         if current is None:
             return _render(review, request, "gone.html", {}, status_code=409)
-        return _render(review, request, "escalation.html", {"e": _view(current), "error": str(exc)}, status_code=400)
+        context = {"e": _view(current, review.images), "error": str(exc)}
+        return _render(review, request, "escalation.html", context, status_code=400)
     target = f"/?resolved={quote(escalation.thread_id, safe='')}&decision={kind}"
     return RedirectResponse(target, status_code=303)  # after a POST, the browser GETs the list
 
@@ -220,11 +238,11 @@ async def _image(review: _Review, request: Request) -> Response:
     if not is_sha256(sha):
         return PlainTextResponse("404 Not Found", 404)
     pending = await run_in_threadpool(review.pending)
-    refs = [str(i["ref"]) for p in pending for i in p.images if i.get("sha256") == sha and i.get("ref")]
-    if not refs:
+    recorded = [i for p in pending for i in p.images if i.get("sha256") == sha]
+    if not recorded or not (review.images is not None or any(i.get("ref") for i in recorded)):
         return PlainTextResponse("404 Not Found: no pending escalation has this image", 404)
-    data = await run_in_threadpool(_read_image, refs[0])
-    if data is None or hashlib.sha256(data).hexdigest() != sha:
+    data = await run_in_threadpool(_find_image, sha, recorded, review.images)
+    if data is None:
         return PlainTextResponse("410 Gone: the image is missing or changed since the escalation", 410)
     media_type = _raster_type(data)
     if media_type is None:
@@ -247,12 +265,13 @@ def _render(
     return review.templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
-def _view(escalation: PendingEscalation) -> dict[str, Any]:
-    """What the templates show of one escalation."""
+def _view(escalation: PendingEscalation, store: ImageStore | None) -> dict[str, Any]:
+    """What the templates show of one escalation (``store``: where images are also looked for by hash)."""
     images: list[dict[str, Any]] = []
     for number, image in enumerate(escalation.images, start=1):
         ref, sha = image.get("ref"), image.get("sha256")
-        servable = bool(ref) and is_sha256(sha) and (str(ref).startswith("data:") or local_path(str(ref)) is not None)
+        readable = bool(ref) and (str(ref).startswith("data:") or local_path(str(ref)) is not None)
+        servable = is_sha256(sha) and (readable or _in_store(store, str(sha), _text(image.get("mime_type"))))
         images.append(
             {
                 "number": number,
@@ -286,6 +305,30 @@ def _view(escalation: PendingEscalation) -> dict[str, Any]:
         "thumb": next((i["src"] for i in images if i["src"]), None),
         "allowed": [d for d in _DECISIONS if escalation.candidate_answer or d in ("answer", "reject")],
     }
+
+
+def _find_image(sha: str, recorded: list[Mapping[str, Any]], store: ImageStore | None) -> bytes | None:
+    """The bytes with hash ``sha``: from a reference recorded in a pending escalation, else from ``store`` where
+    that hash is kept; ``None`` when none of them still holds those bytes."""
+    places = [str(i["ref"]) for i in recorded if i.get("ref")]
+    if store is not None:
+        places += [str(store.path_for(sha, m)) for m in dict.fromkeys(_text(i.get("mime_type")) for i in recorded)]
+    for place in places:
+        data = _read_image(place)
+        if data is not None and hashlib.sha256(data).hexdigest() == sha:
+            return data
+    return None
+
+
+def _in_store(store: ImageStore | None, sha: str, mime_type: str | None) -> bool:
+    try:
+        return store is not None and store.path_for(sha, mime_type).is_file()
+    except OSError:
+        return False
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _read_image(ref: str) -> bytes | None:
@@ -410,10 +453,11 @@ class ReviewServer:
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
+        images: ImageStore | str | Path | None = None,
     ) -> None:
         self.token = token or secrets.token_urlsafe(32)
         self.host = host
-        self.app = create_review_app(db, token=self.token, graph=graph, host_names=_host_names(host))
+        self.app = create_review_app(db, token=self.token, graph=graph, host_names=_host_names(host), images=images)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -453,10 +497,11 @@ def serve_review(
     host: str = "127.0.0.1",
     port: int = 0,
     on_ready: Callable[[ReviewServer], None] | None = None,
+    images: ImageStore | str | Path | None = None,
 ) -> None:
     """Serve the review page for ``db`` until interrupted; ``on_ready`` is called with the bound server (its
     :attr:`~ReviewServer.url`) before the first request is answered."""
-    server = ReviewServer(db, graph=graph, host=host, port=port)
+    server = ReviewServer(db, graph=graph, host=host, port=port, images=images)
     if on_ready is not None:
         on_ready(server)
     server.serve()

@@ -146,3 +146,29 @@ def test_serve_refuses_what_it_cannot_serve(db: str, tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         code, _, err = invoke("serve", "--db", db, "--graph", GRAPH, "--port", str(port))
     assert (code, err.strip()) == (2, f"error: cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+def test_a_postgres_server_that_cannot_be_reached_is_exit_2_in_one_line_without_the_password() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://agent:s3cret-pw@127.0.0.1:{port}/escalations"
+    for args in (["list", "--db", url], ["resolve", "t-1", "--db", url, "--approve", "--graph", GRAPH],
+                 ["serve", "--db", url, "--graph", GRAPH]):  # fmt: skip
+        code, out, err = invoke(*args)
+        assert code == 2, (args, out, err)
+        assert err.startswith("error: cannot connect to the PostgreSQL checkpoint database 'postgresql://agent:***@")
+        assert err.count("\n") == 1
+        assert "s3cret-pw" not in out + err
+
+
+def test_a_postgres_url_without_the_extra_is_exit_2_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    for module in ("guardrail.integrations._postgres", "langgraph.checkpoint.postgres"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    code, _, err = invoke("list", "--db", "postgresql://agent:s3cret-pw@127.0.0.1/escalations")
+    assert code == 2
+    assert err.startswith("error: a postgresql:// checkpoint database needs the `postgres` extra: pip install")
+    assert "s3cret-pw" not in err

@@ -75,3 +75,25 @@ def test_human_escalation_round_trip_across_processes(model_dir: str, tmp_path: 
         assert "waiting for a human on thread review-1" in done.stdout
         assert "thread review-1\n  question:   What color is the shape?" in done.stdout
         assert "thread review-1: answer; final message: red" in done.stdout
+
+
+@pytest.mark.slow
+def test_human_escalation_round_trip_on_postgresql(tmp_path: Path) -> None:
+    from tests.support.postgres import running_postgres
+
+    model = reference_model_path()
+    if not (model / "config.json").is_file():
+        pytest.skip(f"the reference model is not built yet ({model})")
+    images = tmp_path / "images"
+    images.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with running_postgres() as server:
+        url = server.create_database()
+        command = [sys.executable, str(EXAMPLES / "human_escalation.py"), "--db", url, "--images", str(images)]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert server.password not in done.stdout + done.stderr
+    if "answered without a human" not in done.stdout:
+        assert "thread review-1: answer; final message: red" in done.stdout
+        (stored,) = list(images.rglob("*.png"))
+        assert f"image:      {stored} (sha256 {stored.stem})" in done.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,77 @@ def test_agent_escalations_are_listed_and_resolved_from_sqlite(tmp_path: Path) -
         final = resolve_escalation(saver, "agent-9", {"type": "approve"}, graph=build_agent)
         assert final["messages"][-1].content == "green"
         assert list_escalations(saver) == []
+
+
+# -- PostgreSQL URLs, without a server (tests/integrations/test_escalations_postgres.py runs a real one) ------------
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://agent:s3cret@db:5432/escalations", "postgresql://agent:***@db:5432/escalations"),
+        ("postgres://agent:p%40ss@h1:5432,h2:5433/db?sslmode=require", "postgres://agent:***@h1:5432,h2:5433/db?sslmode=require"),
+        ("postgresql:///db?host=/run/pg&password=s3cret", "postgresql:///db?host=/run/pg&password=***"),
+        ("postgresql://agent@db/escalations", "postgresql://agent@db/escalations"),
+        ("agent.sqlite", "agent.sqlite"),
+    ],
+)  # fmt: skip
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    from guardrail.integrations.escalations import redacted
+
+    assert redacted(url) == shown
+
+
+def test_open_saver_refuses_a_url_of_another_database(tmp_path: Path) -> None:
+    with (
+        pytest.raises(InputError, match=r"'mysql://u:\*\*\*@db/x': mysql:// is not supported; give a SQLite file or"),
+        open_saver("mysql://u:pw@db/x"),
+    ):
+        pass
+
+
+def test_a_postgres_url_without_the_extra_names_the_extra_and_never_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for module in ("guardrail.integrations._postgres", "langgraph.checkpoint.postgres"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
+    hint = r"a postgresql:// checkpoint database needs the `postgres` extra: pip install 'lvlm-guardrail\[postgres\]'"
+    with (
+        pytest.raises(ConfigurationError, match=hint),
+        open_saver("postgresql://agent:s3cret@127.0.0.1/escalations", must_exist=False),
+    ):
+        pass
+    assert list(tmp_path.iterdir()) == []  # no SQLite file named after the URL
+
+
+def test_a_server_that_refuses_the_connection_is_an_input_error_without_the_password() -> None:
+    port = closed_port()
+    url = f"postgresql://agent:s3cret-pw@127.0.0.1:{port}/escalations"
+    with pytest.raises(InputError) as refused, open_saver(url, must_exist=False):
+        pass
+    message = str(refused.value)
+    shown = f"postgresql://agent:***@127.0.0.1:{port}/escalations"
+    assert message.startswith(f"cannot connect to the PostgreSQL checkpoint database {shown!r}: connection failed")
+    assert "Connection refused" in message
+    assert "s3cret-pw" not in message
+    assert "\n" not in message
+    assert refused.value.__cause__ is None  # the driver's own exception, which holds the URL, is not chained
+
+
+def test_a_malformed_postgres_url_is_an_input_error_without_the_password() -> None:
+    with (
+        pytest.raises(InputError, match="is not a valid PostgreSQL URL") as refused,
+        open_saver("postgresql://agent:s3cret-pw@127.0.0.1/escalations?no_such_option=1"),
+    ):
+        pass
+    assert "s3cret-pw" not in str(refused.value)

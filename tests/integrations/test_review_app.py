@@ -172,6 +172,26 @@ def test_an_image_changed_since_the_escalation_is_not_served(db: Path) -> None:
     assert client_for(db).get(f"/images/{SHA}").status_code == 410
 
 
+def test_an_image_whose_recorded_path_is_gone_is_found_by_hash_in_the_named_store(tmp_path: Path) -> None:
+    db = tmp_path / "agent.sqlite"
+    with open_saver(db, must_exist=False) as saver:  # agents kept their images in a shared folder
+        build_graph(saver, str(tmp_path / "shared")).invoke(
+            {"messages": [image_message()]}, {"configurable": {"thread_id": "t-1"}}
+        )
+    (tmp_path / "shared").rename(tmp_path / "mounted")  # seen under another path where the reviewer works
+    assert client_for(db).get(f"/images/{SHA}").status_code == 410
+    client = TestClient(
+        create_review_app(db, token=TOKEN, graph=build_graph, images=tmp_path / "mounted"), base_url=BASE
+    )
+    assert client.get(f"/?token={TOKEN}").status_code == 200
+    assert f'src="/images/{SHA}"' in client.get(f"/escalations/{interrupt_id(db, 't-1')}").text
+    assert (client.get(f"/images/{SHA}").status_code, client.get(f"/images/{SHA}").content) == (200, png_bytes())
+    (tmp_path / "mounted" / SHA[:2] / f"{SHA}.png").write_bytes(png_bytes((0, 0, 255)))
+    assert client.get(f"/images/{SHA}").status_code == 410  # the store's copy must still have the recorded hash
+    with pytest.raises(InputError, match=r"image store '.*nowhere' is not a folder"):
+        create_review_app(db, token=TOKEN, images=tmp_path / "nowhere")
+
+
 def test_a_file_that_is_not_a_raster_image_is_never_served(tmp_path: Path) -> None:
     svg = tmp_path / "scene.svg"
     svg.write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')

@@ -12,8 +12,10 @@ import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
+from langgraph.checkpoint.sqlite import SqliteSaver
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -107,7 +109,7 @@ def test_list_opens_a_checkpoint_database_read_only(checkpoint_db: Path) -> None
         pytest.raises(InputError, match="cannot be used: attempt to write a readonly database"),
         open_saver(checkpoint_db, read_only=True) as saver,
     ):
-        saver.conn.execute("CREATE TABLE x (y)")
+        cast(SqliteSaver, saver).conn.execute("CREATE TABLE x (y)")  # a file opens as a SqliteSaver
 
 
 def test_a_new_database_may_start_from_an_empty_file(tmp_path: Path) -> None:

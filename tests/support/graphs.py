@@ -1,8 +1,9 @@
 """Graph factories for the escalation tests, importable by dotted path from another process.
 
 ``build_graph(checkpointer)`` is what ``guardrail escalations resolve --graph tests.support.graphs:build_graph``
-rebuilds. With ``GUARDRAIL_TEST_NO_MODEL=1`` building the guard fails: the resuming process proves it never
-needs the model.
+rebuilds; ``python -m tests.support.graphs DB THREAD...`` is a worker process that escalates those threads (on a
+SQLite file or a PostgreSQL URL) and exits. With ``GUARDRAIL_TEST_NO_MODEL=1`` building the guard fails: the
+resuming process proves it never needs the model.
 """
 
 from __future__ import annotations
@@ -25,20 +26,31 @@ def _guard() -> Guard:
     return guard
 
 
-def build_graph(checkpointer: BaseCheckpointSaver[Any]) -> Any:
-    return guardrail_graph(_guard, checkpointer=checkpointer)
+def build_graph(checkpointer: BaseCheckpointSaver[Any], image_store: str | None = None) -> Any:
+    return guardrail_graph(_guard, checkpointer=checkpointer, image_store=image_store)
 
 
-def start(db: str, thread_id: str) -> None:
-    """Process one: run until the human review, then die abruptly (no cleanup) while the human thinks."""
+def start(db: str, *thread_ids: str, images: str | None = None) -> None:
+    """A worker: run each thread until the human review, then die abruptly (no cleanup) while the human thinks.
+
+    ``db`` is a SQLite file or a ``postgresql://`` URL; ``images`` an image store folder for escalated images."""
     from guardrail.integrations.escalations import open_saver
     from tests.support.integration import image_message
 
     with open_saver(db, must_exist=False) as saver:
-        state = build_graph(saver).invoke({"messages": [image_message()]}, {"configurable": {"thread_id": thread_id}})
-        print("waiting:", state["__interrupt__"][0].value["candidate_answer"], flush=True)
-        os._exit(0)  # no close, no atexit: the process is gone while the escalation is pending
+        graph = build_graph(saver, images)
+        for thread_id in thread_ids:
+            state = graph.invoke({"messages": [image_message()]}, {"configurable": {"thread_id": thread_id}})
+            print("waiting:", state["__interrupt__"][0].value["candidate_answer"], flush=True)
+        os._exit(0)  # no close, no atexit: the process is gone while the escalations are pending
 
 
 if __name__ == "__main__":
-    start(sys.argv[1], sys.argv[2])
+    # python -m tests.support.graphs DB THREAD [THREAD ...] [--images DIR]
+    arguments = sys.argv[1:]
+    store = None
+    if "--images" in arguments:
+        at = arguments.index("--images")
+        store = arguments[at + 1]
+        del arguments[at : at + 2]
+    start(arguments[0], *arguments[1:], images=store)
