@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from guardrail.cli import _register, app
 from guardrail.integrations import ImageStore, open_saver
 from tests.support.graphs import build_graph
-from tests.support.integration import image_message, png_bytes
+from tests.support.integration import escalate_as_before_images, image_message, png_bytes
 
 GRAPH = "tests.support.graphs:build_graph"
 
@@ -54,15 +54,7 @@ def test_list_shows_question_candidate_confidences_rule_perception_and_image(db:
 def test_list_shows_an_escalation_saved_before_images_and_rules_as_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import guardrail.integrations.langgraph as langgraph
-    from guardrail.integrations._review import review_payload
-
-    old_keys = ("kind", "question", "candidate_answer", "confidence", "reason", "policy", "allowed_decisions")
-    monkeypatch.setattr(
-        langgraph,
-        "review_payload",
-        lambda result, **_: {k: v for k, v in review_payload(result).items() if k in old_keys},
-    )
+    escalate_as_before_images(monkeypatch)
     path = tmp_path / "old.sqlite"
     with open_saver(path, must_exist=False) as saver:
         build_graph(saver).invoke({"messages": [image_message()]}, {"configurable": {"thread_id": "t-1"}})

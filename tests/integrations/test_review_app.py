@@ -18,7 +18,7 @@ from guardrail import ConfigurationError, InputError
 from guardrail.integrations import ImageStore, list_escalations, open_saver
 from guardrail.integrations.review_app import ReviewServer, _host_name, create_review_app
 from tests.support.graphs import build_graph
-from tests.support.integration import image_message, png_b64, png_bytes
+from tests.support.integration import escalate_as_before_images, image_message, png_b64, png_bytes
 
 TOKEN = "test-token-0123456789abcdef"
 BASE = "http://127.0.0.1:8765"
@@ -272,15 +272,7 @@ def test_an_invalid_decision_is_shown_and_the_escalation_stays_pending(db: Path)
 def test_an_escalation_saved_without_images_is_shown_and_resolved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import guardrail.integrations.langgraph as langgraph
-    from guardrail.integrations._review import review_payload
-
-    old_keys = ("kind", "question", "candidate_answer", "confidence", "reason", "policy", "allowed_decisions")
-    monkeypatch.setattr(
-        langgraph,
-        "review_payload",
-        lambda result, **_: {k: v for k, v in review_payload(result).items() if k in old_keys},
-    )
+    escalate_as_before_images(monkeypatch)
     db = tmp_path / "old.sqlite"
     start(db, "t-old")
     client = client_for(db)

@@ -74,3 +74,19 @@ def serve_suite_image(monkeypatch: pytest.MonkeyPatch) -> None:
         return httpx.Response(200, content=png_bytes(size=64), request=httpx.Request("GET", url))
 
     monkeypatch.setattr(httpx, "get", get)
+
+
+OLD_PAYLOAD_KEYS = ("kind", "question", "candidate_answer", "confidence", "reason", "policy", "allowed_decisions")
+"""What an escalation payload held before it carried images, perception and the rule."""
+
+
+def escalate_as_before_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the review node save payloads as they were before images and rules (``OLD_PAYLOAD_KEYS`` only)."""
+    import guardrail.integrations.langgraph as langgraph
+    from guardrail.integrations._review import review_payload
+
+    monkeypatch.setattr(
+        langgraph,
+        "review_payload",
+        lambda result, **_: {k: v for k, v in review_payload(result).items() if k in OLD_PAYLOAD_KEYS},
+    )
