@@ -84,7 +84,8 @@ bench: install
 	$(BIN)/python bench/telemetry_overhead.py
 	$(BIN)/python bench/reference_quality.py --n-clean 1000 --n-corrupt 100 --n-kl 200 --n-latency 50
 	$(BIN)/python bench/confidence_evidence.py --n 1500 --black 150
-	$(BIN)/python bench/confidence_cost.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/confidence_cost.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/batch_throughput.py --items 64 --rounds 2 --sizes 1 4 16
 	$(BIN)/python bench/decoupling.py --n 600
 	$(BIN)/python bench/calibration_synthetic.py
 
