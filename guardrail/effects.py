@@ -18,11 +18,12 @@ from typing import TypeVar
 
 from ._pool import shared_pool
 from .backends.base import AsyncBackend, BatchBackend
+from .backends.batching import answer_each, checked_generation
 from .calibration.base import Calibrator
 from .confidence.base import AsyncEstimator, Estimator
 from .errors import BackendTimeout, WorkerLimitError, is_control_flow
 from .loop import AttemptCall, AttemptOutcome, Effect, Outcome, ViewsCall, ViewsOutcome
-from .types import ErrorInfo, ErrorStage, Generation, ImageBlock
+from .types import ErrorInfo, ErrorStage, ImageBlock
 
 _T = TypeVar("_T")
 
@@ -111,7 +112,7 @@ class Effects:
         start = time.perf_counter()
         outcome = AttemptOutcome()
         try:
-            outcome.generation = _checked(call.backend.generate(call.request, call.options))
+            outcome.generation = checked_generation(call.backend.generate(call.request, call.options))
         except Exception as exc:
             _record_failure(outcome, "backend", exc)
         else:
@@ -120,21 +121,16 @@ class Effects:
         return outcome
 
     def _attempt_batch(self, backend: BatchBackend, calls: Sequence[AttemptCall]) -> list[AttemptOutcome]:
-        start = time.perf_counter()
-        try:
-            answers = backend.generate_batch([call.request for call in calls], [call.options for call in calls])
-            generations = [_checked(g) for g in answers]
-            if len(generations) != len(calls):
-                raise TypeError(f"generate_batch returned {len(generations)} generations for {len(calls)} requests")
-        except Exception as exc:
-            if is_control_flow(exc):
-                raise
-            return [self._attempt(call) for call in calls]  # one by one: a request that breaks the batch fails alone
-        generated = time.perf_counter() - start
+        answered = answer_each(backend, [call.request for call in calls], [call.options for call in calls])
         outcomes = []
-        for call, generation in zip(calls, generations, strict=True):
+        for call, result, generated in zip(calls, answered.results, answered.seconds, strict=True):
             measured = time.perf_counter()
-            outcome = self._measure(call, AttemptOutcome(generation=generation))
+            outcome = AttemptOutcome()
+            if isinstance(result, Exception):
+                _record_failure(outcome, "backend", result)
+            else:
+                outcome.generation = result
+                self._measure(call, outcome)
             outcome.seconds = generated + time.perf_counter() - measured  # as long as this answer was waited for
             outcomes.append(outcome)
         return outcomes
@@ -146,7 +142,9 @@ class Effects:
         outcome = AttemptOutcome()
         assert isinstance(call.backend, AsyncBackend)
         try:
-            outcome.generation = generation = _checked(await call.backend.agenerate(call.request, call.options))
+            outcome.generation = generation = checked_generation(
+                await call.backend.agenerate(call.request, call.options)
+            )
         except Exception as exc:
             _record_failure(outcome, "backend", exc)
         else:
@@ -220,12 +218,6 @@ def _record_failure(outcome: AttemptOutcome, stage: ErrorStage, exc: Exception) 
     if is_control_flow(exc):
         raise exc
     outcome.error = ErrorInfo.from_exception(stage, exc)
-
-
-def _checked(generation: object) -> Generation:
-    if not isinstance(generation, Generation):
-        raise TypeError(f"backend returned {type(generation).__name__}, expected guardrail.Generation")
-    return generation
 
 
 def _timed_out(effect: Effect, *, started: bool) -> Outcome:

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import is_control_flow
 from ..types import Generation, GenerationOptions, Request
 from .base import BatchBackend
+from .batching import answer_each
 
 __all__ = ["CoalescingBackend"]
 
@@ -106,25 +106,16 @@ class CoalescingBackend:
     def _answer(self, batch: list[_Slot]) -> None:
         """Run one batch and hand every slot its answer; if the batch fails, each is answered alone."""
         try:
-            if len(batch) == 1:
-                raise LookupError("a batch of one is a plain call")
-            generations = self.backend.generate_batch([s.request for s in batch], [s.options for s in batch])
-            if len(generations) != len(batch):
-                raise LookupError(f"generate_batch returned {len(generations)} answers for {len(batch)} requests")
-        except BaseException as exc:
-            if is_control_flow(exc) or not isinstance(exc, Exception):
-                self._settle(batch, error=exc)
-                raise
-            for slot in batch:  # one by one: a request that breaks the batch fails alone, with its own error
-                try:
-                    slot.generation = self.backend.generate(slot.request, slot.options)
-                except BaseException as own:
-                    slot.error = own
-            self.batches.extend([1] * len(batch))
-        else:
-            for slot, generation in zip(batch, generations, strict=True):
-                slot.generation = generation
-            self.batches.append(len(batch))
+            answered = answer_each(self.backend, [s.request for s in batch], [s.options for s in batch])
+        except BaseException as exc:  # control flow, or an interrupt: every waiting caller sees it
+            self._settle(batch, error=exc)
+            raise
+        for slot, result in zip(batch, answered.results, strict=True):
+            if isinstance(result, Exception):
+                slot.error = result
+            else:
+                slot.generation = result
+        self.batches.extend([len(batch)] if answered.batched else [1] * len(batch))
         self._settle(batch)
 
     def _settle(self, batch: list[_Slot], error: BaseException | None = None) -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..backends.base import Backend, BatchBackend
+from ..backends.base import Backend
+from ..backends.batching import answer_each
 from ..confidence.base import Estimator
 from ..data.labelled import LabelledItem
 from ..responses import answers_match, grade_perception, parse_response
@@ -73,24 +74,12 @@ _Answer = tuple[Generation | None, str | None, float]
 
 def _answers(backend: Backend, items: list[LabelledItem]) -> list[_Answer]:
     """Each item's generation (or the failure), and the seconds it took (a batch's time shared evenly)."""
-    if len(items) > 1 and isinstance(backend, BatchBackend):
-        start = time.perf_counter()
-        try:
-            generations = backend.generate_batch([i.request for i in items], [GenerationOptions()] * len(items))
-        except Exception:  # a request that breaks the batch: answered one by one below, where it fails alone
-            pass
-        else:
-            if len(generations) == len(items):
-                share = (time.perf_counter() - start) / len(items)
-                return [(g, None, share) for g in generations]
-    answers: list[_Answer] = []
-    for item in items:
-        start = time.perf_counter()
-        try:
-            answers.append((backend.generate(item.request, GenerationOptions()), None, time.perf_counter() - start))
-        except Exception as exc:
-            answers.append((None, f"backend: {type(exc).__name__}: {exc}", time.perf_counter() - start))
-    return answers
+    answered = answer_each(backend, [i.request for i in items], [GenerationOptions()] * len(items))
+    share = len(items) if answered.batched else 1
+    return [
+        (None, f"backend: {type(r).__name__}: {r}", s / share) if isinstance(r, Exception) else (r, None, s / share)
+        for r, s in zip(answered.results, answered.seconds, strict=True)
+    ]
 
 
 def _scored(
