@@ -171,7 +171,8 @@ def run(model_dir: Path, n_cal: int, n: int, n_reworded: int, n_clean: int, seed
     shipped = load_artifact(artifact_path, expected_model_fingerprint=fingerprint_model(model_dir))
     backend = TransformersBackend.from_pretrained(model_dir)
     fitted_with = shipped.info.get("estimator") or {}
-    probe = ProbeSetting.from_info(fitted_with).estimator(draws=int(fitted_with.get("draws", 1)))  # raw signals
+    setting = ProbeSetting.from_info(fitted_with)
+    probe = setting.estimator(draws=int(fitted_with.get("draws", 1)))  # raw signals
 
     def scored(items: Sequence[LabelledItem], description: str) -> list[ScoredItem]:
         return score_items(backend, probe, track(items, description=description))
@@ -181,7 +182,12 @@ def run(model_dir: Path, n_cal: int, n: int, n_reworded: int, n_clean: int, seed
     )
     info = {"estimator": shipped.info.get("estimator")}
     fit = functools.partial(
-        calibrate_rows, seed=seed, info=info, model_fingerprint=shipped.model_fingerprint, data_fingerprint="bench"
+        calibrate_rows,
+        seed=seed,
+        info=info,
+        model_fingerprint=shipped.model_fingerprint,
+        data_fingerprint="bench",
+        grounding_weight=setting.grounding_weight,
     )
 
     families: dict[str, Any] = {}

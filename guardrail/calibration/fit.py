@@ -46,6 +46,7 @@ def fit_artifact(
     perception_correct: MaybeArray | None = None,
     holistic_scores: MaybeArray | None = None,
     visual_statistic: MaybeArray | None = None,
+    grounding_weight: float = 1.0,
     model_fingerprint: str,
     data_fingerprint: str,
     calibrator: DecoupledCalibrator | None = None,
@@ -64,6 +65,7 @@ def fit_artifact(
     ``familiarity`` the feature reference they were measured against, stored in the artifact for inference;
     ``discount_only`` marks rows that only teach the shift discounts (see ``DecoupledCalibrator.fit``);
     ``verbalized`` holds the model's own ``visual`` / ``reasoning`` scores (NaN = not written), blended in.
+    ``grounding_weight`` is the weight of the grounding KL ``visual_statistic`` was computed with.
     """
     y = _optional_array("answer_correct", answer_correct, None, labels=True)
     n = y.shape[0]
@@ -142,7 +144,8 @@ def fit_artifact(
         visual_normalization=None
         if visual_statistic is None
         else VisualNormalization.fit(
-            _optional_array("visual_statistic", visual_statistic, n, labels=False, bounded=False).tolist()
+            _optional_array("visual_statistic", visual_statistic, n, labels=False, bounded=False).tolist(),
+            grounding_weight=grounding_weight,
         ),
         thresholds=thresholds,
         metrics=metrics,

@@ -8,10 +8,17 @@ split: every candidate re-scores the *same* answers (teacher-forced, no new gene
 statistic s ranks perception correctness best (AUROC) is kept. The paper's setting comes first and wins ties; it
 is also kept, with the reason, when the data have too few perception labels to choose. The whole table goes into
 the artifact, so the choice can be audited.
+
+The same rows also choose how much the grounding KL counts in ``s = w log(KL + eps) - log(H + eps)``
+(``GROUNDING_WEIGHTS``, the paper's ``w = 1`` first): each weight re-weighs the measured KL and H, so no re-scoring
+is needed. On the reference model the KL of the perceived tokens hardly ranks perception errors beyond what their
+certainty H already does, and a smaller weight ranks them better on corruption families calibration never saw
+(README, "Off the calibration data").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +30,7 @@ from ..backends.base import Backend
 from ..confidence.familiarity import FamiliarityReference
 from ..confidence.normalization import VisualNormalization
 from ..confidence.perturb import PerturbationKind
+from ..confidence.probe import visual_statistic
 from .collect import ScoredItem, remeasure, scored_arrays
 from .metrics import auroc
 
@@ -31,31 +39,38 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANDIDATES",
+    "GROUNDING_WEIGHTS",
     "PAPER_DEFAULT",
     "PerturbationChoice",
     "ProbeSetting",
     "best_setting",
     "choose_perturbation",
+    "reweigh",
 ]
 
 
 @dataclass(frozen=True)
 class ProbeSetting:
-    """One perturbation of the visual probe: its kind and, for ``blackout``, the chance a patch is blackened."""
+    """One setting of the visual probe: the perturbation's kind, for ``blackout`` the chance a patch is blackened,
+    and the weight of the grounding KL in s (``VisualNormalization.grounding_weight``)."""
 
     perturbation: PerturbationKind = "blackout"
     blackout_probability: float = 0.8
+    grounding_weight: float = 1.0
 
     @property
     def label(self) -> str:
-        """A short name: ``blackout(p=0.8)``, ``noise``."""
-        if self.perturbation == "blackout":
-            return f"blackout(p={self.blackout_probability:g})"
-        return self.perturbation
+        """A short name: ``blackout(p=0.8)``, ``noise``, ``blackout(p=1) w=0.1`` (``w`` shown when not 1)."""
+        kind = f"blackout(p={self.blackout_probability:g})" if self.perturbation == "blackout" else self.perturbation
+        return kind if self.grounding_weight == 1.0 else f"{kind} w={self.grounding_weight:g}"
 
     def as_info(self) -> dict[str, Any]:
         """The estimator settings as stored in an artifact's ``info["estimator"]``."""
-        return {"perturbation": self.perturbation, "blackout_probability": self.blackout_probability}
+        return {
+            "perturbation": self.perturbation,
+            "blackout_probability": self.blackout_probability,
+            "grounding_weight": self.grounding_weight,
+        }
 
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> ProbeSetting:
@@ -63,7 +78,12 @@ class ProbeSetting:
         return cls(
             perturbation=info.get("perturbation", PAPER_DEFAULT.perturbation),
             blackout_probability=float(info.get("blackout_probability", PAPER_DEFAULT.blackout_probability)),
+            grounding_weight=float(info.get("grounding_weight", PAPER_DEFAULT.grounding_weight)),
         )
+
+    def weighted(self, grounding_weight: float) -> ProbeSetting:
+        """This perturbation with another grounding weight."""
+        return dataclasses.replace(self, grounding_weight=grounding_weight)
 
     def estimator(
         self,
@@ -72,9 +92,17 @@ class ProbeSetting:
         normalization: VisualNormalization | None = None,
         familiarity: FamiliarityReference | None = None,
     ) -> DecoupledEstimator:
-        """A decoupled estimator probing with this setting (the default normalisation unless one is given)."""
+        """A decoupled estimator probing with this setting: the default normalisation (of this setting's grounding
+        weight) unless one is given, which must have been fitted with the same weight."""
         from ..confidence.estimator import DecoupledEstimator
 
+        if normalization is None:
+            normalization = VisualNormalization(grounding_weight=self.grounding_weight)
+        elif normalization.grounding_weight != self.grounding_weight:
+            raise ValueError(
+                f"the normalisation was fitted with grounding weight {normalization.grounding_weight:g}, "
+                f"the probe setting has {self.grounding_weight:g}"
+            )
         return DecoupledEstimator(
             draws=draws,
             perturbation=self.perturbation,
@@ -93,6 +121,8 @@ CANDIDATES: tuple[ProbeSetting, ...] = (
     ProbeSetting("blur"),
 )
 """The paper's default first (it wins ties), then its code's alternatives and the whole-image blackout."""
+GROUNDING_WEIGHTS: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.0)
+"""The weights of the grounding KL in s tried for every candidate: the paper's first (it wins ties)."""
 
 
 @dataclass(frozen=True)
@@ -109,14 +139,44 @@ class PerturbationChoice:
         return {"chosen": self.chosen.label, "auroc_perception": self.auroc, "n": self.n, "reason": self.reason}
 
 
-def _perception_auroc(rows: Sequence[ScoredItem]) -> float | None:
-    """AUROC of the visual score (a monotone map of s) for perception correctness; None without both classes."""
-    columns = scored_arrays(rows)
-    visual, y = columns["visual"], columns["perception_correct"]
-    keep = ~np.isnan(visual) & ~np.isnan(y)
+def _perception_auroc(rows: Sequence[ScoredItem], grounding_weight: float) -> float | None:
+    """AUROC of s at ``grounding_weight`` (re-weighed from the measured KL and H) for perception correctness;
+    None without both classes."""
+    y = scored_arrays(rows)["perception_correct"]
+    s = np.array(
+        [np.nan if r.signals is None else _statistic(r.signals.features, grounding_weight) for r in rows], dtype=float
+    )
+    keep = ~np.isnan(s) & ~np.isnan(y)
     if len(set(y[keep].tolist())) < 2:
         return None
-    return float(auroc(visual[keep], y[keep]))
+    values = s[keep]
+    rank = np.searchsorted(np.sort(values), values, side="left")  # s is unbounded; ranks (ties equal) are not
+    return float(auroc(rank / max(1, values.size - 1), y[keep]))
+
+
+def _statistic(features: Mapping[str, float], grounding_weight: float) -> float:
+    value = visual_statistic(features, grounding_weight)
+    return np.nan if value is None else value
+
+
+def reweigh(rows: Sequence[ScoredItem], grounding_weight: float) -> list[ScoredItem]:
+    """The rows with s re-weighed to ``grounding_weight`` from their measured KL and H (no re-scoring).
+
+    The visual certainty is that of the un-fitted normalisation of this weight, as a fresh estimator of the
+    setting would report it; calibration fits the normalisation afterwards.
+    """
+    normalization = VisualNormalization(grounding_weight=grounding_weight)
+    out = []
+    for row in rows:
+        s = None if row.signals is None else visual_statistic(row.signals.features, grounding_weight)
+        if row.signals is not None and s is not None:
+            visual = normalization.apply(s)
+            features = {**row.signals.features, "visual_score": s, "visual_certainty": visual}
+            row = dataclasses.replace(
+                row, signals=row.signals.model_copy(update={"visual": visual, "features": features})
+            )
+        out.append(row)
+    return out
 
 
 def choose_perturbation(
@@ -131,7 +191,8 @@ def choose_perturbation(
     min_per_class: int = 20,
     on_item: Callable[[ScoredItem], None] | None = None,
 ) -> PerturbationChoice:
-    """The candidate whose s ranks perception correctness best on (a sample of) ``rows``, drawn with ``seed``.
+    """The candidate, and its grounding weight of ``GROUNDING_WEIGHTS``, whose s ranks perception correctness best
+    on (a sample of) ``rows``, drawn with ``seed``.
 
     Only rows with an answer and a perception label take part; with fewer than ``min_per_class`` correct or
     wrong perceptions among them the first candidate (the paper's default) is returned without re-scoring.
@@ -152,13 +213,16 @@ def choose_perturbation(
         )
         return PerturbationChoice(candidates[0], {}, len(usable), reason)
     scores: dict[str, float | None] = {}
+    weighted: list[ProbeSetting] = []
     for setting in candidates:
-        if setting == measured_with:
+        if measured_with is not None and setting.weighted(1.0) == measured_with.weighted(1.0):  # KL, H: any w
             measured = usable
         else:
             measured = remeasure(backend, setting.estimator(draws=draws), usable, on_item=on_item)
-        scores[setting.label] = _perception_auroc(measured)
-    chosen = best_setting(scores, candidates)
+        for weight in GROUNDING_WEIGHTS:
+            weighted.append(setting.weighted(weight))
+            scores[weighted[-1].label] = _perception_auroc(measured, weight)
+    chosen = best_setting(scores, weighted)
     if chosen is None:
         return PerturbationChoice(candidates[0], scores, len(usable), "no candidate could be ranked")
     reason = (

@@ -28,7 +28,7 @@ from .artifact import CalibrationArtifact, fingerprint_data
 from .collect import ScoredItem, remeasure, score_items, scored_arrays
 from .decoupled import SHIFT_COVARIATES, VERBALIZED_FEATURES, DecoupledCalibrator
 from .fit import fit_artifact, split_rows
-from .perturbation_choice import PAPER_DEFAULT, ProbeSetting, choose_perturbation
+from .perturbation_choice import PAPER_DEFAULT, ProbeSetting, choose_perturbation, reweigh
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -116,11 +116,13 @@ def calibrate_rows(
     seed: int = 0,
     info: dict[str, Any] | None = None,
     shift: bool = True,
+    grounding_weight: float = 1.0,
 ) -> CalibrationArtifact:
     """Fit an artifact on already-scored rows (see the module docstring for the order of the fits).
 
     ``shift=False`` fits neither the familiarity reference nor the shift discounts (question-noise copies are still
-    kept out of the calibrators).
+    kept out of the calibrators). ``grounding_weight``: the weight of the grounding KL in the rows' statistic s
+    (their probe setting's), stored with its normalisation.
     """
     familiarity = fit_familiarity(rows, seed=seed) if shift else None
     if familiarity is not None:
@@ -129,7 +131,9 @@ def calibrate_rows(
     statistic = arrays["visual_score"]
     visual = arrays["visual"]
     if np.any(~np.isnan(statistic)):
-        visual = normalized_visual(statistic, VisualNormalization.fit(statistic.tolist()))
+        visual = normalized_visual(
+            statistic, VisualNormalization.fit(statistic.tolist(), grounding_weight=grounding_weight)
+        )
     errors = sum(r.error is not None for r in rows)
     noisy = sum(not _is_user_input(r) for r in rows)
     return fit_artifact(
@@ -139,6 +143,7 @@ def calibrate_rows(
         answer_correct=arrays["answer_correct"],
         perception_correct=arrays["perception_correct"],
         visual_statistic=None if np.all(np.isnan(statistic)) else statistic,
+        grounding_weight=grounding_weight,
         model_fingerprint=model_fingerprint,
         data_fingerprint=data_fingerprint,
         calibrator=DecoupledCalibrator(
@@ -202,9 +207,11 @@ def calibrate_backend(
         choice = choose_perturbation(
             backend, rows, draws=draws, seed=seed, measured_with=setting, on_item=on_probe_item
         )
-        if choice.chosen != setting:
-            setting = choice.chosen
-            rows = remeasure(backend, setting.estimator(draws=draws), rows, on_item=on_probe_item)
+        if choice.chosen.weighted(1.0) != setting.weighted(1.0):  # another perturbation: score again
+            rows = remeasure(backend, choice.chosen.estimator(draws=draws), rows, on_item=on_probe_item)
+        elif choice.chosen != setting:  # the same KL and H, weighed otherwise
+            rows = reweigh(rows, choice.chosen.grounding_weight)
+        setting = choice.chosen
         info["perturbation_choice"] = choice.as_info()
     data_fingerprint = fingerprint_data(
         [
@@ -223,5 +230,6 @@ def calibrate_backend(
         targets=targets,
         seed=seed,
         info=info,
+        grounding_weight=setting.grounding_weight,
     )
     return artifact, rows

@@ -191,6 +191,10 @@ def _calibrate(
     shown = ", ".join(f"{name} ECE10 {value:.3f}" for name, value in summary.items())
     choice = artifact.info.get("perturbation_choice")
     if choice:
-        ranked = ", ".join(f"{k} {v:.3f}" for k, v in choice["auroc_perception"].items() if v is not None)
-        console.print(f"visual probe: [bold]{choice['chosen']}[/] ({choice['reason']}; {ranked})")
+        table = [(v, k) for k, v in choice["auroc_perception"].items() if v is not None]
+        best = ", ".join(f"{k} {v:.3f}" for v, k in sorted(table, key=lambda t: -t[0])[:5])
+        console.print(
+            f"visual probe: [bold]{choice['chosen']}[/] ({choice['reason']}; best of {len(table)}: {best}; "
+            "the whole table is in the artifact)"
+        )
     console.print(f"[bold]calibrated[/] on {len(rows)} answers ({shown}); artifact written to {path}")

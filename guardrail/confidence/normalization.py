@@ -3,6 +3,11 @@
 The paper z-scores the raw visual score s over a batch of rollouts; a single answer at inference time has no
 batch, so the mean and std of s are measured once on a calibration split, stored in the calibration artifact,
 and applied to every answer. Plain Python (no torch), so that artifacts load without the model stack.
+
+The statistic itself is ``s = w log(KL + eps) - log(H + eps)``: the paper's is ``w = 1``. How much the grounding
+KL should count against the certainty H is a property of a model and its images, so calibration may choose a
+smaller ``w`` on its labelled rows (``guardrail.calibration.perturbation_choice``) and stores it here, beside the
+statistics of the s it chose; artifacts written before keep the paper's ``w = 1``.
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ class VisualNormalization(BaseModel):
 
     mean: float = Field(default=0.0, allow_inf_nan=False)
     std: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
+    grounding_weight: float = Field(default=1.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    """``w`` in ``s = w log(KL + eps) - log(H + eps)``: 1 is the paper's statistic, 0 the certainty H alone."""
 
     @classmethod
-    def fit(cls, scores: Iterable[float | None]) -> VisualNormalization:
-        """Mean and population std of the measured scores (``None`` and NaN mean "not measured" and are skipped)."""
+    def fit(cls, scores: Iterable[float | None], *, grounding_weight: float = 1.0) -> VisualNormalization:
+        """Mean and population std of the measured scores (``None`` and NaN mean "not measured" and are skipped),
+        which were computed with ``grounding_weight``."""
         values: list[float] = []
         for i, score in enumerate(scores):
             if score is None or math.isnan(score):
@@ -44,7 +52,7 @@ class VisualNormalization(BaseModel):
         std = statistics.pstdev(values)
         if not std > 0:
             raise CalibrationError("`scores` are all equal: their spread (std) is 0, nothing to normalise by")
-        return cls(mean=statistics.fmean(values), std=std)
+        return cls(mean=statistics.fmean(values), std=std, grounding_weight=grounding_weight)
 
     def apply(self, score: float) -> float:
         """The visual certainty ``sigmoid((score - mean) / std)``, computed without overflow."""

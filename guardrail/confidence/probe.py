@@ -14,7 +14,7 @@ the rows and the token offsets come from; from there on, this module:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +34,7 @@ __all__ = [
     "span_masks",
     "span_stats",
     "visual_probe",
+    "visual_statistic",
 ]
 
 _RANDOM_KINDS = ("blackout", "noise")
@@ -135,8 +136,9 @@ def visual_probe(
 
     ``logp`` ``(tokens,)`` under the original images, ``logq`` ``(draws, tokens)`` under the perturbed copies.
     KL is the sampled-token KL averaged over the span, then over the draws; H is the mean surprisal, or the full
-    entropy when given (``entropy`` ``(tokens,)``). ``kl_full`` ``(draws, tokens)``, when given, is reported as a
-    feature (``vision_kl_full``) beside the sampled-token estimate.
+    entropy when given (``entropy`` ``(tokens,)``); s weighs them by ``normalization.grounding_weight``.
+    ``kl_full`` ``(draws, tokens)``, when given, is reported as a feature (``vision_kl_full``) beside the
+    sampled-token estimate.
     """
     kl_draws = sig.masked_mean(sig.sampled_token_kl(logp, logq), vision)  # (draws,)
     kl = kl_draws.mean()
@@ -153,11 +155,24 @@ def visual_probe(
         names = ("vision_kl", "vision_entropy")
     if kl_full is not None:
         features["vision_kl_full"] = float(sig.masked_mean(kl_full, vision).mean())
-    s = sig.visual_score(kl, h)
+    s = sig.visual_score(kl, h, grounding_weight=normalization.grounding_weight)
     features["visual_score"] = float(s)
     visual = normalization.apply(float(s))
     features["visual_certainty"] = visual
     return ProbeResult(visual=visual, features=features, sources=(*names, "visual_score"))
+
+
+def visual_statistic(features: Mapping[str, float], grounding_weight: float) -> float | None:
+    """s at ``grounding_weight`` from a probe's recorded ``features`` (``vision_kl`` and ``vision_entropy``, else
+    ``vision_surprisal``, as ``visual_probe`` measured them); ``None`` when the probe did not measure them."""
+    kl = features.get("vision_kl")
+    h = features.get("vision_entropy", features.get("vision_surprisal"))
+    if kl is None or h is None:
+        return None
+    s = sig.visual_score(
+        torch.tensor(kl, dtype=torch.float64), torch.tensor(h, dtype=torch.float64), grounding_weight=grounding_weight
+    )
+    return float(s)
 
 
 def draws_differ(kind: PerturbationKind, probability: float) -> bool:

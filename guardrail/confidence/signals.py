@@ -72,12 +72,18 @@ def masked_min(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.any(-1), filled, torch.full_like(filled, float("nan")))
 
 
-def visual_score(kl: torch.Tensor, h: torch.Tensor, *, eps: float = SCORE_EPS) -> torch.Tensor:
-    """Raw visual certainty ``s = log(KL + eps) - log(H + eps)`` (METHOD.md 3.5): grounded and certain -> high.
+def visual_score(
+    kl: torch.Tensor, h: torch.Tensor, *, eps: float = SCORE_EPS, grounding_weight: float = 1.0
+) -> torch.Tensor:
+    """Raw visual certainty ``s = w log(KL + eps) - log(H + eps)`` (METHOD.md 3.5, ``w = 1``): grounded and
+    certain -> high.
 
-    ``kl`` and ``h`` are span means of shape ``(...)`` (broadcasting) -> ``(...)``.
+    ``kl`` and ``h`` are span means of shape ``(...)`` (broadcasting) -> ``(...)``; ``grounding_weight`` ``w`` in
+    [0, 1] is how much the grounding KL counts (see ``VisualNormalization``).
     """
-    return torch.log(kl + eps) - torch.log(h + eps)
+    if not 0.0 <= grounding_weight <= 1.0:
+        raise ValueError(f"`grounding_weight` must be in [0, 1], got {grounding_weight}")
+    return grounding_weight * torch.log(kl + eps) - torch.log(h + eps)
 
 
 def normalized_visual_certainty(score: torch.Tensor, mean: float, std: float) -> torch.Tensor:

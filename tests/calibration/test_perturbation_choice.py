@@ -11,10 +11,12 @@ from guardrail.calibration.collect import ScoredItem, remeasure, score_items, sc
 from guardrail.calibration.metrics import auroc
 from guardrail.calibration.perturbation_choice import (
     CANDIDATES,
+    GROUNDING_WEIGHTS,
     PAPER_DEFAULT,
     ProbeSetting,
     best_setting,
     choose_perturbation,
+    reweigh,
 )
 from guardrail.data.labelled import easyvqa_items
 from guardrail.types import Generation, Request
@@ -66,8 +68,35 @@ def test_too_few_perception_labels_keep_the_paper_default_without_rescoring() ->
 
 def test_the_recorded_setting_round_trips() -> None:
     for setting in CANDIDATES:
-        assert ProbeSetting.from_info(setting.as_info()) == setting
-    assert ProbeSetting.from_info({}) == PAPER_DEFAULT
+        for weight in GROUNDING_WEIGHTS:
+            assert ProbeSetting.from_info(setting.weighted(weight).as_info()) == setting.weighted(weight)
+    assert ProbeSetting.from_info({}) == PAPER_DEFAULT  # artifacts written before the weight: the paper's w = 1
+    assert ProbeSetting.from_info({"perturbation": "grey"}).grounding_weight == 1.0
+    assert ProbeSetting("grey", grounding_weight=0.1).label == "grey w=0.1"
+    assert PAPER_DEFAULT.label == "blackout(p=0.8)"
+
+
+def test_an_estimator_refuses_a_normalisation_of_another_weight() -> None:
+    from guardrail.confidence.normalization import VisualNormalization
+
+    setting = PAPER_DEFAULT.weighted(0.25)
+    assert setting.estimator().normalization.grounding_weight == 0.25
+    with pytest.raises(ValueError, match="grounding weight 1, the probe setting has 0.25"):
+        setting.estimator(normalization=VisualNormalization(mean=1.0, std=2.0))
+
+
+def test_reweighing_equals_measuring_with_the_weight(reference_rows: tuple[Any, list[ScoredItem]]) -> None:
+    """s re-weighed from the recorded KL and H is what a probe of that weight measures on the same answers."""
+    backend, rows = reference_rows
+    few = rows[:12]
+    for weight in (0.0, 0.1, 0.5):
+        again = remeasure(backend, PAPER_DEFAULT.weighted(weight).estimator(), few)
+        for direct, reweighed in zip(again, reweigh(few, weight), strict=True):
+            assert direct.signals is not None and reweighed.signals is not None
+            assert reweighed.signals.features["visual_score"] == pytest.approx(
+                direct.signals.features["visual_score"], rel=1e-5, abs=1e-5
+            )
+            assert reweighed.signals.visual == pytest.approx(direct.signals.visual, abs=1e-5)
 
 
 def test_labels_and_candidates_are_validated() -> None:
@@ -90,9 +119,9 @@ def test_on_the_reference_model_the_choice_is_the_best_ranked_candidate(
 ) -> None:
     backend, rows = reference_rows
     choice = choose_perturbation(backend, rows, min_per_class=10)
-    assert set(choice.auroc) == {c.label for c in CANDIDATES}
+    assert set(choice.auroc) == {c.weighted(w).label for c in CANDIDATES for w in GROUNDING_WEIGHTS}
     values = {k: v for k, v in choice.auroc.items() if v is not None}
-    assert len(values) == len(CANDIDATES)
+    assert len(values) == len(CANDIDATES) * len(GROUNDING_WEIGHTS)
     assert choice.auroc[choice.chosen.label] == max(values.values())
     assert choice.n == sum(r.perception_correct is not None for r in rows)
     # the table is what re-measuring with the chosen setting gives on the same rows

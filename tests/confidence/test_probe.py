@@ -12,7 +12,7 @@ from PIL import Image
 from guardrail import AgreementEstimator, DecoupledEstimator, Generation, GenerationOptions, Request
 from guardrail.backends import ScoringBackend, TeacherForcedScores, TextScores, TextScoringBackend
 from guardrail.confidence.normalization import VisualNormalization
-from guardrail.confidence.probe import draws_differ, perturbed_variants, span_masks, visual_probe
+from guardrail.confidence.probe import draws_differ, perturbed_variants, span_masks, visual_probe, visual_statistic
 from guardrail.responses import parse_response
 
 TEXT = "<vision>red circle</vision><reasoning>so red</reasoning> \\boxed{red}"
@@ -152,3 +152,25 @@ def test_perturbed_variants_draw_once_when_draws_would_repeat() -> None:
         a.tobytes() == b.tobytes() for va, vb in zip(variants, again, strict=True) for a, b in zip(va, vb, strict=True)
     )
     assert variants[0][0].tobytes() != variants[1][0].tobytes()  # draws differ (seed + k * n_images + i)
+
+
+def test_the_grounding_weight_sets_how_much_the_kl_counts_in_s() -> None:
+    """s = w log(KL + eps) - log(H + eps): the paper's statistic at w = 1, the certainty alone at w = 0; the
+    features it was formed from are recorded either way, and s is reproduced from them."""
+    rows = _rows(2)
+    vision = span_masks(parse_response(TEXT), [(i, i + 1) for i in range(len(TEXT))], len(TEXT)).vision
+    paper = visual_probe(rows[0], rows[1:], vision, NORMALIZATION)
+    weighted = {
+        w: visual_probe(rows[0], rows[1:], vision, NORMALIZATION.model_copy(update={"grounding_weight": w}))
+        for w in (0.0, 0.5)
+    }
+    kl, h = paper.features["vision_kl"], paper.features["vision_surprisal"]
+    assert paper.features["visual_score"] == pytest.approx(math.log(kl + 1e-8) - math.log(h + 1e-8))
+    assert weighted[0.0].features["visual_score"] == pytest.approx(-math.log(h + 1e-8))
+    assert weighted[0.5].features["visual_score"] == pytest.approx(0.5 * math.log(kl + 1e-8) - math.log(h + 1e-8))
+    for w, result in ((1.0, paper), *weighted.items()):
+        assert result.features["vision_kl"] == kl  # the measurements do not depend on the weight
+        assert visual_statistic(result.features, w) == pytest.approx(result.features["visual_score"], abs=1e-6)
+    assert visual_statistic({"vision_kl": 0.5}, 1.0) is None  # no certainty measured: no statistic
+    with pytest.raises(ValueError, match="grounding_weight"):
+        VisualNormalization(grounding_weight=1.5)
