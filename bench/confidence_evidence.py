@@ -33,7 +33,7 @@ from rich.table import Table
 
 from guardrail.calibration.collect import remeasure, score_items, scored_arrays
 from guardrail.calibration.metrics import auroc
-from guardrail.calibration.perturbation_choice import CANDIDATES, ProbeSetting
+from guardrail.calibration.perturbation_choice import CANDIDATES, GROUNDING_WEIGHTS, ProbeSetting, reweigh
 from guardrail.data.labelled import LabelledItem, easyvqa_items
 from guardrail.pretrained import default_model_path, estimator_for, find_artifact
 from guardrail.types import Request
@@ -132,15 +132,16 @@ def run(model_dir: Path, n: int, n_black: int, seed: int) -> dict[str, Any]:
 
     # every candidate probe on the same test answers (the choice was made on the calibration split); the probe in
     # use was measured above already
-    used = ProbeSetting(estimator.perturbation, estimator.blackout_probability)
+    used = ProbeSetting(
+        estimator.perturbation, estimator.blackout_probability, estimator.normalization.grounding_weight
+    )
     probes = {}
     for setting in CANDIDATES:
-        visual = (
-            columns["visual"]
-            if setting == used
-            else scored_arrays(remeasure(backend, setting.estimator(), rows))["visual"]
-        )
-        probes[setting.label] = _auroc(visual, perception)
+        measured = rows if setting == used.weighted(1.0) else remeasure(backend, setting.estimator(), rows)
+        for weight in GROUNDING_WEIGHTS:  # the same KL and H, weighed otherwise
+            probes[setting.weighted(weight).label] = _auroc(
+                scored_arrays(reweigh(measured, weight))["visual"], perception
+            )
 
     severities = np.array([int(r.item.tags["severity"]) for r in rows])
     by_severity = {

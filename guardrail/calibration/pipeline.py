@@ -180,6 +180,7 @@ def calibrate_backend(
     on_probe_item: Callable[[ScoredItem], None] | None = None,
     question_noise: float = 0.25,
     batch_size: int = 16,
+    command: str | None = None,
 ) -> tuple[CalibrationArtifact, list[ScoredItem]]:
     """Score ``items`` with a white-box ``backend`` and fit its calibration artifact.
 
@@ -193,6 +194,7 @@ def calibrate_backend(
     patch blackening unless another candidate ranks perception errors better) and re-measures every row with
     the winner before fitting; ``on_probe_item`` is called after each of those re-measurements. ``batch_size``
     items are answered in one batched generation when the backend can (answers as they would be alone).
+    ``command``, the command line that ran this calibration, is recorded in the artifact (``info["command"]``).
     """
     auto = perturbation == "auto"
     if not auto and perturbation not in PERTURBATIONS:
@@ -203,6 +205,8 @@ def calibrate_backend(
     scored = with_question_noise(items, question_noise, seed=seed)
     rows = score_items(backend, setting.estimator(draws=draws), scored, on_item=on_item, batch_size=batch_size)
     info: dict[str, Any] = {"data": data_name, "items": len(items), "question_noise": question_noise}
+    if command is not None:
+        info["command"] = command
     if auto:
         choice = choose_perturbation(
             backend, rows, draws=draws, seed=seed, measured_with=setting, on_item=on_probe_item

@@ -6,6 +6,8 @@ and ``--data FILE.jsonl`` (lines {"image", "question", "answer", optional "perce
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -83,9 +85,6 @@ def calibrate(
 
 
 def _remeasure(source: Path, out: Path) -> None:
-    import shlex
-    import sys
-
     from .._version import __version__
     from ..calibration.artifact import load_artifact, save_artifact
     from ..calibration.fit import remeasure_metrics
@@ -180,6 +179,7 @@ def _calibrate(
                 data_name=data_name,
                 question_noise=question_noise,
                 batch_size=batch_size,
+                command=shlex.join(["guardrail", *sys.argv[1:]]),
                 on_item=advance,
                 on_probe_item=probe_advance,
             )

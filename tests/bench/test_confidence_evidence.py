@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from guardrail.calibration.perturbation_choice import ProbeSetting
+
 pytest.importorskip("transformers")
 
 pytestmark = pytest.mark.slow
@@ -57,6 +59,5 @@ def test_the_shipped_probe_is_the_one_chosen_on_the_calibration_split(evidence: 
     chosen = probe["chosen_on_calibration"]
     assert chosen is not None
     used = probe["used"]
-    label = "blackout(p={:g})".format(used["blackout_probability"]) if used["perturbation"] == "blackout" else None
-    assert chosen["chosen"] == (label or used["perturbation"])
+    assert chosen["chosen"] == ProbeSetting.from_info(used).label
     assert set(probe["test_auroc_perception_by_candidate"]) == set(chosen["auroc_perception"])

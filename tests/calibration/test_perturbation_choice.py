@@ -81,7 +81,7 @@ def test_an_estimator_refuses_a_normalisation_of_another_weight() -> None:
 
     setting = PAPER_DEFAULT.weighted(0.25)
     assert setting.estimator().normalization.grounding_weight == 0.25
-    with pytest.raises(ValueError, match="grounding weight 1, the probe setting has 0.25"):
+    with pytest.raises(ValueError, match=r"grounding weight 1, the probe setting has 0\.25"):
         setting.estimator(normalization=VisualNormalization(mean=1.0, std=2.0))
 
 
@@ -92,7 +92,8 @@ def test_reweighing_equals_measuring_with_the_weight(reference_rows: tuple[Any, 
     for weight in (0.0, 0.1, 0.5):
         again = remeasure(backend, PAPER_DEFAULT.weighted(weight).estimator(), few)
         for direct, reweighed in zip(again, reweigh(few, weight), strict=True):
-            assert direct.signals is not None and reweighed.signals is not None
+            assert direct.signals is not None
+            assert reweighed.signals is not None
             assert reweighed.signals.features["visual_score"] == pytest.approx(
                 direct.signals.features["visual_score"], rel=1e-5, abs=1e-5
             )

@@ -50,7 +50,14 @@ def test_calibrate_writes_an_artifact_bound_to_the_model(model_dir: Path, data_f
     choice = artifact.info["perturbation_choice"]
     assert choice["chosen"] == "blackout(p=0.8)"
     assert "fewer than 20 of a class" in choice["reason"]
-    assert artifact.info["estimator"] == {"draws": 1, "perturbation": "blackout", "blackout_probability": 0.8}
+    assert artifact.info["estimator"] == {
+        "draws": 1,
+        "perturbation": "blackout",
+        "blackout_probability": 0.8,
+        "grounding_weight": 1.0,
+    }
+    assert artifact.visual_normalization.grounding_weight == 1.0
+    assert artifact.info["command"].startswith("guardrail ")  # the command line that made the artifact
 
 
 def test_an_explicit_probe_is_recorded_and_reused_by_load_guard(
@@ -64,7 +71,12 @@ def test_an_explicit_probe_is_recorded_and_reused_by_load_guard(
     assert result.exit_code == 0, result.output
     artifact = load_artifact(out)
     assert "perturbation_choice" not in artifact.info
-    assert artifact.info["estimator"] == {"draws": 1, "perturbation": "blackout", "blackout_probability": 1.0}
+    assert artifact.info["estimator"] == {
+        "draws": 1,
+        "perturbation": "blackout",
+        "blackout_probability": 1.0,
+        "grounding_weight": 1.0,
+    }
     estimator = load_guard(model_dir, artifact=out).estimator
     assert (estimator.perturbation, estimator.blackout_probability) == ("blackout", 1.0)  # type: ignore[attr-defined]
 
