@@ -121,8 +121,10 @@ CANDIDATES: tuple[ProbeSetting, ...] = (
     ProbeSetting("blur"),
 )
 """The paper's default first (it wins ties), then its code's alternatives and the whole-image blackout."""
-GROUNDING_WEIGHTS: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1, 0.0)
-"""The weights of the grounding KL in s tried for every candidate: the paper's first (it wins ties)."""
+GROUNDING_WEIGHTS: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1)
+"""The weights of the grounding KL in s tried for every candidate: the paper's first (it wins ties). Never 0: an
+answer that does not depend on the image at all (KL 0, e.g. an image that is already black) must always lose
+visual confidence, however certain its perception tokens are."""
 
 
 @dataclass(frozen=True)
