@@ -78,16 +78,17 @@ test-slow: install browser postgres
 
 check: test test-slow
 
-# Every CPU benchmark quoted in the README (several minutes); results go to bench/results/.
+# Every CPU benchmark quoted in the README (several minutes), on one thread as their results were measured;
+# results go to bench/results/, each with the commit and command that produced it.
 bench: install
-	$(BIN)/python bench/policy_overhead.py
-	$(BIN)/python bench/telemetry_overhead.py
-	$(BIN)/python bench/reference_quality.py --n-clean 1000 --n-corrupt 100 --n-kl 200 --n-latency 50
-	$(BIN)/python bench/confidence_evidence.py --n 1500 --black 150
+	OMP_NUM_THREADS=1 $(BIN)/python bench/policy_overhead.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/telemetry_overhead.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/reference_quality.py --n-clean 1000 --n-corrupt 100 --n-kl 200 --n-latency 50
+	OMP_NUM_THREADS=1 $(BIN)/python bench/confidence_evidence.py --n 1500 --black 150
 	OMP_NUM_THREADS=1 $(BIN)/python bench/confidence_cost.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/batch_throughput.py --items 64 --rounds 2 --sizes 1 4 16
-	$(BIN)/python bench/decoupling.py --n 600
-	$(BIN)/python bench/calibration_synthetic.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/decoupling.py --n 600
+	OMP_NUM_THREADS=1 $(BIN)/python bench/calibration_synthetic.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _provenance import provenance
 
 from guardrail.calibration import DecoupledCalibrator, auroc, brier_score, certify_threshold, expected_calibration_error
 from guardrail.calibration.decoupled import COMBINERS
@@ -139,6 +140,7 @@ def main() -> None:
     floor = ece_noise_floor(np.full(50_000, 0.5), n_bins=10, n_draws=200)
     risk = bench_risk()
     result = {
+        **provenance(__file__),
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "seconds": round(time.perf_counter() - start, 1),
         "ece_10_noise_floor_at_50000": {"mean": floor.mean, "high": floor.high},

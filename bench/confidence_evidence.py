@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _provenance import provenance
 from PIL import Image
 from rich.console import Console
 from rich.progress import track
@@ -205,12 +207,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--targets-out", type=Path, default=TARGETS)
     args = parser.parse_args(argv)
-    results = run(args.model or default_model_path(), args.n, args.black, args.seed)
+    origin = provenance(__file__, list(sys.argv[1:] if argv is None else argv))
+    results = {**origin, **run(args.model or default_model_path(), args.n, args.black, args.seed)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     targets = results.pop("calibration_targets")
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     if targets is not None:
-        targets = {"model": results["model"], "artifact": results["calibrated_with"], **targets}
+        targets = {**origin, "model": results["model"], "artifact": results["calibrated_with"], **targets}
         args.targets_out.write_text(json.dumps(targets, indent=2) + "\n")
 
     table = Table(title=f"Decoupled confidence evidence (n={results['n']}, corrupted easy-VQA test)")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _provenance import provenance
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -170,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    results = run(args.n, args.budget, args.seed, args.target)
+    origin = provenance(__file__, list(sys.argv[1:] if argv is None else argv))
+    results = {**origin, **run(args.n, args.budget, args.seed, args.target)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     table = Table(title=f"Decoupling pay-off: n={results['n']}, {results['extra_calls_per_router']} extra calls each")

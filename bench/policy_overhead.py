@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _provenance import provenance
 from rich.console import Console
 from rich.table import Table
 
@@ -101,6 +102,7 @@ def main() -> None:
     engine_worst = max(v["median_us"] for k, v in results.items() if k.startswith("engine"))
     loop_worst = max(v["median_us"] for k, v in results.items() if k.startswith("loop"))
     summary = {
+        **provenance(__file__),
         "machine": f"{platform.processor() or platform.machine()}, {platform.python_implementation()} "
         f"{platform.python_version()}",
         "policy": policy.name,

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _provenance import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "served_overhead.json"
 sys.path.insert(0, str(ROOT))  # the example's server launcher and, without the reference model, the tiny model
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "own_ms_from_best": best_ms - (1 + k) * results["plain"]["best_ms"],
         }
     report = {
+        **provenance(__file__, list(sys.argv[1:] if argv is None else argv)),
         "load_average_before_after": [load_before, os.getloadavg()[0]],
         "machine": f"{platform.machine()}, CPython {platform.python_version()}, {os.cpu_count()} CPUs (shared)",
         "server": "transformers serve (CPU), 127.0.0.1",
@@ -121,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "visual_signal": "answer agreement (the server offers no log-probs and no prompt log-probs)",
-        "command": "HF_HUB_OFFLINE=1 .venv/bin/python bench/served_overhead.py " + " ".join(argv or sys.argv[1:]),
         "results": results,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from _provenance import provenance
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -129,10 +130,10 @@ def main() -> None:
     extra_cpu_best = {label: v - cpu_best[off_label] for label, v in cpu_best.items() if label != off_label}
     spans_only = extra_cpu["spans + events (batch processor)"]
     summary = {
+        **provenance(__file__),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}",
         "load_average_1m_5m_15m": list(os.getloadavg()),
-        "command": f"bench/telemetry_overhead.py --calls {args.calls} --rounds {args.rounds}",
         "policy": policy.name,
         "cpu_us_per_call": cpu_median,
         "wall_us_per_call": wall_median,

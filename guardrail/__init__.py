@@ -17,7 +17,7 @@ from ._version import __version__
 from .backends.base import AsyncBackend, Backend, BatchBackend, ScoringBackend, TextScoringBackend
 from .calibration.artifact import CalibrationArtifact, load_artifact
 from .calibration.base import Calibrator, PassThroughCalibrator
-from .confidence.base import AsyncEstimator, Estimator
+from .confidence.base import AsyncEstimator, BatchEstimator, Estimator
 from .errors import (
     ArtifactError,
     BackendError,
@@ -78,6 +78,7 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "BatchBackend",
+    "BatchEstimator",
     "CalibrationArtifact",
     "CalibrationError",
     "Calibrator",

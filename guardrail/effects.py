@@ -20,10 +20,10 @@ from ._pool import shared_pool
 from .backends.base import AsyncBackend, BatchBackend
 from .backends.batching import answer_each, checked_generation
 from .calibration.base import Calibrator
-from .confidence.base import AsyncEstimator, Estimator
+from .confidence.base import AsyncEstimator, BatchEstimator, Estimator
 from .errors import BackendTimeout, WorkerLimitError, is_control_flow
 from .loop import AttemptCall, AttemptOutcome, Effect, Outcome, ViewsCall, ViewsOutcome
-from .types import ErrorInfo, ErrorStage, ImageBlock
+from .types import ErrorInfo, ErrorStage, ImageBlock, Signals
 
 _T = TypeVar("_T")
 
@@ -78,8 +78,9 @@ class Effects:
 
     def perform_batch(self, calls: Sequence[AttemptCall]) -> list[AttemptOutcome]:
         """Perform model attempts that are due together on one backend: one batched generation when the backend
-        is a ``BatchBackend``, then each answer measured and calibrated alone. Within the smallest of their time
-        budgets (on a pool worker); otherwise one by one, as :meth:`perform` would."""
+        is a ``BatchBackend``, then the answers measured together when the estimator is a ``BatchEstimator`` (else
+        one by one), each calibrated alone. Within the smallest of their time budgets (on a pool worker); otherwise
+        one by one, as :meth:`perform` would."""
         backend = calls[0].backend
         if len(calls) == 1 or not isinstance(backend, BatchBackend):
             return [_attempt_outcome(self.perform(call)) for call in calls]
@@ -121,19 +122,59 @@ class Effects:
         return outcome
 
     def _attempt_batch(self, backend: BatchBackend, calls: Sequence[AttemptCall]) -> list[AttemptOutcome]:
+        """One batched generation, then the answers measured together where the estimator can (``BatchEstimator``:
+        their re-scoring passes batched), else one by one; each answer calibrated alone."""
         answered = answer_each(backend, [call.request for call in calls], [call.options for call in calls])
-        outcomes = []
-        for call, result, generated in zip(calls, answered.results, answered.seconds, strict=True):
-            measured = time.perf_counter()
-            outcome = AttemptOutcome()
+        outcomes = [AttemptOutcome() for _ in calls]
+        for outcome, result in zip(outcomes, answered.results, strict=True):
             if isinstance(result, Exception):
                 _record_failure(outcome, "backend", result)
             else:
                 outcome.generation = result
-                self._measure(call, outcome)
-            outcome.seconds = generated + time.perf_counter() - measured  # as long as this answer was waited for
-            outcomes.append(outcome)
+        answers = [i for i, outcome in enumerate(outcomes) if outcome.generation is not None]
+        start = time.perf_counter()
+        measured = self._estimates(backend, [calls[i] for i in answers], [outcomes[i] for i in answers])
+        together = dict(zip(answers, measured, strict=True)) if measured is not None else {}
+        shared = time.perf_counter() - start if measured is not None else 0.0
+        for i, outcome in enumerate(outcomes):
+            own = time.perf_counter()
+            if i in together:
+                self._take_signals(outcome, together[i])
+            elif outcome.generation is not None:
+                self._measure(calls[i], outcome)
+            waited = answered.seconds[i] + (shared if i in together else 0.0)
+            outcome.seconds = waited + time.perf_counter() - own  # as long as this answer was waited for
         return outcomes
+
+    def _estimates(
+        self, backend: BatchBackend, calls: Sequence[AttemptCall], outcomes: Sequence[AttemptOutcome]
+    ) -> list[Signals | Exception] | None:
+        """The answers' signals (or each one's failure) from one ``estimate_batch``; ``None`` when the estimator
+        cannot measure several at once or its batch failed as a whole (then each answer is measured alone)."""
+        if len(calls) < 2 or not isinstance(self.estimator, BatchEstimator):
+            return None
+        generations = [outcome.generation for outcome in outcomes if outcome.generation is not None]
+        try:
+            measured = self.estimator.estimate_batch(backend, [call.request for call in calls], generations)
+            if len(measured) != len(calls):
+                raise TypeError(f"estimate_batch returned {len(measured)} results for {len(calls)} answers")
+        except Exception as exc:
+            if is_control_flow(exc):
+                raise
+            return None
+        return list(measured)
+
+    def _take_signals(self, outcome: AttemptOutcome, measured: object) -> None:
+        """One answer's part of a batched estimate: its signals, calibrated, or its own failure (an estimator stage
+        error, so the policy's ``on_error`` decides: an answer is never let through unmeasured)."""
+        if isinstance(measured, Signals):
+            outcome.signals = measured
+            self._calibrate(outcome)
+        elif isinstance(measured, Exception):
+            _record_failure(outcome, "estimator", measured)
+        else:
+            error = TypeError(f"estimate_batch returned {type(measured).__name__}, expected guardrail.Signals")
+            _record_failure(outcome, "estimator", error)
 
     async def _attempt_async(self, call: AttemptCall) -> AttemptOutcome:
         """A native async attempt: ``agenerate``, then ``aestimate`` when the estimator has one (else the sync

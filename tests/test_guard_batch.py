@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from guardrail import BackendError, Generation, GenerationOptions, Guard, GuardResult, Request, Signals
+from guardrail import (
+    BackendError,
+    BatchEstimator,
+    Generation,
+    GenerationOptions,
+    Guard,
+    GuardResult,
+    Request,
+    Signals,
+)
 from guardrail.backends.base import Backend, BatchBackend
 from tests.support.fakes import Answered, Step
 from tests.support.guards import image_request, make_policy
@@ -182,6 +191,60 @@ def test_every_request_keeps_its_own_trace() -> None:
     finally:
         recorded.tracer_provider.shutdown()
         recorded.meter_provider.shutdown()
+
+
+@dataclass
+class MeasuringTogether(PerQuestion):
+    """``PerQuestion`` whose estimator also measures several answers at once (a ``BatchEstimator``): ``measured``
+    lists the size of every batched estimate; ``breaks`` says how the batched estimate misbehaves."""
+
+    measured: list[int] = field(default_factory=list)
+    breaks: str | None = None  # "raises", "short", "not signals"
+
+    def estimate_batch(
+        self, backend: Backend, requests: Sequence[Request], generations: Sequence[Generation]
+    ) -> list[Signals | Exception]:
+        self.measured.append(len(generations))
+        if self.breaks == "raises":
+            raise RuntimeError("the estimates cannot be batched")
+        results: list[Signals | Exception] = []
+        for request, generation in zip(requests, generations, strict=True):
+            try:
+                results.append(self.estimate(backend, request, generation))
+            except Exception as exc:
+                results.append(exc)
+        if self.breaks == "short":
+            return results[:-1]
+        if self.breaks == "not signals":
+            return [object() if isinstance(r, Signals) else r for r in results]  # type: ignore[misc]
+        return results
+
+
+def test_answers_generated_together_are_measured_together() -> None:
+    model = MeasuringTogether()
+    assert isinstance(model, BatchEstimator)
+    batched = _guard(model).run_batch(_requests(), batch_size=16)
+    assert [_summary(r) for r in batched] == [_summary(_guard(PerQuestion()).run(r)) for r in _requests()]
+    # Round 1: six answers (the seventh's generation failed) measured together, the estimator's own failure kept
+    # on its answer alone; round 2: three; round 3: the last one, alone.
+    assert model.measured == [6, 3]
+
+
+@pytest.mark.parametrize("breaks", ["raises", "short"])
+def test_a_batched_estimate_that_fails_as_a_whole_is_measured_one_by_one(breaks: str) -> None:
+    model = MeasuringTogether(breaks=breaks)
+    batched = _guard(model).run_batch(_requests(), batch_size=16)
+    assert [_summary(r) for r in batched] == [_summary(_guard(PerQuestion()).run(r)) for r in _requests()]
+    assert model.measured == [6, 3]
+
+
+def test_an_answer_without_signals_is_never_accepted() -> None:
+    model = MeasuringTogether(breaks="not signals")
+    results = _guard(model).run_batch(_requests()[:3], batch_size=16)
+    for result in results:
+        assert result.status != "accepted"
+        assert result.error is not None
+        assert (result.error.stage, result.error.type) == ("estimator", "TypeError")
 
 
 def _check_traces(recorded: Recorded) -> None:

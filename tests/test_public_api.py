@@ -17,8 +17,8 @@ import guardrail
 SURFACES: dict[str, set[str]] = {
     "guardrail": {
         "Action", "AgreementEstimator", "ArtifactError", "AsyncBackend", "AsyncEstimator", "Attempt", "Backend",
-        "BackendError", "BackendTimeout", "BatchBackend", "CalibrationArtifact", "CalibrationError", "Calibrator",
-        "Component",
+        "BackendError", "BackendTimeout", "BatchBackend", "BatchEstimator", "CalibrationArtifact", "CalibrationError",
+        "Calibrator", "Component",
         "Confidence", "ConfigurationError", "Decision", "DecoupledEstimator", "ErrorInfo", "Escalation",
         "Estimator", "EstimatorError", "Generation", "GenerationOptions", "Guard", "GuardResult", "GuardrailError",
         "ImageBlock", "ImageError", "InputError", "LangChainBackend", "Message", "OpenAICompatibleBackend",
@@ -28,13 +28,13 @@ SURFACES: dict[str, set[str]] = {
         "configure_telemetry", "decide", "load_artifact", "load_guard", "load_policy",
     },
     "guardrail.backends": {
-        "AsyncBackend", "Backend", "BatchBackend", "CoalescingBackend", "LangChainBackend", "OpenAICompatibleBackend",
-        "ReferenceScores", "ReferenceScoringBackend", "ScoringBackend", "ScoringUnavailable", "TeacherForcedScores",
-        "TextScores", "TextScoringBackend", "TransformersBackend",
+        "AsyncBackend", "Backend", "BatchBackend", "BatchScoringBackend", "CoalescingBackend", "LangChainBackend",
+        "OpenAICompatibleBackend", "ReferenceScores", "ReferenceScoringBackend", "ScoringBackend", "ScoringItem",
+        "ScoringUnavailable", "TeacherForcedScores", "TextScores", "TextScoringBackend", "TransformersBackend",
     },
     "guardrail.confidence": {
-        "AgreementEstimator", "AsyncEstimator", "DecoupledEstimator", "Estimator", "FamiliarityReference",
-        "PerturbationKind", "VisualNormalization", "perturb_image",
+        "AgreementEstimator", "AsyncEstimator", "BatchEstimator", "DecoupledEstimator", "Estimator",
+        "FamiliarityReference", "PerturbationKind", "VisualNormalization", "perturb_image",
     },
     "guardrail.calibration": {
         "CalibrationArtifact", "CalibrationSummary", "Calibrator", "CertifiedThreshold", "DecoupledCalibrator",

@@ -6,6 +6,7 @@
   under other images (``TeacherForcedScores``); the decoupled estimator's visual probe needs it.
 - ``ReferenceScoringBackend``: a scoring backend that keeps, while generating, what scoring the answer under the
   original images would give (``ReferenceScores``), so that the re-scoring pass runs only the perturbed copies.
+- ``BatchScoringBackend``: also re-score several answers (``ScoringItem``) in one padded forward pass.
 - ``TextScoringBackend``: a remote backend that may re-score an answer *text* server-side (``TextScores``, or
   ``ScoringUnavailable`` when the server cannot), since a server cannot accept ids without its tokenizer.
 
@@ -29,9 +30,11 @@ __all__ = [
     "AsyncBackend",
     "Backend",
     "BatchBackend",
+    "BatchScoringBackend",
     "ReferenceScores",
     "ReferenceScoringBackend",
     "ScoringBackend",
+    "ScoringItem",
     "ScoringUnavailable",
     "TeacherForcedScores",
     "TextScores",
@@ -187,6 +190,32 @@ class ReferenceScoringBackend(ScoringBackend, Protocol):
     ) -> TeacherForcedScores:
         """As :meth:`ScoringBackend.score`; with ``reference`` (from :meth:`reference`), row 0 is taken from it and
         only the variants are run through the model."""
+        ...
+
+
+@dataclass(frozen=True)
+class ScoringItem:
+    """One answer to re-score among several: the arguments of one ``score`` call (``reference`` where the backend
+    kept one for this answer, ``None`` to score row 0 too)."""
+
+    request: Request
+    token_ids: tuple[int, ...]
+    variants: tuple[tuple[Image.Image, ...], ...] = ()
+    reference: ReferenceScores | None = None
+
+
+@runtime_checkable
+class BatchScoringBackend(ReferenceScoringBackend, Protocol):
+    """A reference scoring backend that can re-score several answers at once (one padded forward pass).
+
+    ``score_batch`` returns one ``TeacherForcedScores`` per item, in order, each equal within float tolerance to what
+    ``score`` returns for that item alone (with its ``reference``); it may score some items alone (e.g. those
+    without a reference). It raises ``BackendError`` when the batch cannot be scored; callers then score the items
+    one by one, so that an item that breaks the batch fails alone (``backends/batching.score_each``).
+    """
+
+    def score_batch(self, items: Sequence[ScoringItem], *, distributions: bool = False) -> list[TeacherForcedScores]:
+        """Teacher-forced scores of each item, as :meth:`ReferenceScoringBackend.score` gives them."""
         ...
 
 

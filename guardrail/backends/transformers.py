@@ -45,7 +45,7 @@ from ..errors import BackendError, GuardrailError
 from ..responses import final_answer, token_char_offsets
 from ..types import Generation, GenerationOptions, ImageBlock, Request, TextBlock, Usage
 from ._vision_inputs import DEFAULT_MAX_PIXELS, TokenExpandingProcessor, decode_block, model_resolution
-from .base import ReferenceScores, TeacherForcedScores
+from .base import ReferenceScores, ScoringItem, TeacherForcedScores
 from .logits import entropy, full_kl, token_logprobs, top2_margin
 
 __all__ = ["TransformersBackend", "resolve_device", "resolve_dtype"]
@@ -110,6 +110,34 @@ def _same_inputs(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) 
     )
 
 
+def _row_inputs(batch: dict[str, torch.Tensor], row: int, pad: int, rows: int) -> dict[str, torch.Tensor] | None:
+    """Row ``row``'s integer inputs of a left-padded ``rows``-row batch as encoding its prompt alone gives them:
+    per-token tensors without the row's ``pad`` positions, per-row and per-image tensors (images row after row) the
+    row's own part; ``None`` for a tensor of another layout."""
+    length = batch["input_ids"].shape[1]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in batch.items():
+        if value.is_floating_point():
+            continue
+        if value.dim() >= 2 and value.shape[0] == rows and value.shape[1] == length:
+            out[key] = value[row : row + 1, pad:]
+        elif value.dim() >= 1 and value.shape[0] % rows == 0:
+            share = value.shape[0] // rows
+            out[key] = value[row * share : (row + 1) * share]
+        else:
+            return None
+    return out
+
+
+def _stack_key(rows: dict[str, torch.Tensor]) -> tuple[object, ...]:
+    """What rows must share to be stacked with others: their input names, and each non-per-token input's dtype and
+    shape past the first dimension (pixels of one size, image grids of one width)."""
+    return tuple(
+        (key, value.dtype, () if key in _SEQUENCE_KEYS else tuple(value.shape[1:]))
+        for key, value in sorted(rows.items())
+    )
+
+
 @dataclass(frozen=True)
 class _KeptReference(ReferenceScores):
     """A reference as this backend keeps it, with the prompt it was measured on: generation's integer inputs
@@ -121,21 +149,26 @@ class _KeptReference(ReferenceScores):
 
 
 class _PrefillCapture:
-    """Hooks that make generation's own prefill forward pass also measure row 0's familiarity evidence.
+    """Hooks that make generation's own prefill forward pass also measure each row's familiarity evidence.
 
     While installed (``with``), the first forward pass of the model on this thread, when it is over the whole
-    prompt, is asked for the logits before each question token besides the last position's (which generation
-    reads as the first answer token's) and for the hidden states; from its output the evidence ``score`` measures
-    on row 0 is taken (``evidence``), and the pass goes on to generation unchanged. Later passes are untouched.
+    (left-padded) prompt batch, is asked for the logits before each row's question tokens besides the last
+    position's (which generation reads as the first answer token's) and for the hidden states; from its output the
+    evidence ``score`` measures on row 0 of each prompt is taken (``evidence``, one per row), and the pass goes on
+    to generation unchanged. Later passes are untouched.
     """
 
-    def __init__(self, backend: TransformersBackend, prompt_ids: torch.Tensor) -> None:
+    def __init__(self, backend: TransformersBackend, prompt_ids: torch.Tensor, pads: Sequence[int]) -> None:
         self.backend = backend
-        self.prompt_ids = prompt_ids
-        self.question, self.image = backend._prompt_positions(prompt_ids)
-        last = torch.tensor([prompt_ids.shape[0] - 1], device=prompt_ids.device)
-        self.keep = torch.cat([self.question - 1, last])
-        self.evidence: TeacherForcedScores | None = None
+        self.shape = tuple(prompt_ids.shape)  # (rows, positions)
+        self.rows = [prompt_ids[row, pad:] for row, pad in enumerate(pads)]  # each prompt without its padding
+        self.pads = list(pads)
+        self.positions = [backend._prompt_positions(ids) for ids in self.rows]
+        wanted = torch.cat([question - 1 + pad for (question, _), pad in zip(self.positions, self.pads, strict=True)])
+        last = self.shape[1] - 1
+        keep = torch.unique(wanted)  # sorted; never the last position (no question token follows it)
+        self.keep = torch.cat([keep[keep != last], torch.tensor([last], device=prompt_ids.device)])
+        self.evidence: list[TeacherForcedScores] | None = None
         self._thread = threading.get_ident()
         self._handles: list[Any] = []
 
@@ -156,7 +189,7 @@ class _PrefillCapture:
             return None
         self._handles[0].remove()  # one pass only (torch runs the hooks from a copy: removing is safe here)
         ids = kwargs.get("input_ids")
-        whole_prompt = ids is not None and tuple(ids.shape) == (1, self.prompt_ids.shape[0])  # not a chunk
+        whole_prompt = ids is not None and tuple(ids.shape) == self.shape  # not a chunk
         if args or not whole_prompt or "logits_to_keep" not in kwargs:
             self._handles[1].remove()
             return None
@@ -167,14 +200,18 @@ class _PrefillCapture:
             return
         self._handles[1].remove()
         hidden = getattr(output, "hidden_states", None)
-        features = None if hidden is None else hidden[FEATURE_LAYER][0]
-        logits = output.logits[0, : self.question.numel()]
-        found = self.backend._prompt_evidence(self.prompt_ids, self.question, self.image, logits, features)
-        self.evidence = TeacherForcedScores(token_logprobs=torch.empty(1, 0), **found)
+        evidence = []
+        for row, (ids, pad, (question, image)) in enumerate(zip(self.rows, self.pads, self.positions, strict=True)):
+            features = None if hidden is None else hidden[FEATURE_LAYER][row, pad:]
+            logits = output.logits[row, torch.searchsorted(self.keep, question - 1 + pad)]
+            found = self.backend._prompt_evidence(ids, question, image, logits, features)
+            evidence.append(TeacherForcedScores(token_logprobs=torch.empty(1, 0), **found))
+        self.evidence = evidence
 
 
 class _KeptReferences:
-    """The references of the last ``capacity`` generations, each dropped as soon as its ``Generation`` is.
+    """The references of the last ``capacity`` generations (or of a whole batch, when larger), each dropped as soon
+    as its ``Generation`` is.
 
     An entry is found only for the very ``Generation`` object it was kept for, with the very ``Request`` it answered
     (a copy, or the same answer to another request, finds nothing: the caller then scores row 0 itself).
@@ -190,7 +227,9 @@ class _KeptReferences:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, request: Request, generation: Generation, reference: _KeptReference) -> None:
+    def put(self, request: Request, generation: Generation, reference: _KeptReference, *, room: int = 0) -> None:
+        """Keep ``reference``, evicting the oldest beyond ``capacity`` entries, or ``room`` when larger (a batch's
+        size: the estimates of a batch come after all of its generations)."""
         key = id(generation)
 
         def forget(_: object) -> None:
@@ -202,7 +241,7 @@ class _KeptReferences:
         with self._lock:
             self._entries[key] = (weakref.ref(generation, forget), weakref.ref(request), reference)
             self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
+            while len(self._entries) > max(self.capacity, room):
                 self._entries.popitem(last=False)
 
     def get(self, request: Request, generation: Generation) -> _KeptReference | None:
@@ -232,9 +271,10 @@ class TransformersBackend:
     them past that limit.
 
     ``keep_references`` (default 8) is how many recent generations keep row 0 of their scoring pass for
-    ``reference`` (0: none, and generation runs ``model.generate`` alone); ``keep_distributions`` also keeps their
-    full next-token distributions (``(tokens, vocab)`` float32 each, on the model's device), which an estimator
-    measuring the full-vocabulary KL or entropy needs to skip row 0.
+    ``reference`` (0: none, and generation runs ``model.generate`` alone); a ``generate_batch`` keeps all of its
+    answers' when it has more. ``keep_distributions`` also keeps their full next-token distributions (``(tokens,
+    vocab)`` float32 each, on the model's device), which an estimator measuring the full-vocabulary KL or entropy
+    needs to skip row 0.
     """
 
     def __init__(
@@ -465,7 +505,10 @@ class TransformersBackend:
 
     def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """Answer ``request``: text, ``\\boxed{}`` answer, token ids, their log-probs (temperature 1), usage."""
-        options = options or GenerationOptions()
+        return self._generate_one(request, options or GenerationOptions())
+
+    def _generate_one(self, request: Request, options: GenerationOptions, *, room: int = 0) -> Generation:
+        """:meth:`generate`; ``room``: the size of the batch it is part of (see ``_KeptReferences.put``)."""
         start = time.perf_counter()
         inputs = self._encode(self._prompt(request), self.images(request))
         config, seed = self._generation_config(options)
@@ -476,7 +519,7 @@ class TransformersBackend:
                 torch.manual_seed(seed)
                 stop = {"tokenizer": self.tokenizer} if config.stop_strings else {}
                 if self._kept.capacity:
-                    with _PrefillCapture(self, inputs["input_ids"][0]) as capture:
+                    with _PrefillCapture(self, inputs["input_ids"], [0]) as capture:
                         out = self.model.generate(**inputs, generation_config=config, **stop)
                 else:
                     out = self.model.generate(**inputs, generation_config=config, **stop)
@@ -487,16 +530,33 @@ class TransformersBackend:
         logits = torch.stack(out.logits, dim=1)[0, : new_ids.shape[0]]
         generation = self._generation(new_ids, logits, prompt_len, config, options, seed, time.perf_counter() - start)
         if capture is not None and capture.evidence is not None:
-            logprobs = torch.tensor(generation.token_logprobs, dtype=torch.float32).unsqueeze(0)
-            kept = _KeptReference(
-                token_ids=generation.token_ids,
-                scores=dataclasses.replace(capture.evidence, token_logprobs=logprobs),
-                distributions=torch.log_softmax(logits.float(), dim=-1) if self.keep_distributions else None,
-                prompt_inputs={k: v for k, v in inputs.items() if not v.is_floating_point()},
-                pixel_keys=frozenset(k for k, v in inputs.items() if v.is_floating_point()),
-            )
-            self._kept.put(request, generation, kept)
+            integers = {k: v for k, v in inputs.items() if not v.is_floating_point()}
+            self._keep(request, generation, capture.evidence[0], logits, integers, inputs, room=room)
         return generation
+
+    def _keep(
+        self,
+        request: Request,
+        generation: Generation,
+        evidence: TeacherForcedScores,
+        logits: torch.Tensor,
+        prompt_inputs: dict[str, torch.Tensor],
+        inputs: dict[str, torch.Tensor],
+        *,
+        room: int = 0,
+    ) -> None:
+        """Keep row 0 of ``generation``'s scoring pass: its answer log-probs, ``(tokens, vocab)`` ``logits`` reduced to
+        distributions when asked, the prefill's ``evidence`` and the prompt's integer inputs as encoded alone
+        (``room``: see ``_KeptReferences.put``)."""
+        logprobs = torch.tensor(generation.token_logprobs, dtype=torch.float32).unsqueeze(0)
+        kept = _KeptReference(
+            token_ids=generation.token_ids,
+            scores=dataclasses.replace(evidence, token_logprobs=logprobs),
+            distributions=torch.log_softmax(logits.float(), dim=-1) if self.keep_distributions else None,
+            prompt_inputs=prompt_inputs,
+            pixel_keys=frozenset(k for k, v in inputs.items() if v.is_floating_point()),
+        )
+        self._kept.put(request, generation, kept, room=room)
 
     def generate_batch(
         self, requests: Sequence[Request], options: Sequence[GenerationOptions | None]
@@ -520,43 +580,58 @@ class TransformersBackend:
             if len(members) == 1:
                 alone.extend(members)
                 continue
-            together = self._generate_together([requests[i] for i in members], [resolved[i] for i in members])
+            together = self._generate_together(
+                [requests[i] for i in members], [resolved[i] for i in members], room=len(requests)
+            )
             answers.update(zip(members, together, strict=True))
         for i in alone:
-            answers[i] = self.generate(requests[i], resolved[i])
+            answers[i] = self._generate_one(requests[i], resolved[i], room=len(requests))
         return [answers[i] for i in range(len(requests))]
 
-    def _generate_together(self, requests: list[Request], options: list[GenerationOptions]) -> list[Generation]:
-        """One greedy generation over ``requests`` (same limit, same image count), left-padded."""
+    def _generate_together(
+        self, requests: list[Request], options: list[GenerationOptions], *, room: int
+    ) -> list[Generation]:
+        """One greedy generation over ``requests`` (same limit, same image count), left-padded; each row keeps its
+        reference as :meth:`generate` does (the prefill measures every row's familiarity evidence), with ``room``
+        for the whole batch's."""
         start = time.perf_counter()
         image_rows = [self.images(r) for r in requests]
         inputs = self._encode_batch(
             [self._prompt(r) for r in requests], image_rows if image_rows[0] else None, pad=True
         )
         config, _ = self._generation_config(options[0])
+        prompt_len = inputs["input_ids"].shape[1]
+        mask = inputs.get("attention_mask")
+        used = [prompt_len if mask is None else int(mask[row].sum()) for row in range(len(requests))]
+        pads = [prompt_len - n for n in used]
+        capture: _PrefillCapture | None = None
         try:
             with self._lock, torch.inference_mode():
-                out = self.model.generate(**inputs, generation_config=config)
+                if self._kept.capacity:
+                    with _PrefillCapture(self, inputs["input_ids"], pads) as capture:
+                        out = self.model.generate(**inputs, generation_config=config)
+                else:
+                    out = self.model.generate(**inputs, generation_config=config)
         except _MODEL_ERRORS as exc:
             raise BackendError(f"{self.name}: batched generation failed: {exc}") from exc
-        prompt_len = inputs["input_ids"].shape[1]
         logits = torch.stack(out.logits, dim=1)
         eos = config.eos_token_id
         ends = {eos} if isinstance(eos, int) else set(eos or ())
         seconds = (time.perf_counter() - start) / len(requests)
-
-        def seed(opts: GenerationOptions) -> int:
-            return self._sampling(opts)[2]
+        evidence = None if capture is None else capture.evidence
 
         results = []
-        for row, opts in enumerate(options):
+        for row, (request, opts) in enumerate(zip(requests, options, strict=True)):
             ids = out.sequences[row, prompt_len:]
             stops = [k for k, token in enumerate(ids.tolist()) if token in ends]
             new_ids = ids[: stops[0] + 1] if stops else ids  # after its end a row is padding
-            used = int(inputs["attention_mask"][row].sum()) if "attention_mask" in inputs else prompt_len
-            results.append(
-                self._generation(new_ids, logits[row, : new_ids.shape[0]], used, config, opts, seed(opts), seconds)
-            )
+            own_logits = logits[row, : new_ids.shape[0]]
+            seed = self._sampling(opts)[2]
+            generation = self._generation(new_ids, own_logits, used[row], config, opts, seed, seconds)
+            alone = _row_inputs(inputs, row, pads[row], len(requests))
+            if evidence is not None and alone is not None:
+                self._keep(request, generation, evidence[row], own_logits, alone, inputs, room=room)
+            results.append(generation)
         return results
 
     def _generation_config(self, options: GenerationOptions) -> tuple[Any, int]:
@@ -736,6 +811,62 @@ class TransformersBackend:
     ) -> TeacherForcedScores:
         """``score`` with row 0 from ``reference``: one forward pass over the variant rows alone (no hidden states,
         logits only before the answer tokens), reduced against the kept original distributions."""
+        kept = self._checked_reference(request, ids, variants, distributions, reference)
+        if not variants:
+            return self._with_row_0(None, kept, len(ids), distributions)
+        forced, first_answer = self._variant_rows(request, ids, variants, kept)
+        keep = torch.arange(first_answer, first_answer + len(ids), device=self.device)
+        logits = self._forward_answers(forced, keep)
+        answer = torch.tensor(ids, device=self.device)
+        varied = self._reduce(logits, answer, distributions, reference=kept.distributions if distributions else None)
+        return self._with_row_0(varied, kept, len(ids), distributions)
+
+    def score_batch(self, items: Sequence[ScoringItem], *, distributions: bool = False) -> list[TeacherForcedScores]:
+        """:meth:`score` of several answers (``BatchScoringBackend``): the variant rows of every item whose row 0
+        this backend kept (``item.reference``) run together, each row its own prompt and answer, right-padded into
+        one forward pass (one per group of rows whose image inputs stack: same shapes past the first dimension);
+        items without a reference or without variants are scored alone. ``BackendError`` when any item cannot be
+        scored (the caller then scores them one by one)."""
+        results: dict[int, TeacherForcedScores] = {}
+        groups: dict[tuple[object, ...], list[tuple[int, _KeptReference, dict[str, torch.Tensor], int]]] = {}
+        for i, item in enumerate(items):
+            ids = list(item.token_ids)
+            if item.reference is None or not item.variants or not ids:
+                results[i] = self.score(
+                    item.request, ids, item.variants, distributions=distributions, reference=item.reference
+                )
+                continue
+            kept = self._checked_reference(item.request, ids, item.variants, distributions, item.reference)
+            forced, first_answer = self._variant_rows(item.request, ids, item.variants, kept)
+            groups.setdefault(_stack_key(forced), []).append((i, kept, forced, first_answer))
+        for members in groups.values():
+            batch = self._stack_padded([forced for _, _, forced, _ in members])
+            spans = [
+                torch.arange(first, first + len(kept.token_ids), device=self.device) for _, kept, _, first in members
+            ]
+            keep = torch.unique(torch.cat(spans))
+            logits = self._forward_answers(batch, keep)
+            row = 0
+            for (i, kept, forced, _), span in zip(members, spans, strict=True):
+                rows = forced["input_ids"].shape[0]
+                own = logits[row : row + rows, torch.searchsorted(keep, span)]
+                row += rows
+                answer = torch.tensor(kept.token_ids, device=self.device)
+                original = kept.distributions if distributions else None
+                varied = self._reduce(own, answer, distributions, reference=original)
+                results[i] = self._with_row_0(varied, kept, len(kept.token_ids), distributions)
+        return [results[i] for i in range(len(items))]
+
+    def _checked_reference(
+        self,
+        request: Request,
+        ids: list[int],
+        variants: Sequence[Sequence[Image.Image]],
+        distributions: bool,
+        reference: ReferenceScores,
+    ) -> _KeptReference:
+        """``reference`` when it is this backend's, for ``ids``, with what ``distributions`` needs, and the variants
+        have the request's image count; ``BackendError`` naming what does not fit otherwise."""
         if not isinstance(reference, _KeptReference) or reference.prompt_inputs is None:
             raise BackendError("`reference` must be what this backend's `reference` returned")
         if tuple(ids) != reference.token_ids:
@@ -746,23 +877,59 @@ class TransformersBackend:
         for i, variant in enumerate(variants):
             if len(variant) != n_images:
                 raise BackendError(f"variant {i} has {len(variant)} images, the request has {n_images}")
-        original = reference.scores
-        varied: TeacherForcedScores | None = None
+        return reference
+
+    def _variant_rows(
+        self, request: Request, ids: list[int], variants: Sequence[Sequence[Image.Image]], reference: _KeptReference
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """The variant rows teacher-forced on the answer ``ids`` (prompt + answer but its last token), and the
+        position whose logits predict the first answer token."""
+        try:
+            batch = self._encode_variants(request, reference, [list(v) for v in variants])
+        except GuardrailError:
+            raise
+        except _MODEL_ERRORS as exc:
+            raise BackendError(f"{self.name}: teacher-forced scoring failed: {exc}") from exc
         answer = torch.tensor(ids, device=self.device)
-        if variants:
-            try:
-                batch = self._encode_variants(request, reference, [list(v) for v in variants])
-                forced = self._append_answer(batch, answer[:-1])
-                first_answer = batch["input_ids"].shape[1] - 1
-                keep = torch.arange(first_answer, first_answer + len(ids), device=self.device)
-                with self._lock, torch.inference_mode():
-                    out = self.model(**forced, logits_to_keep=keep, use_cache=False)
-            except GuardrailError:
-                raise
-            except _MODEL_ERRORS as exc:
-                raise BackendError(f"{self.name}: teacher-forced scoring failed: {exc}") from exc
-            kept = reference.distributions if distributions else None
-            varied = self._reduce(out.logits, answer, distributions, reference=kept)
+        return self._append_answer(batch, answer[:-1]), batch["input_ids"].shape[1] - 1
+
+    def _forward_answers(self, batch: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+        """The logits at positions ``keep`` of one forward pass over ``batch`` (no cache, no hidden states)."""
+        try:
+            with self._lock, torch.inference_mode():
+                out = self.model(**batch, logits_to_keep=keep, use_cache=False)
+        except _MODEL_ERRORS as exc:
+            raise BackendError(f"{self.name}: teacher-forced scoring failed: {exc}") from exc
+        logits: torch.Tensor = out.logits
+        return logits
+
+    def _stack_padded(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Several items' rows as one batch: per-token inputs right-padded to the longest row (masked out, so each
+        row's own positions see exactly what they see alone), every other input concatenated row after row."""
+        if len(parts) == 1:
+            return parts[0]
+        length = max(part["input_ids"].shape[1] for part in parts)
+        if "attention_mask" not in parts[0] and any(part["input_ids"].shape[1] != length for part in parts):
+            raise BackendError(f"{self.name}: rows of different lengths cannot be batched without an attention mask")
+        pad_id = self.tokenizer.pad_token_id or 0
+        batch: dict[str, torch.Tensor] = {}
+        for key in parts[0]:
+            values = [part[key] for part in parts]
+            if key in _SEQUENCE_KEYS:
+                fill = pad_id if key == "input_ids" else 0
+                values = [
+                    torch.nn.functional.pad(v, (0, length - v.shape[1]), value=fill) if v.shape[1] < length else v
+                    for v in values
+                ]
+            batch[key] = torch.cat(values, dim=0)
+        return batch
+
+    @staticmethod
+    def _with_row_0(
+        varied: TeacherForcedScores | None, reference: _KeptReference, tokens: int, distributions: bool
+    ) -> TeacherForcedScores:
+        """The variants' rows (``None``: no variants) under row 0 taken from ``reference``."""
+        original = reference.scores
         rows = [original.token_logprobs] if varied is None else [original.token_logprobs, varied.token_logprobs]
         scores = dataclasses.replace(original, token_logprobs=torch.cat(rows))
         if not distributions:
@@ -770,7 +937,7 @@ class TransformersBackend:
         kept = reference.distributions
         assert kept is not None
         # Row 0's reductions, as _reduce computes them on the original row (its KL to itself is 0).
-        first = (entropy(kept).cpu(), top2_margin(kept).cpu(), torch.zeros(len(ids)))
+        first = (entropy(kept).cpu(), top2_margin(kept).cpu(), torch.zeros(tokens))
         rest = (None, None, None) if varied is None else (varied.entropy, varied.margin, varied.kl_full)
         ent, margin, kl = (
             torch.stack([head]) if tail is None else torch.cat([head.unsqueeze(0), tail])

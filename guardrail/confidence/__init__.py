@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .base import AsyncEstimator, Estimator
+from .base import AsyncEstimator, BatchEstimator, Estimator
 from .familiarity import FamiliarityReference
 from .normalization import VisualNormalization
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AgreementEstimator",
     "AsyncEstimator",
+    "BatchEstimator",
     "DecoupledEstimator",
     "Estimator",
     "FamiliarityReference",

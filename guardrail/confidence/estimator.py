@@ -25,22 +25,49 @@ import asyncio
 import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..backends.base import Backend, ReferenceScoringBackend, ScoringBackend, TeacherForcedScores
-from ..errors import BackendError, EstimatorError
+from ..backends.base import Backend, ReferenceScoringBackend, ScoringBackend, ScoringItem, TeacherForcedScores
+from ..backends.batching import score_each, score_item
+from ..errors import BackendError, EstimatorError, is_control_flow
 from ..responses import ParsedResponse, parse_response
 from ..types import Generation, Request, Signals
 from . import signals as sig
 from .familiarity import FamiliarityReference
 from .normalization import VisualNormalization
 from .perturb import PERTURBATIONS, PerturbationKind
-from .probe import answer_stats, draws_differ, perturbed_variants, span_masks, visual_probe
+from .probe import SpanMasks, answer_stats, draws_differ, perturbed_variants, span_masks, visual_probe
 
 __all__ = ["DecoupledEstimator"]
+
+
+@dataclass
+class _Pending:
+    """One estimate between its two halves: what was measured before the re-scoring pass, and that pass's
+    ``ScoringItem`` (``None`` when there is none: a black-box backend, an answer without token ids)."""
+
+    parsed: ParsedResponse
+    problems: list[str]
+    features: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    embeddings: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    visual: float | None = None
+    reasoning: float | None = None
+    holistic: float | None = None
+    masks: SpanMasks | None = None
+    has_images: bool = False
+    unchanged: list[bool] = field(default_factory=list)
+    item: ScoringItem | None = None
+
+
+def _scoring_failed(exc: BackendError) -> EstimatorError:
+    error = EstimatorError(f"teacher-forced re-scoring failed: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _finite(features: dict[str, float]) -> dict[str, float]:
@@ -116,42 +143,92 @@ class DecoupledEstimator:
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """Measure the raw signals of ``generation``, the answer of ``backend`` to ``request``."""
+        pending = self._begin(backend, request, generation)
+        scores = None
+        if pending.item is not None:
+            assert isinstance(backend, ScoringBackend)
+            try:
+                scores = score_item(backend, pending.item, distributions=self.full_distribution)
+            except BackendError as exc:
+                raise _scoring_failed(exc) from exc
+        return self._end(pending, scores)
+
+    def estimate_batch(
+        self, backend: Backend, requests: Sequence[Request], generations: Sequence[Generation]
+    ) -> list[Signals | Exception]:
+        """:meth:`estimate` of several answers (``BatchEstimator``), their re-scoring passes run together
+        (``backends/batching.score_each``: one ``score_batch`` where the backend offers it; each answer alone when
+        the batch fails). Each answer's signals, or what made its own estimate fail, in order."""
+        if len(requests) != len(generations):
+            raise ValueError(f"{len(requests)} requests but {len(generations)} generations")
+        pending: list[_Pending | Exception] = []
+        for request, generation in zip(requests, generations, strict=True):
+            try:
+                pending.append(self._begin(backend, request, generation))
+            except Exception as exc:
+                if is_control_flow(exc):
+                    raise
+                pending.append(exc)
+        waiting = [p for p in pending if isinstance(p, _Pending) and p.item is not None]
+        scored: list[TeacherForcedScores | Exception] = []
+        if waiting:
+            assert isinstance(backend, ScoringBackend)
+            items = [p.item for p in waiting if p.item is not None]
+            scored = score_each(backend, items, distributions=self.full_distribution)
+        scores_of = {id(p): s for p, s in zip(waiting, scored, strict=True)}
+        results: list[Signals | Exception] = []
+        for entry in pending:
+            if isinstance(entry, Exception):
+                results.append(entry)
+                continue
+            scores = scores_of.get(id(entry))
+            if isinstance(scores, Exception):
+                results.append(_scoring_failed(scores) if isinstance(scores, BackendError) else scores)
+                continue
+            try:
+                results.append(self._end(entry, scores))
+            except Exception as exc:
+                if is_control_flow(exc):
+                    raise
+                results.append(exc)
+        return results
+
+    def _begin(self, backend: Backend, request: Request, generation: Generation) -> _Pending:
+        """Everything measured before the re-scoring pass, and that pass's ``ScoringItem`` (``None``: no pass)."""
         parsed = parse_response(generation.text)
-        problems = list(parsed.problems)
-        features: dict[str, float] = {}
-        sources: dict[str, tuple[str, ...]] = {}
+        pending = _Pending(parsed=parsed, problems=list(parsed.problems))
         v, r = parsed.vision_confidence, parsed.reasoning_confidence
         if v is not None:
-            features["verbalized_vision"] = v
+            pending.features["verbalized_vision"] = v
         if r is not None:
-            features["verbalized_reasoning"] = r
+            pending.features["verbalized_reasoning"] = r
         if not parsed.has_vision_tag:
-            problems.append("no <vision> span: the whole response serves as the perception span")
-
-        visual: float | None = None
-        reasoning: float | None = None
-        holistic: float | None = None
-        embeddings: dict[str, tuple[float, ...]] = {}
+            pending.problems.append("no <vision> span: the whole response serves as the perception span")
         if not isinstance(backend, ScoringBackend):
-            problems.append(f"backend {backend.name!r} cannot re-score answers: visual certainty not measured")
-            reasoning, holistic = self._black_box(generation, features, sources)
+            pending.problems.append(f"backend {backend.name!r} cannot re-score answers: visual certainty not measured")
+            pending.reasoning, pending.holistic = self._black_box(generation, pending.features, pending.sources)
         elif not generation.token_ids:
-            problems.append("generation has no token ids: visual certainty not measured")
+            pending.problems.append("generation has no token ids: visual certainty not measured")
         else:
-            visual, reasoning, holistic = self._white_box(
-                backend, request, generation, parsed, features, sources, problems, embeddings
-            )
+            self._white_box_begin(backend, request, generation, pending)
+        return pending
+
+    def _end(self, pending: _Pending, scores: TeacherForcedScores | None) -> Signals:
+        """The signals, from what :meth:`_begin` measured and the re-scoring pass's ``scores``."""
+        if scores is not None:
+            self._white_box_end(pending, scores)
+        reasoning, r = pending.reasoning, pending.parsed.reasoning_confidence
         if reasoning is None and r is not None:
             reasoning = r
-            sources["reasoning"] = ("verbalized_reasoning",)
+            pending.sources["reasoning"] = ("verbalized_reasoning",)
         signals = Signals(
-            visual=visual,
+            visual=pending.visual,
             reasoning=reasoning,
-            holistic=holistic,
-            features=_finite(features),
-            sources=sources,
-            problems=tuple(problems),
-            embeddings=embeddings,
+            holistic=pending.holistic,
+            features=_finite(pending.features),
+            sources=pending.sources,
+            problems=tuple(pending.problems),
+            embeddings=pending.embeddings,
         )
         return signals if self.familiarity is None else self.familiarity.apply(signals)
 
@@ -176,23 +253,18 @@ class DecoupledEstimator:
         """Whether draws differ: noise, and blackout with a probability strictly between 0 and 1."""
         return draws_differ(self.perturbation, self.blackout_probability)
 
-    def _white_box(
-        self,
-        backend: ScoringBackend,
-        request: Request,
-        generation: Generation,
-        parsed: ParsedResponse,
-        features: dict[str, float],
-        sources: dict[str, tuple[str, ...]],
-        problems: list[str],
-        embeddings: dict[str, tuple[float, ...]],
-    ) -> tuple[float | None, float | None, float | None]:
+    def _white_box_begin(
+        self, backend: ScoringBackend, request: Request, generation: Generation, pending: _Pending
+    ) -> None:
+        """Span masks, the perturbed copies and the re-scoring pass they need: row 0 from what generation kept when
+        the backend kept it for this very generation, else scored with the changed copies in one pass."""
+        parsed, problems = pending.parsed, pending.problems
         ids = generation.token_ids
         offsets: list[tuple[int, int]] | None = backend.token_offsets(ids)
         if (offsets[-1][1] if offsets else 0) != len(parsed.text):
             problems.append("the token ids do not decode to the response text: spans fall back to all tokens")
             offsets = None
-        masks = span_masks(parsed, offsets, len(ids))
+        pending.masks = span_masks(parsed, offsets, len(ids))
         if parsed.answer is None:
             problems.append("no \\boxed{} answer: the whole response serves as the answer tokens")
         images = backend.model_images(request)
@@ -210,32 +282,44 @@ class DecoupledEstimator:
         )
         # A copy with the very pixels of the original (a black image blacked out) leaves every distribution as it
         # is: its row is row 0 (KL exactly 0), with no pass through the model.
-        unchanged = [_same_pixels(variant, images) for variant in variants]
-        changed = [variant for variant, same in zip(variants, unchanged, strict=True) if not same]
-        scores = self._score(backend, request, generation, changed)
-        if any(unchanged):
-            scores = _with_unchanged_rows(scores, unchanged)
+        pending.has_images = bool(images)
+        pending.unchanged = [_same_pixels(variant, images) for variant in variants]
+        changed = tuple(tuple(v) for v, same in zip(variants, pending.unchanged, strict=True) if not same)
+        reference = None
+        if isinstance(backend, ReferenceScoringBackend):
+            try:
+                reference = backend.reference(request, generation, distributions=self.full_distribution)
+            except BackendError as exc:
+                raise _scoring_failed(exc) from exc
+        pending.item = ScoringItem(request, tuple(ids), changed, reference)
+
+    def _white_box_end(self, pending: _Pending, scores: TeacherForcedScores) -> None:
+        """The span statistics, the familiarity evidence and the visual probe on the re-scored rows."""
+        features, sources, problems, masks = pending.features, pending.sources, pending.problems, pending.masks
+        assert masks is not None
+        if any(pending.unchanged):
+            scores = _with_unchanged_rows(scores, pending.unchanged)
         logp = scores.token_logprobs[0]
         features.update(self._prompt_stats(scores))
         for side, vector in (("text", scores.prompt_features), ("image", scores.image_features)):
             if vector is not None:
-                embeddings[side] = tuple(vector.double().tolist())
+                pending.embeddings[side] = tuple(vector.double().tolist())
 
         entropy = None if scores.entropy is None else scores.entropy[0]
         margin = None if scores.margin is None else scores.margin[0]
         features.update(answer_stats(logp, masks, entropy=entropy, margin=margin))
         features["vision_tokens"] = float(masks.vision.sum())
-        reasoning = features.get("reasoning_mean_prob")
-        holistic = features.get("answer_mean_prob")
+        pending.reasoning = features.get("reasoning_mean_prob")
+        pending.holistic = features.get("answer_mean_prob")
         sources["reasoning"] = ("reasoning_mean_prob",)
         sources["holistic"] = ("answer_mean_prob",)
 
-        if not images:
+        if not pending.has_images:
             problems.append("request has no image: visual certainty not measured")
-            return None, reasoning, holistic
+            return
         if not bool(masks.vision.any()):
             problems.append("the perception span has no tokens: visual certainty not measured")
-            return None, reasoning, holistic
+            return
         probe = visual_probe(
             logp,
             scores.token_logprobs[1:],
@@ -246,27 +330,7 @@ class DecoupledEstimator:
         )
         features.update(probe.features)
         sources["visual"] = probe.sources
-        return probe.visual, reasoning, holistic
-
-    def _score(
-        self,
-        backend: ScoringBackend,
-        request: Request,
-        generation: Generation,
-        variants: Sequence[Sequence[Image.Image]],
-    ) -> TeacherForcedScores:
-        """Rows 0 (original images) and 1..K (the variants): row 0 from what generation kept when the backend
-        kept it for this very generation, else scored with the variants in one pass."""
-        ids = generation.token_ids
-        distributions = self.full_distribution
-        try:
-            if isinstance(backend, ReferenceScoringBackend):
-                reference = backend.reference(request, generation, distributions=distributions)
-                if reference is not None:
-                    return backend.score(request, ids, variants, distributions=distributions, reference=reference)
-            return backend.score(request, ids, variants, distributions=distributions)
-        except BackendError as exc:
-            raise EstimatorError(f"teacher-forced re-scoring failed: {exc}") from exc
+        pending.visual = probe.visual
 
     @staticmethod
     def _prompt_stats(scores: TeacherForcedScores) -> dict[str, float]:

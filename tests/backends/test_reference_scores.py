@@ -15,13 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from guardrail import BackendError, Generation, GenerationOptions, Request, Signals
+from guardrail import BackendError, Generation, GenerationOptions, Request
 from guardrail.backends import ReferenceScoringBackend, ScoringBackend, TeacherForcedScores
 from guardrail.backends.transformers import TransformersBackend
 from guardrail.confidence import DecoupledEstimator
 from guardrail.confidence.perturb import perturb_image
-
-ATOL, RTOL = 1e-5, 1e-4
+from tests.support.scores import assert_same_scores, assert_same_signals
 
 
 def _backend(
@@ -80,32 +79,6 @@ def _variants(backend: TransformersBackend, request: Request) -> list[list[Image
     ]
 
 
-def _assert_same_scores(kept: TeacherForcedScores, full: TeacherForcedScores) -> None:
-    torch.testing.assert_close(kept.token_logprobs, full.token_logprobs, atol=ATOL, rtol=RTOL)
-    for name in ("entropy", "margin", "kl_full", "prompt_logprobs", "prompt_features", "image_features"):
-        left, right = getattr(kept, name), getattr(full, name)
-        assert (left is None) == (right is None), name
-        if left is not None:
-            torch.testing.assert_close(left, right, atol=ATOL, rtol=RTOL, msg=name)
-    assert kept.prompt_unknown == full.prompt_unknown
-
-
-def _assert_same_signals(kept: Signals, full: Signals) -> None:
-    assert kept.problems == full.problems
-    assert kept.sources == full.sources
-    assert set(kept.features) == set(full.features)
-    for name, value in full.features.items():
-        assert kept.features[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
-    for component in ("visual", "reasoning", "holistic", "familiarity"):
-        left, right = getattr(kept, component), getattr(full, component)
-        assert (left is None) == (right is None), component
-        if left is not None:
-            assert left == pytest.approx(right, rel=1e-4, abs=1e-6), component
-    assert set(kept.embeddings) == set(full.embeddings)
-    for side, vector in full.embeddings.items():
-        torch.testing.assert_close(torch.tensor(kept.embeddings[side]), torch.tensor(vector), atol=ATOL, rtol=RTOL)
-
-
 def test_is_a_reference_scoring_backend(keeping_backend: TransformersBackend) -> None:
     assert isinstance(keeping_backend, ReferenceScoringBackend)
     assert not isinstance(PlainScoring(keeping_backend), ReferenceScoringBackend)
@@ -127,11 +100,11 @@ def test_the_kept_reference_equals_row_0_of_the_full_pass(
             question, gen.token_ids, variants, distributions=distributions, reference=reference
         )
         assert kept.token_logprobs.shape == (3, len(gen.token_ids))
-        _assert_same_scores(kept, full)
+        assert_same_scores(kept, full)
     assert keeping_backend._pixels_alone == {(2, 1): True}
     # Without variants: row 0 alone, nothing run through the model.
     alone = keeping_backend.score(question, gen.token_ids, distributions=distributions, reference=reference)
-    _assert_same_scores(alone, keeping_backend.score(question, gen.token_ids, distributions=distributions))
+    assert_same_scores(alone, keeping_backend.score(question, gen.token_ids, distributions=distributions))
 
 
 @pytest.mark.parametrize("full_distribution", [False, True])
@@ -144,7 +117,7 @@ def test_signals_equal_those_of_a_plain_scoring_backend(
     kept = estimator.estimate(keeping_backend, question, gen)
     full = estimator.estimate(PlainScoring(keeping_backend), question, gen)
     assert kept.visual is not None
-    _assert_same_signals(kept, full)
+    assert_same_signals(kept, full)
 
 
 def test_two_images(keeping_backend: TransformersBackend, photo: Image.Image) -> None:
@@ -154,7 +127,7 @@ def test_two_images(keeping_backend: TransformersBackend, photo: Image.Image) ->
     assert reference is not None
     variants = _variants(keeping_backend, request)
     full = keeping_backend.score(request, gen.token_ids, variants, distributions=True)
-    _assert_same_scores(
+    assert_same_scores(
         keeping_backend.score(request, gen.token_ids, variants, distributions=True, reference=reference), full
     )
 
@@ -239,7 +212,7 @@ def test_on_the_reference_model_with_its_calibration() -> None:
         gen = backend.generate(item.request, GenerationOptions())
         kept = estimator.estimate(backend, item.request, gen)
         assert kept.familiarity is not None
-        _assert_same_signals(kept, estimator.estimate(PlainScoring(backend), item.request, gen))
+        assert_same_signals(kept, estimator.estimate(PlainScoring(backend), item.request, gen))
 
 
 def test_the_image_processor_alone_is_used_only_where_it_matches(
@@ -257,7 +230,7 @@ def test_the_image_processor_alone_is_used_only_where_it_matches(
     variants = _variants(keeping_backend, question)
     full = keeping_backend.score(question, gen.token_ids, variants)
     for _ in range(2):
-        _assert_same_scores(keeping_backend.score(question, gen.token_ids, variants, reference=reference), full)
+        assert_same_scores(keeping_backend.score(question, gen.token_ids, variants, reference=reference), full)
     assert keeping_backend._pixels_alone == {(2, 1): False}
 
 
@@ -290,4 +263,4 @@ def test_a_black_image_blacked_out_gives_the_same_signals(
     kept = estimator.estimate(keeping_backend, request, gen)
     full = estimator.estimate(PlainScoring(keeping_backend), request, gen)
     assert kept.features["vision_kl"] == full.features["vision_kl"] == 0.0
-    _assert_same_signals(kept, full)
+    assert_same_signals(kept, full)

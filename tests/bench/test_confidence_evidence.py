@@ -31,7 +31,11 @@ def evidence() -> dict[str, Any]:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(BENCH.parent))  # the bench imports its sibling _provenance
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH.parent))
     result: dict[str, Any] = module.run(default_model_path(), 500, 60, 0)
     return result
 
