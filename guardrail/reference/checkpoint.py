@@ -102,9 +102,10 @@ def canonicalize_checkpoint(folder: str | os.PathLike[str]) -> list[tuple[str, s
 
 def loaded_weights(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """The state dict transformers loads from ``folder`` (fails on any missing, unexpected or mismatched key)."""
-    from transformers import AutoModelForImageTextToText
+    import transformers
 
-    model, info = AutoModelForImageTextToText.from_pretrained(str(folder), output_loading_info=True)
+    auto: Any = transformers  # the Auto classes are untyped
+    model, info = auto.AutoModelForImageTextToText.from_pretrained(str(folder), output_loading_info=True)
     problems = {k: sorted(v) for k, v in info.items() if v}
     if problems:
         raise ValueError(f"{folder}: transformers did not load every weight cleanly: {problems}")

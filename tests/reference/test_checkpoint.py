@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,13 +38,14 @@ def _transformers_saved(tmp_path: Path) -> Path:
     """The shipped model as transformers 5 saves a model it built (``train_reference`` builds from a config): the
     vision tower without ``vision_model.``. (A model loaded from a checkpoint is saved under that checkpoint's
     names: transformers reverts the renamings it applied on load.)"""
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    import transformers
 
+    auto: Any = transformers  # the Auto classes are untyped
     folder = tmp_path / "as-saved"
     shutil.copytree(reference_model_path(), folder)
     (folder / WEIGHTS_FILE).unlink()
-    loaded = AutoModelForImageTextToText.from_pretrained(reference_model_path())
-    built = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(reference_model_path()))
+    loaded = auto.AutoModelForImageTextToText.from_pretrained(reference_model_path())
+    built = auto.AutoModelForImageTextToText.from_config(auto.AutoConfig.from_pretrained(reference_model_path()))
     built.load_state_dict(loaded.state_dict())
     built.save_pretrained(folder)
     for name in ("config.json", "generation_config.json"):  # only the weights as transformers writes them
