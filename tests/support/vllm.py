@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -38,6 +37,7 @@ from guardrail.calibration.artifact import CalibrationArtifact
 from guardrail.confidence.blackbox import AgreementEstimator
 from guardrail.confidence.estimator import DecoupledEstimator
 from guardrail.pretrained import estimator_for
+from tests.support.phoenix import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 420.0
@@ -56,14 +56,7 @@ class VllmFailed(RuntimeError):
 def vllm_python() -> Path:
     """The vLLM environment's python (``GUARDRAIL_VLLM_VENV``, else ``.vllm-venv`` at the repository root)."""
     venv = Path(os.environ.get("GUARDRAIL_VLLM_VENV") or ROOT / ".vllm-venv")
-    return venv / "bin" / "python"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return venv.absolute() / "bin" / "python"  # absolute, not resolved: the venv's python is a symlink
 
 
 def _group_rss_bytes(pgid: int) -> int:
@@ -156,7 +149,7 @@ def running_vllm(model_dir: str | os.PathLike[str], workdir: Path, *, name: str 
     python = vllm_python()
     if not python.is_file():
         raise VllmUnavailable(f"no vLLM environment at {python.parent.parent}: run `make vllm-env`")
-    port = _free_port()
+    port = free_port()
     environment = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(workdir),  # whatever vLLM writes to the home folder lands in the throw-away folder
@@ -198,9 +191,9 @@ def running_vllm(model_dir: str | os.PathLike[str], workdir: Path, *, name: str 
 # -- the pytest side: skip or fail, and the guards the served-model tests compare -------------------------------
 
 
-def served(model_dir: str | os.PathLike[str], workdir: Path) -> contextlib.AbstractContextManager[VllmServer]:
-    """:func:`running_vllm` for a test: a missing environment skips it (fails under ``GUARDRAIL_REQUIRE_VLLM=1``,
-    as ``make test-vllm`` runs), a server that does not come up fails it."""
+def require_vllm() -> Path:
+    """The vLLM environment's python; a missing environment skips the test (fails it under
+    ``GUARDRAIL_REQUIRE_VLLM=1``, as ``make test-vllm`` runs)."""
     import pytest
 
     python = vllm_python()
@@ -209,6 +202,13 @@ def served(model_dir: str | os.PathLike[str], workdir: Path) -> contextlib.Abstr
         if os.environ.get("GUARDRAIL_REQUIRE_VLLM") == "1":
             pytest.fail(f"GUARDRAIL_REQUIRE_VLLM=1 but {message}")
         pytest.skip(message)
+    return python
+
+
+def served(model_dir: str | os.PathLike[str], workdir: Path) -> contextlib.AbstractContextManager[VllmServer]:
+    """:func:`running_vllm` for a test: skipped without the environment (:func:`require_vllm`), failed when the
+    server does not come up."""
+    require_vllm()
     return running_vllm(model_dir, workdir)
 
 
