@@ -1,6 +1,6 @@
 """Benchmark: guarded against unguarded calls per second through a vLLM server, at several concurrencies, in one run.
 
-    .venv/bin/python bench/served_throughput.py [--items 48] [--rounds 3] [--concurrency 1 8 32]
+    .venv/bin/python bench/served_throughput.py [--items 48] [--rounds 3] [--concurrency 1 8 32] [--out FILE]
 
 Needs the vLLM environment (``make vllm-env``). Starts vLLM's CPU build on 127.0.0.1 with the shipped reference
 model (float32, one OpenMP thread: ``tests/support/vllm.py``), then, for each concurrency C, sends the same easy-VQA
@@ -84,56 +84,45 @@ def _run(
     return time.perf_counter() - start, results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=48)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def measure(
+    server: VllmServer, requests: list[Request], concurrencies: Sequence[int], rounds: int
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The figures by concurrency (see the module docstring) and the guarded calls that failed."""
     model_dir = reference_model_path()
     artifact = load_artifact(model_dir / ARTIFACT_FILENAME, expected_model_fingerprint=fingerprint_model(model_dir))
-    requests = [item.request for item in easyvqa_items("test", limit=args.items, seed=0)]
-    load_before = os.getloadavg()[0]
-    with (
-        tempfile.TemporaryDirectory(prefix="guardrail-served-throughput-") as scratch,
-        running_vllm(model_dir, Path(scratch)) as server,
-    ):
-        rss = server.rss_bytes()
-        print(f"vLLM up in {server.startup_seconds:.0f} s, {rss / 2**30:.2f} GiB resident", flush=True)
-        plain = OpenAICompatibleBackend(server.base_url, server.model, timeout=300, max_tokens=64, logprobs=False)
-        # one image per prompt (the model folder's config.json): more views replace the image
-        remote = OpenAICompatibleBackend(server.base_url, server.model, timeout=300, max_tokens=64, max_images=1)
-        guard = Guard(
-            remote,
-            estimator=served_estimator(artifact, patch_size=8),
-            calibrator=artifact.decoupled_calibrator(),
-            policy=resolve_certified(load_policy("default"), artifact),
-        )
-        _run("guarded", requests[:4], 4, plain, guard)  # warm-up: first requests compile and fill caches
-        _run("unguarded", requests[:4], 4, plain, guard)
-        runs = [(c, mode) for c in args.concurrency for mode in MODES]
-        seconds: dict[tuple[int, str], list[float]] = {run: [] for run in runs}
-        requests_per_call: dict[tuple[int, str], list[float]] = {run: [] for run in runs}
-        attempts: dict[int, list[float]] = {c: [] for c in args.concurrency}
-        failures: list[str] = []
-        for round_index in range(args.rounds):
-            shift = round_index % len(runs)
-            for concurrency, mode in runs[shift:] + runs[:shift]:
-                before = _served_requests(server)
-                elapsed, results = _run(mode, requests, concurrency, plain, guard)
-                requests_per_call[(concurrency, mode)].append((_served_requests(server) - before) / len(requests))
-                seconds[(concurrency, mode)].append(elapsed)
-                if mode == "guarded":
-                    guarded: list[GuardResult] = results
-                    failures += [f"C={concurrency}: {r.error.stage}: {r.error.message}" for r in guarded if r.error]
-                    attempts[concurrency].append(statistics.fmean(len(r.attempts) for r in guarded))
-                rate = len(requests) / elapsed
-                print(f"round {round_index + 1} C={concurrency} {mode}: {rate:.1f} calls/s", flush=True)
-        plain.close()
-        remote.close()
+    plain = OpenAICompatibleBackend(server.base_url, server.model, timeout=300, max_tokens=64, logprobs=False)
+    # one image per prompt (the model folder's config.json): more views replace the image
+    remote = OpenAICompatibleBackend(server.base_url, server.model, timeout=300, max_tokens=64, max_images=1)
+    guard = Guard(
+        remote,
+        estimator=served_estimator(artifact, patch_size=8),
+        calibrator=artifact.decoupled_calibrator(),
+        policy=resolve_certified(load_policy("default"), artifact),
+    )
+    _run("guarded", requests[:4], 4, plain, guard)  # warm-up: first requests compile and fill caches
+    _run("unguarded", requests[:4], 4, plain, guard)
+    runs = [(c, mode) for c in concurrencies for mode in MODES]
+    seconds: dict[tuple[int, str], list[float]] = {run: [] for run in runs}
+    requests_per_call: dict[tuple[int, str], list[float]] = {run: [] for run in runs}
+    attempts: dict[int, list[float]] = {c: [] for c in concurrencies}
+    failures: list[str] = []
+    for round_index in range(rounds):
+        shift = round_index % len(runs)
+        for concurrency, mode in runs[shift:] + runs[:shift]:
+            before = _served_requests(server)
+            elapsed, results = _run(mode, requests, concurrency, plain, guard)
+            requests_per_call[(concurrency, mode)].append((_served_requests(server) - before) / len(requests))
+            seconds[(concurrency, mode)].append(elapsed)
+            if mode == "guarded":
+                guarded: list[GuardResult] = results
+                failures += [f"C={concurrency}: {r.error.stage}: {r.error.message}" for r in guarded if r.error]
+                attempts[concurrency].append(statistics.fmean(len(r.attempts) for r in guarded))
+            rate = len(requests) / elapsed
+            print(f"round {round_index + 1} C={concurrency} {mode}: {rate:.1f} calls/s", flush=True)
+    plain.close()
+    remote.close()
     figures: dict[str, dict[str, Any]] = {}
-    for concurrency in args.concurrency:
+    for concurrency in concurrencies:
         # guarded calls per second over unguarded ones, per round: the unguarded run's seconds over the guarded one's
         pairs = zip(seconds[(concurrency, "unguarded")], seconds[(concurrency, "guarded")], strict=True)
         ratios = [unguarded / guarded for unguarded, guarded in pairs]
@@ -146,8 +135,28 @@ def main(argv: list[str] | None = None) -> int:
             "server_requests_per_guarded_call": statistics.fmean(requests_per_call[(concurrency, "guarded")]),
             "attempts_per_guarded_call": statistics.fmean(attempts[concurrency]),
         }
+    return figures, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    requests = [item.request for item in easyvqa_items("test", limit=args.items, seed=0)]
+    load_before = os.getloadavg()[0]
+    with (
+        tempfile.TemporaryDirectory(prefix="guardrail-served-throughput-") as scratch,
+        running_vllm(reference_model_path(), Path(scratch)) as server,
+    ):
+        rss = server.rss_bytes()
+        print(f"vLLM up in {server.startup_seconds:.0f} s, {rss / 2**30:.2f} GiB resident", flush=True)
+        figures, failures = measure(server, requests, args.concurrency, args.rounds)
     record = {
-        **provenance(argv=argv),
+        **provenance(__file__, argv),
         "what": "guarded (Guard.arun: default policy, shipped calibration, server-side KL) against unguarded "
         "(one chat completion) calls per second through a vLLM CPU server, asyncio, at most C calls in flight",
         "server": {
@@ -162,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         "failures": failures,
         "by_concurrency": figures,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     for concurrency, row in figures.items():
         with_guard, without = row["guarded_calls_per_s"], row["unguarded_calls_per_s"]
         ratio, per_call = row["ratio_guarded_to_unguarded"], row["server_requests_per_guarded_call"]
