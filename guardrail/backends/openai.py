@@ -76,7 +76,9 @@ class OpenAICompatibleBackend:
     ``base_url`` ends in ``/v1``; ``model`` is the served model's id. ``timeout`` (seconds) and ``max_retries``
     go to the ``openai`` client. Generation is greedy (``temperature``) unless ``options.temperature`` is given,
     or ``sample_reasks`` is set and the call is a re-ask. ``logprobs``/``top_logprobs`` ask for token log-probs.
-    ``scoring="off"`` never attempts server-side scoring.
+    ``scoring="off"`` never attempts server-side scoring. ``max_images`` is the most images the served model takes
+    in one prompt (vLLM's ``--limit-mm-per-prompt``; one for a LLaVA-1.5-style model), so that more views replace
+    the image instead of being appended and refused by the server; ``None``: not declared.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class OpenAICompatibleBackend:
         sample_reasks: bool = False,
         reask_temperature: float = 0.7,
         scoring: Literal["auto", "off"] = "auto",
+        max_images: int | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"`timeout` must be > 0 seconds, got {timeout}")
@@ -104,6 +107,8 @@ class OpenAICompatibleBackend:
             raise ValueError(f"`top_logprobs` must be in 0..20 (the OpenAI API's range), got {top_logprobs}")
         if scoring not in ("auto", "off"):
             raise ValueError(f"`scoring` must be 'auto' or 'off', got {scoring!r}")
+        if max_images is not None and not (type(max_images) is int and max_images >= 1):
+            raise ValueError(f"`max_images` must be an int >= 1 or None, got {max_images!r}")
         openai = _openai()
         options: dict[str, Any] = {
             "base_url": base_url,
@@ -120,6 +125,7 @@ class OpenAICompatibleBackend:
         self.sample_reasks, self.reask_temperature = sample_reasks, reask_temperature
         self.scoring_problem: str | None = "scoring switched off (scoring='off')" if scoring == "off" else None
         self._name = name or model
+        self.max_images = max_images
 
     @property
     def name(self) -> str:

@@ -33,6 +33,7 @@ from PIL import Image
 from ..data.corruptions import CORRUPTIONS, corrupt
 from ..data.easyvqa import Example, load_easyvqa
 from .build import IMAGE_TOKEN, ModelSize, answer_text, build_model, build_processor, prompt_text
+from .checkpoint import canonicalize_checkpoint
 
 __all__ = ["TrainConfig", "TrainResult", "train_reference"]
 
@@ -280,6 +281,7 @@ def train_reference(
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
+    canonicalize_checkpoint(out)  # the names vLLM and the Hub's LLaVA checkpoints use (checkpoint.py)
     processor.save_pretrained(out)
     seconds = time.perf_counter() - start
     record = {

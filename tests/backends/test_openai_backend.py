@@ -201,6 +201,17 @@ def test_parameters_are_validated() -> None:
         OpenAICompatibleBackend("http://127.0.0.1:1/v1", "m", timeout=0)
     with pytest.raises(ValueError, match=r"`top_logprobs` must be in 0\.\.20"):
         OpenAICompatibleBackend("http://127.0.0.1:1/v1", "m", top_logprobs=21)
+    with pytest.raises(ValueError, match="`max_images` must be an int >= 1 or None, got 0"):
+        OpenAICompatibleBackend("http://127.0.0.1:1/v1", "m", max_images=0)
+
+
+def test_a_declared_image_limit_makes_more_views_replace_the_image() -> None:
+    from guardrail.loop import max_images, views_placement
+
+    one = OpenAICompatibleBackend("http://127.0.0.1:1/v1", "m", max_images=1)
+    assert max_images(one) == 1
+    assert views_placement("auto", 2, max_images=max_images(one), present=1) == (True, 1)
+    assert max_images(OpenAICompatibleBackend("http://127.0.0.1:1/v1", "m")) is None
 
 
 def test_missing_openai_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,36 +7,18 @@ Timings on this shared machine are not checked against the goals, only for being
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 pytest.importorskip("transformers")
 
+from tests.support.bench import load_bench
+
 pytestmark = pytest.mark.slow
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load(name: str) -> ModuleType:
-    """Import ``bench/<name>.py`` (bench/ is not a package); importing must not run anything."""
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    sys.path.insert(0, str(BENCH))  # the benchmarks import their sibling _provenance
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
 
 
 def _assert_provenance(summary: dict[str, Any], script: str, argv: list[str]) -> None:
@@ -58,7 +40,7 @@ def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cpu_benchmark_writes_ratios(tiny_llava_dir: Path, tmp_path: Path) -> None:
-    bench = _load("confidence_cost")
+    bench = load_bench("confidence_cost")
     out = tmp_path / "confidence_cost.json"
     argv = ["--model", str(tiny_llava_dir), "--items", "2", "--rounds", "2", "--out", str(out)]
     returned = bench.main(argv)
@@ -93,7 +75,7 @@ def test_cpu_benchmark_writes_ratios(tiny_llava_dir: Path, tmp_path: Path) -> No
 def test_gpu_benchmark_code_path_on_cpu(tmp_path: Path) -> None:
     """The GPU benchmark times the library itself (TransformersBackend + DecoupledEstimator) on a tiny config of
     the same family: the same code path as the full-size run, in seconds."""
-    bench = _load("gpu_confidence_cost")
+    bench = load_bench("gpu_confidence_cost")
     out = tmp_path / "gpu_confidence_cost.json"
     argv = ["--tiny", "--answer-tokens", "6", "--rounds", "2", "--out", str(out)]
     returned = bench.main(argv)
@@ -131,7 +113,7 @@ def test_gpu_benchmark_code_path_on_cpu(tmp_path: Path) -> None:
 
 def test_gpu_benchmark_processor_covers_the_vocabulary() -> None:
     """Every id of the full-size model decodes to one word and the special tokens sit at Qwen's ids."""
-    bench = _load("gpu_confidence_cost")
+    bench = load_bench("gpu_confidence_cost")
     tokenizer = bench.processor_for(bench.QWEN2_5_VL_3B).tokenizer
     tokens = bench.QWEN2_5_VL_3B["tokens"]
     assert len(tokenizer) == bench.QWEN2_5_VL_3B["text"]["vocab_size"]
@@ -145,7 +127,7 @@ def test_full_size_config_is_qwen2_5_vl_3b() -> None:
     """The written-down numbers give the 3.75 B-parameter architecture (built on the meta device: no memory)."""
     import torch
 
-    bench = _load("gpu_confidence_cost")
+    bench = load_bench("gpu_confidence_cost")
     model = bench.build_model(bench.QWEN2_5_VL_3B, torch.device("meta"), torch.bfloat16)
     parameters = sum(p.numel() for p in model.parameters())
     assert 3.70e9 < parameters < 3.80e9

@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 
 from guardrail.data.easyvqa import load_easyvqa
 from guardrail.reference.build import build_processor
+from guardrail.reference.checkpoint import canonical_name, loaded_weights
 from guardrail.reference.train import TrainConfig, _Batcher, _training_examples, train_reference
 
 
@@ -40,7 +41,8 @@ def test_max_examples_takes_a_seeded_subset() -> None:
 
 
 def test_a_tiny_training_run_saves_a_loadable_model_and_its_record(tmp_path: Path) -> None:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from safetensors import safe_open
+    from transformers import AutoProcessor
 
     config = TrainConfig(vision_steps=2, vision_batch_size=4, epochs=1, batch_size=4, max_examples=8, threads=1)
     seen: list[tuple[str, int, int]] = []
@@ -51,5 +53,9 @@ def test_a_tiny_training_run_saves_a_loadable_model_and_its_record(tmp_path: Pat
     record = json.loads((tmp_path / "training_config.json").read_text())
     assert record["train_examples"] == 8
     assert record["reasoning_weight"] == config.reasoning_weight
-    AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert loaded_weights(tmp_path)  # transformers loads it with no missing, unexpected or mismatched weight
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as weights:
+        names = list(weights.keys())
+    assert [n for n in names if n.startswith("vision_tower.")]  # saved under the canonical names (checkpoint.py)
+    assert all(canonical_name(n) == n for n in names)
     AutoProcessor.from_pretrained(tmp_path)  # type: ignore[no-untyped-call]  # unannotated in transformers

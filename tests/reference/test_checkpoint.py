@@ -1,0 +1,140 @@
+"""The reference checkpoint under the canonical LLaVA names: what vLLM reads, what transformers reads, and the proof
+that renaming the weights changed no weight, no output and nothing the calibration was fitted on."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from safetensors import safe_open
+
+from guardrail.calibration.artifact import fingerprint_model, load_artifact, save_artifact
+from guardrail.errors import ArtifactError
+from guardrail.pretrained import ARTIFACT_FILENAME
+from guardrail.reference import reference_model_path
+from guardrail.reference.checkpoint import (
+    WEIGHTS_FILE,
+    canonical_name,
+    canonicalize_checkpoint,
+    loaded_weights,
+    main,
+    outputs_differ,
+    rebind_artifact,
+    weights_differ,
+)
+
+
+def _names(folder: Path) -> list[str]:
+    with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as handle:
+        return list(handle.keys())
+
+
+def _transformers_saved(tmp_path: Path) -> Path:
+    """The shipped model as transformers 5 saves a model it built (``train_reference`` builds from a config): the
+    vision tower without ``vision_model.``. (A model loaded from a checkpoint is saved under that checkpoint's
+    names: transformers reverts the renamings it applied on load.)"""
+    import transformers
+
+    auto: Any = transformers  # the Auto classes are untyped
+    folder = tmp_path / "as-saved"
+    shutil.copytree(reference_model_path(), folder)
+    (folder / WEIGHTS_FILE).unlink()
+    loaded = auto.AutoModelForImageTextToText.from_pretrained(reference_model_path())
+    built = auto.AutoModelForImageTextToText.from_config(auto.AutoConfig.from_pretrained(reference_model_path()))
+    built.load_state_dict(loaded.state_dict())
+    built.save_pretrained(folder)
+    for name in ("config.json", "generation_config.json"):  # only the weights as transformers writes them
+        shutil.copy2(reference_model_path() / name, folder / name)
+    return folder
+
+
+def test_canonical_names() -> None:
+    assert canonical_name("vision_tower.encoder.layers.0.mlp.fc1.weight") == (
+        "vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"
+    )
+    for kept in ("vision_tower.vision_model.post_layernorm.bias", "language_model.model.norm.weight"):
+        assert canonical_name(kept) == kept
+    assert canonical_name("multi_modal_projector.linear_1.weight") == "multi_modal_projector.linear_1.weight"
+
+
+def test_the_shipped_checkpoint_has_the_canonical_names_and_loads_cleanly() -> None:
+    names = _names(reference_model_path())
+    assert all(canonical_name(n) == n for n in names)
+    assert any(n.startswith("vision_tower.vision_model.encoder.") for n in names)  # what vLLM's CLIP tower reads
+    assert any(n.startswith("language_model.model.layers.") for n in names)
+    assert loaded_weights(reference_model_path())  # no missing, unexpected or mismatched weight
+
+
+def test_renaming_what_transformers_saves_keeps_every_weight_and_output(tmp_path: Path) -> None:
+    saved = _transformers_saved(tmp_path)
+    assert any(n.startswith("vision_tower.encoder.") for n in _names(saved))  # transformers 5 drops the prefix
+    before = loaded_weights(saved)
+    renamed = canonicalize_checkpoint(saved)
+    assert renamed
+    assert all(new == canonical_name(old) != old for old, new in renamed)
+    assert sorted(_names(saved)) == sorted(_names(reference_model_path()))
+    assert weights_differ(before, loaded_weights(saved)) == []
+    assert weights_differ(loaded_weights(saved), loaded_weights(reference_model_path())) == []
+    assert outputs_differ(saved, reference_model_path(), questions=2) == []
+    assert canonicalize_checkpoint(saved) == []  # canonical already: untouched
+
+
+def test_differences_are_found() -> None:
+    import torch
+
+    left = {"a": torch.zeros(2), "b": torch.ones(2)}
+    assert weights_differ(left, {"a": torch.zeros(2), "b": torch.ones(2)}) == []
+    assert weights_differ(left, {"a": torch.zeros(2)}) == ["only in one: b"]
+    assert weights_differ(left, {"a": torch.zeros(2), "b": torch.tensor([1.0, 1.0 + 2**-20])}) == [
+        "not bit-identical: b"
+    ]
+    assert weights_differ({"z": torch.tensor([0.0])}, {"z": torch.tensor([-0.0])}) == ["not bit-identical: z"]
+
+
+def test_only_a_llava_with_a_clip_tower_is_renamed(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_vl", "vision_config": {}}')
+    with pytest.raises(ValueError, match="not a LLaVA with a CLIP vision tower"):
+        canonicalize_checkpoint(tmp_path)
+
+
+def test_the_shipped_artifact_is_bound_to_the_renamed_checkpoint_and_says_so() -> None:
+    folder = reference_model_path()
+    artifact = load_artifact(folder / ARTIFACT_FILENAME, expected_model_fingerprint=fingerprint_model(folder))
+    note = artifact.info["checkpoint_renamed"]
+    assert note["from_model_fingerprint"] != artifact.model_fingerprint
+    assert note["keys_renamed"] == sum(n.startswith("vision_tower.") for n in _names(folder))
+    assert note["command"] == "python -m guardrail.reference.checkpoint"
+    assert "not refitted" in note["what"]
+
+
+def test_the_migration_renames_verifies_and_rebinds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    saved = _transformers_saved(tmp_path)
+    old = fingerprint_model(saved)
+    artifact = load_artifact(saved / ARTIFACT_FILENAME)
+    info = {k: v for k, v in artifact.info.items() if k != "checkpoint_renamed"}
+    save_artifact(artifact.model_copy(update={"model_fingerprint": old, "info": info}), saved / ARTIFACT_FILENAME)
+
+    assert main([str(saved)]) == 0
+    new = fingerprint_model(saved)
+    assert new == fingerprint_model(reference_model_path())  # byte for byte the shipped file
+    rebound = load_artifact(saved / ARTIFACT_FILENAME, expected_model_fingerprint=new)
+    assert rebound.info["checkpoint_renamed"]["from_model_fingerprint"] == old
+    assert rebound.calibrator == artifact.calibrator  # not refitted
+    assert rebound.created == artifact.created
+    assert "bit-identical" in capsys.readouterr().out
+
+    assert main([str(saved)]) == 0  # again: nothing to do
+    assert "canonical already" in capsys.readouterr().out
+
+
+def test_an_artifact_of_another_model_is_not_rebound(tmp_path: Path) -> None:
+    path = tmp_path / ARTIFACT_FILENAME
+    shutil.copy2(reference_model_path() / ARTIFACT_FILENAME, path)
+    with pytest.raises(ArtifactError, match="neither the checkpoint before renaming"):
+        rebind_artifact(path, old="sha256:aa", new="sha256:bb", note={})
+    assert path.read_bytes() == (reference_model_path() / ARTIFACT_FILENAME).read_bytes()
