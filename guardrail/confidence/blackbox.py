@@ -27,9 +27,9 @@ Patches are laid on the images as sent: a remote model's input resolution is unk
 ``patch_size`` to the vision encoder's patch at that scale when it matters. With server scoring under the probe a
 white-box artifact was fitted with (``scoring_draws``, ``scoring_probability``, its ``normalization``) and token
 log-probs, the signals are the white-box estimator's, and so is that artifact's calibrator (against vLLM they equal
-the in-process ones within 1e-4, tested in ``tests/backends/test_vllm_server.py``; below 1e-6 seen). Answer agreement is another feature
-(``visual_agreement`` is not ``visual_certainty``): a calibrator fitted on white-box signals does not apply to it;
-fit one on black-box signals, or use the pass-through calibrator.
+the in-process ones within 1e-4, tested in ``tests/backends/test_vllm_server.py``; below 1e-6 seen). Answer
+agreement is another feature (``visual_agreement`` is not ``visual_certainty``): a calibrator fitted on white-box
+signals does not apply to it; fit one on black-box signals, or use the pass-through calibrator.
 
 The stages are written once, as a generator that yields the model calls it needs (server scoring, re-queries,
 re-asks) and receives their results; :meth:`AgreementEstimator.estimate` performs them one after the other and
