@@ -148,6 +148,10 @@ class _KeptReference(ReferenceScores):
     pixel_keys: frozenset[str] = frozenset()
 
 
+_VariantRows = tuple[_KeptReference, dict[str, torch.Tensor], int]
+"""One answer's variant rows to score: its kept row 0, the rows' model inputs, the position before its answer."""
+
+
 class _PrefillCapture:
     """Hooks that make generation's own prefill forward pass also measure each row's familiarity evidence.
 
@@ -814,12 +818,7 @@ class TransformersBackend:
         kept = self._checked_reference(request, ids, variants, distributions, reference)
         if not variants:
             return self._with_row_0(None, kept, len(ids), distributions)
-        forced, first_answer = self._variant_rows(request, ids, variants, kept)
-        keep = torch.arange(first_answer, first_answer + len(ids), device=self.device)
-        logits = self._forward_answers(forced, keep)
-        answer = torch.tensor(ids, device=self.device)
-        varied = self._reduce(logits, answer, distributions, reference=kept.distributions if distributions else None)
-        return self._with_row_0(varied, kept, len(ids), distributions)
+        return self._score_together([(kept, *self._variant_rows(request, ids, variants, kept))], distributions)[0]
 
     def score_batch(self, items: Sequence[ScoringItem], *, distributions: bool = False) -> list[TeacherForcedScores]:
         """:meth:`score` of several answers (``BatchScoringBackend``): the variant rows of every item whose row 0
@@ -828,7 +827,7 @@ class TransformersBackend:
         items without a reference or without variants are scored alone. ``BackendError`` when any item cannot be
         scored (the caller then scores them one by one)."""
         results: dict[int, TeacherForcedScores] = {}
-        groups: dict[tuple[object, ...], list[tuple[int, _KeptReference, dict[str, torch.Tensor], int]]] = {}
+        groups: dict[tuple[object, ...], list[tuple[int, _VariantRows]]] = {}
         for i, item in enumerate(items):
             ids = list(item.token_ids)
             if item.reference is None or not item.variants or not ids:
@@ -838,24 +837,29 @@ class TransformersBackend:
                 continue
             kept = self._checked_reference(item.request, ids, item.variants, distributions, item.reference)
             forced, first_answer = self._variant_rows(item.request, ids, item.variants, kept)
-            groups.setdefault(_stack_key(forced), []).append((i, kept, forced, first_answer))
+            groups.setdefault(_stack_key(forced), []).append((i, (kept, forced, first_answer)))
         for members in groups.values():
-            batch = self._stack_padded([forced for _, _, forced, _ in members])
-            spans = [
-                torch.arange(first, first + len(kept.token_ids), device=self.device) for _, kept, _, first in members
-            ]
-            keep = torch.unique(torch.cat(spans))
-            logits = self._forward_answers(batch, keep)
-            row = 0
-            for (i, kept, forced, _), span in zip(members, spans, strict=True):
-                rows = forced["input_ids"].shape[0]
-                own = logits[row : row + rows, torch.searchsorted(keep, span)]
-                row += rows
-                answer = torch.tensor(kept.token_ids, device=self.device)
-                original = kept.distributions if distributions else None
-                varied = self._reduce(own, answer, distributions, reference=original)
-                results[i] = self._with_row_0(varied, kept, len(kept.token_ids), distributions)
+            scored = self._score_together([rows for _, rows in members], distributions)
+            results.update((i, scores) for (i, _), scores in zip(members, scored, strict=True))
         return [results[i] for i in range(len(items))]
+
+    def _score_together(self, members: list[_VariantRows], distributions: bool) -> list[TeacherForcedScores]:
+        """Each member's variant rows (their inputs stack) in one forward pass, right-padded, each reduced against
+        its own kept row 0: only the logits before each member's answer tokens are computed."""
+        batch = self._stack_padded([forced for _, forced, _ in members])
+        spans = [torch.arange(first, first + len(kept.token_ids), device=self.device) for kept, _, first in members]
+        keep = torch.unique(torch.cat(spans))
+        logits = self._forward_answers(batch, keep)
+        out, row = [], 0
+        for (kept, forced, _), span in zip(members, spans, strict=True):
+            rows = forced["input_ids"].shape[0]
+            own = logits[row : row + rows, torch.searchsorted(keep, span)]
+            row += rows
+            answer = torch.tensor(kept.token_ids, device=self.device)
+            original = kept.distributions if distributions else None
+            varied = self._reduce(own, answer, distributions, reference=original)
+            out.append(self._with_row_0(varied, kept, len(kept.token_ids), distributions))
+        return out
 
     def _checked_reference(
         self,
