@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import guardrail
+from tests.support.processes import stop_process
 
 ROOT = Path(guardrail.__file__).resolve().parents[1]
 _URL = re.compile(r"http://127\.0\.0\.1:\d+/\?token=[\w-]+")
@@ -120,11 +121,6 @@ def review_server(db: Path, *args: str) -> Iterator[str]:
                 errors.seek(0)
                 raise AssertionError(f"the review server printed no address: {''.join(printed)}{errors.read()}")
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
             if process.stdout is not None:
                 process.stdout.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-phoenix"
@@ -79,13 +80,6 @@ def ensure_venv() -> Path:
         shutil.rmtree(VENV, ignore_errors=True)
         building.rename(VENV)  # `python -m ...` needs no absolute paths, so the move keeps it working
     return venv_python()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -162,9 +156,4 @@ def running_phoenix(workdir: Path) -> Iterator[Phoenix]:
             time.sleep(0.5)
         yield phoenix
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+        stop_process(process)

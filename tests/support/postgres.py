@@ -22,7 +22,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.processes import free_port
 
 SUPERUSER = "guardrail"
 START_TIMEOUT = 60.0
@@ -114,13 +115,6 @@ class PostgresServer:
         return {str(row[0]) for row in rows}
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _run_as() -> dict[str, Any]:
     """``subprocess`` arguments that drop root to an unprivileged user (nothing when not root)."""
     if os.geteuid() != 0:
@@ -175,7 +169,7 @@ def _serving(
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``postgres`` on a free port (another one if that port was taken meanwhile); stopped afterwards."""
     for _attempt in range(5):
-        port = _free_port()
+        port = free_port()
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [bindir / "postgres", "-D", directory / "data", "-h", "127.0.0.1", "-p", str(port),

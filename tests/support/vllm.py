@@ -37,7 +37,7 @@ from guardrail.calibration.artifact import CalibrationArtifact
 from guardrail.confidence.blackbox import AgreementEstimator
 from guardrail.confidence.estimator import DecoupledEstimator
 from guardrail.pretrained import estimator_for
-from tests.support.phoenix import free_port
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 420.0
