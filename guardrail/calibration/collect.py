@@ -18,6 +18,7 @@ import numpy.typing as npt
 from ..backends.base import Backend
 from ..backends.batching import answer_each
 from ..confidence.base import Estimator
+from ..confidence.normalization import VisualNormalization
 from ..data.labelled import LabelledItem
 from ..responses import answers_match, grade_perception, parse_response
 from ..types import Generation, GenerationOptions, Signals
@@ -40,6 +41,17 @@ class ScoredItem:
     error: str | None
     generate_seconds: float
     estimate_seconds: float
+
+    def with_visual(self, statistic: float, normalization: VisualNormalization) -> ScoredItem:
+        """This row with the visual statistic s = ``statistic`` and the visual certainty ``normalization`` gives it,
+        as the estimator would report them (rows without signals are returned as they are)."""
+        if self.signals is None:
+            return self
+        visual = normalization.apply(statistic)
+        features = {**self.signals.features, "visual_score": statistic, "visual_certainty": visual}
+        return dataclasses.replace(
+            self, signals=self.signals.model_copy(update={"visual": visual, "features": features})
+        )
 
 
 def score_items(

@@ -171,13 +171,7 @@ def reweigh(rows: Sequence[ScoredItem], grounding_weight: float) -> list[ScoredI
     out = []
     for row in rows:
         s = None if row.signals is None else visual_statistic(row.signals.features, grounding_weight)
-        if row.signals is not None and s is not None:
-            visual = normalization.apply(s)
-            features = {**row.signals.features, "visual_score": s, "visual_certainty": visual}
-            row = dataclasses.replace(
-                row, signals=row.signals.model_copy(update={"visual": visual, "features": features})
-            )
-        out.append(row)
+        out.append(row if s is None else row.with_visual(s, normalization))
     return out
 
 

@@ -96,11 +96,7 @@ def apply_artifact(rows: Sequence[ScoredItem], artifact: CalibrationArtifact) ->
     out = []
     for row in rows:
         if row.signals is not None and normalization is not None and "visual_score" in row.signals.features:
-            visual = normalization.apply(row.signals.features["visual_score"])
-            features = {**row.signals.features, "visual_certainty": visual}
-            row = dataclasses.replace(
-                row, signals=row.signals.model_copy(update={"visual": visual, "features": features})
-            )
+            row = row.with_visual(row.signals.features["visual_score"], normalization)
         out.append(row)
     return out if artifact.familiarity is None else assess_familiarity(out, artifact.familiarity)
 
