@@ -37,6 +37,7 @@ __all__ = [
     "calibrate_backend",
     "calibrate_rows",
     "fit_familiarity",
+    "items_fingerprint",
     "normalized_visual",
 ]
 
@@ -99,6 +100,16 @@ def apply_artifact(rows: Sequence[ScoredItem], artifact: CalibrationArtifact) ->
             row = row.with_visual(row.signals.features["visual_score"], normalization)
         out.append(row)
     return out if artifact.familiarity is None else assess_familiarity(out, artifact.familiarity)
+
+
+def items_fingerprint(items: Sequence[LabelledItem]) -> str:
+    """The data fingerprint of labelled items: requests (images included), answers, perception, tags."""
+    return fingerprint_data(
+        [
+            (item.request.model_dump(mode="json"), item.answer, item.perception, sorted(item.tags.items()))
+            for item in items
+        ]
+    )
 
 
 def calibrate_rows(
@@ -213,12 +224,7 @@ def calibrate_backend(
             rows = reweigh(rows, choice.chosen.grounding_weight)
         setting = choice.chosen
         info["perturbation_choice"] = choice.as_info()
-    data_fingerprint = fingerprint_data(
-        [
-            (item.request.model_dump(mode="json"), item.answer, item.perception, sorted(item.tags.items()))
-            for item in items
-        ]
-    )
+    data_fingerprint = items_fingerprint(items)
     # The estimator settings the normalisation and calibrators were fitted under: load_guard reuses them.
     info["estimator"] = {"draws": draws, **setting.as_info()}
     artifact = calibrate_rows(

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["REFERENCE_MODEL_NAME", "reference_model_name", "reference_model_path"]
+__all__ = [
+    "REFERENCE_MODEL_NAME",
+    "VERBALIZED_MODEL_NAME",
+    "reference_model_name",
+    "reference_model_path",
+    "verbalized_model_path",
+]
 
 REFERENCE_MODEL_NAME = "guardrail-reference-llava"
 """The shipped model's name (``gen_ai.request.model``, span names, results)."""
+VERBALIZED_MODEL_NAME = "guardrail-reference-llava-verbalized"
+"""The shipped model trained to write its own confidence (``verbalized.py``)."""
 
 
 def reference_model_path() -> Path:
@@ -20,6 +28,12 @@ def reference_model_path() -> Path:
     return Path(__file__).resolve().parent / "model"
 
 
+def verbalized_model_path() -> Path:
+    """The folder of the reference model trained to write ``<vision_confidence>`` and ``<reasoning_confidence>``."""
+    return Path(__file__).resolve().parent / "verbalized_model"
+
+
 def reference_model_name(path: str | Path) -> str | None:
-    """:data:`REFERENCE_MODEL_NAME` when ``path`` is the shipped model's folder, else ``None``."""
-    return REFERENCE_MODEL_NAME if Path(path).resolve() == reference_model_path() else None
+    """The name of a shipped model when ``path`` is its folder, else ``None``."""
+    names = {reference_model_path(): REFERENCE_MODEL_NAME, verbalized_model_path(): VERBALIZED_MODEL_NAME}
+    return names.get(Path(path).resolve())

@@ -24,7 +24,14 @@ from ..data.labelled import LabelledItem
 from ..errors import InputError
 from .reward import RewardWeights, reward_functions
 
-__all__ = ["TrainCalibrationConfig", "build_dataset", "build_trainer", "load_config", "train_calibration"]
+__all__ = [
+    "TrainCalibrationConfig",
+    "build_dataset",
+    "build_dataset_from_items",
+    "build_trainer",
+    "load_config",
+    "train_calibration",
+]
 
 DEFAULT_INSTRUCTION = (
     "Answer the question about the image. First describe what you see inside <vision>...</vision>, then reason "
@@ -128,15 +135,22 @@ def _row(item: LabelledItem, instruction: str | None) -> dict[str, Any]:
 
 def build_dataset(config: TrainCalibrationConfig) -> Any:
     """The ``datasets.Dataset`` of conversational prompts with their images and right answers."""
+    instruction = DEFAULT_INSTRUCTION if config.instruction == "default" else config.instruction
+    return build_dataset_from_items(_items(config.data, limit=config.limit, seed=config.seed), instruction)
+
+
+def build_dataset_from_items(items: Sequence[LabelledItem], instruction: str | None = None) -> Any:
+    """The ``datasets.Dataset`` of ``items`` as GRPO prompts (``instruction``: a system prompt, or none)."""
     from datasets import Dataset
 
-    instruction = DEFAULT_INSTRUCTION if config.instruction == "default" else config.instruction
-    items = _items(config.data, limit=config.limit, seed=config.seed)
     return Dataset.from_list([_row(item, instruction) for item in items])
 
 
-def build_trainer(config: TrainCalibrationConfig, *, model: Any = None, processor: Any = None) -> Any:
-    """A ready ``CalibrationGRPOTrainer`` (model and processor loaded from ``config.model`` unless given)."""
+def build_trainer(
+    config: TrainCalibrationConfig, *, model: Any = None, processor: Any = None, dataset: Any = None
+) -> Any:
+    """A ready ``CalibrationGRPOTrainer`` (model and processor loaded from ``config.model``, the data set built from
+    ``config.data``, unless given)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl.trainer.grpo_config import GRPOConfig
 
@@ -160,7 +174,7 @@ def build_trainer(config: TrainCalibrationConfig, *, model: Any = None, processo
         model=model,
         reward_funcs=reward_functions(options.mode),
         args=args,
-        train_dataset=build_dataset(config),
+        train_dataset=build_dataset(config) if dataset is None else dataset,
         processing_class=processor,
         peft_config=peft_config,
         calibration=options,
