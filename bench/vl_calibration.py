@@ -46,7 +46,9 @@ from guardrail.reference.verbalized import (
     cold_start_reference,
     grpo_reference,
 )
+from guardrail.responses import parse_response
 from guardrail.training.reward import harmonic_confidence
+from guardrail.types import Signals
 
 RESULTS = Path(__file__).parent / "results" / "vl_calibration.json"
 VARIANTS: dict[str, tuple[str, bool, str]] = {
@@ -54,6 +56,7 @@ VARIANTS: dict[str, tuple[str, bool, str]] = {
     "decoupled": ("decoupled", False, "RL, decoupled reward, no TAR"),
     "full": ("decoupled", True, "RL, decoupled reward + TAR (the full method)"),
 }
+ROW_LABELS = {"cold": "cold start (format only, uniform scores)", **{k: v[2] for k, v in VARIANTS.items()}}
 T_CRITICAL_95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571}
 """Two-sided 95 % critical values of Student's t by number of seeds (degrees of freedom = seeds - 1)."""
 
@@ -81,9 +84,9 @@ def _metrics(confidence: np.ndarray, correct: np.ndarray) -> dict[str, float | N
     keep = ~np.isnan(confidence) & ~np.isnan(correct)
     c, y = confidence[keep], correct[keep]
     if len(c) < 10:
-        return {"ece10": None, "auroc": None, "n": int(len(c))}
+        return {"ece10": None, "auroc": None, "n": len(c)}
     ranked = auroc(c, y) if 0 < y.mean() < 1 else None
-    return {"ece10": float(expected_calibration_error(c, y, 10)), "auroc": ranked, "n": int(len(c))}
+    return {"ece10": float(expected_calibration_error(c, y, 10)), "auroc": ranked, "n": len(c)}
 
 
 def verbalized_metrics(rows: Sequence[ScoredItem], single: bool) -> dict[str, Any]:
@@ -127,6 +130,15 @@ def probe_metrics(rows: Sequence[ScoredItem], artifact: Any) -> dict[str, Any]:
     }
 
 
+class WordsOnly:
+    """An estimator that measures nothing: the model's own scores only (the training variants' rows need no probe)."""
+
+    def estimate(self, backend: Any, request: Any, generation: Any) -> Signals:
+        parsed = parse_response(generation.text)
+        scores = {"verbalized_vision": parsed.vision_confidence, "verbalized_reasoning": parsed.reasoning_confidence}
+        return Signals(features={k: v for k, v in scores.items() if v is not None}, problems=parsed.problems)
+
+
 def score(model: Path, items: Sequence[Any], estimator: Any, label: str) -> list[ScoredItem]:
     from guardrail.backends.transformers import TransformersBackend
 
@@ -136,9 +148,9 @@ def score(model: Path, items: Sequence[Any], estimator: Any, label: str) -> list
 
 def fit_artifacts(model: Path, n: int, shipped: Any) -> tuple[Any, Any]:
     """Two artifacts for a trained model, from the same calibration rows: the probe alone, probe + verbalized."""
-    from guardrail.calibration.artifact import fingerprint_model
+    from guardrail.calibration.artifact import fingerprint_model, save_artifact
     from guardrail.calibration.pipeline import calibrate_rows, items_fingerprint
-    from guardrail.pretrained import estimator_for
+    from guardrail.pretrained import ARTIFACT_FILENAME, estimator_for
 
     setting = dict(shipped.info.get("estimator") or {})
     weight = float(setting.get("grounding_weight", 1.0))
@@ -156,13 +168,19 @@ def fit_artifacts(model: Path, n: int, shipped: Any) -> tuple[Any, Any]:
         )
         for row in rows
     ]
-    common = {
+    common: dict[str, Any] = {
         "model_fingerprint": fingerprint_model(model),
         "data_fingerprint": items_fingerprint(items),
         "grounding_weight": weight,
-        "info": {"estimator": setting, "data": f"easy-vqa:calibration:held-out-half:n={n}"},
+        "info": {
+            "estimator": setting,
+            "data": f"easy-vqa:calibration:not-grpo-half:n={n}:seed=0",
+            "command": " ".join(sys.argv),
+        },
     }
-    return calibrate_rows(stripped, **common), calibrate_rows(rows, **common)
+    alone, blended = calibrate_rows(stripped, **common), calibrate_rows(rows, **common)
+    save_artifact(blended, model / ARTIFACT_FILENAME)  # the trained model's own artifact, shipped with it
+    return alone, blended
 
 
 def paired(a: Sequence[float | None], b: Sequence[float | None]) -> dict[str, Any] | None:
@@ -251,7 +269,7 @@ def run(seeds: Sequence[int], n: int, n_calibration: int, grpo_items: int, work:
     per_seed: dict[str, dict[int, dict[str, Any]]] = {"cold": {}, **{name: {} for name in VARIANTS}}
     for seed in seeds:
         for name in per_seed:
-            rows = score(models[f"{name}-s{seed}"], items, estimator_for(shipped), f"{name} seed {seed}")
+            rows = score(models[f"{name}-s{seed}"], items, WordsOnly(), f"{name} seed {seed}")
             per_seed[name][seed] = verbalized_metrics(rows, single=name == "single")
 
     base_rows = score(base, items, estimator_for(shipped), "base model, guard probe")
@@ -263,9 +281,19 @@ def run(seeds: Sequence[int], n: int, n_calibration: int, grpo_items: int, work:
         f"full method seed {seeds[0]}, guard probe alone": probe_metrics(full_rows_alone, probe_alone),
         f"full method seed {seeds[0]}, guard probe + verbalized": probe_metrics(full_rows, probe_verbal),
     }
+    base_block = guard["base model, guard probe (shipped artifact)"]
+    candidate = guard[f"full method seed {seeds[0]}, guard probe + verbalized"]
+    as_accurate = candidate["accuracy"] >= base_block["accuracy"]
+    better = (candidate["overall"]["ece10"] or 1.0) < (base_block["overall"]["ece10"] or 1.0)
     return {
         "n": n,
         "seeds": list(seeds),
+        "default_decision": {
+            "candidate": f"full method seed {seeds[0]} with its artifact (probe + verbalized)",
+            "as_accurate": as_accurate,
+            "better_calibrated_overall": better,
+            "becomes_default": as_accurate and better,
+        },
         "grpo_items": grpo_items,
         "n_calibration": n_calibration,
         "rows": {
@@ -303,10 +331,10 @@ def show(result: dict[str, Any]) -> None:
         "reasoning.auroc",
     ]
     for name, block in result["summary"]["by_row"].items():
-        table.add_row(name, *(_fmt(block, f) for f in figures))
+        table.add_row(ROW_LABELS[name], *(_fmt(block, f) for f in figures))
     for name, block in result["guard"].items():
         table.add_row(name, *(_fmt({f: _get(block, f) for f in figures}, f) for f in figures))
-    Console().print(table)
+    Console(width=170).print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,14 +18,14 @@ from guardrail.reference.verbalized import (
     grpo_items,
 )
 from guardrail.responses import parse_response
-from tests.training.test_trainer import TRL_DEPRECATIONS
+from tests.support.trl import TRL_DEPRECATIONS
 
 
 def test_the_block_is_what_the_guard_parses() -> None:
     text = "<think><vision>I see a red circle.</vision><reasoning>r</reasoning></think> \\boxed{red}"
     parsed = parse_response(text + confidence_block(7, 10))
     assert (parsed.vision_confidence, parsed.reasoning_confidence, parsed.problems) == (0.7, 1.0, ())
-    with pytest.raises(ValueError, match="0..10"):
+    with pytest.raises(ValueError, match=r"0\.\.10"):
         confidence_block(11, 0)
 
 
@@ -32,9 +33,11 @@ def test_grpo_and_the_artifact_never_share_an_image() -> None:
     config = VerbalizedConfig(grpo_items=400)
     trained = {item.tags["image_id"] for item in grpo_items(config)}
     held = {item.tags["image_id"] for item in artifact_items(400)}
-    assert len(trained) > 50 and len(held) > 50
+    assert len(trained) > 50
+    assert len(held) > 50
     assert not trained & held
-    assert all(calibration_half(i, 0) for i in trained) and not any(calibration_half(i, 0) for i in held)
+    assert all(calibration_half(i, 0) for i in trained)
+    assert not any(calibration_half(i, 0) for i in held)
     assert [i.request.question for i in grpo_items(config)] == [i.request.question for i in grpo_items(config)]
 
 
@@ -60,8 +63,58 @@ def test_cold_start_and_grpo_save_a_model_that_writes_the_block(tmp_path: Path) 
     assert record["tokens_added"] == 19
     out = grpo_reference(tmp_path / "grpo", cold, config)
     record = json.loads((out / "training_config.json").read_text())
-    assert record["grpo_steps"] == 2 and record["stage"] == "grpo"
+    assert record["grpo_steps"] == 2
+    assert record["stage"] == "grpo"
     assert not (out / "training_args.bin").exists()
     model = AutoModelForImageTextToText.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)  # type: ignore[no-untyped-call]
-    assert model.get_input_embeddings().weight.shape[0] == len(processor.tokenizer) == 93
+    embeddings: Any = model.get_input_embeddings()
+    rows = int(embeddings.weight.shape[0])
+    assert rows == len(processor.tokenizer) == 93
+
+
+def test_the_shipped_verbalized_model_is_small_and_records_how_it_was_made() -> None:
+    from guardrail.pretrained import ARTIFACT_FILENAME
+    from guardrail.reference import VERBALIZED_MODEL_NAME, reference_model_name, verbalized_model_path
+
+    folder = verbalized_model_path()
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 10 * 2**20
+    assert (folder / ARTIFACT_FILENAME).is_file()
+    record = json.loads((folder / "training_config.json").read_text())
+    assert (record["stage"], record["mode"], record["tar"]) == ("grpo", "decoupled", True)
+    assert record["cold_start"]["tokens_added"] == 19
+    assert reference_model_name(folder) == VERBALIZED_MODEL_NAME
+
+
+@pytest.mark.slow
+def test_the_guard_reads_what_the_shipped_verbalized_model_says() -> None:
+    from guardrail.data.labelled import easyvqa_items
+    from guardrail.pretrained import load_guard
+    from guardrail.reference import verbalized_model_path
+
+    guard = load_guard(verbalized_model_path())
+    for item in easyvqa_items("test", limit=6, seed=3):
+        attempt = guard.run(item.request).attempts[0]
+        assert attempt.signals is not None
+        assert attempt.confidence is not None
+        features = attempt.signals.features
+        assert 0.0 <= features["verbalized_vision"] <= 1.0
+        assert 0.0 <= features["verbalized_reasoning"] <= 1.0
+        assert attempt.signals.visual is not None  # the probe still measures
+        assert "verbalized:blend" in attempt.confidence.sources["visual"]
+
+
+def test_cli_refuses_tar_without_the_decoupled_reward(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from guardrail.cli import _register, app
+
+    _register()
+    runner = CliRunner()
+    result = runner.invoke(app, ["train-verbalized", "--out", str(tmp_path), "--mode", "single"])
+    assert result.exit_code == 2
+    assert "--no-tar" in result.output
+    result = runner.invoke(app, ["train-verbalized", "--out", str(tmp_path), "--mode", "holistic"])
+    assert result.exit_code == 2
+    assert "decoupled or single" in result.output
+    assert not any(tmp_path.iterdir())

@@ -15,14 +15,7 @@ from guardrail.cli import _register, app
 from guardrail.errors import InputError
 from guardrail.training import CalibrationOptions, TrainCalibrationConfig, load_config
 from guardrail.training.trainer import TRL_VERSION, check_trl_version
-
-# transformers 5 deprecates the gradient-checkpointing names that TRL 1.16 still calls (exact messages only).
-TRL_DEPRECATIONS = [
-    "ignore:`gradient_checkpointing` is deprecated:FutureWarning",
-    "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning",
-    "ignore:`gradient_checkpointing_disable` is deprecated:FutureWarning",
-    "ignore:`gradient_checkpointing_enable` is deprecated:FutureWarning",
-]
+from tests.support.trl import TRL_DEPRECATIONS
 
 
 def test_the_pinned_trl_is_installed_and_another_is_refused() -> None:
