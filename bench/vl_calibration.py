@@ -57,6 +57,9 @@ VARIANTS: dict[str, tuple[str, bool, str]] = {
     "full": ("decoupled", True, "RL, decoupled reward + TAR (the full method)"),
 }
 ROW_LABELS = {"cold": "cold start (format only, uniform scores)", **{k: v[2] for k, v in VARIANTS.items()}}
+CONFIDENCE_FIGURES = tuple(
+    f"{part}.{metric}" for part in ("overall", "visual", "reasoning") for metric in ("ece10", "auroc")
+)
 T_CRITICAL_95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571}
 """Two-sided 95 % critical values of Student's t by number of seeds (degrees of freedom = seeds - 1)."""
 
@@ -204,16 +207,7 @@ def _get(block: dict[str, Any], path: str) -> float | None:
 
 def summarize(per_seed: dict[str, dict[int, dict[str, Any]]], seeds: Sequence[int]) -> dict[str, Any]:
     """Mean and sd over seeds of every figure, and the paired differences between training variants."""
-    figures = [
-        "accuracy",
-        "perception_accuracy",
-        "overall.ece10",
-        "overall.auroc",
-        "visual.ece10",
-        "visual.auroc",
-        "reasoning.ece10",
-        "reasoning.auroc",
-    ]
+    figures = ["accuracy", "perception_accuracy", *CONFIDENCE_FIGURES]
     summary: dict[str, Any] = {}
     for name, runs in per_seed.items():
         summary[name] = {}
@@ -321,15 +315,7 @@ def show(result: dict[str, Any]) -> None:
         "reasoning AUROC",
     ):
         table.add_column(column)
-    figures = [
-        "accuracy",
-        "overall.ece10",
-        "overall.auroc",
-        "visual.ece10",
-        "visual.auroc",
-        "reasoning.ece10",
-        "reasoning.auroc",
-    ]
+    figures = ["accuracy", *CONFIDENCE_FIGURES]
     for name, block in result["summary"]["by_row"].items():
         table.add_row(ROW_LABELS[name], *(_fmt(block, f) for f in figures))
     for name, block in result["guard"].items():

@@ -77,6 +77,12 @@ def train_verbalized(
     grpo_items: Annotated[
         int | None, typer.Option("--grpo-items", min=4, help="Calibration questions GRPO learns from (default 1536).")
     ] = None,
+    cold_start_examples: Annotated[
+        int | None, typer.Option("--cold-start-examples", min=1, help="Cold-start questions (default 4096).")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Stop GRPO after this many steps (default: one pass).")
+    ] = None,
     calibrate: Annotated[
         int,
         typer.Option(
@@ -106,6 +112,12 @@ def train_verbalized(
     config = VerbalizedConfig(seed=seed, mode=mode, tar=tar, threads=threads)
     if grpo_items is not None:
         config = dataclasses.replace(config, grpo_items=grpo_items)
+    if cold_start_examples is not None:
+        config = dataclasses.replace(
+            config, cold_start=dataclasses.replace(config.cold_start, examples=cold_start_examples)
+        )
+    if max_steps is not None:
+        config = dataclasses.replace(config, grpo={"max_steps": max_steps})
     with console.status("cold start, then GRPO (TRL logs its progress)"):
         path = train_verbalized_reference(out, config)
     console.print(f"[bold]trained[/] {path}")

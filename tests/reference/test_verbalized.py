@@ -118,3 +118,20 @@ def test_cli_refuses_tar_without_the_decoupled_reward(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "decoupled or single" in result.output
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings(*TRL_DEPRECATIONS)
+def test_the_command_trains_and_calibrates_a_model_the_guard_loads(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from guardrail.cli import _register, app
+    from guardrail.pretrained import ARTIFACT_FILENAME, load_guard
+
+    _register()
+    args = ["--out", str(tmp_path / "m"), "--cold-start-examples", "128", "--grpo-items", "8", "--max-steps", "1"]
+    result = CliRunner().invoke(app, ["train-verbalized", *args, "--calibrate", "60", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m" / ARTIFACT_FILENAME).is_file()
+    guard = load_guard(tmp_path / "m")  # refuses an artifact fitted on another model
+    assert guard is not None
