@@ -290,10 +290,7 @@ def run(seeds: Sequence[int], n: int, n_calibration: int, grpo_items: int, work:
         },
         "grpo_items": grpo_items,
         "n_calibration": n_calibration,
-        "rows": {
-            VARIANTS[k][2] if k in VARIANTS else "cold start (format only, uniform scores)": v
-            for k, v in per_seed.items()
-        },
+        "row_labels": ROW_LABELS,
         "per_seed": per_seed,
         "summary": summarize(per_seed, seeds),
         "guard": guard,
@@ -338,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         train_models(args.work, args.seeds, args.grpo_items, args.threads)
         return {}
     result = run(args.seeds, args.n, args.n_calibration, args.grpo_items, args.work, args.threads)
-    result["provenance"] = provenance(__file__, list(sys.argv[1:] if argv is None else argv))
+    result.update(provenance(__file__, list(sys.argv[1:] if argv is None else argv)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     show(result)
