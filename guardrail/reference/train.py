@@ -35,7 +35,14 @@ from ..data.easyvqa import Example, load_easyvqa
 from .build import IMAGE_TOKEN, ModelSize, answer_text, build_model, build_processor, prompt_text
 from .checkpoint import canonicalize_checkpoint
 
-__all__ = ["TrainConfig", "TrainResult", "train_reference"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "corrupt_some",
+    "save_trained",
+    "train_reference",
+    "training_examples",
+]
 
 Progress = Callable[[str, int, int, float], None]
 """``(stage, step, total_steps, loss) -> None``, called after every optimiser step; stage is "vision" or "answer"."""
@@ -72,11 +79,39 @@ class TrainResult:
     final_loss: float
 
 
-def _training_examples(config: TrainConfig) -> list[Example]:
-    rng = random.Random(config.seed)
+def training_examples(seed: int, negated_fraction: float, limit: int | None = None) -> list[Example]:
+    """The training questions, negated ones kept at ``negated_fraction``; ``limit``: a seeded subset of them."""
+    rng = random.Random(seed)
     examples = load_easyvqa("train")
-    kept = [e for e in examples if e.question_type != "negated_yes_no" or rng.random() < config.negated_fraction]
-    return kept if config.max_examples is None else rng.sample(kept, min(config.max_examples, len(kept)))
+    kept = [e for e in examples if e.question_type != "negated_yes_no" or rng.random() < negated_fraction]
+    return kept if limit is None else rng.sample(kept, min(limit, len(kept)))
+
+
+def _training_examples(config: TrainConfig) -> list[Example]:
+    return training_examples(config.seed, config.negated_fraction, config.max_examples)
+
+
+def corrupt_some(image: Image.Image, rng: random.Random, probability: float) -> Image.Image:
+    """``image``, or with ``probability`` a corruption of it (random kind, severity 1-5): the training draw."""
+    if rng.random() < probability:
+        kind = rng.choice(sorted(CORRUPTIONS))
+        image = corrupt(image, kind, rng.randint(1, 5), seed=rng.randrange(2**31))
+    return image
+
+
+def save_trained(model: Any, processor: Any, out: Path, record: dict[str, Any]) -> None:
+    """Save a trained model under the canonical checkpoint names, its processor, and what made it
+    (``training_config.json``, with the torch version)."""
+    import json
+
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    canonicalize_checkpoint(out)  # the names vLLM and the Hub's LLaVA checkpoints use (checkpoint.py)
+    processor.save_pretrained(out)
+    record = {**record, "torch": torch.__version__}
+    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def _augment(image: Image.Image, rng: random.Random, max_shift: int) -> Image.Image:
@@ -128,10 +163,7 @@ class _Batcher:
         images = []
         for e in examples:
             image = _augment(self.image(e), rng, self.config.max_shift)
-            if rng.random() < self.config.corrupt_probability:
-                kind = rng.choice(sorted(CORRUPTIONS))
-                image = corrupt(image, kind, rng.randint(1, 5), seed=rng.randrange(2**31))
-            images.append(image)
+            images.append(corrupt_some(image, rng, self.config.corrupt_probability))
         return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
     def __call__(self, examples: Sequence[Example], rng: random.Random) -> dict[str, Any]:
@@ -261,8 +293,6 @@ def train_reference(
     progress: Progress | None = None,
 ) -> TrainResult:
     """Trains the reference model from scratch and saves model + processor (safetensors) to ``out``."""
-    import json
-
     import torch
 
     config = config or TrainConfig()
@@ -279,10 +309,6 @@ def train_reference(
     _pretrain_vision(model, batcher, examples, config, progress)
     step, smoothed = _train_answers(model, batcher, examples, config, progress)
     model.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    canonicalize_checkpoint(out)  # the names vLLM and the Hub's LLaVA checkpoints use (checkpoint.py)
-    processor.save_pretrained(out)
     seconds = time.perf_counter() - start
     record = {
         **asdict(config),
@@ -290,7 +316,6 @@ def train_reference(
         "steps": step,
         "final_loss": smoothed,
         "seconds": round(seconds, 1),
-        "torch": torch.__version__,
     }
-    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    save_trained(model, processor, out, record)
     return TrainResult(path=out, seconds=seconds, steps=step, final_loss=smoothed)

@@ -1,4 +1,4 @@
-"""The reference model learns to say how sure it is (``guardrail train-reference --verbalized``).
+"""The reference model learns to say how sure it is (``guardrail train-verbalized``).
 
 Three steps, seeded end to end, on CPU:
 
@@ -35,7 +35,7 @@ from typing import Any
 
 from ..data.easyvqa import Example
 from ..data.labelled import LabelledItem
-from .checkpoint import canonicalize_checkpoint
+from .train import corrupt_some, save_trained, training_examples
 
 __all__ = [
     "ColdStartConfig",
@@ -138,7 +138,6 @@ def cold_start(
     """Teach ``model`` the full format with uniform scores (see the module docstring); the last smoothed loss."""
     import torch
 
-    from ..data.corruptions import CORRUPTIONS, corrupt
     from .build import answer_text, prompt_text
 
     rng = random.Random(seed)
@@ -147,9 +146,7 @@ def cold_start(
     rows: list[tuple[list[int], int]] = []  # (full ids, index of the first trained token)
     images = []
     for example in examples:
-        image = example.image()
-        if rng.random() < config.corrupt_probability:
-            image = corrupt(image, rng.choice(sorted(CORRUPTIONS)), rng.randint(1, 5), seed=rng.randrange(2**31))
+        image = corrupt_some(example.image(), rng, config.corrupt_probability)
         images.append(image)
         head = processor(images=[image], text=[prompt_text(example.question)], return_tensors="pt")
         head_ids = head["input_ids"][0].tolist()
@@ -192,38 +189,26 @@ def cold_start(
     return smoothed
 
 
-def grpo_items(config: VerbalizedConfig) -> list[LabelledItem]:
-    """The corrupted calibration questions GRPO learns from: a seeded sample of the images of ``grpo_half``."""
+def _calibration_sample(n: int, half: int, *, corruption_seed: int, seed: int) -> list[LabelledItem]:
+    """``n`` corrupted calibration questions (corruptions drawn with ``corruption_seed``) on images of ``half``."""
     from ..data.labelled import easyvqa_items
 
-    items = easyvqa_items("calibration", seed=config.seed + 1000)
-    chosen = [item for item in items if calibration_half(item.tags["image_id"], config.grpo_half)]
-    return random.Random(config.seed).sample(chosen, min(config.grpo_items, len(chosen)))
+    items = easyvqa_items("calibration", seed=corruption_seed)
+    chosen = [item for item in items if calibration_half(item.tags["image_id"], half)]
+    return random.Random(seed).sample(chosen, min(n, len(chosen)))
+
+
+def grpo_items(config: VerbalizedConfig) -> list[LabelledItem]:
+    """The corrupted calibration questions GRPO learns from: a seeded sample of the images of ``grpo_half``."""
+    return _calibration_sample(
+        config.grpo_items, config.grpo_half, corruption_seed=config.seed + 1000, seed=config.seed
+    )
 
 
 def cold_start_examples(config: VerbalizedConfig) -> list[Example]:
     """A seeded sample of the training questions, negated ones kept at the reference model's own rate."""
-    from ..data.easyvqa import load_easyvqa
-
-    rng = random.Random(config.seed)
     cold = config.cold_start
-    kept = [
-        e for e in load_easyvqa("train") if e.question_type != "negated_yes_no" or rng.random() < cold.negated_fraction
-    ]
-    return rng.sample(kept, min(cold.examples, len(kept)))
-
-
-def _save(model: Any, processor: Any, out: Path, record: dict[str, Any]) -> None:
-    """The model in the canonical checkpoint names, its processor, and what made it (``training_config.json``)."""
-    import torch
-
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    canonicalize_checkpoint(out)
-    processor.save_pretrained(out)
-    (out / "training_args.bin").unlink(missing_ok=True)
-    record = {**record, "torch": torch.__version__}
-    (out / "training_config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return training_examples(config.seed, cold.negated_fraction, cold.examples)
 
 
 def cold_start_reference(
@@ -256,7 +241,7 @@ def cold_start_reference(
         "final_loss": loss,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    _save(model, processor, out, record)
+    save_trained(model, processor, out, record)
     return out
 
 
@@ -293,7 +278,7 @@ def grpo_reference(out: Path, start: Path, config: VerbalizedConfig | None = Non
         "log": [h for h in trainer.state.log_history if "reward" in h],
         "seconds": round(time.perf_counter() - began, 1),
     }
-    _save(model, processor, out, record)
+    save_trained(model, processor, out, record)
     return out
 
 
@@ -309,8 +294,4 @@ def train_verbalized_reference(
 
 def artifact_items(n: int, *, seed: int = 0, grpo_half: int = 0) -> list[LabelledItem]:
     """Corrupted calibration questions for fitting a trained model's artifact: only images GRPO never saw."""
-    from ..data.labelled import easyvqa_items
-
-    items = easyvqa_items("calibration", seed=seed)
-    held = [item for item in items if not calibration_half(item.tags["image_id"], grpo_half)]
-    return random.Random(seed).sample(held, min(n, len(held)))
+    return _calibration_sample(n, 1 - grpo_half, corruption_seed=seed, seed=seed)
