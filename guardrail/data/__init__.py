@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .corruptions import ALL_CORRUPTIONS, CORRUPTIONS, HELDOUT_CORRUPTIONS, corrupt
+from .corruptions import ALL_CORRUPTIONS, CORRUPTIONS, HELDOUT_CORRUPTIONS, UNSEEN_CORRUPTIONS, corrupt
 from .easyvqa import (
     COLORS,
     SHAPES,
@@ -22,6 +22,7 @@ __all__ = [
     "CORRUPTIONS",
     "HELDOUT_CORRUPTIONS",
     "SHAPES",
+    "UNSEEN_CORRUPTIONS",
     "Example",
     "QuestionType",
     "Scene",

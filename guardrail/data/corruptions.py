@@ -10,7 +10,10 @@ with the same ``seed`` always gives the same pixels. ``corrupt(image, kind, seve
 uneven haze, geometry), kept for *evaluation only*: they are never in ``CORRUPTIONS``, so nothing that draws from
 ``CORRUPTIONS`` (training augmentation, calibration, ``easyvqa_items(corruptions=None)``) ever sees them, and a
 distribution-shift benchmark can measure whether the confidence still knows when the model does not.
-``ALL_CORRUPTIONS`` is both mappings together; ``corrupt`` accepts any kind in it.
+``UNSEEN_CORRUPTIONS`` are four more evaluation-only kinds (shear, wave, motion blur, overexposure), fixed on
+2026-12-07 (18:03 UTC) *before* the stability probe's views, count and weights were chosen or any artifact was fitted
+with it, and never looked at while choosing (``bench/shift.py`` reports them; nothing else reads them).
+``ALL_CORRUPTIONS`` is every mapping together; ``corrupt`` accepts any kind in it.
 
 Strength grows with severity for every kind (tests pin that the pixel distance to the original rises).
 """
@@ -31,6 +34,7 @@ __all__ = [
     "CORRUPTIONS",
     "HELDOUT_CORRUPTIONS",
     "MAX_SEVERITY",
+    "UNSEEN_CORRUPTIONS",
     "Corruption",
     "check_kinds",
     "corrupt",
@@ -54,6 +58,11 @@ _JPEG_QUALITY = (100, 30, 15, 8, 4, 1)  # Pillow JPEG quality, with 4:2:0 chroma
 _IMPULSE_FRACTION = (0.0, 0.03, 0.07, 0.13, 0.22, 0.35)  # of the pixels, half white, half black
 _FOG_DENSITY = (0.0, 0.25, 0.4, 0.55, 0.7, 0.85)  # largest share of the haze colour in a pixel
 _ROTATION_DEGREES = (0.0, 6.0, 12.0, 20.0, 30.0, 45.0)
+# Unseen kinds (evaluation only, fixed before the stability probe was fitted).
+_SHEAR = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6)  # horizontal shear factor
+_WAVE_AMPLITUDE = (0.0, 0.02, 0.04, 0.06, 0.09, 0.12)  # of the image side, sinusoidal row/column displacement
+_MOTION_LENGTH = (0.0, 0.06, 0.12, 0.2, 0.3, 0.4)  # of the image side, length of a straight motion streak
+_EXPOSURE = (1.0, 1.4, 1.8, 2.3, 2.9, 3.6)  # gain on the pixel values before clipping at white
 
 
 def _array(image: Image.Image) -> np.ndarray:
@@ -161,6 +170,57 @@ def rotate(image: Image.Image, severity: int, rng: np.random.Generator) -> Image
     return rgb.rotate(direction * _ROTATION_DEGREES[severity], resample=Image.Resampling.BILINEAR, fillcolor=background)
 
 
+def shear(image: Image.Image, severity: int, rng: np.random.Generator) -> Image.Image:
+    """Shears horizontally about the centre (factor 0.1 to 0.6, direction drawn from the seed), the uncovered
+    area filled with the top-left pixel: the shape is slanted, its corners move."""
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    k = (1.0 if rng.random() < 0.5 else -1.0) * _SHEAR[severity]
+    background = rgb.getpixel((0, 0))
+    # PIL's affine maps output (x, y) to input (a x + b y + c, d x + e y + f).
+    coefficients = (1.0, k, -k * height / 2.0, 0.0, 1.0, 0.0)
+    return rgb.transform(
+        (width, height), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR, fillcolor=background
+    )
+
+
+def wave(image: Image.Image, severity: int, rng: np.random.Generator) -> Image.Image:
+    """Displaces rows and columns sinusoidally (amplitude 2 % to 12 % of the side, random phase and one to two
+    periods): edges turn wavy, as through water or a warped print."""
+    pixels = np.asarray(image.convert("RGB"))
+    height, width = pixels.shape[:2]
+    amplitude = _WAVE_AMPLITUDE[severity] * min(height, width)
+    periods = rng.uniform(1.0, 2.0, size=2)
+    phase = rng.uniform(0.0, 2.0 * np.pi, size=2)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    src_x = xs + amplitude * np.sin(2.0 * np.pi * periods[0] * ys / height + phase[0])
+    src_y = ys + amplitude * np.sin(2.0 * np.pi * periods[1] * xs / width + phase[1])
+    src_x = np.clip(np.rint(src_x), 0, width - 1).astype(np.intp)
+    src_y = np.clip(np.rint(src_y), 0, height - 1).astype(np.intp)
+    return Image.fromarray(np.ascontiguousarray(pixels[src_y, src_x]))
+
+
+def motion_blur(image: Image.Image, severity: int, rng: np.random.Generator) -> Image.Image:
+    """Averages the image along a straight streak (6 % to 40 % of the side, angle drawn from the seed), as a
+    camera moving during the exposure: directional, unlike the Gaussian ``blur``."""
+    pixels = _array(image)
+    height, width = pixels.shape[:2]
+    length = max(2, round(_MOTION_LENGTH[severity] * min(height, width)))
+    angle = rng.uniform(0.0, np.pi)
+    steps = np.linspace(-(length - 1) / 2.0, (length - 1) / 2.0, length)
+    out = np.zeros_like(pixels)
+    for step in steps:
+        dy, dx = round(step * np.sin(angle)), round(step * np.cos(angle))
+        out += np.roll(np.roll(pixels, dy, axis=0), dx, axis=1)
+    return _image(out / length)
+
+
+def overexpose(image: Image.Image, severity: int, rng: np.random.Generator) -> Image.Image:
+    """Multiplies the pixel values by a gain (1.4 to 3.6) and clips at white, as an over-exposed photograph:
+    light colours wash out to white and saturated ones lose their hue balance."""
+    return _image(_array(image) * _EXPOSURE[severity])
+
+
 CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType(
     {
         "gaussian_noise": gaussian_noise,
@@ -183,8 +243,21 @@ HELDOUT_CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType(
 )
 """Corruption kinds held out for evaluation only: never used for training, tuning or calibration."""
 
-ALL_CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType({**CORRUPTIONS, **HELDOUT_CORRUPTIONS})
-"""``CORRUPTIONS`` and ``HELDOUT_CORRUPTIONS`` together: every kind ``corrupt`` accepts."""
+UNSEEN_CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType(
+    {
+        "shear": shear,
+        "wave": wave,
+        "motion_blur": motion_blur,
+        "overexpose": overexpose,
+    }
+)
+"""Evaluation-only kinds fixed before the stability probe was fitted (2026-12-07), never looked at while choosing
+its views: ``bench/shift.py``'s figure for damage nobody tuned for."""
+
+ALL_CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType(
+    {**CORRUPTIONS, **HELDOUT_CORRUPTIONS, **UNSEEN_CORRUPTIONS}
+)
+"""``CORRUPTIONS``, ``HELDOUT_CORRUPTIONS`` and ``UNSEEN_CORRUPTIONS`` together: every kind ``corrupt`` accepts."""
 
 
 def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
@@ -199,7 +272,7 @@ def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
         if kind not in ALL_CORRUPTIONS:
             raise InputError(
                 f"`kind` must be one of {sorted(CORRUPTIONS)} or, held out for evaluation, one of "
-                f"{sorted(HELDOUT_CORRUPTIONS)}, got {kind!r}"
+                f"{sorted(HELDOUT_CORRUPTIONS)} or {sorted(UNSEEN_CORRUPTIONS)}, got {kind!r}"
             )
     return wanted
 

@@ -98,8 +98,8 @@ def easyvqa_items(
     """easy-VQA questions of ``split``, each image corrupted by a seeded draw of kind and severity.
 
     ``corruptions=None`` uses every kind in ``CORRUPTIONS`` (never a held-out one); ``()`` keeps images clean; a
-    list of names may also name kinds from ``HELDOUT_CORRUPTIONS``, for evaluation. ``limit`` takes a seeded random
-    subset of questions (the same for the same seed).
+    list of names may also name kinds from ``HELDOUT_CORRUPTIONS`` or ``UNSEEN_CORRUPTIONS``, for evaluation.
+    ``limit`` takes a seeded random subset of questions (the same for the same seed).
     """
     from .corruptions import CORRUPTIONS, check_kinds, corrupt
     from .easyvqa import COLORS, SHAPES, load_easyvqa

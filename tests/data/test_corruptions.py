@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guardrail.data import ALL_CORRUPTIONS, CORRUPTIONS, HELDOUT_CORRUPTIONS, corrupt, load_easyvqa
+from guardrail.data import ALL_CORRUPTIONS, CORRUPTIONS, HELDOUT_CORRUPTIONS, UNSEEN_CORRUPTIONS, corrupt, load_easyvqa
 from guardrail.data.labelled import easyvqa_items
 from guardrail.errors import InputError
 
@@ -32,8 +32,14 @@ def test_registry_has_the_six_kinds() -> None:
 def test_heldout_kinds_are_kept_apart_from_calibration() -> None:
     assert set(HELDOUT_CORRUPTIONS) == {"jpeg", "salt_pepper", "fog", "rotate"}
     assert not set(HELDOUT_CORRUPTIONS) & set(CORRUPTIONS)
-    assert set(ALL_CORRUPTIONS) == set(CORRUPTIONS) | set(HELDOUT_CORRUPTIONS)
+    assert set(ALL_CORRUPTIONS) == set(CORRUPTIONS) | set(HELDOUT_CORRUPTIONS) | set(UNSEEN_CORRUPTIONS)
     assert all(ALL_CORRUPTIONS[k] is f for k, f in HELDOUT_CORRUPTIONS.items())
+
+
+def test_unseen_kinds_are_apart_from_every_other_kind() -> None:
+    assert set(UNSEEN_CORRUPTIONS) == {"shear", "wave", "motion_blur", "overexpose"}
+    assert not set(UNSEEN_CORRUPTIONS) & (set(CORRUPTIONS) | set(HELDOUT_CORRUPTIONS))
+    assert all(ALL_CORRUPTIONS[k] is f for k, f in UNSEEN_CORRUPTIONS.items())
 
 
 @pytest.mark.parametrize("kind", KINDS)
