@@ -79,16 +79,16 @@ MODEL_OUTPUT_TOLERANCE = FloatTolerance(absolute=1e-5, relative=1e-4)
 and the confidences calibrated from them. What a model computes exactly (token ids, the text they decode to) and
 what is stored (weights, file bytes) are compared exactly; the floats are not, and this is the one tolerance.
 
-Why not exactly: the same float32 weights give floats that differ in their last bits between two loads (a fresh
-tensor's alignment picks another kernel path), thread counts, CPUs (AVX2 or AVX-512, oneDNN or MKL blocking) and
-batch shapes (a padded batch sums in another order). float32 resolves 2^-23 (1.2e-7) of a value, and a forward
-pass of a few layers adds such roundings up. Measured: 1.2e-7 between two loads of the reference model on an AMD
-EPYC (issue 26); at most 4.8e-7 between a left-padded batch and one request at a time on every tiny family
-(``tests/backends/test_batched_generation.py``). 1e-5 absolute leaves twenty times that; the relative part covers
-large values (hidden-state features, log-probs of unlikely tokens near -20) and the visual score's logarithms of a
-small KL, as the scoring tests measured them. A real change to the model or its input (another weight, token,
-image or prompt) moves these floats by orders of magnitude more, and changes token ids or weights, compared
-exactly."""
+Why not exactly: the same float32 weights give floats that differ in their last bits between two loads (where
+the weights lie in memory can pick another kernel path), thread counts, CPUs (AVX2 or AVX-512, another BLAS
+blocking) and batch shapes (a padded batch sums in another order). float32 resolves 2^-23 (1.2e-7) of a value, and
+a forward pass of a few layers adds such roundings up. Measured: 1.2e-7 between two loads of the reference model
+on an AMD EPYC (issue 26); at most 4.8e-7 between a left-padded batch and one request at a time on every tiny
+family (``tests/backends/test_batched_generation.py``). 1e-5 absolute leaves twenty times that; the relative part
+(1e-4, what the scoring and estimator tests allowed before) covers large values (hidden-state features, log-probs
+of unlikely tokens near -20) and the visual score's logarithm of a small KL. A real change to the model or its
+input (another weight, token, image or prompt) moves these floats by orders of magnitude more, and shows in what
+is compared exactly: token ids and weights."""
 
 ENGINE_OUTPUT_TOLERANCE = FloatTolerance(absolute=1e-4, relative=1e-4)
 """When floats of one model served by another engine (vLLM, in float32) are the same output: against the model in
