@@ -9,12 +9,15 @@
 - ``BatchScoringBackend``: also re-score several answers (``ScoringItem``) in one padded forward pass.
 - ``TextScoringBackend``: a remote backend that may re-score an answer *text* server-side (``TextScores``, or
   ``ScoringUnavailable`` when the server cannot), since a server cannot accept ids without its tokenizer.
+- ``MODEL_OUTPUT_TOLERANCE`` (a ``FloatTolerance``): when two floats a model computed in two runs are the same
+  output; ``ENGINE_OUTPUT_TOLERANCE`` the same between two engines serving one model.
 
 Estimators, calibration and the guard import these protocols from here; no module here imports them back.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -27,10 +30,13 @@ if TYPE_CHECKING:  # torch and PIL are only needed by white-box backends; import
     from PIL import Image
 
 __all__ = [
+    "ENGINE_OUTPUT_TOLERANCE",
+    "MODEL_OUTPUT_TOLERANCE",
     "AsyncBackend",
     "Backend",
     "BatchBackend",
     "BatchScoringBackend",
+    "FloatTolerance",
     "ReferenceScores",
     "ReferenceScoringBackend",
     "ScoringBackend",
@@ -40,6 +46,55 @@ __all__ = [
     "TextScores",
     "TextScoringBackend",
 ]
+
+
+@dataclass(frozen=True)
+class FloatTolerance:
+    """How far apart two floats may lie and still be the same output: ``|a - b| <= absolute + relative * max(|a|,
+    |b|)``. Two NaNs are the same; an infinity is the same only as itself."""
+
+    absolute: float
+    relative: float
+
+    def allowed(self, a: float, b: float) -> float:
+        """The largest difference between ``a`` and ``b`` that is still the same output."""
+        return self.absolute + self.relative * max(abs(a), abs(b))
+
+    def close(self, a: float, b: float) -> bool:
+        """Whether ``a`` and ``b`` are the same output within this tolerance."""
+        if a == b:
+            return True
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        if math.isinf(a) or math.isinf(b):
+            return False
+        return abs(a - b) <= self.allowed(a, b)
+
+    def __str__(self) -> str:
+        return f"{self.absolute:g} absolute + {self.relative:g} relative"
+
+
+MODEL_OUTPUT_TOLERANCE = FloatTolerance(absolute=1e-5, relative=1e-4)
+"""When two floats one model computed in two runs are the same output: log-probs, entropies, KLs, features, signals
+and the confidences calibrated from them. What a model computes exactly (token ids, the text they decode to) and
+what is stored (weights, file bytes) are compared exactly; the floats are not, and this is the one tolerance.
+
+Why not exactly: the same float32 weights give floats that differ in their last bits between two loads (where
+the weights lie in memory can pick another kernel path), thread counts, CPUs (AVX2 or AVX-512, another BLAS
+blocking) and batch shapes (a padded batch sums in another order). float32 resolves 2^-23 (1.2e-7) of a value, and
+a forward pass of a few layers adds such roundings up. Measured: 1.2e-7 between two loads of the reference model
+on an AMD EPYC (issue 26); at most 4.8e-7 between a left-padded batch and one request at a time on every tiny
+family (``tests/backends/test_batched_generation.py``). 1e-5 absolute leaves twenty times that; the relative part
+(1e-4, what the scoring and estimator tests allowed before) covers large values (hidden-state features, log-probs
+of unlikely tokens near -20) and the visual score's logarithm of a small KL. A real change to the model or its
+input (another weight, token, image or prompt) moves these floats by orders of magnitude more, and shows in what
+is compared exactly: token ids and weights."""
+
+ENGINE_OUTPUT_TOLERANCE = FloatTolerance(absolute=1e-4, relative=1e-4)
+"""When floats of one model served by another engine (vLLM, in float32) are the same output: against the model in
+process (other kernels for attention, normalisation and activations, not only another summation order), or against
+the same engine batching concurrent requests as it sees fit. The vLLM tests measured differences below 1e-6; this
+keeps the 1e-4 they always allowed."""
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,11 @@ writes them) and ``vision_tower.vision_model.*``; the tied ``lm_head`` is not st
 untouched (``train_reference`` calls it after ``save_pretrained``). Renaming changes the file's bytes and therefore
 the model fingerprint a calibration artifact is bound to (``calibration/artifact.py``), though not one weight
 changes. ``python -m guardrail.reference.checkpoint [FOLDER]`` renames a folder written before, proves that
-transformers loads bit-identical weights and gives bit-identical outputs from both files, and only then binds the
-artifact beside the model to the renamed file, recording what was done in its ``info["checkpoint_renamed"]``; the
-calibration itself is not refitted (the model it was fitted on is the same model).
+transformers loads bit-identical weights from both files and that both give the same greedy answers (the same text
+and token ids; their token log-probs equal within ``MODEL_OUTPUT_TOLERANCE``, since two loads of the same weights
+need not compute bit-identical floats), and only then binds the artifact beside the model to the renamed file,
+recording what was done in its ``info["checkpoint_renamed"]``; the calibration itself is not refitted (the model it
+was fitted on is the same model).
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..backends.base import MODEL_OUTPUT_TOLERANCE, FloatTolerance
+
+if TYPE_CHECKING:
+    from ..types import Generation
 
 __all__ = [
     "WEIGHTS_FILE",
+    "answers_differ",
     "canonical_name",
     "canonicalize_checkpoint",
     "loaded_weights",
@@ -124,9 +132,38 @@ def weights_differ(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[st
     return problems
 
 
+def answers_differ(
+    questions: Sequence[str],
+    left: Sequence[Generation],
+    right: Sequence[Generation],
+    *,
+    tolerance: FloatTolerance = MODEL_OUTPUT_TOLERANCE,
+) -> list[str]:
+    """What differs between two models' answers to the same questions (empty: nothing): the text and the token ids
+    compared exactly, each token's log-prob within ``tolerance`` (floats of two loads need not be bit-identical)."""
+    problems = []
+    for i, (question, a, b) in enumerate(zip(questions, left, right, strict=True)):
+        where = f"question {i} ({question!r})"
+        if a.text != b.text or a.token_ids != b.token_ids:
+            problems.append(
+                f"{where}: another answer, {a.text!r} {list(a.token_ids)} != {b.text!r} {list(b.token_ids)}"
+            )
+        elif len(a.token_logprobs) != len(b.token_logprobs):
+            problems.append(f"{where}: {len(a.token_logprobs)} token log-probs != {len(b.token_logprobs)}")
+        else:
+            far = [
+                f"token {j} ({x!r} != {y!r}, by {abs(x - y):.3g})"
+                for j, (x, y) in enumerate(zip(a.token_logprobs, b.token_logprobs, strict=True))
+                if not tolerance.close(x, y)
+            ]
+            if far:
+                problems.append(f"{where}: {a.text!r}, log-probs differ beyond {tolerance} at " + ", ".join(far))
+    return problems
+
+
 def outputs_differ(left: str | os.PathLike[str], right: str | os.PathLike[str], *, questions: int = 8) -> list[str]:
-    """Greedy answers and their token log-probs of two model folders on easy-VQA test questions, compared
-    exactly; what differs (empty: nothing)."""
+    """Greedy answers of two model folders on easy-VQA test questions, compared by :func:`answers_differ`: text
+    and token ids exactly, token log-probs within ``MODEL_OUTPUT_TOLERANCE``; what differs (empty: nothing)."""
     from ..backends.transformers import TransformersBackend
     from ..data.easyvqa import load_easyvqa
     from ..types import Request
@@ -136,11 +173,7 @@ def outputs_differ(left: str | os.PathLike[str], right: str | os.PathLike[str], 
     for folder in (left, right):
         backend = TransformersBackend.from_pretrained(str(folder), device="cpu", max_new_tokens=48)
         answers.append([backend.generate(Request.from_question(e.question, [e.image()])) for e in examples])
-    return [
-        f"question {i} ({examples[i].question!r}): {a.text!r} {a.token_logprobs} != {b.text!r} {b.token_logprobs}"
-        for i, (a, b) in enumerate(zip(*answers, strict=True))
-        if a.text != b.text or a.token_logprobs != b.token_logprobs or a.token_ids != b.token_ids
-    ]
+    return answers_differ([e.question for e in examples], *answers)
 
 
 def rebind_artifact(artifact_path: Path, *, old: str, new: str, note: Mapping[str, Any]) -> bool:
@@ -189,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("renaming changed the model, the checkpoint is restored:\n  " + "\n  ".join(problems))
                 return 1
             print(f"renamed {len(renamed)} keys (e.g. {renamed[0][0]} -> {renamed[0][1]}); transformers loads "
-                  "bit-identical weights and gives bit-identical answers and log-probs")  # fmt: skip
+                  "bit-identical weights and gives the same greedy answers (text and token ids identical, log-probs "
+                  f"within {MODEL_OUTPUT_TOLERANCE})")  # fmt: skip
     new = fingerprint_model(folder)
     artifact_path = folder / args.artifact
     if artifact_path.is_file():
@@ -199,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "what": "weight names made canonical (vision_tower.* -> vision_tower.vision_model.*) so that vLLM loads "
             "the folder; every tensor unchanged, the calibration not refitted",
             "verified": "transformers loads bit-identical state dicts from the files before and after, and greedy "
-            f"answers with token log-probs on {QUESTIONS} easy-VQA test questions are bit-identical",
+            f"answers on {QUESTIONS} easy-VQA test questions have identical text and token ids and token log-probs "
+            f"equal within {MODEL_OUTPUT_TOLERANCE}",
             "command": shlex.join(["python", "-m", "guardrail.reference.checkpoint", *sys.argv[1:]]),
             "guardrail_version": __version__,
         }

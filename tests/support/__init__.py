@@ -13,6 +13,9 @@ Test modules (``test_*.py``) import helpers from here, never from one another; p
   and a worker process that escalates threads (``python -m tests.support.graphs DB THREAD...``)
 - ``faults``: hanging, healthy and flaky models, ``wait_until``, 16-bit PNGs, the reliability tests' policy
 - ``calibration``: seeded synthetic calibration data; ``reference_metrics``: plain-loop metric implementations
+- ``model_outputs``: ``assert_same_model_output``, the one way to compare what a model produced in two runs (exact
+  values exactly, floats within ``MODEL_OUTPUT_TOLERANCE``; ``tests/README.md``); ``scores``: the same for
+  scoring results and signals
 - ``policy_text``: named policy texts and ``problems`` (the formatted problems of an invalid one)
 - ``telemetry``: ``Recorded`` / ``make_recorded``, an ``OtelTelemetry`` over in-memory exporters
 - ``tiny_vlms``: tiny random vision-language models of each supported family; ``fake_openai_server``: a fake
