@@ -29,6 +29,12 @@ ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "CUDA_VIS
 """Environment variables that change what a benchmark measures; the command records those that are set."""
 
 
+def relative(path: str | Path) -> str:
+    """``path`` relative to the repository where it lies inside it (results must not record this machine's paths),
+    else as given."""
+    return _relative(Path(path).absolute())
+
+
 def _relative(path: Path) -> str:
     try:
         return str(path.relative_to(_ROOT))

@@ -12,7 +12,9 @@ corrupted as in calibration) through ``TransformersBackend`` on the CPU:
   copy alone, row 0 taken from what generation kept, the reductions);
 - ``K=4``: likewise with ``DecoupledEstimator(draws=4)`` (4 copies in one forward pass);
 - ``generate, nothing kept``: ``generate`` on a backend over the same model with ``keep_references=0``, i.e.
-  ``model.generate`` alone, as before generation kept row 0: what keeping costs generation itself.
+  ``model.generate`` alone, as before generation kept row 0: what keeping costs generation itself;
+- ``S=2``, ``S=4``, ``S=8`` (issue 28): the shipped probe (one whole-image blackout) with the stability probe's
+  K geometric views scored in the same pass (1 + K rows through the model); ``S=0`` is that probe alone.
 
 The variants are interleaved: for each round and each item the four run back to back, in an order rotated from
 item to item, so that slow phases of this shared machine hit them alike. Each call is timed with the wall clock
@@ -48,21 +50,36 @@ from typing import Any
 
 import torch
 import transformers
-from _provenance import provenance
+from _provenance import provenance, relative
 from PIL import Image
 
 from guardrail import Request
 from guardrail.backends import ReferenceScores, TeacherForcedScores
 from guardrail.backends.transformers import TransformersBackend
 from guardrail.confidence import DecoupledEstimator
+from guardrail.confidence.stability import StabilitySetting
 from guardrail.data.labelled import easyvqa_items
 from guardrail.reference import reference_model_path
 
 RESULTS = Path(__file__).parent / "results" / "confidence_cost.json"
 GOAL_K1 = 1.15
 ALONE = "generate, nothing kept"
-VARIANTS: tuple[str, ...] = ("generate", "K=1", "K=4", ALONE)
+STABILITY_COUNTS: tuple[int, ...] = (0, 2, 4, 8)
+VARIANTS: tuple[str, ...] = ("generate", "K=1", "K=4", ALONE, *(f"S={k}" for k in STABILITY_COUNTS))
 DRAWS: dict[str, int] = {"K=1": 1, "K=4": 4}
+
+
+def _estimators() -> dict[str, DecoupledEstimator]:
+    """Every timed estimator by label: the paper's probe with K draws, and the shipped probe with S stability
+    views (geometric, as the shipped artifact chose)."""
+    out = {label: DecoupledEstimator(draws=k) for label, k in DRAWS.items()}
+    for count in STABILITY_COUNTS:
+        out[f"S={count}"] = DecoupledEstimator(
+            perturbation="blackout",
+            blackout_probability=1.0,
+            stability=StabilitySetting(family="geometric", count=count),
+        )
+    return out
 
 
 @dataclass
@@ -150,7 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     alone = TransformersBackend(
         backend.model, backend.processor, device="cpu", max_new_tokens=args.max_new_tokens, keep_references=0
     )
-    estimators = {label: DecoupledEstimator(draws=k) for label, k in DRAWS.items()}
+    estimators = _estimators()
     items = easyvqa_items("test", limit=args.items, seed=0)
     requests = [item.request for item in items]
 
@@ -162,8 +179,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     timings = {label: Timings() for label in VARIANTS}
     answer_tokens: list[int] = []
-    paired: dict[str, list[float]] = {label: [] for label in DRAWS}
-    paired_cpu: dict[str, list[float]] = {label: [] for label in DRAWS}
+    paired: dict[str, list[float]] = {label: [] for label in estimators}
+    paired_cpu: dict[str, list[float]] = {label: [] for label in estimators}
     paired_alone: dict[str, list[float]] = {label: [] for label in VARIANTS if label != ALONE}
     for round_index in range(args.rounds):
         for index, request in enumerate(requests):
@@ -188,7 +205,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 record.total.append(gen_wall + est_wall)
                 record.cpu_total.append(gen_cpu + est_cpu)
                 walls[label], cpus[label] = gen_wall + est_wall, gen_cpu + est_cpu
-            for label in DRAWS:
+            for label in estimators:
                 paired[label].append(walls[label] / walls["generate"])
                 paired_cpu[label].append(cpus[label] / cpus["generate"])
             for label in paired_alone:
@@ -213,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "generate + decoupled confidence vs generate alone (TransformersBackend, CPU)",
         **provenance(__file__, args.argv),
         "model": "reference model" if args.model is None else backend.name,
-        "model_path": str(model_dir),
+        "model_path": relative(model_dir),
         "model_weights_sha256": _weights_digest(model_dir),
         "model_parameters": sum(p.numel() for p in backend.model.parameters()),
         "device": "cpu",
@@ -229,7 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "variants": per_variant,
         "ratio": ratio,
         "ratio_cpu": {label: _median(values) for label, values in paired_cpu.items()},
-        "ratio_of_medians": {label: per_variant[label]["median_s"] / base for label in DRAWS},
+        "ratio_of_medians": {label: per_variant[label]["median_s"] / base for label in estimators},
         "ratio_vs_generate_alone": {label: _median(values) for label, values in paired_alone.items()},
         "goal_k1": GOAL_K1,
         "goal_met": ratio["K=1"] <= GOAL_K1,

@@ -1,4 +1,5 @@
-"""How the guard behaves off its calibration data (issue 13): held-out corruption families and reworded questions.
+"""How the guard behaves off its calibration data (issues 13 and 28): held-out and unseen corruption families,
+reworded questions.
 
     .venv/bin/python bench/shift.py [--model DIR] [--n-cal 3000] [--n 150] [--n-reworded 300] [--n-clean 300]
 
@@ -14,10 +15,21 @@ Then it reports, next to each other:
    policy's first decision, coverage (accepted at the first answer) and the accuracy of accepted answers. Each
    fold is fitted twice, with the shift handling (familiarity reference and shift discounts) and without it, so
    that the gain is measured, not assumed.
-2. **Held-out families** (``HELDOUT_CORRUPTIONS``: never in any calibration) and the **reworded questions**
-   (``guardrail.data.reworded``, evaluation-only templates), under the shipped artifact: the same figures, and the
-   full guarded call under the default policy (re-asks and more views included): coverage, accuracy of accepted
-   answers, and wrong answers accepted as a share of all items.
+2. **Held-out families** (``HELDOUT_CORRUPTIONS``: never in any calibration), **unseen families**
+   (``UNSEEN_CORRUPTIONS``: shear, wave, motion_blur, overexpose, fixed on 2026-12-07 at 18:03 UTC in commit
+   "Four evaluation-only corruption kinds", before the stability probe's views, count and weight were chosen and
+   before any artifact was fitted with it; no figure of them was looked at while choosing anything, and nothing but
+   this bench reads them) and the **reworded questions** (``guardrail.data.reworded``, evaluation-only templates),
+   under the shipped artifact: the same figures, and the full guarded call under the default policy (re-asks and
+   more views included): coverage, accuracy of accepted answers, and wrong answers accepted as a share of all
+   items.
+
+Every first-answer figure is also given under ablations fitted on the same calibration rows: *without_shift* (no
+familiarity reference, no shift discounts), *without_stability* (the stability probe's fall taken out of the
+statistic s and of the discounts: the visual probe alone, as before issue 28) and *without_cross_fit* (discounts and
+combiner learned from in-sample parts). The stability probe's setting itself (views, count, weight) is the shipped
+artifact's, chosen on every calibration family: in a leave-one-family-out fold only the calibrators, discounts and
+normalisation are refitted without the family.
 3. **In distribution**: the corrupted test split (all six families) and clean test images, under the shipped
    artifact: the figures that must not get worse.
 4. **More views**: on the first answers whose visual confidence is in doubt (below 0.5), the answer accuracy
@@ -29,6 +41,7 @@ Results go to bench/results/shift.json with the commit and command that produced
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import time
@@ -37,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _provenance import provenance
+from _provenance import provenance, relative
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -47,7 +60,9 @@ from guardrail.calibration.collect import ScoredItem, score_items, scored_arrays
 from guardrail.calibration.metrics import auroc, expected_calibration_error
 from guardrail.calibration.perturbation_choice import ProbeSetting
 from guardrail.calibration.pipeline import apply_artifact, calibrate_rows
-from guardrail.data.corruptions import CORRUPTIONS, HELDOUT_CORRUPTIONS
+from guardrail.confidence.normalization import VisualNormalization
+from guardrail.confidence.probe import visual_statistic
+from guardrail.data.corruptions import CORRUPTIONS, HELDOUT_CORRUPTIONS, UNSEEN_CORRUPTIONS
 from guardrail.data.labelled import LabelledItem, easyvqa_items
 from guardrail.data.question_noise import with_question_noise
 from guardrail.data.reworded import reworded_items
@@ -100,6 +115,22 @@ def evaluate(rows: Sequence[ScoredItem], artifact: CalibrationArtifact, policy_n
         "first_answer_accepted_accuracy": None if not accepted.any() else round(float(answer[accepted].mean()), 4),
         "first_answer_wrong_accepted_share": round(float(np.mean(accepted & (answer == 0))), 4),
     }
+
+
+def without_stability(rows: Sequence[ScoredItem], grounding_weight: float) -> list[ScoredItem]:
+    """The rows as the visual probe alone would have measured them: the stability features dropped, s recomputed
+    without the percept's fall (the same answers and probe rows; no re-scoring)."""
+    normalization = VisualNormalization(grounding_weight=grounding_weight)
+    out = []
+    for row in rows:
+        if row.signals is None:
+            out.append(row)
+            continue
+        features = {k: v for k, v in row.signals.features.items() if not k.startswith("stability")}
+        plain = dataclasses.replace(row, signals=row.signals.model_copy(update={"features": features}))
+        s = visual_statistic(features, grounding_weight)
+        out.append(plain if s is None else plain.with_visual(s, normalization))
+    return out
 
 
 def guarded(guard: Any, items: Sequence[LabelledItem], description: str) -> dict[str, Any]:
@@ -188,7 +219,23 @@ def run(model_dir: Path, n_cal: int, n: int, n_reworded: int, n_clean: int, seed
         model_fingerprint=shipped.model_fingerprint,
         data_fingerprint="bench",
         grounding_weight=setting.grounding_weight,
+        stability_weight=setting.stability_weight,
     )
+    w = setting.grounding_weight
+
+    def ablations(cal: Sequence[ScoredItem]) -> dict[str, tuple[CalibrationArtifact, bool]]:
+        """Artifacts fitted on ``cal``, each with whether it reads rows without the stability features."""
+        plain = without_stability(cal, w)
+        return {
+            "with_shift": (fit(cal, shift=True), False),
+            "without_shift": (fit(cal, shift=False), False),
+            "without_stability": (fit(plain, shift=True, stability_weight=0.0), True),
+            "without_cross_fit": (fit(cal, shift=True, cross_fit=False), False),
+        }
+
+    def under(rows: Sequence[ScoredItem], fitted: dict[str, tuple[CalibrationArtifact, bool]]) -> dict[str, Any]:
+        plain = without_stability(rows, w)
+        return {name: evaluate(plain if bare else rows, artifact) for name, (artifact, bare) in fitted.items()}
 
     families: dict[str, Any] = {}
     for family in CORRUPTIONS:
@@ -196,27 +243,28 @@ def run(model_dir: Path, n_cal: int, n: int, n_reworded: int, n_clean: int, seed
             easyvqa_items("test", limit=n, seed=seed + 1, corruptions=(family,), severities=SEVERITIES), family
         )
         keep = [r for r in calibration if r.item.tags.get("corruption") != family]
-        families[family] = {
-            name: evaluate(rows, fit(keep, shift=shift))
-            for name, shift in (("with_shift", True), ("without_shift", False))
-        }
-    full = {name: fit(calibration, shift=shift) for name, shift in (("with_shift", True), ("without_shift", False))}
+        families[family] = under(rows, ablations(keep))
+    full = ablations(calibration)
 
     guard = load_guard(model_dir)
-    heldout: dict[str, Any] = {}
-    heldout_rows: list[ScoredItem] = []
-    for family in HELDOUT_CORRUPTIONS:
-        items = easyvqa_items("test", limit=n, seed=seed + 2, corruptions=(family,), severities=SEVERITIES)
-        rows = scored(items, family)
-        heldout_rows += rows
-        heldout[family] = {name: evaluate(rows, artifact) for name, artifact in (("shipped", shipped), *full.items())}
-        heldout[family]["guarded"] = guarded(guard, items, f"guarded {family}")
+
+    def shifted(kinds: Sequence[str], offset: int) -> tuple[dict[str, Any], list[ScoredItem]]:
+        out: dict[str, Any] = {}
+        every: list[ScoredItem] = []
+        for family in kinds:
+            items = easyvqa_items("test", limit=n, seed=seed + offset, corruptions=(family,), severities=SEVERITIES)
+            rows = scored(items, family)
+            every += rows
+            out[family] = {"shipped": evaluate(rows, shipped), **under(rows, full)}
+            out[family]["guarded"] = guarded(guard, items, f"guarded {family}")
+        return out, every
+
+    heldout, heldout_rows = shifted(tuple(HELDOUT_CORRUPTIONS), 2)
+    unseen, unseen_rows = shifted(tuple(UNSEEN_CORRUPTIONS), 5)
     reworded = reworded_items("test", group="evaluation", limit=n_reworded, seed=seed)
     reworded_rows = scored(reworded, "reworded")
     templates = sorted({r.item.tags["template"] for r in reworded_rows})
-    reworded_result = {
-        name: evaluate(reworded_rows, artifact) for name, artifact in (("shipped", shipped), *full.items())
-    }
+    reworded_result = {"shipped": evaluate(reworded_rows, shipped), **under(reworded_rows, full)}
     reworded_result["guarded"] = guarded(guard, reworded, "guarded reworded")
     reworded_result["by_template"] = {
         t: evaluate([r for r in reworded_rows if r.item.tags["template"] == t], shipped) for t in templates
@@ -226,22 +274,23 @@ def run(model_dir: Path, n_cal: int, n: int, n_reworded: int, n_clean: int, seed
     clean = easyvqa_items("test", limit=n_clean, seed=seed + 4, corruptions=())
     corrupted_rows, clean_rows = scored(corrupted, "in distribution (corrupted)"), scored(clean, "clean")
     in_distribution = {
-        "corrupted": {name: evaluate(corrupted_rows, a) for name, a in (("shipped", shipped), *full.items())},
-        "clean": {name: evaluate(clean_rows, a) for name, a in (("shipped", shipped), *full.items())},
+        "corrupted": {"shipped": evaluate(corrupted_rows, shipped), **under(corrupted_rows, full)},
+        "clean": {"shipped": evaluate(clean_rows, shipped), **under(clean_rows, full)},
     }
     in_distribution["corrupted"]["guarded"] = guarded(guard, corrupted, "guarded corrupted")
     in_distribution["clean"]["guarded"] = guarded(guard, clean, "guarded clean")
     return {
         **provenance(),
-        "model": str(model_dir),
-        "artifact": str(artifact_path),
+        "model": relative(model_dir),
+        "artifact": relative(artifact_path),
         "settings": {"n_cal": n_cal, "n": n, "n_reworded": n_reworded, "n_clean": n_clean, "seed": seed},
         "seconds": round(time.perf_counter() - start, 1),
         "leave_one_family_out": families,
         "heldout_families": heldout,
+        "unseen_families": unseen,
         "reworded": reworded_result,
         "in_distribution": in_distribution,
-        "more_views": more_views(backend, corrupted_rows + heldout_rows, shipped),
+        "more_views": more_views(backend, corrupted_rows + heldout_rows + unseen_rows, shipped),
     }
 
 
@@ -264,7 +313,9 @@ def _table(results: dict[str, Any]) -> Table:
         for label, r in folds.items():
             add(f"held out: {family}", label, r)
     for family, r in results["heldout_families"].items():
-        add(f"unseen: {family}", "shipped", r["shipped"])
+        add(f"held-out kind: {family}", "shipped", r["shipped"])
+    for family, r in results["unseen_families"].items():
+        add(f"unseen kind: {family}", "shipped", r["shipped"])
     add("reworded", "shipped", results["reworded"]["shipped"])
     for name, r in results["in_distribution"].items():
         add(f"in distribution: {name}", "shipped", r["shipped"])

@@ -59,11 +59,12 @@ class _Frozen(BaseModel):
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 """A number in [0, 1]; NaN and infinities are rejected."""
 
-Component = Literal["visual", "reasoning", "overall", "familiarity"]
-"""The confidence components: what the model saw, what it reasoned, both together, and how familiar the input is
-(how much the calibration behind the other three can be trusted for it)."""
+Component = Literal["visual", "reasoning", "overall", "familiarity", "stability"]
+"""The confidence components: what the model saw, what it reasoned, both together, how familiar the input is
+(how much the calibration behind the other three can be trusted for it), and how stable the percept is under views
+of the image that must not change it."""
 
-COMPONENTS: tuple[Component, ...] = ("visual", "reasoning", "overall", "familiarity")
+COMPONENTS: tuple[Component, ...] = ("visual", "reasoning", "overall", "familiarity", "stability")
 """Every component, in the order results, tables and traces show them."""
 
 
@@ -463,6 +464,9 @@ class Confidence(_Frozen):
     reasoning: Probability | None = None
     overall: Probability | None = None
     familiarity: Probability | None = None
+    stability: Probability | None = None
+    """The share of the percept's token probability that survives the stability probe's views (geometric mean; 1 =
+    unmoved), as measured (``confidence.stability``): not a calibrated probability; unknown without the probe."""
     sources: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
 
     def get(self, component: Component) -> float | None:

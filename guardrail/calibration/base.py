@@ -41,4 +41,7 @@ class PassThroughCalibrator:
         if overall is None and signals.holistic is not None:
             overall = signals.holistic
             sources.setdefault("overall", sources.get("holistic", ("holistic",)))
-        return Confidence(visual=signals.visual, reasoning=signals.reasoning, overall=overall, sources=sources)
+        stability = signals.features.get("stability")
+        return Confidence(
+            visual=signals.visual, reasoning=signals.reasoning, overall=overall, stability=stability, sources=sources
+        )

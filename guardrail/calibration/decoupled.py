@@ -48,8 +48,15 @@ Overall is combined from the discounted parts and discounted once more on its ow
 covariates were not measured is not discounted (its familiarity is then unknown too, which policies handle
 explicitly).
 
+**Cross-fitting by group.** Given ``groups`` at ``fit`` (for example each row's corruption family), the part
+calibrators are also fitted once per group *without* that group's rows, and each row's calibrated parts are those
+of the fit that did not see its group: what a kind of input nobody calibrated on would get. The shift discounts and
+the combiner learn from these cross-fitted values, so what an unseen group costs (confidence that runs too high
+where the shift covariates or the stability probe say the input is unlike the rest) is learned rather than assumed;
+the part calibrators used at ``predict`` are still fitted on every row. Without ``groups`` (or with one group) every
+fit is in-sample, as before.
+
 Scores and labels may hold NaN or None meaning "not measured"; such rows are left out of the fits that need them.
-Component fits are in-sample (the combiner sees the parts' in-sample calibrated values).
 """
 
 from __future__ import annotations
@@ -87,8 +94,10 @@ MaybeArray = npt.ArrayLike | Sequence[float | None]
 """Scores or labels where NaN or None means "not measured"."""
 COMBINERS = ("harmonic", "product", "platt_harmonic", "isotonic_harmonic", "logistic")
 _PARTS = ("visual", "reasoning", "holistic")
-SHIFT_COVARIATES = ("text_shift", "image_shift")
-"""The ``Signals.features`` a fitted calibrator discounts confidence by (see the module docstring)."""
+SHIFT_COVARIATES = ("text_shift", "image_shift", "stability_drop")
+"""The ``Signals.features`` a fitted calibrator discounts confidence by (see the module docstring): how far the
+question and the images lie from the calibration inputs, and how far the answer falls under the stability probe's
+views (``confidence.stability``; not measured without the probe, and then no discount)."""
 _DISCOUNTED = ("visual", "reasoning", "overall")
 VERBALIZED_FEATURES = {"visual": "verbalized_vision", "reasoning": "verbalized_reasoning"}
 """The ``Signals.features`` holding a model's own verbalized scores, by the component they inform."""
@@ -294,6 +303,7 @@ class DecoupledCalibrator:
         covariates: Mapping[str, MaybeArray] | None = None,
         discount_only: MaybeArray | None = None,
         verbalized: Mapping[str, MaybeArray] | None = None,
+        groups: Sequence[str | None] | None = None,
     ) -> _D:
         """Fit every component that has enough labelled rows; returns ``self``. Inputs are not modified.
 
@@ -301,6 +311,7 @@ class DecoupledCalibrator:
         ``discount_only`` marks rows (1) that teach only the shift discounts, not the calibrators and the combiner:
         inputs made unfamiliar on purpose (garbled-question copies), which are not inputs as users give them.
         ``verbalized`` maps ``visual`` / ``reasoning`` to the model's own scores in [0, 1] (NaN = not written).
+        ``groups`` names each row's group (``None``: a group of its own kind) for cross-fitting (module docstring).
         """
         self._validate_params()
         y = _optional_array("answer_correct", answer_correct, None, labels=True)
@@ -328,9 +339,14 @@ class DecoupledCalibrator:
             reasoning_rows = np.ones(n, dtype=bool)
         self.reasoning_ = self._fit_part("reasoning", r, y, base & reasoning_rows)
         self.holistic_ = self._fit_part("holistic", h, y, base)
+        labels = self._groups(groups, n)
         vp = self._fit_verbal("visual", self._predict_part(self.visual_, v), w["visual"], perc, base)
         rp = self._predict_part(self.reasoning_, r)
         rp = self._fit_verbal("reasoning", rp, w["reasoning"], y, base & reasoning_rows)
+        if labels is not None:  # what follows learns from values each row's group did not shape
+            vp = self._blend("visual", self._cross_fit("visual", v, perc, base & ~np.isnan(perc), labels), w["visual"])
+            rp = self._cross_fit("reasoning", r, y, base & reasoning_rows, labels)
+            rp = self._blend("reasoning", rp, w["reasoning"])
         vc = self._fit_shift("visual", vp, x, perc, ~np.isnan(perc))
         rc = self._fit_shift("reasoning", rp, x, y, reasoning_rows)
         self.combiner_ = self._fit_combiner(np.where(base, vc, np.nan), np.where(base, rc, np.nan), y)
@@ -340,6 +356,37 @@ class DecoupledCalibrator:
             overall[both] = self._combine(vc[both], rc[both])
         self._fit_shift("overall", overall, x, y, np.ones(n, dtype=bool))
         return self
+
+    def _groups(self, groups: Sequence[str | None] | None, n: int) -> npt.NDArray[np.str_] | None:
+        """The rows' group names for cross-fitting; ``None`` without groups or with fewer than two."""
+        if groups is None:
+            return None
+        if len(groups) != n:
+            raise CalibrationError(f"`groups` must name one group per row ({n}), got {len(groups)}")
+        labels = np.array(["" if g is None else str(g) for g in groups], dtype=np.str_)
+        if len(set(labels.tolist())) < 2:
+            return None
+        names = sorted(set(labels.tolist()))
+        self.notes_.append(f"shift discounts and combiner learned from parts cross-fitted over {len(names)} groups")
+        return labels
+
+    def _cross_fit(
+        self, name: str, scores: FloatArray, target: FloatArray, rows: Any, labels: npt.NDArray[np.str_]
+    ) -> FloatArray:
+        """``name``'s calibrated scores, each row's from a fit without its group (the full fit where too few rows
+        are left without it, or no full fit exists)."""
+        full: ScoreCalibrator | None = getattr(self, f"{name}_")
+        out = self._predict_part(full, scores)
+        if full is None:
+            return out
+        for group in np.unique(labels):
+            inside = labels == group
+            use = rows & ~inside & ~np.isnan(scores) & ~np.isnan(target)
+            if int(np.sum(use)) < self.min_samples or len(set(target[use].tolist())) < 2:
+                continue
+            part = self._new_part(name).fit(scores[use], target[use])
+            out[inside] = self._predict_part(part, scores[inside])
+        return out
 
     def _covariate_matrix(self, covariates: Mapping[str, MaybeArray] | None, n: int) -> FloatArray:
         """``(n, len(SHIFT_COVARIATES))`` covariates, NaN where not measured; unknown names are refused."""
@@ -535,7 +582,10 @@ class DecoupledCalibrator:
                 sources[name] = (*sources[name], *discount.names, "shift_discount")
         if signals.familiarity is not None:
             sources["familiarity"] = signals.sources.get("familiarity", ("familiarity",))
-        return Confidence(**values, familiarity=signals.familiarity, sources=sources)
+        stability = signals.features.get("stability")
+        if stability is not None:
+            sources["stability"] = ("stability_drop",)
+        return Confidence(**values, familiarity=signals.familiarity, stability=stability, sources=sources)
 
     def _effective_combiner(self) -> str:
         if self.combiner != "product" and self.combiner_ is None:

@@ -47,6 +47,7 @@ def fit_artifact(
     holistic_scores: MaybeArray | None = None,
     visual_statistic: MaybeArray | None = None,
     grounding_weight: float = 1.0,
+    stability_weight: float = 0.0,
     model_fingerprint: str,
     data_fingerprint: str,
     calibrator: DecoupledCalibrator | None = None,
@@ -58,6 +59,7 @@ def fit_artifact(
     familiarity: FamiliarityReference | None = None,
     discount_only: MaybeArray | None = None,
     verbalized: Mapping[str, MaybeArray] | None = None,
+    groups: Sequence[str | None] | None = None,
 ) -> CalibrationArtifact:
     """Fit, certify and measure (see the module docstring); ``calibrator`` is an unfitted template.
 
@@ -65,7 +67,8 @@ def fit_artifact(
     ``familiarity`` the feature reference they were measured against, stored in the artifact for inference;
     ``discount_only`` marks rows that only teach the shift discounts (see ``DecoupledCalibrator.fit``);
     ``verbalized`` holds the model's own ``visual`` / ``reasoning`` scores (NaN = not written), blended in.
-    ``grounding_weight`` is the weight of the grounding KL ``visual_statistic`` was computed with.
+    ``grounding_weight`` and ``stability_weight`` are the weights ``visual_statistic`` was computed with;
+    ``groups`` names each row's group for cross-fitting (``DecoupledCalibrator.fit``).
     """
     y = _optional_array("answer_correct", answer_correct, None, labels=True)
     n = y.shape[0]
@@ -94,6 +97,7 @@ def fit_artifact(
         covariates={name: values[fit_rows] for name, values in shift.items()},
         discount_only=None if discount_only is None else np.asarray(discount_only, dtype=np.float64)[fit_rows],
         verbalized={name: values[fit_rows] for name, values in verbal.items()},
+        groups=None if groups is None else [groups[int(i)] for i in fit_rows],
     )
     out = fitted.predict_components(
         arrays["visual"][test_rows],
@@ -146,6 +150,7 @@ def fit_artifact(
         else VisualNormalization.fit(
             _optional_array("visual_statistic", visual_statistic, n, labels=False, bounded=False).tolist(),
             grounding_weight=grounding_weight,
+            stability_weight=stability_weight,
         ),
         thresholds=thresholds,
         metrics=metrics,

@@ -31,6 +31,7 @@ from ..confidence.familiarity import FamiliarityReference
 from ..confidence.normalization import VisualNormalization
 from ..confidence.perturb import PerturbationKind
 from ..confidence.probe import visual_statistic
+from ..confidence.stability import StabilitySetting
 from .collect import ScoredItem, remeasure, scored_arrays
 from .metrics import auroc
 
@@ -49,20 +50,30 @@ __all__ = [
 ]
 
 
+_OFF = StabilitySetting()
+
+
 @dataclass(frozen=True)
 class ProbeSetting:
     """One setting of the visual probe: the perturbation's kind, for ``blackout`` the chance a patch is blackened,
-    and the weight of the grounding KL in s (``VisualNormalization.grounding_weight``)."""
+    the weight of the grounding KL in s (``VisualNormalization.grounding_weight``), and the stability probe's views
+    with the weight of the answer's fall under them (``VisualNormalization.stability_weight``; off by default)."""
 
     perturbation: PerturbationKind = "blackout"
     blackout_probability: float = 0.8
     grounding_weight: float = 1.0
+    stability: StabilitySetting = _OFF
+    stability_weight: float = 0.0
 
     @property
     def label(self) -> str:
-        """A short name: ``blackout(p=0.8)``, ``noise``, ``blackout(p=1) w=0.1`` (``w`` shown when not 1)."""
+        """A short name: ``blackout(p=0.8)``, ``noise``, ``blackout(p=1) w=0.1`` (``w`` shown when not 1),
+        ``blackout(p=1) w=0.1 + mixed x4 l=1`` (with the stability probe)."""
         kind = f"blackout(p={self.blackout_probability:g})" if self.perturbation == "blackout" else self.perturbation
-        return kind if self.grounding_weight == 1.0 else f"{kind} w={self.grounding_weight:g}"
+        label = kind if self.grounding_weight == 1.0 else f"{kind} w={self.grounding_weight:g}"
+        if self.stability.count:
+            label += f" + {self.stability.label} l={self.stability_weight:g}"
+        return label
 
     def as_info(self) -> dict[str, Any]:
         """The estimator settings as stored in an artifact's ``info["estimator"]``."""
@@ -70,16 +81,25 @@ class ProbeSetting:
             "perturbation": self.perturbation,
             "blackout_probability": self.blackout_probability,
             "grounding_weight": self.grounding_weight,
+            "stability": self.stability.model_dump(),
+            "stability_weight": self.stability_weight,
         }
 
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> ProbeSetting:
-        """The setting recorded by :meth:`as_info`; missing keys take the paper's default."""
+        """The setting recorded by :meth:`as_info`; missing keys take the paper's default (and no stability probe,
+        as in artifacts written before it)."""
         return cls(
             perturbation=info.get("perturbation", PAPER_DEFAULT.perturbation),
             blackout_probability=float(info.get("blackout_probability", PAPER_DEFAULT.blackout_probability)),
             grounding_weight=float(info.get("grounding_weight", PAPER_DEFAULT.grounding_weight)),
+            stability=StabilitySetting.model_validate(info.get("stability") or {}),
+            stability_weight=float(info.get("stability_weight", 0.0)),
         )
+
+    def with_stability(self, stability: StabilitySetting, weight: float) -> ProbeSetting:
+        """This probe with the stability probe's ``stability`` views weighed by ``weight`` (count 0: off)."""
+        return dataclasses.replace(self, stability=stability, stability_weight=weight if stability.count else 0.0)
 
     def weighted(self, grounding_weight: float) -> ProbeSetting:
         """This perturbation with another grounding weight."""
@@ -97,11 +117,17 @@ class ProbeSetting:
         from ..confidence.estimator import DecoupledEstimator
 
         if normalization is None:
-            normalization = VisualNormalization(grounding_weight=self.grounding_weight)
-        elif normalization.grounding_weight != self.grounding_weight:
+            normalization = VisualNormalization(
+                grounding_weight=self.grounding_weight, stability_weight=self.stability_weight
+            )
+        elif (normalization.grounding_weight, normalization.stability_weight) != (
+            self.grounding_weight,
+            self.stability_weight,
+        ):
             raise ValueError(
-                f"the normalisation was fitted with grounding weight {normalization.grounding_weight:g}, "
-                f"the probe setting has {self.grounding_weight:g}"
+                f"the normalisation was fitted with grounding weight {normalization.grounding_weight:g} and "
+                f"stability weight {normalization.stability_weight:g}, the probe setting has "
+                f"{self.grounding_weight:g} and {self.stability_weight:g}"
             )
         return DecoupledEstimator(
             draws=draws,
@@ -109,6 +135,7 @@ class ProbeSetting:
             blackout_probability=self.blackout_probability,
             normalization=normalization,
             familiarity=familiarity,
+            stability=self.stability,
         )
 
 

@@ -29,6 +29,7 @@ from .collect import ScoredItem, remeasure, score_items, scored_arrays
 from .decoupled import SHIFT_COVARIATES, VERBALIZED_FEATURES, DecoupledCalibrator
 from .fit import fit_artifact, split_rows
 from .perturbation_choice import PAPER_DEFAULT, ProbeSetting, choose_perturbation, reweigh
+from .stability_choice import choose_stability, row_group
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -124,12 +125,16 @@ def calibrate_rows(
     info: dict[str, Any] | None = None,
     shift: bool = True,
     grounding_weight: float = 1.0,
+    stability_weight: float = 0.0,
+    cross_fit: bool = True,
 ) -> CalibrationArtifact:
     """Fit an artifact on already-scored rows (see the module docstring for the order of the fits).
 
     ``shift=False`` fits neither the familiarity reference nor the shift discounts (question-noise copies are still
-    kept out of the calibrators). ``grounding_weight``: the weight of the grounding KL in the rows' statistic s
-    (their probe setting's), stored with its normalisation.
+    kept out of the calibrators). ``grounding_weight`` and ``stability_weight``: the weights of the grounding KL and
+    of the stability probe's fall in the rows' statistic s (their probe setting's), stored with its normalisation.
+    ``cross_fit``: the shift discounts and the combiner learn from parts cross-fitted over the rows' groups (their
+    corruption kinds, ``stability_choice.row_group``; ``DecoupledCalibrator.fit``), where the data name them.
     """
     familiarity = fit_familiarity(rows, seed=seed) if shift else None
     if familiarity is not None:
@@ -139,7 +144,10 @@ def calibrate_rows(
     visual = arrays["visual"]
     if np.any(~np.isnan(statistic)):
         visual = normalized_visual(
-            statistic, VisualNormalization.fit(statistic.tolist(), grounding_weight=grounding_weight)
+            statistic,
+            VisualNormalization.fit(
+                statistic.tolist(), grounding_weight=grounding_weight, stability_weight=stability_weight
+            ),
         )
     errors = sum(r.error is not None for r in rows)
     noisy = sum(not _is_user_input(r) for r in rows)
@@ -151,6 +159,8 @@ def calibrate_rows(
         perception_correct=arrays["perception_correct"],
         visual_statistic=None if np.all(np.isnan(statistic)) else statistic,
         grounding_weight=grounding_weight,
+        stability_weight=stability_weight,
+        groups=[row_group(r) for r in rows] if cross_fit else None,
         model_fingerprint=model_fingerprint,
         data_fingerprint=data_fingerprint,
         calibrator=DecoupledCalibrator(
@@ -188,6 +198,7 @@ def calibrate_backend(
     question_noise: float = 0.25,
     batch_size: int = 16,
     command: str | None = None,
+    stability: str = "auto",
 ) -> tuple[CalibrationArtifact, list[ScoredItem]]:
     """Score ``items`` with a white-box ``backend`` and fit its calibration artifact.
 
@@ -199,11 +210,16 @@ def calibrate_backend(
 
     ``perturbation="auto"`` chooses the visual probe on the scored rows (``choose_perturbation``: the paper's
     patch blackening unless another candidate ranks perception errors better) and re-measures every row with
-    the winner before fitting; ``on_probe_item`` is called after each of those re-measurements. ``batch_size``
+    the winner before fitting; ``on_probe_item`` is called after each of those re-measurements.
+    ``stability="auto"`` then chooses the stability probe's views, count and weight the same way
+    (``choose_stability``: off unless it ranks perception errors better) and re-measures every row with it;
+    ``"off"`` leaves it out. ``batch_size``
     items are answered in one batched generation when the backend can (answers as they would be alone).
     ``command``, the command line that ran this calibration, is recorded in the artifact (``info["command"]``).
     """
     auto = perturbation == "auto"
+    if stability not in ("auto", "off"):
+        raise ConfigurationError(f"`stability` must be 'auto' or 'off', got {stability!r}")
     if not auto and perturbation not in PERTURBATIONS:
         raise ConfigurationError(
             f"`perturbation` must be 'auto' or one of {', '.join(PERTURBATIONS)}, got {perturbation!r}"
@@ -224,6 +240,14 @@ def calibrate_backend(
             rows = reweigh(rows, choice.chosen.grounding_weight)
         setting = choice.chosen
         info["perturbation_choice"] = choice.as_info()
+    if stability == "auto":
+        chosen = choose_stability(
+            backend, rows, grounding_weight=setting.grounding_weight, seed=seed, on_item=on_probe_item
+        )
+        info["stability_choice"] = chosen.as_info()
+        if chosen.chosen.count:
+            setting = setting.with_stability(chosen.chosen, chosen.weight)
+            rows = remeasure(backend, setting.estimator(draws=draws), rows, on_item=on_probe_item)
     data_fingerprint = items_fingerprint(items)
     # The estimator settings the normalisation and calibrators were fitted under: load_guard reuses them.
     info["estimator"] = {"draws": draws, **setting.as_info()}
@@ -237,5 +261,6 @@ def calibrate_backend(
         seed=seed,
         info=info,
         grounding_weight=setting.grounding_weight,
+        stability_weight=setting.stability_weight,
     )
     return artifact, rows

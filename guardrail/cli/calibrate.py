@@ -56,6 +56,13 @@ def calibrate(
     batch_size: Annotated[
         int, typer.Option(min=1, help="Questions answered in one batched generation (1: one by one).")
     ] = 16,
+    stability: Annotated[
+        str,
+        typer.Option(
+            help="The stability probe (the answer scored under views of the image that must not change it): auto "
+            "(choose family, count and weight on the data; off unless it ranks perception errors better) or off.",
+        ),
+    ] = "auto",
     remeasure: Annotated[
         Path | None,
         typer.Option(
@@ -75,7 +82,7 @@ def calibrate(
         try:
             _calibrate(
                 out, model, data, split, limit, clean, draws, perturbation, blackout_probability, calibrator,
-                combiner, seed, question_noise, batch_size, stop,
+                combiner, seed, question_noise, batch_size, stability, stop,
             )  # fmt: skip
         except Interrupted as interrupted:
             typer.echo(
@@ -121,6 +128,7 @@ def _calibrate(
     seed: int,
     question_noise: float,
     batch_size: int,
+    stability: str,
     stop: StopFlag,
 ) -> None:
     from rich.console import Console
@@ -162,7 +170,7 @@ def _calibrate(
         def probe_advance(_: object) -> None:
             nonlocal probe_task
             if probe_task is None:
-                probe_task = progress.add_task("choosing the visual probe", total=None)
+                probe_task = progress.add_task("choosing the visual and stability probes", total=None)
             progress.advance(probe_task)
             stop.check()
 
@@ -179,6 +187,7 @@ def _calibrate(
                 data_name=data_name,
                 question_noise=question_noise,
                 batch_size=batch_size,
+                stability=stability,
                 command=shlex.join(["guardrail", *sys.argv[1:]]),
                 on_item=advance,
                 on_probe_item=probe_advance,
@@ -197,4 +206,7 @@ def _calibrate(
             f"visual probe: [bold]{choice['chosen']}[/] ({choice['reason']}; best of {len(table)}: {best}; "
             "the whole table is in the artifact)"
         )
+    steady = artifact.info.get("stability_choice")
+    if steady:
+        console.print(f"stability probe: [bold]{steady['chosen']}[/] l={steady['weight']:g} ({steady['reason']})")
     console.print(f"[bold]calibrated[/] on {len(rows)} answers ({shown}); artifact written to {path}")

@@ -58,6 +58,7 @@ from ..types import Generation, GenerationOptions, ImageBlock, Request, Signals
 from .normalization import VisualNormalization
 from .perturb import PERTURBATIONS, PerturbationKind
 from .probe import answer_stats, perturbed_variants, span_masks, visual_probe
+from .stability import StabilitySetting, stability_features, stability_views
 
 __all__ = ["AgreementEstimator"]
 
@@ -95,18 +96,29 @@ class _Work:
         self.sources["reasoning"] = ("reasoning_mean_prob",)
         self.sources["holistic"] = ("answer_mean_prob",)
 
-    def kl(self, scores: TextScores, normalization: VisualNormalization) -> None:
-        """The visual certainty of METHOD.md section 3 from server-side teacher-forced scores."""
+    def kl(self, scores: TextScores, normalization: VisualNormalization, probe_rows: int) -> None:
+        """The visual certainty of METHOD.md section 3 from server-side teacher-forced scores: rows 1 to
+        ``probe_rows`` under the probe's copies, the rest under the stability probe's views."""
         parsed = parse_response(scores.text)
         rows = torch.tensor([list(r) for r in scores.token_logprobs], dtype=torch.float64)
-        vision = span_masks(parsed, _offsets(scores.tokens), rows.shape[1]).vision
+        masks = span_masks(parsed, _offsets(scores.tokens), rows.shape[1])
+        vision = masks.vision
         if not self.generation.token_logprobs:  # the server returned none with the answer: use row 0
             self.parsed = parsed
             self.token_stats(scores.tokens, scores.token_logprobs[0], "scoring")
         if not bool(vision.any()):
             self.problems.append("the perception span has no tokens: visual certainty not measured")
             return
-        probe = visual_probe(rows[0], rows[1:], vision, normalization)
+        views = rows[1 + probe_rows :]
+        if views.shape[0]:
+            self.features.update(stability_features(rows[0], views, vision, masks.answer))
+        probe = visual_probe(
+            rows[0],
+            rows[1 : 1 + probe_rows],
+            vision,
+            normalization,
+            stability_drop=self.features.get("stability_drop"),
+        )
         self.features.update(probe.features)
         self.visual = probe.visual
         self.sources["visual"] = probe.sources
@@ -209,8 +221,10 @@ class AgreementEstimator:
     ``perturbation`` their kind and ``probability`` the chance a patch is blackened (mild by default);
     ``patch_size`` in pixels of the original image; ``seed`` of the first draw; ``server_scoring`` to try
     server-side teacher-forced scoring first, with ``scoring_draws`` perturbations of the paper's probe
-    (``scoring_probability`` 0.8) and ``normalization`` the reference statistics of s; ``reask_draws`` sampled
-    re-asks at ``reask_temperature`` for a reasoning score when neither log-probs nor a verbalized r exist (0: off).
+    (``scoring_probability`` 0.8) and ``normalization`` the reference statistics of s, with ``stability`` the
+    stability probe's views scored in the same server request (``confidence.stability``; none by default);
+    ``reask_draws`` sampled re-asks at ``reask_temperature`` for a reasoning score when neither log-probs nor a
+    verbalized r exist (0: off).
     """
 
     def __init__(
@@ -227,6 +241,7 @@ class AgreementEstimator:
         normalization: VisualNormalization | None = None,
         reask_draws: int = 0,
         reask_temperature: float = 0.7,
+        stability: StabilitySetting | None = None,
     ) -> None:
         if draws < 1:
             raise ValueError(f"`draws` must be an int >= 1 (perturbed re-queries), got {draws}")
@@ -252,6 +267,7 @@ class AgreementEstimator:
         )
         self.normalization = normalization or VisualNormalization()
         self.reask_draws, self.reask_temperature = reask_draws, reask_temperature
+        self.stability = stability or StabilitySetting()
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """Measure the black-box signals of ``generation``, the answer of ``backend`` to ``request``."""
@@ -277,6 +293,8 @@ class AgreementEstimator:
                 seed=self.seed + _SCORING_SEED_OFFSET,
                 probability=self.scoring_probability,
             )
+            probe_rows = len(variants)
+            variants += stability_views(work.images, self.stability)
             try:
                 scores = yield _ScoreText(request, generation.text.strip(), variants)
             except ScoringUnavailable as exc:
@@ -284,7 +302,7 @@ class AgreementEstimator:
             except BackendError as exc:
                 raise EstimatorError(f"server-side teacher-forced scoring failed: {exc}") from exc
             else:
-                work.kl(scores, self.normalization)
+                work.kl(scores, self.normalization, probe_rows)
         if work.images and "visual" not in work.sources:
             requeries = [
                 (request.swapping_images([ImageBlock.from_pil(im) for im in variant]), GenerationOptions(seed=k))

@@ -10,6 +10,8 @@ For one generation it
 3. computes, on the vision tokens, the grounding KL (mean of the clamped sampled-token KL, averaged over the K
    draws) and the certainty H (mean surprisal, or full entropy), then ``s = log(KL + 1e-8) - log(H + 1e-8)``
    and the visual certainty ``sigmoid((s - mean) / std)`` with reference statistics (``VisualNormalization``);
+   with a ``stability`` setting, the same pass also scores the answer under views of the images that must not
+   change it (``stability.py``), and s loses ``stability_weight`` times the answer's fall under them;
 4. takes as the raw **reasoning** score the mean token probability over the reasoning-span and answer tokens
    (the tokens whose correctness the reasoning decides; the verbalized r, when present, is kept as a feature
    for the calibrator), and as the **holistic** baseline the mean probability of the answer tokens.
@@ -40,7 +42,8 @@ from . import signals as sig
 from .familiarity import FamiliarityReference
 from .normalization import VisualNormalization
 from .perturb import PERTURBATIONS, PerturbationKind
-from .probe import SpanMasks, answer_stats, draws_differ, perturbed_variants, span_masks, visual_probe
+from .probe import SpanMasks, answer_masks, answer_stats, draws_differ, perturbed_variants, visual_probe
+from .stability import StabilitySetting, stability_features, stability_views
 
 __all__ = ["DecoupledEstimator"]
 
@@ -61,6 +64,7 @@ class _Pending:
     masks: SpanMasks | None = None
     has_images: bool = False
     unchanged: list[bool] = field(default_factory=list)
+    probe_rows: int = 0
     item: ScoringItem | None = None
 
 
@@ -113,7 +117,8 @@ class DecoupledEstimator:
     (then H is the full entropy); ``normalization`` the reference statistics of s; ``blackout_probability``
     the chance a patch is blackened; ``familiarity`` the calibration inputs' feature references (from the
     artifact): with it, each estimate also says how far its question and images lie from the calibration inputs
-    (``Signals.familiarity`` and the ``*_distance`` / ``*_shift`` / ``*_familiarity`` features).
+    (``Signals.familiarity`` and the ``*_distance`` / ``*_shift`` / ``*_familiarity`` features); ``stability``
+    the views of the stability probe (``StabilitySetting``; none by default), scored in the same pass.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class DecoupledEstimator:
         normalization: VisualNormalization | None = None,
         blackout_probability: float = 0.8,
         familiarity: FamiliarityReference | None = None,
+        stability: StabilitySetting | None = None,
     ) -> None:
         if draws < 1:
             raise ValueError(f"`draws` must be an int >= 1 (perturbations averaged), got {draws}")
@@ -140,6 +146,7 @@ class DecoupledEstimator:
         self.normalization = normalization or VisualNormalization()
         self.blackout_probability = blackout_probability
         self.familiarity = familiarity
+        self.stability = stability or StabilitySetting()
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """Measure the raw signals of ``generation``, the answer of ``backend`` to ``request``."""
@@ -260,11 +267,8 @@ class DecoupledEstimator:
         the backend kept it for this very generation, else scored with the changed copies in one pass."""
         parsed, problems = pending.parsed, pending.problems
         ids = generation.token_ids
-        offsets: list[tuple[int, int]] | None = backend.token_offsets(ids)
-        if (offsets[-1][1] if offsets else 0) != len(parsed.text):
-            problems.append("the token ids do not decode to the response text: spans fall back to all tokens")
-            offsets = None
-        pending.masks = span_masks(parsed, offsets, len(ids))
+        pending.masks, placed = answer_masks(parsed, backend.token_offsets, ids)
+        problems.extend(placed)
         if parsed.answer is None:
             problems.append("no \\boxed{} answer: the whole response serves as the answer tokens")
         images = backend.model_images(request)
@@ -280,6 +284,9 @@ class DecoupledEstimator:
             if images
             else []
         )
+        pending.probe_rows = len(variants)
+        if images and self.stability.count:
+            variants += stability_views(images, self.stability)
         # A copy with the very pixels of the original (a black image blacked out) leaves every distribution as it
         # is: its row is row 0 (KL exactly 0), with no pass through the model.
         pending.has_images = bool(images)
@@ -320,13 +327,18 @@ class DecoupledEstimator:
         if not bool(masks.vision.any()):
             problems.append("the perception span has no tokens: visual certainty not measured")
             return
+        probe_rows = slice(1, 1 + pending.probe_rows)
+        if self.stability.count:
+            views = scores.token_logprobs[1 + pending.probe_rows :]
+            features.update(stability_features(logp, views, masks.vision, masks.answer))
         probe = visual_probe(
             logp,
-            scores.token_logprobs[1:],
+            scores.token_logprobs[probe_rows],
             masks.vision,
             self.normalization,
             entropy=entropy,
-            kl_full=None if scores.kl_full is None else scores.kl_full[1:],
+            kl_full=None if scores.kl_full is None else scores.kl_full[probe_rows],
+            stability_drop=features.get("stability_drop"),
         )
         features.update(probe.features)
         sources["visual"] = probe.sources

@@ -35,11 +35,16 @@ class VisualNormalization(BaseModel):
     std: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
     grounding_weight: float = Field(default=1.0, ge=0.0, le=1.0, allow_inf_nan=False)
     """``w`` in ``s = w log(KL + eps) - log(H + eps)``: 1 is the paper's statistic, 0 the certainty H alone."""
+    stability_weight: float = Field(default=0.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    """How much the answer's fall under the stability probe's views lowers s (``confidence.stability``); 0, the
+    default and that of artifacts written before the probe, leaves s as it was."""
 
     @classmethod
-    def fit(cls, scores: Iterable[float | None], *, grounding_weight: float = 1.0) -> VisualNormalization:
+    def fit(
+        cls, scores: Iterable[float | None], *, grounding_weight: float = 1.0, stability_weight: float = 0.0
+    ) -> VisualNormalization:
         """Mean and population std of the measured scores (``None`` and NaN mean "not measured" and are skipped),
-        which were computed with ``grounding_weight``."""
+        which were computed with ``grounding_weight`` and ``stability_weight``."""
         values: list[float] = []
         for i, score in enumerate(scores):
             if score is None or math.isnan(score):
@@ -52,7 +57,12 @@ class VisualNormalization(BaseModel):
         std = statistics.pstdev(values)
         if not std > 0:
             raise CalibrationError("`scores` are all equal: their spread (std) is 0, nothing to normalise by")
-        return cls(mean=statistics.fmean(values), std=std, grounding_weight=grounding_weight)
+        return cls(
+            mean=statistics.fmean(values),
+            std=std,
+            grounding_weight=grounding_weight,
+            stability_weight=stability_weight,
+        )
 
     def apply(self, score: float) -> float:
         """The visual certainty ``sigmoid((score - mean) / std)``, computed without overflow."""

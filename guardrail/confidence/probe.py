@@ -14,7 +14,7 @@ the rows and the token offsets come from; from there on, this module:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +28,7 @@ from .perturb import PerturbationKind, perturb_image
 __all__ = [
     "ProbeResult",
     "SpanMasks",
+    "answer_masks",
     "answer_stats",
     "draws_differ",
     "perturbed_variants",
@@ -47,6 +48,19 @@ class SpanMasks:
     vision: torch.Tensor
     reasoning: torch.Tensor
     answer: torch.Tensor
+
+
+def answer_masks(
+    parsed: ParsedResponse, token_offsets: Callable[[Sequence[int]], list[CharSpan]], token_ids: Sequence[int]
+) -> tuple[SpanMasks, list[str]]:
+    """The span masks of an answer's ``token_ids`` (``parsed`` from its text) placed by the backend's
+    ``token_offsets``, and the problems met: tokens that do not decode to the text count in every span."""
+    problems = []
+    offsets: list[CharSpan] | None = token_offsets(token_ids)
+    if (offsets[-1][1] if offsets else 0) != len(parsed.text):
+        problems.append("the token ids do not decode to the response text: spans fall back to all tokens")
+        offsets = None
+    return span_masks(parsed, offsets, len(token_ids)), problems
 
 
 def span_masks(parsed: ParsedResponse, offsets: Sequence[CharSpan] | None, n: int) -> SpanMasks:
@@ -131,6 +145,7 @@ def visual_probe(
     *,
     entropy: torch.Tensor | None = None,
     kl_full: torch.Tensor | None = None,
+    stability_drop: float | None = None,
 ) -> ProbeResult:
     """METHOD.md 3.3-3.6 on the vision tokens (``vision`` must select at least one).
 
@@ -138,7 +153,8 @@ def visual_probe(
     KL is the sampled-token KL averaged over the span, then over the draws; H is the mean surprisal, or the full
     entropy when given (``entropy`` ``(tokens,)``); s weighs them by ``normalization.grounding_weight``.
     ``kl_full`` ``(draws, tokens)``, when given, is reported as a feature (``vision_kl_full``) beside the
-    sampled-token estimate.
+    sampled-token estimate. ``stability_drop``, the answer's fall under the stability probe's views, lowers s by
+    ``normalization.stability_weight`` times it (``stability.py``; not measured: no change).
     """
     kl_draws = sig.masked_mean(sig.sampled_token_kl(logp, logq), vision)  # (draws,)
     kl = kl_draws.mean()
@@ -155,16 +171,22 @@ def visual_probe(
         names = ("vision_kl", "vision_entropy")
     if kl_full is not None:
         features["vision_kl_full"] = float(sig.masked_mean(kl_full, vision).mean())
-    s = sig.visual_score(kl, h, grounding_weight=normalization.grounding_weight)
-    features["visual_score"] = float(s)
+    s = float(sig.visual_score(kl, h, grounding_weight=normalization.grounding_weight))
+    if stability_drop is not None and normalization.stability_weight:
+        s -= normalization.stability_weight * stability_drop
+        names = (*names, "stability_drop")
+    features["visual_score"] = s
     visual = normalization.apply(float(s))
     features["visual_certainty"] = visual
     return ProbeResult(visual=visual, features=features, sources=(*names, "visual_score"))
 
 
-def visual_statistic(features: Mapping[str, float], grounding_weight: float) -> float | None:
-    """s at ``grounding_weight`` from a probe's recorded ``features`` (``vision_kl`` and ``vision_entropy``, else
-    ``vision_surprisal``, as ``visual_probe`` measured them); ``None`` when the probe did not measure them."""
+def visual_statistic(
+    features: Mapping[str, float], grounding_weight: float, stability_weight: float = 0.0
+) -> float | None:
+    """s at ``grounding_weight`` and ``stability_weight`` from a probe's recorded ``features`` (``vision_kl`` and
+    ``vision_entropy``, else ``vision_surprisal``, and ``stability_drop``, as ``visual_probe`` measured them);
+    ``None`` when the probe did not measure them (a missing ``stability_drop`` counts as no fall)."""
     kl = features.get("vision_kl")
     h = features.get("vision_entropy", features.get("vision_surprisal"))
     if kl is None or h is None:
@@ -172,7 +194,7 @@ def visual_statistic(features: Mapping[str, float], grounding_weight: float) -> 
     s = sig.visual_score(
         torch.tensor(kl, dtype=torch.float64), torch.tensor(h, dtype=torch.float64), grounding_weight=grounding_weight
     )
-    return float(s)
+    return float(s) - stability_weight * features.get("stability_drop", 0.0)
 
 
 def draws_differ(kind: PerturbationKind, probability: float) -> bool:

@@ -25,6 +25,9 @@ A numeric comparison matches only a *known* component: an unknown one never pass
 ``familiarity`` is a conformal p-value, not a probability of being right: on inputs like the calibration data it
 is uniform, so ``{below: t}`` fires on at most a fraction t of them. Its thresholds are plain numbers (that
 false-alarm rate *is* the guarantee); certified ``{max_error, delta}`` thresholds are refused for it.
+
+``stability`` is measured, not calibrated: the share of the percept's token probability that survives views of the
+image that must not change it (unknown where the artifact has no stability probe). Plain numbers only, likewise.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ __all__ = [
     "Policy",
     "ReAskParams",
     "Rule",
+    "StabilityThreshold",
     "Threshold",
     "ViewsMode",
 ]
@@ -170,6 +174,26 @@ class FamiliarityThreshold(Threshold):
         return value
 
 
+class StabilityThreshold(FamiliarityThreshold):
+    """Comparisons on ``stability``: plain numbers only, like familiarity.
+
+    Stability is the share of the percept's token probability that survives views of the image that must not
+    change it (``guardrail.confidence.stability``), measured, not calibrated: ``{below: 0.6}`` fires when the
+    percept falls by more than ``-ln 0.6`` = 0.51 nats a token on average under the views. No error rate is
+    certified for it.
+    """
+
+    @field_validator(*_OPERATORS, mode="before")
+    @classmethod
+    def _plain_number(cls, value: Any) -> Any:
+        if isinstance(value, dict | CertifiedBound):
+            raise ValueError(
+                "a certified threshold {max_error, delta} is not allowed for stability: its thresholds are plain "
+                "numbers in [0, 1] (stability is measured, not a calibrated probability)"
+            )
+        return value
+
+
 class AttemptCondition(_Strict):
     """Comparisons on the 0-based attempt index (e.g. ``{at_least: 2}`` after two re-asks)."""
 
@@ -195,11 +219,13 @@ class Condition(_Strict):
     overall: Threshold | None = None
     familiarity: FamiliarityThreshold | None = None
     """How familiar the input is (a conformal p-value); see :class:`FamiliarityThreshold`."""
+    stability: StabilityThreshold | None = None
+    """How stable the percept is under views that must not change it; see :class:`StabilityThreshold`."""
     attempt: AttemptCondition | None = None
 
-    @field_validator("familiarity", mode="before")
+    @field_validator("familiarity", "stability", mode="before")
     @classmethod
-    def _as_familiarity(cls, value: Any) -> Any:
+    def _as_plain(cls, value: Any) -> Any:
         if isinstance(value, Threshold) and not isinstance(value, FamiliarityThreshold):
             return value.model_dump(exclude_none=True)  # re-validated, so a certified bound is refused
         return value

@@ -171,6 +171,7 @@ CONFIDENCE_ATTRIBUTES: Final[dict[Component, str]] = {
     "reasoning": f"{GUARDRAIL_CONFIDENCE}.reasoning",
     "overall": f"{GUARDRAIL_CONFIDENCE}.overall",
     "familiarity": f"{GUARDRAIL_CONFIDENCE}.familiarity",
+    "stability": f"{GUARDRAIL_CONFIDENCE}.stability",
 }
 """Call-span attributes with the final calibrated value of each component (absent when unknown)."""
 
@@ -181,9 +182,11 @@ EVALUATION_NAMES: Final[dict[Component, str]] = {
     "reasoning": "reasoning_confidence",
     "overall": "overall_confidence",
     "familiarity": "familiarity_confidence",
+    "stability": "stability_confidence",
 }
 """``gen_ai.evaluation.name`` of each confidence component (``familiarity_confidence``: how familiar the input is,
-a conformal p-value, not a probability of being right)."""
+a conformal p-value, not a probability of being right; ``stability_confidence``: the share of the percept's
+probability that survives views that must not change it, measured, not calibrated)."""
 
 LABEL_LOW: Final = "low"
 LABEL_MEDIUM: Final = "medium"

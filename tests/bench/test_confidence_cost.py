@@ -51,21 +51,24 @@ def test_cpu_benchmark_writes_ratios(tiny_llava_dir: Path, tmp_path: Path) -> No
     assert summary["device"] == "cpu"
     assert summary["items"] == 2
     assert summary["rounds"] == 2
-    assert set(summary["variants"]) == {"generate", "K=1", "K=4", "generate, nothing kept"}
+    stability = {"S=0", "S=2", "S=4", "S=8"}
+    assert set(summary["variants"]) == {"generate", "K=1", "K=4", "generate, nothing kept", *stability}
     for label, values in summary["variants"].items():
         assert values["calls"] == 4
         assert _finite_positive(values["median_s"])
         assert _finite_positive(values["generate_median_s"])
         assert math.isfinite(values["estimate_median_s"])
-        assert (values["estimate_median_s"] > 0) == label.startswith("K=")
+        assert (values["estimate_median_s"] > 0) == label.startswith(("K=", "S="))
         assert 0 <= values["score_median_s"] <= values["estimate_median_s"]
-    # Row 0 comes from generation: the score pass runs the K perturbed copies alone.
+    # Row 0 comes from generation: the score pass runs the K perturbed copies (and the S views) alone.
     assert summary["variants"]["K=1"]["score_rows_median"] == 1
     assert summary["variants"]["K=4"]["score_rows_median"] == 4
+    for count in (0, 2, 4, 8):
+        assert summary["variants"][f"S={count}"]["score_rows_median"] == 1 + count
     for key in ("ratio", "ratio_cpu", "ratio_of_medians"):
-        assert set(summary[key]) == {"K=1", "K=4"}
+        assert set(summary[key]) == {"K=1", "K=4", *stability}
         assert all(math.isfinite(r) and r > 1.0 for r in summary[key].values()), summary[key]
-    assert set(summary["ratio_vs_generate_alone"]) == {"generate", "K=1", "K=4"}
+    assert set(summary["ratio_vs_generate_alone"]) == {"generate", "K=1", "K=4", *stability}
     assert all(math.isfinite(r) and r > 0 for r in summary["ratio_vs_generate_alone"].values())
     assert summary["goal_k1"] == 1.15
     assert summary["goal_met"] == (summary["ratio"]["K=1"] <= 1.15)

@@ -74,7 +74,12 @@ def test_round_trip(artifact: CalibrationArtifact, saved: Path) -> None:
     assert data["schema"] == ARTIFACT_SCHEMA
     assert data["version"] == 1
     assert data["created"].endswith("Z")
-    assert data["visual_normalization"] == {"mean": -1.25, "std": 0.75, "grounding_weight": 1.0}  # plain floats
+    assert data["visual_normalization"] == {
+        "mean": -1.25,
+        "std": 0.75,
+        "grounding_weight": 1.0,
+        "stability_weight": 0.0,
+    }  # plain floats
 
 
 def test_certified_lookup(artifact: CalibrationArtifact) -> None:

@@ -82,7 +82,9 @@ def test_an_estimator_refuses_a_normalisation_of_another_weight() -> None:
 
     setting = PAPER_DEFAULT.weighted(0.25)
     assert setting.estimator().normalization.grounding_weight == 0.25
-    with pytest.raises(ValueError, match=r"grounding weight 1, the probe setting has 0\.25"):
+    with pytest.raises(
+        ValueError, match=r"grounding weight 1 and stability weight 0, the probe setting has 0\.25 and 0"
+    ):
         setting.estimator(normalization=VisualNormalization(mean=1.0, std=2.0))
 
 

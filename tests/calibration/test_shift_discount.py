@@ -144,3 +144,63 @@ def test_discount_only_rows_teach_the_discount_but_not_the_calibrators() -> None
     grid = np.linspace(0.3, 0.99, 20)
     assert np.allclose(fitted.visual_.predict(grid), alone.visual_.predict(grid))  # type: ignore[union-attr]
     assert fitted.shift_["visual"].coef[fitted.shift_["visual"].names.index("image_shift")] > 0.2
+
+
+def _grouped(n: int, seed: int, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Groups "a", "b" calibrated; any other group over-confident in proportion to its covariate (its damage)."""
+    rng = np.random.default_rng(seed)
+    group = rng.choice(np.array(kinds), n)
+    v, r = rng.uniform(0.3, 0.99, n), rng.uniform(0.3, 0.99, n)
+    damaged = ~np.isin(group, ["a", "b"])
+    x = np.where(damaged, rng.uniform(0.5, 1.5, n), rng.exponential(0.05, n))
+    perception = (rng.random(n) < _sigmoid(_logit(v) - 2.0 * damaged * x)).astype(float)
+    reasoning = (rng.random(n) < _sigmoid(_logit(r))).astype(float)
+    return {"v": v, "r": r, "x": x, "group": group, "perception": perception, "answer": perception * reasoning}
+
+
+def test_cross_fitting_by_group_learns_what_an_unseen_group_costs() -> None:
+    """In-sample, the calibrators fit the damaged group itself, so its rows look nearly calibrated and the discount
+    learns little; cross-fitted, each group is calibrated by a fit that never saw it, as an unseen kind of damage
+    would be, and the discount learns the cost of the damage its covariate measures (the true cost is 2 per unit).
+    Whether that helps on damage unlike every calibration group is an empirical question: ``bench/shift.py``
+    measures it (``without_cross_fit``)."""
+    train = _grouped(6000, 0, ("a", "b", "c"))
+
+    def fit(groups: bool) -> DecoupledCalibrator:
+        return DecoupledCalibrator(visual="isotonic", reasoning="isotonic").fit(
+            train["v"],
+            train["r"],
+            answer_correct=train["answer"],
+            perception_correct=train["perception"],
+            covariates={"stability_drop": train["x"]},
+            groups=list(train["group"]) if groups else None,
+        )
+
+    in_sample, cross = fit(False), fit(True)
+    coef = {name: c.shift_["visual"].coef[c.shift_["visual"].names.index("stability_drop")]
+            for name, c in (("in", in_sample), ("cross", cross))}  # fmt: skip
+    assert coef["cross"] > coef["in"] + 0.3, coef
+    assert 1.0 < coef["cross"] < 3.0, coef
+    assert any("cross-fitted over 3 groups" in note for note in cross.notes_)
+    # the calibrators used at predict time are fitted on every row either way: without shift they agree
+    test = _grouped(2000, 1, ("a",))
+    none = {"stability_drop": np.zeros(len(test["v"]))}
+    np.testing.assert_allclose(
+        in_sample.predict_components(test["v"], test["r"], covariates=none)["visual"],
+        cross.predict_components(test["v"], test["r"], covariates=none)["visual"],
+        atol=1e-12,
+    )
+
+
+def test_one_group_or_none_fits_in_sample_and_groups_must_match_the_rows() -> None:
+    d = _grouped(800, 2, ("a", "b", "c"))
+
+    def fit(groups: list[str] | None) -> DecoupledCalibrator:
+        return DecoupledCalibrator(visual="platt", reasoning="platt").fit(
+            d["v"], d["r"], answer_correct=d["answer"], perception_correct=d["perception"],
+            covariates={"stability_drop": d["x"]}, groups=groups,
+        )  # fmt: skip
+
+    assert fit(None).to_dict() == fit(["x"] * 800).to_dict()
+    with pytest.raises(CalibrationError, match="one group per row"):
+        fit(["a"])

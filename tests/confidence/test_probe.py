@@ -13,6 +13,7 @@ from guardrail import AgreementEstimator, DecoupledEstimator, Generation, Genera
 from guardrail.backends import ScoringBackend, TeacherForcedScores, TextScores, TextScoringBackend
 from guardrail.confidence.normalization import VisualNormalization
 from guardrail.confidence.probe import draws_differ, perturbed_variants, span_masks, visual_probe, visual_statistic
+from guardrail.confidence.stability import StabilitySetting
 from guardrail.responses import parse_response
 
 TEXT = "<vision>red circle</vision><reasoning>so red</reasoning> \\boxed{red}"
@@ -20,12 +21,15 @@ IMAGE = Image.new("RGB", (28, 28), (200, 30, 30))
 NORMALIZATION = VisualNormalization(mean=-1.0, std=2.0)
 
 
-def _rows(draws: int) -> torch.Tensor:
-    """Per-character log-probs: 0.9 under the original image, perception tokens 0.9 * (0.1 + 0.2 k) under draw k."""
+def _rows(draws: int, views: int = 0) -> torch.Tensor:
+    """Per-character log-probs: 0.9 under the original image, perception tokens 0.9 * (0.1 + 0.2 k) under draw k,
+    and 0.9 * (0.9 - 0.1 j) under the stability probe's view j (after the draws)."""
     start, end = parse_response(TEXT).vision
-    rows = torch.full((1 + draws, len(TEXT)), math.log(0.9), dtype=torch.float64)
+    rows = torch.full((1 + draws + views, len(TEXT)), math.log(0.9), dtype=torch.float64)
     for k in range(draws):
         rows[1 + k, start:end] = math.log(0.9 * (0.1 + 0.2 * k))
+    for j in range(views):
+        rows[1 + draws + j, start:end] = math.log(0.9 * (0.9 - 0.1 * j))
     return rows
 
 
@@ -35,8 +39,8 @@ class WhiteBox:
     name = "white-box"
     patch_size = 14
 
-    def __init__(self, draws: int) -> None:
-        self.draws = draws
+    def __init__(self, draws: int, views: int = 0) -> None:
+        self.draws, self.views = draws, views
 
     def generate(self, request: Request, options: GenerationOptions) -> Generation:
         raise AssertionError("not called")
@@ -55,8 +59,8 @@ class WhiteBox:
         *,
         distributions: bool = False,
     ) -> TeacherForcedScores:
-        assert len(variants) == self.draws
-        return TeacherForcedScores(token_logprobs=_rows(self.draws).float())
+        assert len(variants) == self.draws + self.views
+        return TeacherForcedScores(token_logprobs=_rows(self.draws, self.views).float())
 
 
 class Server:
@@ -64,17 +68,44 @@ class Server:
 
     name = "server"
 
-    def __init__(self, draws: int) -> None:
-        self.draws = draws
+    def __init__(self, draws: int, views: int = 0) -> None:
+        self.draws, self.views = draws, views
 
     def generate(self, request: Request, options: GenerationOptions) -> Generation:
         raise AssertionError("no re-query: the server scores")
 
     def score_text(self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]] = ()) -> TextScores:
         assert text == TEXT
-        assert len(variants) == self.draws
-        rows = _rows(self.draws)
+        assert len(variants) == self.draws + self.views
+        rows = _rows(self.draws, self.views)
         return TextScores(text=text, tokens=tuple(text), token_logprobs=tuple(tuple(r.tolist()) for r in rows))
+
+
+def test_both_estimators_measure_the_stability_probe_identically() -> None:
+    """The stability probe's views ride in the same pass (white box) or the same server request (black box), and
+    both estimators make the same features and the same visual certainty of them."""
+    request = Request.from_question("what colour is the shape?", [IMAGE])
+    logp = (math.log(0.9),) * len(TEXT)
+    stability = StabilitySetting(family="noise", count=3)
+    weighed = VisualNormalization(mean=-1.0, std=2.0, stability_weight=2.0)
+    white = DecoupledEstimator(draws=2, normalization=weighed, stability=stability).estimate(
+        WhiteBox(2, 3), request, Generation(text=TEXT, token_ids=tuple(ord(c) for c in TEXT), token_logprobs=logp)
+    )
+    black = AgreementEstimator(scoring_draws=2, normalization=weighed, stability=stability).estimate(
+        Server(2, 3), request, Generation(text=TEXT, tokens=tuple(TEXT), token_logprobs=logp)
+    )
+    # views 0, 1, 2 keep 0.9, 0.8 and 0.7 of the percept's probability: the mean fall is their mean -log
+    fall = -(math.log(0.9) + math.log(0.8) + math.log(0.7)) / 3
+    for estimate in (white, black):
+        assert estimate.features["stability_drop"] == pytest.approx(fall)
+        assert estimate.features["stability"] == pytest.approx(math.exp(-fall))
+    for name in ("stability_drop", "stability_vision_worst", "stability_answer_drop", "visual_score"):
+        assert white.features[name] == pytest.approx(black.features[name], rel=1e-6), name
+    assert white.visual == pytest.approx(black.visual, rel=1e-6)
+    plain = DecoupledEstimator(draws=2, normalization=NORMALIZATION).estimate(
+        WhiteBox(2), request, Generation(text=TEXT, token_ids=tuple(ord(c) for c in TEXT), token_logprobs=logp)
+    )
+    assert white.features["visual_score"] == pytest.approx(plain.features["visual_score"] - 2.0 * fall)
 
 
 @pytest.mark.parametrize("draws", [1, 3])

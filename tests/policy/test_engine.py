@@ -84,6 +84,21 @@ def test_familiarity_is_compared_like_the_other_components() -> None:
     assert decide(p, conf(0.99, 0.99, 0.99, familiarity=None), attempt=0).action is Action.ACCEPT
 
 
+def test_stability_is_compared_like_familiarity_and_refuses_certified_thresholds() -> None:
+    fragile = make([{"name": "fragile", "when": {"stability": {"below": 0.6}}, "do": "fetch_more_views"}])
+    decision = decide(fragile, Confidence(visual=0.9, overall=0.9, stability=0.5), attempt=0)
+    assert (decision.action, decision.rule, decision.reason) == (
+        Action.FETCH_MORE_VIEWS,
+        "rules[0] fragile",
+        "stability 0.5 < 0.6",
+    )
+    assert decision.components == ("stability",)
+    assert decide(fragile, Confidence(visual=0.9, stability=0.6), attempt=0).action is Action.ACCEPT
+    assert decide(fragile, Confidence(visual=0.9), attempt=0).action is Action.ACCEPT  # not measured: no match
+    with pytest.raises(ValueError, match="not allowed for stability"):
+        make([{"when": {"stability": {"below": {"max_error": 0.1, "delta": 0.1}}}, "do": "abstain"}])
+
+
 def test_familiarity_unknown_and_ands_with_other_components() -> None:
     unmeasured = make([{"when": {"familiarity": {"unknown": True}}, "do": "escalate"}])
     decision = decide(unmeasured, conf(0.9, 0.9, 0.9), attempt=0)

@@ -54,7 +54,7 @@ def test_unknown_keys_point_at_the_key_and_suggest() -> None:
     assert problems(text) == [
         f"p.yaml:3:1: budgt: unknown key; expected one of: {TOP_KEYS} (did you mean 'budget'?)",
         "p.yaml:5:12: rules[0].when.visul: unknown key; expected one of: visual, reasoning, overall, familiarity, "
-        "attempt (did you mean 'visual'?)",
+        "stability, attempt (did you mean 'visual'?)",
         "p.yaml:7:27: rules[0].with.temprature: unknown key; expected one of: prompt, temperature "
         "(did you mean 'temperature'?)",
     ]
@@ -102,7 +102,7 @@ def test_familiarity_thresholds_are_checked_like_the_others() -> None:
     assert problems(text) == [
         "p.yaml:5:33: rules[0].when.familiarity.below: threshold must be a probability in [0, 1], got 1.5",
         "p.yaml:7:12: rules[1].when.familarity: unknown key; expected one of: visual, reasoning, overall, "
-        "familiarity, attempt (did you mean 'familiarity'?)",
+        "familiarity, stability, attempt (did you mean 'familiarity'?)",
         "p.yaml:9:25: rules[2].when.familiarity: 'unknown: true' cannot be combined with numeric comparisons "
         "(an unknown has no value)",
         "p.yaml:11:36: rules[3].when.familiarity.at_least: should be a number, got the string 'often'",
@@ -211,7 +211,8 @@ def test_model_level_rules_are_reported_at_their_mapping() -> None:
       - {when: {visual: {unknown: true, below: 0.5}}, do: abstain}
     """
     assert problems(text) == [
-        "p.yaml:5:12: rules[0].when: 'when' needs at least one of visual, reasoning, overall, familiarity, attempt",
+        "p.yaml:5:12: rules[0].when: 'when' needs at least one of visual, reasoning, overall, familiarity, stability, "
+        "attempt",
         "p.yaml:6:21: rules[1].when.visual: 'unknown: true' cannot be combined with numeric comparisons "
         "(an unknown has no value)",
     ]

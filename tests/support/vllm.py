@@ -36,6 +36,7 @@ from pathlib import Path
 from guardrail.calibration.artifact import CalibrationArtifact
 from guardrail.confidence.blackbox import AgreementEstimator
 from guardrail.confidence.estimator import DecoupledEstimator
+from guardrail.confidence.stability import StabilitySetting
 from guardrail.pretrained import estimator_for
 from tests.support.processes import free_port
 
@@ -215,7 +216,8 @@ def served(model_dir: str | os.PathLike[str], workdir: Path) -> contextlib.Abstr
 def served_estimator(artifact: CalibrationArtifact, *, patch_size: int) -> AgreementEstimator:
     """The black-box estimator that measures on the server what ``estimator_for(artifact)`` measures in process:
     the visual KL by server-side teacher-forced scoring under the artifact's probe (blackout: the only probe the
-    server path draws), its normalisation; reasoning and holistic from the generated tokens' log-probs."""
+    server path draws) and its stability probe's views in the same request, its normalisation; reasoning and
+    holistic from the generated tokens' log-probs."""
     settings = artifact.info.get("estimator", {})
     if settings.get("perturbation", "blackout") != "blackout":
         raise ValueError(f"the artifact's probe is {settings['perturbation']!r}; server scoring draws blackout only")
@@ -224,6 +226,7 @@ def served_estimator(artifact: CalibrationArtifact, *, patch_size: int) -> Agree
         scoring_probability=float(settings.get("blackout_probability", 0.8)),
         patch_size=patch_size,
         normalization=artifact.visual_normalization,
+        stability=StabilitySetting.model_validate(settings.get("stability") or {}),
     )
 
 

@@ -65,6 +65,7 @@ def test_evaluation_events_carry_each_calibrated_confidence(recorded: Recorded) 
         "reasoning_confidence",
         "overall_confidence",
         "familiarity_confidence",
+        "stability_confidence",
     }
     assert evaluations["visual_confidence"]["gen_ai.evaluation.score.value"] == pytest.approx(0.9)
     assert evaluations["visual_confidence"]["gen_ai.evaluation.score.label"] == "high"
