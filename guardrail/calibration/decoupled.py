@@ -50,11 +50,12 @@ explicitly).
 
 **Cross-fitting by group.** Given ``groups`` at ``fit`` (for example each row's corruption family), the part
 calibrators are also fitted once per group *without* that group's rows, and each row's calibrated parts are those
-of the fit that did not see its group: what a kind of input nobody calibrated on would get. The shift discounts and
-the combiner learn from these cross-fitted values, so what an unseen group costs (confidence that runs too high
-where the shift covariates or the stability probe say the input is unlike the rest) is learned rather than assumed;
-the part calibrators used at ``predict`` are still fitted on every row. Without ``groups`` (or with one group) every
-fit is in-sample, as before.
+of the fit that did not see its group: what a kind of input nobody calibrated on would get. The shift discounts learn
+from these cross-fitted values, so what an unseen group costs (confidence that runs too high where the shift
+covariates or the stability probe say the input is unlike the rest) is learned rather than assumed. The part
+calibrators used at ``predict`` are still fitted on every row, and so is the combiner, on those parts: in
+distribution (no shift, no discount) overall stays as calibrated as before. Without ``groups`` (or with one group)
+every fit is in-sample, as before.
 
 Scores and labels may hold NaN or None meaning "not measured"; such rows are left out of the fits that need them.
 """
@@ -343,17 +344,22 @@ class DecoupledCalibrator:
         vp = self._fit_verbal("visual", self._predict_part(self.visual_, v), w["visual"], perc, base)
         rp = self._predict_part(self.reasoning_, r)
         rp = self._fit_verbal("reasoning", rp, w["reasoning"], y, base & reasoning_rows)
-        if labels is not None:  # what follows learns from values each row's group did not shape
-            vp = self._blend("visual", self._cross_fit("visual", v, perc, base & ~np.isnan(perc), labels), w["visual"])
-            rp = self._cross_fit("reasoning", r, y, base & reasoning_rows, labels)
-            rp = self._blend("reasoning", rp, w["reasoning"])
-        vc = self._fit_shift("visual", vp, x, perc, ~np.isnan(perc))
-        rc = self._fit_shift("reasoning", rp, x, y, reasoning_rows)
+        vf, rf = vp, rp  # what the discounts learn from: each row's group unseen, where groups are given
+        if labels is not None:
+            vf = self._blend("visual", self._cross_fit("visual", v, perc, base & ~np.isnan(perc), labels), w["visual"])
+            rf = self._blend(
+                "reasoning", self._cross_fit("reasoning", r, y, base & reasoning_rows, labels), w["reasoning"]
+            )
+        self._fit_shift("visual", vf, x, perc, ~np.isnan(perc))
+        self._fit_shift("reasoning", rf, x, y, reasoning_rows)
+        vc, rc = self._discount("visual", vp, x), self._discount("reasoning", rp, x)
+        # The combiner maps the parts as predict will see them (fitted on every row) to P(answer correct).
         self.combiner_ = self._fit_combiner(np.where(base, vc, np.nan), np.where(base, rc, np.nan), y)
-        both = ~np.isnan(vc) & ~np.isnan(rc)
         overall = np.full(n, np.nan)
+        vcf, rcf = self._discount("visual", vf, x), self._discount("reasoning", rf, x)
+        both = ~np.isnan(vcf) & ~np.isnan(rcf)
         if np.any(both):
-            overall[both] = self._combine(vc[both], rc[both])
+            overall[both] = self._combine(vcf[both], rcf[both])
         self._fit_shift("overall", overall, x, y, np.ones(n, dtype=bool))
         return self
 

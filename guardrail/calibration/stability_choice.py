@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from scipy.stats import rankdata
 
 from ..backends.base import Backend, ScoringBackend
 from ..confidence.probe import answer_masks
@@ -101,7 +102,7 @@ def _mean_group_auroc(values: FloatArray, labels: FloatArray, groups: Sequence[s
         y = labels[inside]
         if len(set(y.tolist())) < 2:
             continue
-        ranks = np.argsort(np.argsort(values[inside], kind="stable"), kind="stable").astype(np.float64)
+        ranks = rankdata(values[inside]) - 1.0  # ties share their mean rank, as AUROC counts them half
         out.append(float(auroc(ranks / max(1.0, ranks.size - 1.0), y)))
     return float(np.mean(out)) if out else None
 
