@@ -87,11 +87,12 @@ def _print_human(record: dict[str, Any], *, policy: str) -> None:
 
 
 def _request(image: Path, question: str) -> Any:
-    from ..images import load_image
+    from ..images import decode_image
     from ..types import ImageBlock, Request
 
-    load_image(image)  # decode once up front: a bad image is an input error, not a model failure
-    return Request.from_question(question, [ImageBlock.from_path(image)])
+    block = ImageBlock.from_path(image)  # read once: a regular file only, bounded, never blocking
+    decode_image(block, name=str(image))  # decode once up front: a bad image is an input error, not a model failure
+    return Request.from_question(question, [block])
 
 
 @app.command()
