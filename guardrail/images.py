@@ -5,10 +5,12 @@ A malformed image (missing, empty, not an image, truncated, or a decompression b
 
 What a model is given is always 8-bit RGB, at most ``MAX_SIDE`` pixels on its longer side:
 
-- *Memory is bounded.* An image whose decoded buffer would exceed ``MAX_DECODED_BYTES`` (or ``MAX_PIXELS``
-  pixels) is refused before it is decoded; JPEGs are decoded at a reduced scale where the codec allows
-  (``draft``); anything larger than ``MAX_SIDE`` is downscaled right after decoding, and the full-size buffer
-  dropped, so later steps (processors, perturbations, zoom) work on a small image.
+- *Memory is bounded.* Image files are read only if they are regular files of at most ``MAX_DECODED_BYTES``
+  (a device such as ``/dev/zero``, a pipe or an oversized file is refused before anything is read, and nothing
+  blocks: ``guardrail.types.read_image_file``). An image whose decoded buffer would exceed ``MAX_DECODED_BYTES``
+  (or ``MAX_PIXELS`` pixels) is refused before it is decoded; JPEGs are decoded at a reduced scale where the codec
+  allows (``draft``); anything larger than ``MAX_SIDE`` is downscaled right after decoding, and the full-size
+  buffer dropped, so later steps (processors, perturbations, zoom) work on a small image.
 - *High bit depths are scaled, not clipped*: 16-bit greyscale (``I;16``, ``I;16B``, ...) and 32-bit integer
   (``I``, read as 16-bit data) map 0..65535 to 0..255; floating point (``F``) maps 0..1 to 0..255.
 - *Transparency is flattened onto white*, as an image viewer on a white page shows it. An image with no
@@ -30,7 +32,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
-from .types import ImageBlock, read_image_file
+from .types import MAX_IMAGE_BYTES, ImageBlock, read_image_file
 
 __all__ = ["MAX_DECODED_BYTES", "MAX_PIXELS", "MAX_SIDE", "decode_image", "load_image"]
 
@@ -39,8 +41,9 @@ logger = logging.getLogger("guardrail.images")
 MAX_PIXELS = 64_000_000
 """Largest image accepted (width x height); larger ones are refused as possible decompression bombs."""
 
-MAX_DECODED_BYTES = 256 * 1024 * 1024
-"""Largest decoded pixel buffer accepted (Pillow keeps 1, 2 or 4 bytes a pixel, by mode)."""
+MAX_DECODED_BYTES = MAX_IMAGE_BYTES
+"""Largest decoded pixel buffer accepted (Pillow keeps 1, 2 or 4 bytes a pixel, by mode): the one byte limit on
+images, which also bounds the image files read (``guardrail.types.read_image_file``)."""
 
 MAX_SIDE = 2048
 """Decoded images are downscaled (aspect kept) so that their longer side is at most this many pixels."""
@@ -185,5 +188,6 @@ def _to_rgb(image: Image.Image, *, name: str) -> Image.Image:
 
 
 def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> Image.Image:
-    """Read and decode an image file; a missing, unreadable or empty file, or a directory, is an ``ImageError``."""
+    """Read and decode an image file; a missing, unreadable, empty or oversized file, or anything but a regular file
+    (a directory, a device, a pipe), is an ``ImageError`` (see ``guardrail.types.read_image_file``)."""
     return decode_image(read_image_file(path), max_pixels=max_pixels, max_side=max_side, name=str(path))

@@ -28,7 +28,8 @@ SURFACES: dict[str, set[str]] = {
         "configure_telemetry", "decide", "load_artifact", "load_guard", "load_policy",
     },
     "guardrail.backends": {
-        "AsyncBackend", "Backend", "BatchBackend", "BatchScoringBackend", "CoalescingBackend", "LangChainBackend",
+        "AsyncBackend", "Backend", "BatchBackend", "BatchScoringBackend", "CheckingBackend", "CoalescingBackend",
+        "LangChainBackend",
         "OpenAICompatibleBackend", "ReferenceScores", "ReferenceScoringBackend", "ScoringBackend", "ScoringItem",
         "ScoringUnavailable", "TeacherForcedScores", "TextScores", "TextScoringBackend", "TransformersBackend",
     },

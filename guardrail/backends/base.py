@@ -2,6 +2,8 @@
 
 - ``Backend`` (and its async twin ``AsyncBackend``): answer a request. All the guard needs.
 - ``BatchBackend``: also answer several requests at once (``Guard.run_batch`` uses it).
+- ``CheckingBackend``: tell, before any model call, that a request is more than the model can take (a prompt
+  longer than its positions), so that a batch goes on without it.
 - ``ScoringBackend``: a white-box backend that can also re-score a generated answer's token *ids* teacher-forced
   under other images (``TeacherForcedScores``); the decoupled estimator's visual probe needs it.
 - ``ReferenceScoringBackend``: a scoring backend that keeps, while generating, what scoring the answer under the
@@ -36,6 +38,7 @@ __all__ = [
     "Backend",
     "BatchBackend",
     "BatchScoringBackend",
+    "CheckingBackend",
     "FloatTolerance",
     "ReferenceScores",
     "ReferenceScoringBackend",
@@ -166,6 +169,22 @@ class BatchBackend(Backend, Protocol):
 
     def generate_batch(self, requests: Sequence[Request], options: Sequence[GenerationOptions]) -> list[Generation]:
         """Answer each of ``requests`` with the options of the same position."""
+        ...
+
+
+@runtime_checkable
+class CheckingBackend(Protocol):
+    """A backend that can tell, cheaply and before any model call, that a request is more than it can take.
+
+    ``check_request`` raises :class:`guardrail.InputError` naming the problem (e.g. a prompt longer than the model's
+    positions, with its length and the limit) for a request that its ``generate`` would refuse anyway, and returns
+    otherwise. Batches call it for each request first (``backends/batching.answer_each`` and ``score_each``), so
+    that such a request fails alone before a padded pass is built around it. ``options`` are the call's
+    (``max_new_tokens`` is the room the answer needs); ``None``: the backend's defaults.
+    """
+
+    def check_request(self, request: Request, options: GenerationOptions | None = None) -> None:
+        """Raise ``InputError`` if ``request`` cannot be answered by this model (see the class docstring)."""
         ...
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..errors import BackendError, GuardrailError
+from ..errors import BackendError, GuardrailError, InputError
 from ..responses import final_answer, token_char_offsets
 from ..types import Generation, GenerationOptions, ImageBlock, Request, TextBlock, Usage
 from ._vision_inputs import DEFAULT_MAX_PIXELS, TokenExpandingProcessor, decode_block, model_resolution
@@ -84,6 +84,16 @@ vision-encoder output stands at the image positions."""
 
 DEFAULT_MAX_NEW_TOKENS = 512
 """Answer-length limit when neither the caller nor the model's generation config sets one."""
+
+
+def _max_positions(config: Any) -> int | None:
+    """The most positions (tokens) the model's language model takes: ``max_position_embeddings`` of its text config
+    (else of its config); ``None`` when it declares none."""
+    for holder in (getattr(config, "text_config", None), config):
+        value = getattr(holder, "max_position_embeddings", None)
+        if type(value) is int and value > 0:
+            return value
+    return None
 
 
 def _rows_alike(batch: dict[str, torch.Tensor], rows: int) -> bool:
@@ -274,6 +284,13 @@ class TransformersBackend:
     ``fetch_more_views`` (mode ``auto``) puts fetched views in place of the request's images rather than adding
     them past that limit.
 
+    ``max_positions`` is the most tokens the model takes, prompt and answer together (default: the config's
+    ``max_position_embeddings``; ``None`` there: not checked). A prompt must leave room for the answer: the call's
+    token limit, but at most a quarter of the positions (a model of 256 positions takes prompts of at most 192
+    tokens, images included). A longer one is an :class:`~guardrail.InputError` naming its length and the limit
+    (``check_request``, before any model call), never a forward pass far past the positions the model knows (on a
+    CPU, a 20,000-word question in a batch of 16 took gigabytes and the whole batch's time budget).
+
     ``keep_references`` (default 8) is how many recent generations keep row 0 of their scoring pass for
     ``reference`` (0: none, and generation runs ``model.generate`` alone); a ``generate_batch`` keeps all of its
     answers' when it has more. ``keep_distributions`` also keeps their full next-token distributions (``(tokens,
@@ -294,6 +311,7 @@ class TransformersBackend:
         reask_temperature: float = 0.7,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         max_images: int | None = None,
+        max_positions: int | None = None,
         keep_references: int = 8,
         keep_distributions: bool = False,
     ) -> None:
@@ -305,6 +323,8 @@ class TransformersBackend:
             raise ValueError(f"`max_images` must be an int >= 1 or None, got {max_images!r}")
         if reask_temperature <= 0:
             raise ValueError(f"`reask_temperature` must be > 0 (sampling on re-asks), got {reask_temperature}")
+        if max_positions is not None and not (type(max_positions) is int and max_positions >= 2):
+            raise ValueError(f"`max_positions` must be an int >= 2 or None, got {max_positions!r}")
         self.device = resolve_device(device)
         target_dtype = resolve_dtype(dtype)
         self.model = model.to(self.device) if target_dtype is None else model.to(self.device, target_dtype)
@@ -324,6 +344,7 @@ class TransformersBackend:
         self._pixels_alone: dict[tuple[int, int], bool] = {}  # see _encode_variants
         config = getattr(model, "config", None)
         self._name = name or str(getattr(config, "_name_or_path", "") or getattr(config, "model_type", "model"))
+        self.max_positions: int | None = max_positions or _max_positions(config)
 
     @classmethod
     def from_pretrained(
@@ -498,6 +519,59 @@ class TransformersBackend:
 
         return token_char_offsets(decode_batch, token_ids)
 
+    # -- how long a prompt may be -------------------------------------------------------------------------------
+
+    def prompt_limit(self, answer_tokens: int | None = None) -> int | None:
+        """The most prompt tokens (text and images) a call may have: ``max_positions`` less the room kept for an
+        answer of up to ``answer_tokens`` (default: this backend's token limit), at most a quarter of the positions;
+        ``None`` when ``max_positions`` is unknown."""
+        if self.max_positions is None:
+            return None
+        room = min(answer_tokens or self.max_new_tokens, self.max_positions // 4)
+        return self.max_positions - room
+
+    def check_request(self, request: Request, options: GenerationOptions | None = None) -> None:
+        """``InputError`` when ``request``'s prompt is longer than :meth:`prompt_limit` (``CheckingBackend``).
+
+        The prompt's text is counted first, its images' placeholders one token each, which needs no image decoded
+        and never undercounts; only a prompt whose text fits is encoded with its images, for the exact length.
+        """
+        answer_tokens = None if options is None else options.max_new_tokens
+        if self.prompt_limit(answer_tokens) is None:
+            return
+        prompt = self._prompt(request)
+        self._screen(prompt, answer_tokens)
+        self._check_length(int(self._encode(prompt, self.images(request))["input_ids"].shape[1]), answer_tokens)
+
+    def _screen(self, prompt: str, answer_tokens: int | None) -> None:
+        """``InputError`` when the text of ``prompt`` alone (each image placeholder one token) is over the limit: a
+        lower bound of its length, counted without decoding an image or expanding the placeholders."""
+        limit = self.prompt_limit(answer_tokens)
+        if limit is None:
+            return
+        try:
+            text = len(self.tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"])
+        except _MODEL_ERRORS:  # a tokenizer that cannot count text alone: the exact count decides
+            return
+        if text > limit:
+            raise self._too_long(text, answer_tokens, exact=False)
+
+    def _check_length(self, tokens: int, answer_tokens: int | None) -> None:
+        """``InputError`` when a prompt of ``tokens`` is over :meth:`prompt_limit` for ``answer_tokens``."""
+        limit = self.prompt_limit(answer_tokens)
+        if limit is not None and tokens > limit:
+            raise self._too_long(tokens, answer_tokens, exact=True)
+
+    def _too_long(self, tokens: int, answer_tokens: int | None, *, exact: bool) -> InputError:
+        limit, positions = self.prompt_limit(answer_tokens), self.max_positions
+        assert limit is not None
+        assert positions is not None
+        length = f"{tokens:,} tokens" if exact else f"at least {tokens:,} tokens of text"
+        return InputError(
+            f"the question is too long for {self.name}: its prompt takes {length}, over the limit of {limit:,} "
+            f"(the model's {positions:,} positions less {positions - limit:,} kept for the answer; images count too)"
+        )
+
     # -- generation --------------------------------------------------------------------------------------------
 
     def _sampling(self, options: GenerationOptions) -> tuple[bool, float | None, int]:
@@ -514,7 +588,10 @@ class TransformersBackend:
     def _generate_one(self, request: Request, options: GenerationOptions, *, room: int = 0) -> Generation:
         """:meth:`generate`; ``room``: the size of the batch it is part of (see ``_KeptReferences.put``)."""
         start = time.perf_counter()
-        inputs = self._encode(self._prompt(request), self.images(request))
+        prompt = self._prompt(request)
+        self._screen(prompt, options.max_new_tokens)
+        inputs = self._encode(prompt, self.images(request))
+        self._check_length(int(inputs["input_ids"].shape[1]), options.max_new_tokens)
         config, seed = self._generation_config(options)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         capture: _PrefillCapture | None = None
@@ -607,6 +684,8 @@ class TransformersBackend:
         prompt_len = inputs["input_ids"].shape[1]
         mask = inputs.get("attention_mask")
         used = [prompt_len if mask is None else int(mask[row].sum()) for row in range(len(requests))]
+        for tokens, opts in zip(used, options, strict=True):  # answer_each checked each alone; this never fires there
+            self._check_length(tokens, opts.max_new_tokens)
         pads = [prompt_len - n for n in used]
         capture: _PrefillCapture | None = None
         try:
@@ -785,6 +864,7 @@ class TransformersBackend:
         prompt = self._prompt(request)
         try:
             batch = self._encode_rows(prompt, [originals, *variants])
+            self._check_length(int(batch["input_ids"].shape[1]), len(ids))
             answer = torch.tensor(ids, device=self.device)
             forced = self._append_answer(batch, answer[:-1])
             prompt_ids = batch["input_ids"][0]

@@ -1,13 +1,16 @@
 """``guardrail ask IMAGE QUESTION``: one guarded answer, with its decoupled confidence and the policy decision.
 
 ``--batch FILE.jsonl`` answers many questions with the model loaded once: one JSON line out per line in, in order;
-a bad line or image becomes an error record for that line (``"status": "error"``) and the rest go on. Up to
-``--batch-size`` lines (16) are guarded together (``Guard.run_batch``: each decided as alone, the model calls
-batched). A summary line goes to stderr at the end.
+a bad line (not a JSON object with a string "image" and "question", or with any other key), an image that cannot be
+used (not a regular image file, over the byte limit, not decodable: nothing is read unbounded and nothing blocks)
+or a question longer than the model takes becomes an error record for that line (``"status": "error"``) and the
+rest go on. Up to ``--batch-size`` lines (16) are guarded together (``Guard.run_batch``: each decided as alone, the
+model calls batched). A summary line goes to stderr at the end.
 
 Exit codes: 0 answered (whatever the decision); 1 in batch mode, some line failed; 2 bad usage or bad input
-(image, policy, model, artifact, an unreadable batch file: reported before the model loads); 130 / 143 stopped by
-SIGINT / SIGTERM (the current chunk of lines is finished first, every line written is complete).
+(image, policy, model, artifact, an unreadable batch file: reported before the model loads; a question too long for
+the model, once it is loaded); 130 / 143 stopped by SIGINT / SIGTERM (the current chunk of lines is finished first,
+every line written is complete).
 """
 
 from __future__ import annotations
@@ -87,11 +90,12 @@ def _print_human(record: dict[str, Any], *, policy: str) -> None:
 
 
 def _request(image: Path, question: str) -> Any:
-    from ..images import load_image
+    from ..images import decode_image
     from ..types import ImageBlock, Request
 
-    load_image(image)  # decode once up front: a bad image is an input error, not a model failure
-    return Request.from_question(question, [ImageBlock.from_path(image)])
+    block = ImageBlock.from_path(image)  # read once: a regular file only, bounded, never blocking
+    decode_image(block, name=str(image))  # decode once up front: a bad image is an input error, not a model failure
+    return Request.from_question(question, [block])
 
 
 @app.command()
@@ -166,6 +170,10 @@ def _ask(
         _run_batch(guard, batch, lines, batch_size, stop)
         return
     try:
+        _check(guard, request)
+    except GuardrailError as exc:
+        _fail(str(exc))
+    try:
         stop.check()
         record = result_record(guard.run(request))
         stop.check()
@@ -232,10 +240,18 @@ def _guarded_chunk(guard: Any, batch: Path, chunk: list[tuple[int, str]], batch_
                 raise ValueError('expected an object with "image" (a path) and "question" (text)')
             if not isinstance(item.get("question"), str):
                 raise ValueError('expected an object with "image" (a path) and "question" (text)')
+            unknown = sorted(set(item) - _KEYS)
+            if unknown:  # never dropped unread: "images": [...] would have been asked about without its images
+                raise ValueError(
+                    f"unknown key(s) {', '.join(map(json.dumps, unknown))}: a line has only "
+                    '"image" (one path) and "question" (text)'
+                )
             image_path = Path(item["image"])
             if not image_path.is_absolute():
                 image_path = batch.parent / image_path
-            requests[number] = _request(image_path, item["question"])
+            request = _request(image_path, item["question"])
+            _check(guard, request)  # too long for the model: this line's error, before it is batched with others
+            requests[number] = request
         except (GuardrailError, OSError, ValueError) as exc:
             records[number] = {
                 "line": number,
@@ -246,6 +262,18 @@ def _guarded_chunk(guard: Any, batch: Path, chunk: list[tuple[int, str]], batch_
     for number, result in zip(requests, results, strict=True):
         records[number] = {"line": number, **result_record(result)}
     return [records[number] for number, _ in chunk]
+
+
+_KEYS = frozenset({"image", "question"})
+"""The keys of an ``ask --batch`` line; any other is refused (an error record naming it), never ignored."""
+
+
+def _check(guard: Any, request: Request) -> None:
+    """``InputError`` when the guard's model cannot take ``request`` (a question longer than its positions)."""
+    from ..backends.base import CheckingBackend
+
+    if isinstance(guard.backend, CheckingBackend):
+        guard.backend.check_request(request)
 
 
 def _fail(message: str) -> Any:

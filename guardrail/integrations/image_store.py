@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ..types import ImageBlock
+from ..errors import ImageError
+from ..types import MAX_IMAGE_BYTES, ImageBlock, open_image_file
 
 __all__ = [
     "INLINE_LIMIT",
@@ -132,12 +133,17 @@ def local_path(ref: str) -> Path | None:
 
 
 def sha256_of_file(path: Path) -> tuple[str, int]:
-    """The SHA-256 and size of a file, read in chunks; ``OSError`` when it cannot be read."""
+    """The SHA-256 and size of an image file, read in chunks; ``ImageError`` when it is no regular file of at most
+    ``MAX_IMAGE_BYTES`` (a device such as ``/dev/zero``, a pipe, or a file that is or grows too large: nothing
+    blocks or reads on without end, see ``guardrail.types.open_image_file``), ``OSError`` when it cannot be read."""
+    file, _ = open_image_file(path)
     digest, size = hashlib.sha256(), 0
-    with path.open("rb") as file:
+    with file:
         while chunk := file.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)
+            if size > MAX_IMAGE_BYTES:
+                raise ImageError(f"{path}: grew past the limit of {MAX_IMAGE_BYTES:,} bytes for an image file")
     return digest.hexdigest(), size
 
 
@@ -161,6 +167,9 @@ def image_reference(image: ImageBlock, *, store: ImageStore | None) -> dict[str,
         return _reference(url, None, image.mime_type, None, note="remote URL: guardrail does not fetch it")
     try:
         sha, size = sha256_of_file(path)
+    except ImageError as exc:  # missing, not a regular file (a device, a pipe), too large: said without the path
+        reason = str(exc).removeprefix(f"{path}: ")
+        return _reference(url, None, image.mime_type, None, note=f"cannot be read ({reason})")
     except OSError as exc:
         return _reference(url, None, image.mime_type, None, note=f"cannot be read ({exc.strerror or exc})")
     return _reference(url, sha, image.mime_type or _mime_of(path), size)

@@ -49,7 +49,7 @@ from urllib.parse import quote
 from PIL import Image
 
 from ..errors import InputError
-from ..types import COMPONENTS
+from ..types import COMPONENTS, read_image_file
 from ._database import is_postgres_url
 from ._review import ReviewError, format_confidence, parse_review
 from .escalations import (
@@ -342,11 +342,11 @@ def _read_image(ref: str) -> bytes | None:
         except (binascii.Error, ValueError):
             return None
     path = local_path(ref)
-    try:
-        if path is None or not path.is_file() or path.stat().st_size > _MAX_IMAGE_BYTES:
-            return None
-        return path.read_bytes()
-    except OSError:
+    if path is None:
+        return None
+    try:  # a regular file only, read non-blocking and bounded (a device, a pipe or a growing file is refused)
+        return read_image_file(path, max_bytes=_MAX_IMAGE_BYTES)
+    except InputError:  # ImageError: missing, unreadable, empty, too large or not a regular file
         return None
 
 

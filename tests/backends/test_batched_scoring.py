@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guardrail import BackendError, EstimatorError, Generation, GenerationOptions, Request, Signals
+from guardrail import BackendError, EstimatorError, Generation, GenerationOptions, InputError, Request, Signals
 from guardrail.backends import BatchScoringBackend, ScoringItem, TeacherForcedScores
 from guardrail.backends.batching import score_each, score_item
 from guardrail.backends.transformers import TransformersBackend
@@ -235,3 +235,26 @@ def test_on_the_reference_model_with_its_calibration() -> None:
         assert isinstance(signals, Signals)
         assert signals.familiarity is not None
         assert_same_signals(signals, one)
+
+
+def test_an_unreferenced_answer_to_a_question_too_long_for_the_model_fails_alone(
+    llava_backend: TransformersBackend,
+) -> None:
+    backend = _backend(llava_backend)
+    requests = _requests()[:2]
+    generations = backend.generate_batch(requests, [GenerationOptions()] * len(requests))
+    items = [
+        ScoringItem(r, g.token_ids, _variants(backend, r, (1,)), backend.reference(r, g))
+        for r, g in zip(requests, generations, strict=True)
+    ]
+    long = Request.from_question("Is there a circle? " * 600, requests[0].images)
+    items.insert(1, ScoringItem(long, items[0].token_ids, items[0].variants))  # no reference: never generated here
+    with _forward_passes(backend) as passes:
+        each = score_each(backend, items)
+    assert isinstance(each[1], InputError)
+    assert "its prompt takes at least" in str(each[1])
+    assert passes == [2]  # the other two answers' variant rows, together; nothing for the refused one
+    for i in (0, 2):
+        scores = each[i]
+        assert isinstance(scores, TeacherForcedScores)
+        assert_same_scores(scores, score_item(backend, items[i]))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -69,9 +71,22 @@ def test_references_of_each_kind_of_image(tmp_path: Path) -> None:
     assert remote == {"ref": "https://example.com/a.png", "sha256": None, "mime_type": None, "size": None,
                       "note": "remote URL: guardrail does not fetch it"}  # fmt: skip
     missing = image_reference(ImageBlock(url=str(tmp_path / "gone.png")), store=None)
-    assert (missing["sha256"], missing["note"]) == (None, "cannot be read (No such file or directory)")
+    assert (missing["sha256"], missing["note"]) == (None, "cannot be read (no such file)")
     data_url = image_reference(ImageBlock(url=inline["ref"]), store=ImageStore(tmp_path))
     assert data_url == stored
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="POSIX devices and FIFOs")
+def test_a_reference_to_a_device_or_a_fifo_is_noted_at_once_never_hashed_without_end(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.png")
+    start = time.perf_counter()
+    zero = image_reference(ImageBlock(url="/dev/zero"), store=None)
+    pipe = image_reference(ImageBlock(url=str(tmp_path / "pipe.png")), store=None)
+    assert time.perf_counter() - start < 1.0
+    assert (zero["ref"], zero["sha256"], zero["size"]) == ("/dev/zero", None, None)
+    assert zero["note"] == "cannot be read (is a character device, not an image file (only regular files are read))"
+    assert pipe["sha256"] is None
+    assert pipe["note"] == "cannot be read (is a pipe (FIFO), not an image file (only regular files are read))"
 
 
 def test_a_store_that_cannot_be_written_degrades_to_a_reference_without_a_file(

@@ -85,3 +85,48 @@ def test_an_unreadable_batch_file_is_exit_2_before_the_model_loads(tmp_path: Pat
 def test_image_and_batch_together_is_a_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ask", "x.png", "q", "--batch", str(tmp_path / "q.jsonl")])
     assert result.exit_code == 2
+
+
+def test_a_line_with_a_key_other_than_image_and_question_is_an_error_naming_it(model_dir: Path, tmp_path: Path) -> None:
+    batch = write_batch(
+        tmp_path,
+        [
+            {"image": "red.png", "images": ["red.png", "red.png"], "question": "What colour?"},
+            {"image": "red.png", "question": "What colour?", "id": 7, "answer": "red"},
+            {"image": "red.png", "question": "What colour?"},
+        ],
+    )
+    code, records, _ = run_batch(batch, model_dir)
+    assert code == 1
+    assert [r["status"] for r in records[:2]] == ["error", "error"]
+    assert records[2]["status"] != "error"
+    messages = [r["error"]["message"] for r in records[:2]]  # type: ignore[index]
+    assert messages == [
+        f'{batch}:1: unknown key(s) "images": a line has only "image" (one path) and "question" (text)',
+        f'{batch}:2: unknown key(s) "answer", "id": a line has only "image" (one path) and "question" (text)',
+    ]
+
+
+def test_a_question_too_long_for_the_model_is_an_error_for_its_line_only(model_dir: Path, tmp_path: Path) -> None:
+    long = "What colour is the shape? " * 100  # the tiny model's 512 positions take 488 prompt tokens
+    short: object = {"image": "red.png", "question": "What colour?"}
+    batch = write_batch(tmp_path, [short, {"image": "red.png", "question": long}, short, short])
+    code, records, stderr = run_batch(batch, model_dir)
+    assert code == 1
+    assert [r["status"] == "error" for r in records] == [False, True, False, False]
+    error = records[1]["error"]
+    assert isinstance(error, dict)
+    assert (error["stage"], error["type"]) == ("input", "InputError")
+    assert error["message"].startswith(f"{batch}:2: the question is too long for ")
+    assert "over the limit of 488 (the model's 512 positions less 24 kept for the answer" in error["message"]
+    assert stderr.strip().splitlines()[-1].endswith(", 1 failed")
+
+
+def test_one_question_too_long_for_the_model_is_exit_2(model_dir: Path, tmp_path: Path) -> None:
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    result = runner.invoke(
+        app, ["ask", str(tmp_path / "red.png"), "What colour is the shape? " * 100, "--model", str(model_dir)]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the question is too long for ")
+    assert result.stdout == ""

@@ -1,4 +1,5 @@
-"""Odd images: high bit depths, huge-but-accepted sizes, transparency, and paths that are not image files.
+"""Odd images: high bit depths, huge-but-accepted sizes, transparency, and paths that are not image files (devices
+such as ``/dev/zero``, FIFOs, sockets, files over the byte limit: refused before anything is read, never blocking).
 
 Decoding is exercised directly (it is one piece) and through real guards over a real transformers backend (the
 tiny random LLaVA; the reference model in the slow memory test), where a bad image must end in ``on_error``.
@@ -6,10 +7,19 @@ tiny random LLaVA; the reference model in the slow memory test), where a bad ima
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +28,10 @@ from PIL import Image
 
 import guardrail.images as images_module
 from guardrail import Guard, ImageBlock, ImageError, Request
+from guardrail.backends._vision_inputs import decode_block
 from guardrail.images import MAX_SIDE, decode_image, load_image
 from guardrail.pretrained import load_guard
+from guardrail.types import MAX_IMAGE_BYTES, read_image_file
 from tests.support.faults import png16, policy
 from tests.support.tiny_vlms import save_tiny_llava
 
@@ -140,6 +152,7 @@ import json, sys
 from PIL import Image
 from guardrail import Request
 from guardrail.pretrained import load_guard
+from guardrail.types import MAX_IMAGE_BYTES, read_image_file
 guard = load_guard()
 guard.run(Request.from_question("What color is the shape?", [Image.new("RGB", (64, 64), (200, 30, 30))]))
 before = hwm()
@@ -213,6 +226,131 @@ def test_paths_that_are_not_image_files_are_image_errors(tmp_path: Path) -> None
         if "://" not in reference:
             with pytest.raises(ImageError, match=message):
                 Request.from_question("q", [Path(reference)])
+
+
+# -- paths that are not regular files: refused before anything is read, and nothing blocks -----------------------
+
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX devices, FIFOs and sockets")
+
+
+def refused_at_once(reference: str | Path, message: str) -> None:
+    """Every way of naming an image file refuses ``reference`` with ``message``, each within a second."""
+    readers: list[Callable[[], object]] = [
+        lambda: read_image_file(reference),
+        lambda: load_image(reference),
+        lambda: ImageBlock.from_path(reference),
+        lambda: Request.from_question("q", [reference]),
+        lambda: Request.from_question("q", [Path(reference).as_uri()]),
+        lambda: decode_block(ImageBlock(url=str(reference)), name="image 0"),
+        lambda: decode_block(ImageBlock(url=Path(reference).as_uri()), name="image 0"),
+    ]
+    for read in readers:
+        start = time.perf_counter()
+        with pytest.raises(ImageError, match=message):
+            read()
+        assert time.perf_counter() - start < 1.0
+
+
+@POSIX
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
+def test_a_device_is_refused_without_reading_it(device: str) -> None:
+    if not Path(device).exists():
+        pytest.skip(f"no {device} here")
+    refused_at_once(device, f"^{device}: is a character device, not an image file \\(only regular files are read\\)$")
+
+
+@POSIX
+def test_a_link_to_a_device_is_refused_naming_its_target(tmp_path: Path) -> None:
+    (tmp_path / "cat.png").symlink_to("/dev/zero")
+    refused_at_once(tmp_path / "cat.png", r"cat.png: is a character device \(a link to /dev/zero\), not an image file")
+
+
+@contextmanager
+def fifo(path: Path) -> Iterator[Path]:
+    """A FIFO with no writer at ``path``; a reader that blocked on it anyway is released afterwards."""
+    os.mkfifo(path)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):  # ENXIO: nobody is waiting to read, as it should be
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@POSIX
+def test_a_fifo_is_refused_at_once_instead_of_waiting_for_a_writer(tmp_path: Path) -> None:
+    with fifo(tmp_path / "cat.png") as path:
+        refused_at_once(path, r"cat.png: is a pipe \(FIFO\), not an image file")
+
+
+@POSIX
+def test_a_socket_and_a_directory_are_refused() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder, socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(Path(folder) / "s.png"))  # a short path: socket paths are limited to about 100 bytes
+        refused_at_once(Path(folder) / "s.png", r"s.png: is a socket, not an image file")
+        refused_at_once(folder, "is a directory, not an image file")
+
+
+@POSIX
+def test_a_path_swapped_for_a_fifo_after_it_was_looked_at_neither_blocks_nor_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    regular = tmp_path / "regular.png"
+    regular.write_bytes(encoded(Image.new("RGB", (4, 4))))
+    real_stat = os.stat
+    # The first look sees a regular file; by the time it is opened the path is a FIFO with no writer.
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: real_stat(regular) if "cat" in str(path) else real_stat(path))
+    with fifo(tmp_path / "cat.png") as path:
+        start = time.perf_counter()
+        with pytest.raises(ImageError, match=r"cat.png: is a pipe \(FIFO\), not an image file"):
+            read_image_file(path)
+        assert time.perf_counter() - start < 1.0
+
+
+def test_a_file_over_the_byte_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    with big.open("wb") as file:
+        file.truncate(MAX_IMAGE_BYTES + 1)  # sparse: 256 MiB that take no disk and are never read
+    start = time.perf_counter()
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match=r"big.png: is 268,435,457 bytes, over the limit of 268,435,456 bytes"):
+            ImageBlock.from_path(big)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert time.perf_counter() - start < 1.0
+    assert images_module.MAX_DECODED_BYTES == MAX_IMAGE_BYTES  # one limit for files and decoded pixels
+    small = tmp_path / "small.png"
+    small.write_bytes(b"x" * 11)
+    with pytest.raises(ImageError, match=r"small.png: is 11 bytes, over the limit of 10 bytes for an image file"):
+        read_image_file(small, max_bytes=10)
+    assert read_image_file(small, max_bytes=11) == b"x" * 11
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_no_further_than_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "growing.png"
+    path.write_bytes(b"x" * 5000)
+    real_fstat = os.fstat
+
+    def measured_early(fd: int) -> os.stat_result:  # the size it had when it was measured, before it grew
+        fields = list(real_fstat(fd))
+        fields[stat.ST_SIZE] = 100
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(os, "fstat", measured_early)
+    with pytest.raises(ImageError, match=r"growing.png: grew past the limit of 1,000 bytes"):
+        read_image_file(path, max_bytes=1000)
+    assert read_image_file(path, max_bytes=5000) == b"x" * 5000  # grown, but within the limit: read whole
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="a /proc file: regular, but of size 0")
+def test_a_file_that_reports_no_size_is_read_bounded() -> None:
+    assert b"VmHWM" in read_image_file("/proc/self/status")
+    with pytest.raises(ImageError, match=r"/proc/self/status: grew past the limit of 100 bytes"):
+        read_image_file("/proc/self/status", max_bytes=100)
 
 
 def test_file_and_data_urls_are_read_locally(tmp_path: Path) -> None:
