@@ -55,8 +55,10 @@ def check_output_folder(path: Path, *, option: str = "--out", force: bool = Fals
         fail(f"{where} is a file, not a folder")
     if path.is_dir():
         if not force and _holds_anything(path):
-            fail(f"{where} exists and is not empty{note}; give --force to write into it (files of the same names "
-                 "are replaced)")  # fmt: skip
+            fail(
+                f"{where} exists and is not empty{note}; give --force to write into it (files of the same names "
+                "are replaced)"
+            )
         _check_writable(where, path)
     else:
         _check_writable(where, path.parent)
