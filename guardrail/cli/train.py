@@ -70,10 +70,13 @@ def train_reference(
             if log_lines and (step % 50 == 0 or step == total):
                 typer.echo(f"{stage} step {step}/{total} loss {loss:.4f}", err=True)
 
+        failure: OSError | None = None
         try:
             result = run(target, config, progress=report)
         except OSError as exc:  # the folder was checked first; it may still have changed, or the disk filled
-            fail(f"cannot save the trained model to {target}: {exc.strerror or exc}")
+            failure = exc
+    if failure is not None:
+        fail(f"cannot save the trained model to {target}: {failure.strerror or failure}")
     typer.echo(
         f"saved {result.path} after {result.steps} steps in {result.seconds:.0f} s "
         f"(smoothed loss {result.final_loss:.4f})"
@@ -145,16 +148,18 @@ def train_verbalized(
         )
     if max_steps is not None:
         config = dataclasses.replace(config, grpo={"max_steps": max_steps})
+    failure: Exception | None = None
     with console.status("cold start, then GRPO (TRL logs its progress)"):
         try:
             path = train_verbalized_reference(out, config)
         except OSError as exc:  # the folder was checked first; it may still have changed, or the disk filled
-            fail(f"cannot save the trained model to {out}: {exc.strerror or exc}")
+            failure = exc
+    if failure is not None:
+        fail(f"cannot save the trained model to {out}: {getattr(failure, 'strerror', None) or failure}")
     console.print(f"[bold]trained[/] {path}")
-    stale = path / ARTIFACT_FILENAME
+    artifact_path = path / ARTIFACT_FILENAME
     if not calibrate:
-        if stale.exists():  # --force over an earlier model: its artifact belongs to that one
-            stale.unlink()
+        artifact_path.unlink(missing_ok=True)  # --force over an earlier model: its artifact belongs to that one
         return
     with console.status(f"fitting the calibration artifact on {calibrate} held-out calibration questions"):
         try:
@@ -165,11 +170,13 @@ def train_verbalized(
                 command=shlex.join(["guardrail", *sys.argv[1:]]),
                 seed=seed,
             )
-            saved = save_artifact(artifact, stale)
+            saved = save_artifact(artifact, artifact_path)
         except (GuardrailError, OSError) as exc:
-            stale.unlink(missing_ok=True)
-            fail(
-                f"{exc}; the trained model is saved in {path} without an artifact (fit one with `guardrail "
-                f"calibrate --model {path} --out {stale}`)"
-            )
+            failure = exc
+    if failure is not None:
+        artifact_path.unlink(missing_ok=True)  # an earlier model's artifact would not fit this one
+        fail(
+            f"{failure}; the trained model is saved in {path} without an artifact (fit one with `guardrail "
+            f"calibrate --model {path} --out {artifact_path}`)"
+        )
     console.print(f"[bold]calibrated[/] on {len(rows)} answers; artifact written to {saved}")

@@ -18,13 +18,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from guardrail.calibration import save_artifact
+from guardrail.cli import _register, app
+from guardrail.errors import CalibrationError
 from guardrail.reference import reference_model_path
 from tests.support.calibration import world_artifact
 
 GUARDRAIL = [sys.executable, "-m", "guardrail.cli"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OTEL_SDK_DISABLED": "true"}
+_register()
 QUICK = 30.0
 """Seconds a refusal may take at most: starting Python and importing what the command needs (about 1-5 s here;
 the bound leaves room for a loaded machine). Training or scoring would take minutes."""
@@ -199,3 +203,51 @@ def test_demo_refuses_a_folder_that_holds_files_and_one_it_cannot_write(full: Pa
 def _reason(err: str) -> str:
     """The operating system's words in a refusal's last parentheses (they differ between systems)."""
     return err.rstrip("\n").rsplit("(", 1)[-1].removesuffix(")")
+
+
+# -- after the work: what can still fail is one line too ------------------------------------------------------
+
+
+def test_a_save_that_fails_after_training_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import guardrail.reference.verbalized as verbalized
+
+    def full_disk(out: Path, config: object) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(verbalized, "train_verbalized_reference", full_disk)
+    result = CliRunner().invoke(app, ["train-verbalized", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert (
+        result.stderr.splitlines()[-1]
+        == f"error: cannot save the trained model to {tmp_path / 'm'}: No space left on device"
+    )
+    assert not isinstance(result.exception, OSError)
+
+
+def test_an_artifact_that_cannot_be_fitted_after_training_names_the_saved_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import guardrail.pretrained as pretrained
+    import guardrail.reference.verbalized as verbalized
+
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "guardrail_calibration.json").write_text("an earlier model's artifact")
+
+    def trained(folder: Path, config: object) -> Path:
+        (folder / "model.safetensors").write_bytes(b"weights")
+        return folder
+
+    def refused(*args: object, **kwargs: object) -> object:
+        raise CalibrationError("cannot calibrate on this data: reasoning has 0 wrong answers")
+
+    monkeypatch.setattr(verbalized, "train_verbalized_reference", trained)
+    monkeypatch.setattr(pretrained, "calibrate_model", refused)
+    result = CliRunner().invoke(app, ["train-verbalized", "--out", str(out), "--force", "--calibrate", "20"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: cannot calibrate on this data: reasoning has 0 wrong answers; the trained model is saved in {out} "
+        f"without an artifact (fit one with `guardrail calibrate --model {out} --out "
+        f"{out / 'guardrail_calibration.json'}`)"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # the earlier artifact is gone
