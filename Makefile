@@ -59,8 +59,9 @@ postgres:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
 	fi
 
+# --force: a new run replaces the previous one's guardrail-demo/ (the command refuses a folder that holds files).
 demo: install
-	$(BIN)/guardrail demo
+	$(BIN)/guardrail demo --force
 
 lint: install
 	$(BIN)/ruff check guardrail tests bench examples docs

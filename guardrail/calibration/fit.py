@@ -15,6 +15,13 @@
 Certifying on rows the calibrator was fitted on would make the calibrated scores depend on the labels being
 tested; the split keeps the guarantee of METHOD.md section 7 honest. ``certify_fraction=None`` uses every row
 for both (more data, the guarantee then only approximate) and says so in ``info``.
+
+Data a calibrator cannot learn from is refused (:func:`check_calibration_data`, a ``CalibrationError`` naming the
+component, the minimum and what the data holds) instead of yielding an artifact that fails later: each component
+(visual against perception, reasoning against the answer given right perception, overall against the answer)
+needs at least :data:`MIN_FIT_ROWS` labelled rows in the half its calibrator is fitted on, with right and wrong
+ones among them. Fewer rows leave the component unfitted, so every confidence it gives would be unknown; one class
+only (every answer right, say) teaches a constant: every answer as sure as the calibration data was right.
 """
 
 from __future__ import annotations
@@ -33,9 +40,21 @@ from .decoupled import DecoupledCalibrator, MaybeArray, _optional_array
 from .risk import CertifiedThreshold, certify_pair, certify_threshold
 from .summary import CalibrationSummary, calibration_summary
 
-__all__ = ["fit_artifact", "remeasure_metrics", "split_rows"]
+__all__ = ["MIN_FIT_ROWS", "MIN_ROWS", "check_calibration_data", "fit_artifact", "remeasure_metrics", "split_rows"]
 
 FloatArray = npt.NDArray[np.float64]
+
+MIN_FIT_ROWS = 10
+"""Labelled rows each component's calibrator needs in the half of the data it is fitted on (the calibrator's own
+``min_samples``: with fewer it is left unfitted and the component unknown at use)."""
+MIN_ROWS = 2 * MIN_FIT_ROWS
+"""Labelled items a calibration needs at the least: half of them fit the calibrators, half certify and measure."""
+
+_TARGETS = {
+    "visual": "is the perception right?",
+    "reasoning": "is the answer right, given right perception?",
+    "overall": "is the answer right?",
+}
 
 
 def fit_artifact(
@@ -79,6 +98,15 @@ def fit_artifact(
         "perception": _optional_array("perception_correct", perception_correct, n, labels=True),
     }
     fit_rows, test_rows = split_rows(n, certify_fraction, seed)
+    check_calibration_data(
+        visual_scores=arrays["visual"],
+        reasoning_scores=arrays["reasoning"],
+        holistic_scores=arrays["holistic"],
+        answer_correct=y,
+        perception_correct=arrays["perception"],
+        fit_rows=fit_rows,
+        discount_only=discount_only,
+    )
     shift = {
         name: _optional_array(name, values, n, labels=False, bounded=False)
         for name, values in (covariates or {}).items()
@@ -158,6 +186,77 @@ def fit_artifact(
         evaluation=evaluation,
         familiarity=familiarity,
     )
+
+
+def check_calibration_data(
+    *,
+    visual_scores: MaybeArray | None,
+    reasoning_scores: MaybeArray | None,
+    answer_correct: MaybeArray,
+    perception_correct: MaybeArray | None = None,
+    holistic_scores: MaybeArray | None = None,
+    fit_rows: npt.NDArray[np.intp] | None = None,
+    discount_only: MaybeArray | None = None,
+) -> None:
+    """Refuse data its calibrators cannot learn from (see the module docstring): ``CalibrationError`` listing,
+    for each component that fails, what it needs and what the data holds.
+
+    ``fit_rows``: the rows the calibrators are fitted on (default: all); ``discount_only`` marks rows that only
+    teach the shift discounts (garbled-question copies), which count for nothing here. A component with no score
+    measured on any row (visual without perception labels, say) is not checked: it stays unknown by design.
+    """
+    y = _optional_array("answer_correct", answer_correct, None, labels=True)
+    n = y.shape[0]
+    v = _optional_array("visual_scores", visual_scores, n, labels=False)
+    r = _optional_array("reasoning_scores", reasoning_scores, n, labels=False)
+    h = _optional_array("holistic_scores", holistic_scores, n, labels=False)
+    perception = _optional_array("perception_correct", perception_correct, n, labels=True)
+    user = np.ones(n, dtype=bool)
+    if discount_only is not None:
+        user = _optional_array("discount_only", discount_only, n, labels=True) != 1.0
+    in_fit = np.zeros(n, dtype=bool)
+    in_fit[np.arange(n) if fit_rows is None else fit_rows] = True
+    labelled = np.any(~np.isnan(perception))
+    given_perception = perception == 1.0 if labelled else np.ones(n, dtype=bool)
+    everywhere = np.ones(n, dtype=bool)
+    components = {  # name: (target, score measured, the rows its calibrator learns from)
+        "visual": (perception, ~np.isnan(v) if labelled else np.zeros(n, dtype=bool), everywhere),
+        "reasoning": (y, ~np.isnan(r), given_perception),
+        "overall": (y, (~np.isnan(v) & ~np.isnan(r)) | ~np.isnan(h), everywhere),
+    }
+    problems = []
+    for name, (target, measured, among) in components.items():
+        if not np.any(user & measured):
+            continue  # never measured (e.g. visual without perception labels): unknown by design
+        rows = user & measured & among & ~np.isnan(target)
+        problem = _class_problem(name, target[rows], target[rows & in_fit], split=fit_rows is not None)
+        if problem is not None:
+            problems.append(problem)
+    if problems:
+        raise CalibrationError("cannot calibrate on this data: " + "; ".join(problems))
+
+
+def _class_problem(name: str, every: FloatArray, fit: FloatArray, *, split: bool) -> str | None:
+    """What ``name``'s labels lack (all labelled rows ``every``, those its calibrator is fitted on ``fit``)."""
+    what = f"{name} ({_TARGETS[name]})"
+    right, wrong = int(np.sum(every == 1.0)), int(np.sum(every == 0.0))
+    counts = f"{every.size} labelled rows, {right} right and {wrong} wrong"
+    if every.size < (MIN_ROWS if split else MIN_FIT_ROWS):
+        needed = f"at least {MIN_ROWS} (half fit its calibrator, half certify)" if split else f"{MIN_FIT_ROWS}"
+        return f"{what} has {counts}; it needs {needed}"
+    if right == 0 or wrong == 0:
+        return (
+            f"{what} has {counts}: a calibrator fitted on one class only would give every answer the same "
+            "confidence; it needs right and wrong ones"
+        )
+    fit_right, fit_wrong = int(np.sum(fit == 1.0)), int(np.sum(fit == 0.0))
+    if fit.size < MIN_FIT_ROWS or fit_right == 0 or fit_wrong == 0:
+        return (
+            f"{what}: the half of the rows its calibrator is fitted on (drawn by the seed) has {fit.size}, "
+            f"{fit_right} right and {fit_wrong} wrong; it needs at least {MIN_FIT_ROWS} with right and wrong ones "
+            f"(all rows: {counts}); add labelled data, or try another seed"
+        )
+    return None
 
 
 def split_rows(n: int, fraction: float | None, seed: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:

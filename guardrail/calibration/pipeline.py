@@ -7,6 +7,13 @@ familiarity reference (``guardrail.confidence.familiarity``) is fitted on the ro
 directions on the fit half, the p-value reference on the certify half, question-noise copies left out: they are
 not inputs as the user gives them), and every row's familiarity and shift covariates are then measured against
 it, as the estimator will at inference, before the calibrator learns how confidence falls with shift.
+
+Data nothing can be learnt from is refused before the model is run where that can be known (fewer than
+:data:`~guardrail.calibration.fit.MIN_ROWS` items: :func:`check_item_count`), else once the rows are scored and
+before anything is fitted: a component without enough labelled rows, or with right or wrong answers only
+(:func:`~guardrail.calibration.fit.check_calibration_data`), a visual statistic that is infinite or the same on
+every row, or inputs whose features do not vary (every image the same to the model, say: familiarity would have
+no scale to measure a new input by). Each is a ``CalibrationError`` saying what is needed and what was found.
 """
 
 from __future__ import annotations
@@ -18,16 +25,16 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import Backend
-from ..confidence.familiarity import SIDES, FamiliarityReference
+from ..confidence.familiarity import SIDES, FamiliarityReference, FeatureReference
 from ..confidence.normalization import VisualNormalization
 from ..confidence.perturb import PERTURBATIONS
 from ..data.labelled import LabelledItem
 from ..data.question_noise import with_question_noise
-from ..errors import ConfigurationError
+from ..errors import CalibrationError, ConfigurationError
 from .artifact import CalibrationArtifact, fingerprint_data
 from .collect import ScoredItem, remeasure, score_items, scored_arrays
 from .decoupled import SHIFT_COVARIATES, VERBALIZED_FEATURES, DecoupledCalibrator
-from .fit import fit_artifact, split_rows
+from .fit import MIN_ROWS, check_calibration_data, fit_artifact, split_rows
 from .perturbation_choice import PAPER_DEFAULT, ProbeSetting, choose_perturbation, reweigh
 from .stability_choice import choose_stability, row_group
 
@@ -37,6 +44,7 @@ __all__ = [
     "assess_familiarity",
     "calibrate_backend",
     "calibrate_rows",
+    "check_item_count",
     "fit_familiarity",
     "items_fingerprint",
     "normalized_visual",
@@ -46,6 +54,16 @@ __all__ = [
 # (held-out visual ECE10 0.110 Platt vs 0.031 isotonic on 1,250 rows); use "platt" for small data sets.
 DEFAULT_TARGETS: tuple[tuple[float, float], ...] = ((0.05, 0.1), (0.1, 0.1), (0.2, 0.1))
 """(max_error alpha, delta) pairs certified by default."""
+
+
+def check_item_count(n: int, *, where: str = "the data") -> None:
+    """Refuse, before any model runs, fewer labelled items than a calibration needs (``MIN_ROWS``)."""
+    if n < MIN_ROWS:
+        raise CalibrationError(
+            f"cannot calibrate on {where}: it holds {n} labelled item{'s' if n != 1 else ''}; calibration needs at "
+            f"least {MIN_ROWS} (half fit the calibrators, at least {MIN_ROWS // 2} for each component, half certify "
+            "its thresholds and measure it), and right and wrong answers among them"
+        )
 
 
 def normalized_visual(visual_score: np.ndarray, normalization: VisualNormalization) -> np.ndarray:
@@ -77,6 +95,14 @@ def fit_familiarity(
     sides = [s for s in SIDES if len(fit_features.get(s, ())) >= 3 and reference_features.get(s)]
     if not sides:
         return None
+    for side in sides:
+        if not FeatureReference.varies(fit_features[side]):
+            inputs = "images" if side == "image" else "questions"
+            raise CalibrationError(
+                f"cannot calibrate on this data: all {len(fit_features[side])} {inputs} the familiarity reference "
+                f"is fitted on look the same to the model (their input features do not vary), so nothing tells how "
+                f"far a new input may lie from them; calibrate on varied {inputs}"
+            )
     return FamiliarityReference.fit(
         {s: fit_features[s] for s in sides}, {s: reference_features[s] for s in sides}, seed=seed
     )
@@ -136,10 +162,21 @@ def calibrate_rows(
     ``cross_fit``: the shift discounts and the combiner learn from parts cross-fitted over the rows' groups (their
     corruption kinds, ``stability_choice.row_group``; ``DecoupledCalibrator.fit``), where the data name them.
     """
+    arrays = scored_arrays(rows)
+    check_calibration_data(
+        visual_scores=arrays["visual"],
+        reasoning_scores=arrays["reasoning"],
+        holistic_scores=arrays["holistic"],
+        answer_correct=arrays["answer_correct"],
+        perception_correct=arrays["perception_correct"],
+        fit_rows=split_rows(len(rows), 0.5, seed)[0],
+        discount_only=[0.0 if _is_user_input(r) else 1.0 for r in rows],
+    )
+    _check_statistic(arrays["visual_score"], rows)
     familiarity = fit_familiarity(rows, seed=seed) if shift else None
     if familiarity is not None:
         rows = assess_familiarity(rows, familiarity)
-    arrays = scored_arrays(rows)
+        arrays = scored_arrays(rows)
     statistic = arrays["visual_score"]
     visual = arrays["visual"]
     if np.any(~np.isnan(statistic)):
@@ -180,6 +217,24 @@ def calibrate_rows(
     )
 
 
+def _check_statistic(statistic: np.ndarray, rows: Sequence[ScoredItem]) -> None:
+    """Refuse a visual statistic s that cannot be normalised: infinite somewhere, or the same on every row."""
+    infinite = np.flatnonzero(np.isinf(statistic))
+    if infinite.size:
+        first = rows[int(infinite[0])].item.tags.get("line")
+        where = f" (the first: line {first} of the data)" if first else ""
+        raise CalibrationError(
+            f"cannot calibrate on this data: the visual statistic s is infinite on {infinite.size} of {len(rows)} "
+            f"rows{where}: the model's scores there are not finite numbers"
+        )
+    measured = statistic[~np.isnan(statistic)]
+    if measured.size >= 2 and float(np.ptp(measured)) == 0.0:
+        raise CalibrationError(
+            f"cannot calibrate on this data: the visual statistic s is {float(measured[0]):g} on every one of its "
+            f"{measured.size} rows, so it cannot be normalised (does every row show the same image?)"
+        )
+
+
 def calibrate_backend(
     backend: Backend,
     items: Sequence[LabelledItem],
@@ -217,6 +272,7 @@ def calibrate_backend(
     items are answered in one batched generation when the backend can (answers as they would be alone).
     ``command``, the command line that ran this calibration, is recorded in the artifact (``info["command"]``).
     """
+    check_item_count(len(items))
     auto = perturbation == "auto"
     if stability not in ("auto", "off"):
         raise ConfigurationError(f"`stability` must be 'auto' or 'off', got {stability!r}")

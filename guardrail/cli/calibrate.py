@@ -15,6 +15,7 @@ import typer
 
 from . import app
 from ._interrupt import Interrupted, StopFlag, stop_on_signals
+from ._outputs import check_output_file, fail
 
 __all__ = ["calibrate"]
 
@@ -25,7 +26,7 @@ def calibrate(
     model: Annotated[Path | None, typer.Option(help="Model folder. Default: the shipped reference model.")] = None,
     data: Annotated[Path | None, typer.Option(help="Labelled JSONL file. Default: easy-VQA.")] = None,
     split: Annotated[str, typer.Option(help="easy-VQA split (when --data is not given).")] = "calibration",
-    limit: Annotated[int, typer.Option(min=10, help="easy-VQA questions to use (a seeded sample).")] = 3000,
+    limit: Annotated[int, typer.Option(min=20, help="easy-VQA questions to use (a seeded sample).")] = 3000,
     clean: Annotated[bool, typer.Option(help="easy-VQA without corruptions.")] = False,
     draws: Annotated[int, typer.Option(min=1, help="K image perturbations averaged.")] = 1,
     perturbation: Annotated[
@@ -70,11 +71,16 @@ def calibrate(
             "definition changed) and write it to --out. Calibrators and thresholds stay as fitted.",
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Score labelled questions with the model, fit the decoupled calibrator, certify thresholds, save.
 
+    Refused before the model loads: an --out that exists (without --force) or cannot be written, and fewer than 20
+    labelled items. Refused once the answers are scored, before fitting: data a calibrator cannot learn from (a
+    component with fewer than 10 labelled rows in the half it is fitted on, or with right or wrong answers only).
     SIGINT / SIGTERM stop after the current question (exit 130 / 143) and write no artifact.
     """
+    check_output_file(out, force=force)
     if remeasure is not None:
         _remeasure(remeasure, out)
         return
@@ -103,8 +109,7 @@ def _remeasure(source: Path, out: Path) -> None:
         again = remeasure_metrics(artifact, note=note)
         path = save_artifact(again, out)
     except (GuardrailError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     for name, new in again.metrics.items():
         old = artifact.metrics.get(name)
         before = "" if old is None else f"{old.ece_10:.4f} -> "
@@ -135,23 +140,26 @@ def _calibrate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..calibration.artifact import save_artifact
+    from ..calibration.pipeline import check_item_count
     from ..data.labelled import easyvqa_items, read_jsonl
     from ..errors import GuardrailError
     from ..pretrained import calibrate_model, default_model_path
 
     console = Console(stderr=True)
     model_dir = model or default_model_path()
+    if not (model_dir / "config.json").is_file():
+        fail(f"--model {model_dir}: not a model folder (no config.json)")
     try:
         if data is not None:
             items = read_jsonl(data)
             data_name = str(data)
+            check_item_count(len(items), where=str(data))
         else:
             with console.status(f"preparing easy-VQA {split} questions"):
                 items = easyvqa_items(split, limit=limit, corruptions=() if clean else None, seed=seed)
             data_name = f"easy-vqa:{split}:{'clean' if clean else 'corrupted'}:n={len(items)}:seed={seed}"
     except GuardrailError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     columns: list[Any] = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -174,6 +182,7 @@ def _calibrate(
             progress.advance(probe_task)
             stop.check()
 
+        failure: Exception | None = None
         try:
             artifact, rows = calibrate_model(
                 model_dir,
@@ -193,9 +202,13 @@ def _calibrate(
                 on_probe_item=probe_advance,
             )
         except (GuardrailError, OSError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-    path = save_artifact(artifact, out)
+            failure = exc
+    if failure is not None:  # said once the progress bars are drawn for the last time, as the last line
+        fail(str(failure))
+    try:
+        path = save_artifact(artifact, out)
+    except GuardrailError as exc:
+        fail(str(exc))
     summary = {name: metrics.ece_10 for name, metrics in artifact.metrics.items()}
     shown = ", ".join(f"{name} ECE10 {value:.3f}" for name, value in summary.items())
     choice = artifact.info.get("perturbation_choice")

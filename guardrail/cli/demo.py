@@ -9,6 +9,7 @@ import typer
 
 from . import app
 from ._interrupt import Interrupted, StopFlag, stop_on_signals
+from ._outputs import check_output_folder, fail
 
 __all__ = ["demo"]
 
@@ -35,15 +36,19 @@ def demo(
             "(`guardrail escalations serve`).",
         ),
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into --out even if it holds files (an earlier demo's are replaced).")
+    ] = False,
 ) -> None:
     """Run a LangGraph agent through the guard on N corrupted easy-VQA test questions and compare.
 
-    SIGINT / SIGTERM stop after the current questions (exit 130 / 143); traces of finished questions are kept,
-    no summary is written.
+    --out is checked first: a folder that holds files is refused without --force, one that cannot be written
+    always. SIGINT / SIGTERM stop after the current questions (exit 130 / 143); traces of finished questions are
+    kept, no summary is written.
     """
     if interactive and review_later:
-        typer.echo("error: give at most one of --interactive and --review-later", err=True)
-        raise typer.Exit(2)
+        fail("give at most one of --interactive and --review-later")
+    check_output_folder(out, force=force)
     review: Literal["stand-in", "interactive", "later"] = (
         "later" if review_later else "interactive" if interactive else "stand-in"
     )
@@ -86,8 +91,7 @@ def _demo(
         with console.status(f"preparing {n} easy-VQA test questions under graded corruptions"):
             items = easyvqa_items("test", limit=n, seed=seed)
     except (GuardrailError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     reviewer: Any
     if review == "later":
         reviewer, who = None, "you, later, on the review page"

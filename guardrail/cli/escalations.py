@@ -19,7 +19,10 @@ local web application that shows each pending escalation with its images and res
 reviewer's decision, as ``resolve`` does. Images are read where the escalation recorded them; ``--images`` names an
 image store to look in by hash when that path cannot be read here (default: the folder beside a SQLite file). It
 prints its address with a fresh access token (``http://127.0.0.1:PORT/?token=...``); every request without the
-token is refused. ``--port 0`` (the default) picks a free port. Needs the ``review`` extra.
+token is refused. ``--port 0`` (the default) picks a free port. It answers only to the host names it was bound for
+(bound to every interface, ``--host 0.0.0.0``: this machine's own names and addresses); ``--allow-host NAME`` adds
+another, such as a DNS name or a proxy's. A database it cannot read or write at a request (locked, read-only) is a
+503 page saying why. Needs the ``review`` extra.
 
 Exit codes: 0 done; 1 no pending escalation for that thread; 2 bad usage, bad decision, missing database, a file
 or PostgreSQL database that is not a checkpoint database (left unchanged), a server that cannot be reached or
@@ -158,6 +161,15 @@ def serve(
             metavar="DIR",
         ),
     ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another name the page is reached by (a DNS name, a proxy's), added to the names it answers to; "
+            "repeatable.",
+            metavar="NAME",
+        ),
+    ] = None,
 ) -> None:
     """Serve the review page: pending escalations with their images; approve, edit, answer or reject."""
     from ..errors import ConfigurationError, InputError
@@ -169,7 +181,9 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     try:
-        server = ReviewServer(db, graph=graph or DEFAULT_GRAPH, host=host, port=port, images=images)
+        server = ReviewServer(
+            db, graph=graph or DEFAULT_GRAPH, host=host, port=port, images=images, allowed_hosts=tuple(allow_host or ())
+        )
     except (InputError, ConfigurationError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -181,6 +195,9 @@ def serve(
             f"warning: listening on {host}, beyond this machine, over plain HTTP: anyone who can reach it and sees "
             "the token can review",
             err=True,
+        )
+        typer.echo(
+            f"answering to the host names {', '.join(server.host_names)} (others with --allow-host NAME)", err=True
         )
     typer.echo(f"Reviewing the escalations pending in {redacted(db)}; open this address (it holds the access token):")
     typer.echo(f"    {server.url}", color=False)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from . import app
+from ._outputs import check_output_folder, fail
 
 
 @app.command("train-reference")
@@ -25,15 +26,25 @@ def train_reference(
         int | None, typer.Option("--vision-steps", min=0, help="Stage-1 vision steps (default 6000).")
     ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for torch.")] = 2,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into --out even if it holds files (a model's are replaced).")
+    ] = False,
 ) -> None:
-    """Train the tiny LLaVA reference model on easy-VQA (about 18 minutes on 2 CPU cores) and save it."""
+    """Train the tiny LLaVA reference model on easy-VQA (about 18 minutes on 2 CPU cores) and save it.
+
+    The output folder is checked first: one that holds files (the default, the shipped model, always does) is
+    refused without --force, one that cannot be written always."""
+    from ..reference import reference_model_path
+
+    target = out if out is not None else reference_model_path()
+    note = " (the default: the package's shipped reference model)" if out is None else ""
+    check_output_folder(target, force=force, note=note)
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from ..reference import reference_model_path
     from ..reference.train import TrainConfig
     from ..reference.train import train_reference as run
 
-    target = out if out is not None else reference_model_path()
     config = TrainConfig(seed=seed, threads=threads)
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
@@ -59,7 +70,13 @@ def train_reference(
             if log_lines and (step % 50 == 0 or step == total):
                 typer.echo(f"{stage} step {step}/{total} loss {loss:.4f}", err=True)
 
-        result = run(target, config, progress=report)
+        failure: OSError | None = None
+        try:
+            result = run(target, config, progress=report)
+        except OSError as exc:  # the folder was checked first; it may still have changed, or the disk filled
+            failure = exc
+    if failure is not None:
+        fail(f"cannot save the trained model to {target}: {failure.strerror or failure}")
     typer.echo(
         f"saved {result.path} after {result.steps} steps in {result.seconds:.0f} s "
         f"(smoothed loss {result.final_loss:.4f})"
@@ -86,28 +103,41 @@ def train_verbalized(
     calibrate: Annotated[
         int,
         typer.Option(
-            "--calibrate", min=0, help="Fit the artifact on this many held-out calibration questions (0: do not)."
+            "--calibrate",
+            min=0,
+            help="Fit the artifact on this many held-out calibration questions (0: do not; else at least 20).",
         ),
     ] = 1500,
     threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for torch.")] = 2,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into --out even if it holds files (a model's are replaced).")
+    ] = False,
 ) -> None:
     """Teach the reference model to write its own confidence: new tokens, a format cold start, then GRPO with the
-    paper's reward and TAR (about 12 minutes on 2 CPU cores), and fit its calibration artifact."""
+    paper's reward and TAR (about 12 minutes on 2 CPU cores), and fit its calibration artifact.
+
+    Every option and the output folder are checked before training starts: a folder that holds files is refused
+    without --force, one that cannot be written always."""
+    from ..calibration.fit import MIN_ROWS
+
+    if mode not in ("decoupled", "single"):
+        fail(f"--mode must be decoupled or single, got {mode!r}")
+    if mode == "single" and tar:
+        fail("TAR belongs to the decoupled reward; use --no-tar with --mode single")
+    if 0 < calibrate < MIN_ROWS:
+        fail(f"--calibrate {calibrate}: an artifact needs at least {MIN_ROWS} questions (or 0: fit none)")
+    check_output_folder(out, force=force)
+
     import shlex
     import sys
 
     from rich.console import Console
 
     from ..calibration.artifact import save_artifact
+    from ..errors import GuardrailError
     from ..pretrained import ARTIFACT_FILENAME, calibrate_model
     from ..reference.verbalized import VerbalizedConfig, artifact_items, train_verbalized_reference
 
-    if mode not in ("decoupled", "single"):
-        typer.echo(f"error: --mode must be decoupled or single, got {mode!r}", err=True)
-        raise typer.Exit(2)
-    if mode == "single" and tar:
-        typer.echo("error: TAR belongs to the decoupled reward; use --no-tar with --mode single", err=True)
-        raise typer.Exit(2)
     console = Console(stderr=True)
     config = VerbalizedConfig(seed=seed, mode=mode, tar=tar, threads=threads)
     if grpo_items is not None:
@@ -118,11 +148,21 @@ def train_verbalized(
         )
     if max_steps is not None:
         config = dataclasses.replace(config, grpo={"max_steps": max_steps})
+    failure: Exception | None = None
     with console.status("cold start, then GRPO (TRL logs its progress)"):
-        path = train_verbalized_reference(out, config)
+        try:
+            path = train_verbalized_reference(out, config)
+        except OSError as exc:  # the folder was checked first; it may still have changed, or the disk filled
+            failure = exc
+    if failure is not None:
+        fail(f"cannot save the trained model to {out}: {getattr(failure, 'strerror', None) or failure}")
     console.print(f"[bold]trained[/] {path}")
-    if calibrate:
-        with console.status(f"fitting the calibration artifact on {calibrate} held-out calibration questions"):
+    artifact_path = path / ARTIFACT_FILENAME
+    if not calibrate:
+        artifact_path.unlink(missing_ok=True)  # --force over an earlier model: its artifact belongs to that one
+        return
+    with console.status(f"fitting the calibration artifact on {calibrate} held-out calibration questions"):
+        try:
             artifact, rows = calibrate_model(
                 path,
                 artifact_items(calibrate, seed=seed, grpo_half=config.grpo_half),
@@ -130,5 +170,13 @@ def train_verbalized(
                 command=shlex.join(["guardrail", *sys.argv[1:]]),
                 seed=seed,
             )
-        saved = save_artifact(artifact, path / ARTIFACT_FILENAME)
-        console.print(f"[bold]calibrated[/] on {len(rows)} answers; artifact written to {saved}")
+            saved = save_artifact(artifact, artifact_path)
+        except (GuardrailError, OSError) as exc:
+            failure = exc
+    if failure is not None:
+        artifact_path.unlink(missing_ok=True)  # an earlier model's artifact would not fit this one
+        fail(
+            f"{failure}; the trained model is saved in {path} without an artifact (fit one with `guardrail "
+            f"calibrate --model {path} --out {artifact_path}`)"
+        )
+    console.print(f"[bold]calibrated[/] on {len(rows)} answers; artifact written to {saved}")

@@ -4,6 +4,10 @@ A run is a YAML file (``guardrail.training.TrainCalibrationConfig``: model, data
 TRL's ``GRPOConfig`` fields under ``grpo``, peft's ``LoraConfig`` under ``lora``); the options below override
 its keys, or describe a whole run without a file. Several GPUs: ``accelerate launch --num_processes N
 $(which guardrail) train-calibration --config run.yaml``. Needs the ``train`` extra.
+
+Before any model loads, the run is checked: the calibration options, the data (a readable JSONL file, or
+``easyvqa:SPLIT`` of an existing split), a model folder given as a path, and the output folder (refused when it
+holds files, unless ``--force``, or when it cannot be written). A problem is one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Annotated
 import typer
 
 from . import app
+from ._outputs import check_output_folder, fail
 
 __all__ = ["train_calibration"]
 
@@ -31,6 +36,9 @@ def train_calibration(
     limit: Annotated[int | None, typer.Option(min=1, help="Use only this many labelled items.")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="GRPO steps (overrides grpo.max_steps).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of data, sampling and perturbations.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into the output folder even if it holds files.")
+    ] = False,
 ) -> None:
     """Train a model to write calibrated <vision_confidence> and <reasoning_confidence> (GRPO + TAR)."""
     from ..errors import InputError
@@ -50,12 +58,42 @@ def train_calibration(
             run_config = TrainCalibrationConfig(
                 **{**run_config.__dict__, "grpo": {**dict(run_config.grpo), "max_steps": max_steps}}
             )
-        run_config.options()  # checks the calibration options before anything loads
+        _check_sources(run_config.model, run_config.data)
+        where = "--out" if out is not None or config is None else f"output (in {config})"
+        check_output_folder(Path(run_config.output), option=where, force=force)
+        run_config.options()  # checks the calibration options before anything loads (imports TRL: seconds)
     except ImportError as exc:
-        typer.echo(f"error: {exc}; install the training extra: pip install 'lvlm-guardrail[train]'", err=True)
-        raise typer.Exit(2) from None
+        fail(f"{exc}; install the training extra: pip install 'lvlm-guardrail[train]'")
     except (InputError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     saved = run(run_config)
     typer.echo(f"saved to {saved}")
+
+
+def _check_sources(model: str, data: str) -> None:
+    """Refuse, before anything loads, data that cannot be read and a model path that is not a model folder (a
+    name that is no path is left to the hub cache)."""
+    from typing import get_args
+
+    from ..data.easyvqa import Split
+    from ..errors import InputError
+
+    if data.startswith("easyvqa:"):
+        splits = get_args(Split)
+        parts = data.split(":")
+        if parts[1] not in splits or parts[2:] not in ([], ["clean"]):
+            raise InputError(
+                f"data {data!r}: expected easyvqa:SPLIT or easyvqa:SPLIT:clean, SPLIT one of {', '.join(splits)}"
+            )
+    else:
+        path = Path(data)
+        if not path.is_file():
+            raise InputError(f"data {data!r}: no such file (a labelled JSONL file, or easyvqa:SPLIT)")
+        try:
+            with path.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise InputError(f"data {data!r}: cannot be read ({exc.strerror or exc})") from exc
+    folder = Path(model)
+    if folder.exists() and not (folder / "config.json").is_file():
+        raise InputError(f"model {model!r}: not a model folder (no config.json)")

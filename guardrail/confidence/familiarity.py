@@ -17,7 +17,10 @@ numbers follow from a distance d:
   held-out calibration inputs. On inputs like the calibration data it is uniform, so ``p <= t`` happens with
   probability at most t (the false-alarm rate of a policy rule ``familiarity below t``).
 - ``*_shift``: ``max(0, log(d / median reference distance))``, a covariate the calibrator uses to lower
-  confidence the further an input lies from what it was calibrated on.
+  confidence the further an input lies from what it was calibrated on. Computed as a difference of logarithms,
+  with the median floored at :data:`_MIN_SCALE`, so that it is finite for every finite or infinite distance: an
+  artifact whose inputs barely varied must still measure a new input, never fail on it. (Calibration refuses
+  inputs that do not vary at all, :meth:`FeatureReference.varies`: their distances have no scale.)
 
 The input's ``familiarity`` is the Bonferroni combination ``min(1, m * min(p_side))`` over the m sides measured,
 still a valid p-value. Nothing here knows the data set or the model: it works on any feature vectors. Plain numpy,
@@ -27,6 +30,7 @@ so that artifacts load without the model stack.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +48,10 @@ SIDES = ("text", "image")
 """The two sides of an input whose features are compared with the calibration inputs."""
 _FLOOR = 1e-6
 """Variances below this fraction of the largest are raised to it (near-constant directions would divide by ~0)."""
+_MIN_SCALE = 1e-12
+"""The least median distance the shift is measured against (a reference of identical inputs has median 0)."""
+_NO_SPREAD = 1e-10
+"""Features whose total variance is below this fraction of their mean squared length do not vary."""
 
 
 class FeatureReference(BaseModel):
@@ -152,8 +160,27 @@ class FeatureReference(BaseModel):
         return (1 + above) / (ref.size + 1)
 
     def shift(self, distance: float) -> float:
-        """``max(0, log(distance / scale))``: 0 up to the median calibration input, then growing."""
-        return max(0.0, math.log(max(distance, 1e-300) / max(self.scale, 1e-300)))
+        """``max(0, log(distance / scale))``: 0 up to the median calibration input, then growing; always finite
+        (an infinite distance counts as the largest float, a NaN one as unmeasured: NaN)."""
+        if math.isnan(distance):
+            return math.nan
+        if distance <= 0.0:
+            return 0.0
+        scale = max(self.scale, _MIN_SCALE)
+        ratio = distance / scale
+        if math.isfinite(ratio):
+            return max(0.0, math.log(ratio))
+        return max(0.0, math.log(min(distance, sys.float_info.max)) - math.log(scale))
+
+    @staticmethod
+    def varies(features: npt.ArrayLike) -> bool:
+        """Whether ``(n, dim)`` features vary at all (identical inputs give none: nothing to scale distances by)."""
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 2:
+            return False
+        spread = float(np.sum(np.var(x, axis=0)))
+        size = float(np.mean(np.sum(x**2, axis=1)))
+        return spread > _NO_SPREAD * max(size, np.finfo(np.float64).tiny)
 
 
 class FamiliarityReference(BaseModel):

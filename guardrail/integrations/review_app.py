@@ -10,7 +10,10 @@ rule that escalated and why. The reviewer approves, edits, answers or rejects; t
 Security, for a page that shows private images and resumes agents:
 
 - it binds 127.0.0.1 unless told otherwise, and answers only to the host names it was bound for (no DNS
-  rebinding);
+  rebinding): bound to a loopback address, ``127.0.0.1``, ``localhost`` and ``[::1]``; to another address, that
+  address; to every interface (``0.0.0.0``, ``::``), this machine's own names and addresses (those three, its host
+  name and fully qualified name, and the addresses of its network interfaces: :func:`machine_host_names`). Other
+  names it is reached by (a DNS name, a proxy's) are added with ``allowed_hosts`` (``serve --allow-host``);
 - every request needs the access token (random per start, printed in the URL as Jupyter does): a request carrying
   ``?token=`` gets an ``HttpOnly``, ``SameSite=Strict`` cookie and is redirected to the same page without the
   token in its address; scripts may send ``Authorization: token …``. Anything else is 401;
@@ -25,6 +28,9 @@ Security, for a page that shows private images and resumes agents:
   other sites (the token never stays in an address anyway), and nothing is cached but the content-addressed
   images; model text is HTML-escaped by the templates.
 
+A checkpoint database that cannot be read or written (locked by another process, read-only) is a 503 page saying
+why, with nothing changed (JSON ``{"error": ...}`` to a client that asks for JSON), never a bare 500.
+
 Needs the ``review`` extra: ``pip install 'lvlm-guardrail[review]'``.
 """
 
@@ -32,12 +38,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import io
 import ipaddress
 import secrets
 import socket
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -72,14 +80,14 @@ try:
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import MutableHeaders
     from starlette.requests import Request
-    from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+    from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Route
     from starlette.templating import Jinja2Templates
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError as exc:  # pragma: no cover - tested with the modules hidden
     raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
 
-__all__ = ["INSTALL_HINT", "ReviewServer", "create_review_app", "serve_review"]
+__all__ = ["INSTALL_HINT", "ReviewServer", "create_review_app", "machine_host_names", "serve_review"]
 
 _PAGE = Path(__file__).with_name("review_page")
 _MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -142,9 +150,10 @@ def create_review_app(
     the module docstring).
 
     ``token`` is the access token (at least 16 characters); ``graph`` the graph factory that resumes threads
-    (checked here); ``host_names`` the names the ``Host`` header may carry (``None``: any, for a server bound to
-    every interface); ``images`` the image store to look in when an image's recorded path cannot be read here
-    (default: the folder beside a SQLite database; none for PostgreSQL). ``InputError`` when ``db`` is not a
+    (checked here); ``host_names`` the names the ``Host`` header may carry (``None``: any, which only an
+    application behind a proxy that checks them should do; :class:`ReviewServer` always passes its names);
+    ``images`` the image store to look in when an image's recorded path cannot be read here (default: the folder
+    beside a SQLite database; none for PostgreSQL). ``InputError`` when ``db`` is not a
     checkpoint database or cannot be reached, ``ConfigurationError`` for a bad graph factory or a missing
     ``postgres`` extra.
     """
@@ -184,10 +193,25 @@ def create_review_app(
 
 def _endpoint(review: _Review, handler: Callable[[_Review, Request], Any]) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
-        response: Response = await handler(review, request)
+        try:
+            response: Response = await handler(review, request)
+        except InputError as exc:  # open_saver's words for a database that cannot be used now: locked, read-only
+            return _unavailable(review, request, str(exc))
         return response
 
     return endpoint
+
+
+def _unavailable(review: _Review, request: Request, reason: str) -> Response:
+    """503 with the reason: a page for a browser, JSON for a client that asks for it, text for an image."""
+    status = 503
+    accept = request.headers.get("accept", "")
+    if "application/json" in accept and "text/html" not in accept:
+        return JSONResponse({"error": reason, "status": status}, status_code=status)
+    if request.url.path.startswith("/images/"):
+        return PlainTextResponse(f"503 Service Unavailable: {reason}", status)
+    context = {"reason": reason, "writing": request.method == "POST"}
+    return _render(review, request, "unavailable.html", context, status_code=status)
 
 
 async def _index(review: _Review, request: Request) -> Response:
@@ -454,10 +478,13 @@ class ReviewServer:
         port: int = 0,
         token: str | None = None,
         images: ImageStore | str | Path | None = None,
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         self.token = token or secrets.token_urlsafe(32)
         self.host = host
-        self.app = create_review_app(db, token=self.token, graph=graph, host_names=_host_names(host), images=images)
+        self.host_names: tuple[str, ...] = _host_names(host, allowed_hosts)
+        """The ``Host`` names it answers to (see the module docstring); any other is a 400."""
+        self.app = create_review_app(db, token=self.token, graph=graph, host_names=self.host_names, images=images)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -498,10 +525,11 @@ def serve_review(
     port: int = 0,
     on_ready: Callable[[ReviewServer], None] | None = None,
     images: ImageStore | str | Path | None = None,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> None:
     """Serve the review page for ``db`` until interrupted; ``on_ready`` is called with the bound server (its
     :attr:`~ReviewServer.url`) before the first request is answered."""
-    server = ReviewServer(db, graph=graph, host=host, port=port, images=images)
+    server = ReviewServer(db, graph=graph, host=host, port=port, images=images, allowed_hosts=allowed_hosts)
     if on_ready is not None:
         on_ready(server)
     server.serve()
@@ -516,10 +544,65 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _host_names(host: str) -> tuple[str, ...] | None:
-    """The ``Host`` names a server bound to ``host`` answers to (``None``: any, when bound to every interface)."""
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _host_names(host: str, allowed: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The ``Host`` names a server bound to ``host`` answers to, with the ``allowed`` ones (module docstring)."""
     if host in ("0.0.0.0", "::", ""):
-        return None
-    if _is_loopback(host):
-        return ("127.0.0.1", "localhost", "[::1]")
-    return (f"[{host}]" if ":" in host else host,)
+        names = machine_host_names()
+    elif _is_loopback(host):
+        names = _LOOPBACK_NAMES
+    else:
+        names = (_as_host_header(host),)
+    extra = tuple(_as_host_header(name.strip()) for name in allowed if name.strip())
+    return tuple(dict.fromkeys(name.lower() for name in (*names, *extra)))
+
+
+def _as_host_header(name: str) -> str:
+    """A name or address as a ``Host`` header carries it, without the port: an IPv6 address in brackets."""
+    bare = name.strip("[]")
+    try:
+        return f"[{bare}]" if ipaddress.ip_address(bare).version == 6 else bare
+    except ValueError:
+        return name
+
+
+def machine_host_names() -> tuple[str, ...]:
+    """This machine's own names and addresses, as ``Host`` headers carry them: ``127.0.0.1``, ``localhost``,
+    ``[::1]``, its host name and fully qualified name, the addresses they resolve to, and (on Linux) the addresses
+    of its network interfaces. What a server bound to every interface answers to."""
+    names: list[str] = list(_LOOPBACK_NAMES)
+    hostnames = [socket.gethostname(), socket.getfqdn()]
+    names += hostnames
+    for hostname in hostnames:
+        with contextlib.suppress(OSError, UnicodeError):
+            names += [str(info[4][0]) for info in socket.getaddrinfo(hostname, None)]
+    names += _interface_addresses()
+    return tuple(dict.fromkeys(_as_host_header(n).lower() for n in names if n))
+
+
+def _interface_addresses() -> list[str]:
+    """The addresses of this machine's network interfaces, where the system tells them (Linux), else none."""
+    if not sys.platform.startswith("linux"):
+        return []
+    found: list[str] = []
+    with contextlib.suppress(OSError):  # IPv6: /proc/net/if_inet6, one address (32 hex digits) per line
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            digits = line.split()[0] if line.split() else ""
+            if len(digits) == 32:
+                found.append(str(ipaddress.IPv6Address(bytes.fromhex(digits))))
+    try:
+        import fcntl
+        import struct
+
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except (ImportError, OSError):
+        return found
+    with probe:
+        for _, interface in socket.if_nameindex():
+            with contextlib.suppress(OSError):  # an interface without an IPv4 address
+                request = struct.pack("256s", interface[:15].encode())
+                answer = fcntl.ioctl(probe.fileno(), 0x8915, request)  # SIOCGIFADDR
+                found.append(socket.inet_ntoa(answer[20:24]))
+    return found

@@ -212,7 +212,7 @@ def _problem(err: Any, data: dict[str, Any], located: Located) -> tuple[Pos, str
         return _value_pos(located, path), f"{where}: {message}"
     message = _TYPE_WORDS.get(kind) or _reword(str(err["msg"]))
     if kind != "value_error":
-        message += f", got {_describe(err.get('input'))}"
+        message += f", got {_describe(err.get('input'))}{_not_a_number(kind, err.get('input'))}"
     if kind == "literal_error" and isinstance(err.get("input"), str):  # e.g. fetch_more_views' mode
         message += _did_you_mean(err["input"], re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected"))))
     return _value_pos(located, path), f"{where}: {message}" if where else message
@@ -322,6 +322,21 @@ def _reword(msg: str) -> str:
     if msg.startswith("Input should be "):
         return "should be " + msg[len("Input should be ") :]
     return msg[:1].lower() + msg[1:]
+
+
+def _not_a_number(kind: str, value: Any) -> str:
+    """Why a boolean or a quoted number is refused where a number belongs (numbers are strict: schema.py)."""
+    if kind not in ("float_type", "int_type"):
+        return ""
+    if isinstance(value, bool):
+        return " (a boolean: YAML reads true, false, yes, no, on and off as booleans, never as numbers)"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" (quoted, so text: write {value.strip()} without quotes)"
+    return ""
 
 
 def _describe(value: Any) -> str:

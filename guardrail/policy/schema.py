@@ -28,6 +28,11 @@ false-alarm rate *is* the guarantee); certified ``{max_error, delta}`` threshold
 
 ``stability`` is measured, not calibrated: the share of the percept's token probability that survives views of the
 image that must not change it (unknown where the artifact has no stability probe). Plain numbers only, likewise.
+
+Numbers and booleans are strict: a boolean or a string is never a number, and a number or a string never a
+boolean. Read laxly, ``at_least: false`` was ``>= 0`` (always true), ``below: true`` was ``< 1`` and
+``below: "0.5"`` was ``< 0.5``; YAML reads ``true``, ``false``, ``yes``, ``no``, ``on`` and ``off`` as booleans, so a
+slip of the pen would silently change what a rule means. (An integer is a number: ``at_least: 1`` is 1.0.)
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator, model_validator
 
 from ..types import COMPONENTS, Action, Component
 
@@ -66,7 +71,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=False)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False), Strict()]
+StrictFloat = Annotated[float, Strict()]
+"""A number (an integer too), never a boolean or a string (see the module docstring)."""
+StrictInt = Annotated[int, Strict()]
+"""An integer, never a boolean, a float or a string."""
+StrictBool = Annotated[bool, Strict()]
+"""``true`` or ``false``, never a number or a string."""
 
 
 class CertifiedBound(_Strict):
@@ -77,8 +88,8 @@ class CertifiedBound(_Strict):
     calibration draw. Use it as ``at_least`` to accept, or as ``below`` to send the rest to a remedy.
     """
 
-    max_error: float = Field(gt=0.0, lt=1.0, allow_inf_nan=False)
-    delta: float = Field(gt=0.0, lt=1.0, allow_inf_nan=False)
+    max_error: StrictFloat = Field(gt=0.0, lt=1.0, allow_inf_nan=False)
+    delta: StrictFloat = Field(gt=0.0, lt=1.0, allow_inf_nan=False)
 
 
 def _bound_kind(value: Any) -> str:
@@ -104,7 +115,7 @@ class Threshold(_Strict):
     at_most: Bound | None = None
     above: Bound | None = None
     at_least: Bound | None = None
-    unknown: bool | None = None
+    unknown: StrictBool | None = None
     """``true``: matches when the component could not be measured; ``false``: matches when it was."""
 
     @model_validator(mode="after")
@@ -197,8 +208,8 @@ class StabilityThreshold(FamiliarityThreshold):
 class AttemptCondition(_Strict):
     """Comparisons on the 0-based attempt index (e.g. ``{at_least: 2}`` after two re-asks)."""
 
-    below: int | None = Field(default=None, ge=0)
-    at_least: int | None = Field(default=None, ge=0)
+    below: StrictInt | None = Field(default=None, ge=0)
+    at_least: StrictInt | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> AttemptCondition:
@@ -265,7 +276,7 @@ class ReAskParams(_Strict):
 
     prompt: str | None = None
     """Text appended to the question (e.g. "Look again carefully and reason step by step.")."""
-    temperature: float | None = Field(default=None, ge=0.0, le=5.0)
+    temperature: StrictFloat | None = Field(default=None, ge=0.0, le=5.0, allow_inf_nan=False)
 
 
 ViewsMode = Literal["auto", "append", "replace"]
@@ -287,7 +298,7 @@ class FetchMoreViewsParams(_Strict):
       ``append``.
     """
 
-    views: int = Field(default=2, ge=1, le=16)
+    views: StrictInt = Field(default=2, ge=1, le=16)
     provider: str = Field(default="zoom", min_length=1)
     mode: ViewsMode = "auto"
 
@@ -399,8 +410,8 @@ Rule = Annotated[
 class Budget(_Strict):
     """Bounds on one guarded call: model calls and wall-clock seconds."""
 
-    max_attempts: int = Field(default=3, ge=1, le=100)
-    max_seconds: float | None = Field(default=30.0, gt=0.0, allow_inf_nan=False)
+    max_attempts: StrictInt = Field(default=3, ge=1, le=100)
+    max_seconds: StrictFloat | None = Field(default=30.0, gt=0.0, allow_inf_nan=False)
     """``null`` means no time limit (model calls then run on the caller's thread)."""
 
 
@@ -419,6 +430,13 @@ class Policy(_Strict):
     otherwise: ActionSpec
     on_exhausted: ExhaustedSpec = AbstainAction(do="abstain")
     on_error: ErrorSpec = AbstainAction(do="abstain")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # True == 1: a Literal[1] alone would take it
+            raise ValueError(f"should be 1 (the number), got {'true' if value else 'false'}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

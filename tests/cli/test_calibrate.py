@@ -1,4 +1,5 @@
-"""``guardrail calibrate`` on a user's own model and JSONL data (a tiny random model: the plumbing)."""
+"""``guardrail calibrate`` on a user's own model and JSONL data: the plumbing on the reference model (whose answers
+are right and wrong, as calibration needs) and on a tiny random model (always wrong: refused)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typer.testing import CliRunner
 
 from guardrail.calibration.artifact import fingerprint_model, load_artifact
 from guardrail.cli import _register, app
+from guardrail.pretrained import default_model_path
+from tests.support.calibration import easyvqa_jsonl
 from tests.support.tiny_vlms import save_tiny_llava
 
 runner = CliRunner()
@@ -20,12 +23,22 @@ COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
 
 
 @pytest.fixture(scope="module")
+def model_dir() -> Path:
+    return default_model_path()
+
+
+@pytest.fixture(scope="module")
 def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return easyvqa_jsonl(tmp_path_factory.mktemp("data"), 40, mislabel=True)
+
+
+@pytest.fixture(scope="module")
+def colours_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("data")
     lines = []
     for i in range(24):
@@ -42,7 +55,7 @@ def test_calibrate_writes_an_artifact_bound_to_the_model(model_dir: Path, data_f
     result = runner.invoke(app, ["calibrate", "--model", str(model_dir), "--data", str(data_file), "--out", str(out)])
     assert result.exit_code == 0, result.output
     artifact = load_artifact(out, expected_model_fingerprint=fingerprint_model(model_dir))
-    assert artifact.info["items"] == 24
+    assert artifact.info["items"] == 40
     assert artifact.info["data"] == str(data_file)
     assert artifact.visual_normalization is not None
     assert artifact.visual_normalization.std > 0
@@ -81,18 +94,34 @@ def test_an_explicit_probe_is_recorded_and_reused_by_load_guard(
     assert (estimator.perturbation, estimator.blackout_probability) == ("blackout", 1.0)  # type: ignore[attr-defined]
 
 
-def test_an_unknown_probe_is_a_clear_error(model_dir: Path, data_file: Path, tmp_path: Path) -> None:
-    args = ["calibrate", "--model", str(model_dir), "--data", str(data_file), "--out", str(tmp_path / "o.json")]
+def test_answers_that_are_all_wrong_are_refused_without_an_artifact(
+    tiny_model: Path, colours_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "calibration.json"
+    result = runner.invoke(
+        app, ["calibrate", "--model", str(tiny_model), "--data", str(colours_file), "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: cannot calibrate on this data: ")
+    assert "visual (is the perception right?) has 24 labelled rows, 0 right and 24 wrong" in error
+    assert "reasoning (is the answer right, given right perception?) has 0 labelled rows" in error
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_an_unknown_probe_is_a_clear_error(tiny_model: Path, colours_file: Path, tmp_path: Path) -> None:
+    args = ["calibrate", "--model", str(tiny_model), "--data", str(colours_file), "--out", str(tmp_path / "o.json")]
     result = runner.invoke(app, [*args, "--perturbation", "fog"])
     assert result.exit_code == 2
     assert "`perturbation` must be 'auto' or one of blackout, noise, grey, blur, got 'fog'" in result.stderr
 
 
-def test_bad_data_line_is_a_clear_error(model_dir: Path, tmp_path: Path) -> None:
+def test_bad_data_line_is_a_clear_error(tiny_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "bad.jsonl"
     data.write_text('{"image": "x.png", "question": "q"}\n')
     result = runner.invoke(
-        app, ["calibrate", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "o.json")]
+        app, ["calibrate", "--model", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "o.json")]
     )
     assert result.exit_code == 2
     assert f"{data}:1: 'answer' must be a non-empty string" in result.stderr

@@ -84,8 +84,25 @@ def test_an_output_folder_that_cannot_be_made_is_exit_code_2(saved: Path, tmp_pa
     blocker.write_text("not a folder")
     code, _, err = invoke("--artifact", str(saved), "--out", str(blocker / "report"))
     assert code == 2
-    assert err.startswith(f"error: cannot write the report to {blocker / 'report'}: ")
-    assert err.count("\n") == 1
+    assert err == f"error: --out {blocker / 'report'}: cannot be created, {blocker} is a file\n"
+
+
+def test_a_folder_that_holds_files_is_written_into_only_with_force(saved: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "report"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    code, out, err = invoke("--artifact", str(saved), "--out", str(folder))
+    assert code == 2
+    assert out == ""
+    assert err == (
+        f"error: --out {folder} exists and is not empty; give --force to write into it (files of the same names are "
+        "replaced)\n"
+    )
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    code, out, err = invoke("--artifact", str(saved), "--out", str(folder), "--force")
+    assert code == 0, err
+    assert (folder / "index.html").is_file()
+    assert (folder / "notes.txt").read_text() == "mine"
 
 
 def test_both_options_are_required() -> None:

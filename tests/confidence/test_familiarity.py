@@ -35,6 +35,23 @@ def test_inputs_off_the_calibration_distribution_are_far_and_unfamiliar() -> Non
     assert reference.shift(0.5 * reference.scale) == 0.0
 
 
+def test_a_reference_of_identical_inputs_still_gives_a_finite_shift() -> None:
+    # Issue 27: an artifact calibrated on one image repeated had a median distance of 0, and every new image's
+    # shift overflowed to inf, which the calibrator refused (on_error on every valid image).
+    same = np.tile(_cloud(1, 0), (20, 1))
+    reference = FeatureReference.fit(same, same)
+    assert reference.scale < 1e-6  # 0 up to rounding
+    assert not FeatureReference.varies(same)  # calibration refuses such inputs; old artifacts must still work
+    far = float(reference.distance(_cloud(1, 5)[0]))
+    assert far > 1e6
+    for distance in (far, 1e300, float("inf"), float(np.finfo(np.float64).max)):
+        assert np.isfinite(reference.shift(distance))
+        assert reference.shift(distance) > 10.0
+    assert reference.shift(0.0) == 0.0
+    assert np.isnan(reference.shift(float("nan")))
+    assert FeatureReference.varies(_cloud(20, 0))
+
+
 def test_a_direction_calibration_never_varied_along_still_counts() -> None:
     fit = _cloud(200, 0)
     fit[:, -1] = 0.0  # constant along the last axis: its variance is floored, not divided by zero

@@ -5,18 +5,32 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import re
+import shutil
+import socket
+import sqlite3
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import markupsafe
 import pytest
 from langchain_core.messages import HumanMessage
 from starlette.testclient import TestClient
 
 from guardrail import ConfigurationError, InputError
 from guardrail.integrations import ImageStore, list_escalations, open_saver
-from guardrail.integrations.review_app import ReviewServer, _host_name, create_review_app
+from guardrail.integrations.review_app import (
+    ReviewServer,
+    _host_name,
+    _host_names,
+    create_review_app,
+    machine_host_names,
+)
 from tests.support.graphs import build_graph
 from tests.support.integration import escalate_as_before_images, image_message, png_b64, png_bytes
 
@@ -282,6 +296,130 @@ def test_an_escalation_saved_without_images_is_shown_and_resolved(
     assert '<span class="muted">no &lt;vision&gt; part</span>' in page
     assert client.post(target, data={"csrf": csrf_of(page), "decision": "approve"}).status_code == 303
     assert final_message(db, "t-old") == "green"
+
+
+# -- a database that cannot be used now -----------------------------------------------------------------------
+
+
+@contextmanager
+def write_locked(db: Path) -> Iterator[None]:
+    """Another process's write transaction on ``db`` (as an agent mid-checkpoint holds it): readers go on, a second
+    writer waits for SQLite's busy timeout (5 s) and is told the database is locked."""
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+
+
+@contextmanager
+def read_only(db: Path) -> Iterator[None]:
+    """``db`` read-only for this process: permission bits, or as root (whom they do not stop) the immutable flag."""
+    if os.geteuid() != 0:
+        db.chmod(0o444)
+        try:
+            yield
+        finally:
+            db.chmod(0o644)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", db], check=False).returncode != 0:
+        pytest.skip("running as root without chattr +i: no way to make a file read-only here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", db], check=True)
+
+
+def escaped(text: str) -> str:
+    return str(markupsafe.escape(text))
+
+
+def test_a_locked_database_is_a_503_page_saying_why_and_nothing_changes(db: Path) -> None:
+    # Issue 27, item 7: a bare HTTP 500, where `guardrail escalations resolve` says why (exit 2).
+    client = client_for(db)
+    target = f"/escalations/{interrupt_id(db, 't-1')}"
+    csrf = csrf_of(client.get(target).text)
+    with write_locked(db):
+        assert client.get("/").status_code == 200  # reading goes on
+        response = client.post(target, data={"csrf": csrf, "decision": "approve"})
+        assert response.status_code == 503
+        assert response.headers["content-type"].startswith("text/html")
+        assert escaped(f"checkpoint database {str(db)!r} cannot be used: database is locked") in response.text
+        assert "The decision was not recorded: the escalation is still pending." in response.text
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
+        as_json = client.post(
+            target, data={"csrf": csrf, "decision": "approve"}, headers={"Accept": "application/json"}
+        )
+        assert as_json.status_code == 503
+        assert as_json.json() == {
+            "error": f"checkpoint database {str(db)!r} cannot be used: database is locked",
+            "status": 503,
+        }
+    assert set(pending(db)) == {"t-1", "t-2"}
+    assert client.post(target, data={"csrf": csrf, "decision": "approve"}).status_code == 303  # unlocked: it works
+
+
+def test_a_read_only_database_is_a_503_page_saying_why_and_nothing_changes(db: Path) -> None:
+    client = client_for(db)
+    target = f"/escalations/{interrupt_id(db, 't-1')}"
+    csrf = csrf_of(client.get(target).text)
+    with read_only(db):
+        assert client.get("/").status_code == 200
+        response = client.post(target, data={"csrf": csrf, "decision": "approve"})
+        assert response.status_code == 503
+        reason = f"checkpoint database {str(db)!r} cannot be used: attempt to write a readonly database"
+        assert escaped(reason) in response.text
+        assert 'id="unavailable"' in response.text
+    assert set(pending(db)) == {"t-1", "t-2"}
+
+
+def test_a_database_that_cannot_be_read_is_a_503_on_every_page(db: Path, tmp_path: Path) -> None:
+    client = client_for(db)
+    target = f"/escalations/{interrupt_id(db, 't-1')}"
+    db.rename(tmp_path / "moved.sqlite")  # gone between requests
+    reason = f"checkpoint database {str(db)!r} does not exist"
+    for path in ("/", target):
+        response = client.get(path)
+        assert response.status_code == 503, path
+        assert escaped(reason) in response.text
+    image = client.get(f"/images/{SHA}")
+    assert image.status_code == 503
+    assert image.headers["content-type"].startswith("text/plain")
+    assert image.text == f"503 Service Unavailable: {reason}"
+
+
+# -- host names -----------------------------------------------------------------------------------------------
+
+
+def test_bound_to_every_interface_it_answers_only_to_this_machines_names(db: Path) -> None:
+    # Issue 27, item 7: bound to 0.0.0.0 it took any Host header (DNS rebinding), unlike the README's promise.
+    server = ReviewServer(db, graph=build_graph, host="0.0.0.0", token=TOKEN, allowed_hosts=("review.example.org",))
+    try:
+        assert server.exposed
+        names = server.host_names
+        assert {"127.0.0.1", "localhost", "[::1]", socket.gethostname().lower(), "review.example.org"} <= set(names)
+        assert set(machine_host_names()) <= set(names)
+        client = TestClient(server.app, base_url=f"http://127.0.0.1:{server.port}", follow_redirects=False)
+        assert client.get(f"/?token={TOKEN}").status_code == 303
+        for name in names:
+            host = f"{name}:{server.port}"
+            assert client.get("/", headers={"Host": host}).status_code == 200, host
+        for foreign in ("attacker.example", "attacker.example:80", "10.255.255.254", "[2001:db8::1]", ""):
+            response = client.get("/", headers={"Host": foreign})
+            assert response.status_code == 400, foreign
+            assert response.text == "400 Bad Request: unexpected Host header"
+    finally:
+        server.socket.close()
+
+
+def test_bound_to_one_address_it_answers_to_that_address_and_the_allowed_names(db: Path) -> None:
+    assert _host_names("192.0.2.7", ("Review.Example.org", "::1", " ")) == ("192.0.2.7", "review.example.org", "[::1]")
+    assert _host_names("2001:db8::7") == ("[2001:db8::7]",)
+    loopback = ReviewServer(db, graph=build_graph)
+    loopback.socket.close()
+    assert loopback.host_names == ("127.0.0.1", "localhost", "[::1]")
 
 
 # -- construction ---------------------------------------------------------------------------------------------

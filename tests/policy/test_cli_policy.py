@@ -114,3 +114,17 @@ def test_check_a_non_utf8_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert result.stdout == (
         "latin1.yaml:2:10: the file is not valid UTF-8: byte 0xe9 cannot be decoded (policies are UTF-8 text)\n"
     )
+
+
+def test_check_refuses_a_boolean_threshold_at_its_position(tmp_path: Path) -> None:
+    # Issue 27, item 6: `at_least: false` was read as `>= 0` and the check said OK.
+    path = tmp_path / "lax.yaml"
+    path.write_text(
+        "version: 1\nname: lax\nrules:\n  - when: {visual: {at_least: false}}\n    do: accept\notherwise: abstain\n"
+    )
+    result = runner.invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{path}:4:31: rules[0].when.visual.at_least: should be a number, got false (a boolean: YAML reads true, "
+        "false, yes, no, on and off as booleans, never as numbers)"
+    ]

@@ -139,6 +139,66 @@ def test_wrong_types_name_the_expected_type_and_the_value() -> None:
     ]
 
 
+BOOLEAN = " (a boolean: YAML reads true, false, yes, no, on and off as booleans, never as numbers)"
+
+
+def test_a_boolean_or_a_string_is_never_a_number_and_a_number_never_a_boolean() -> None:
+    # Issue 27, item 6: read laxly, at_least: false was >= 0 (always true), below: true was < 1 and
+    # below: "0.5" was < 0.5, and `guardrail policy check` said OK.
+    text = """\
+    version: true
+    name: strict
+    budget: {max_attempts: true, max_seconds: "30"}
+    rules:
+      - when: {visual: {at_least: false}, overall: {below: true}}
+        do: accept
+      - when: {reasoning: {below: "0.5"}, familiarity: {above: yes}, attempt: {at_least: on}}
+        do: re_ask
+        with: {temperature: "0.7"}
+      - when: {visual: {unknown: 1}, overall: {below: {max_error: "0.1", delta: false}}}
+        do: fetch_more_views
+        with: {views: "2"}
+      - when: {reasoning: {unknown: "true"}, attempt: {below: 2.0}}
+        do: abstain
+    otherwise: accept
+    """
+    assert problems(text) == [
+        "p.yaml:1:10: version: should be 1 (the number), got true",
+        f"p.yaml:3:24: budget.max_attempts: should be an integer, got true{BOOLEAN}",
+        "p.yaml:3:43: budget.max_seconds: should be a number, got the string '30' (quoted, so text: write 30 "
+        "without quotes)",
+        f"p.yaml:5:31: rules[0].when.visual.at_least: should be a number, got false{BOOLEAN}",
+        f"p.yaml:5:56: rules[0].when.overall.below: should be a number, got true{BOOLEAN}",
+        "p.yaml:7:31: rules[1].when.reasoning.below: should be a number, got the string '0.5' (quoted, so text: "
+        "write 0.5 without quotes)",
+        f"p.yaml:7:60: rules[1].when.familiarity.above: should be a number, got true{BOOLEAN}",
+        f"p.yaml:7:86: rules[1].when.attempt.at_least: should be an integer, got true{BOOLEAN}",
+        "p.yaml:9:25: rules[1].with.temperature: should be a number, got the string '0.7' (quoted, so text: write "
+        "0.7 without quotes)",
+        "p.yaml:10:30: rules[2].when.visual.unknown: should be true or false, got 1",
+        "p.yaml:10:63: rules[2].when.overall.below.max_error: should be a number, got the string '0.1' (quoted, so "
+        "text: write 0.1 without quotes)",
+        f"p.yaml:10:77: rules[2].when.overall.below.delta: should be a number, got false{BOOLEAN}",
+        "p.yaml:12:19: rules[2].with.views: should be an integer, got the string '2' (quoted, so text: write 2 "
+        "without quotes)",
+        "p.yaml:13:33: rules[3].when.reasoning.unknown: should be true or false, got the string 'true'",
+        "p.yaml:13:59: rules[3].when.attempt.below: should be an integer, got 2.0",
+    ]
+
+
+def test_an_integer_is_a_number() -> None:
+    policy = load_policy(
+        "version: 1\nname: n\nbudget: {max_seconds: 5}\nrules:\n  - when: {visual: {at_least: 1}}\n"
+        "    do: re_ask\n    with: {temperature: 1}\notherwise: accept\n"
+    )
+    assert policy.budget.max_seconds == 5.0
+    threshold = policy.rules[0].when.visual
+    assert threshold is not None
+    assert threshold.at_least == 1.0
+    assert threshold.matches(1.0)
+    assert not threshold.matches(0.999)
+
+
 def test_rules_must_be_a_list() -> None:
     assert problems("version: 1\nname: x\notherwise: accept\nrules: {when: {}}\n") == [
         "p.yaml:4:8: rules: should be a list, got a mapping"

@@ -7,6 +7,9 @@ bins (over-confident in some, under-confident in others): with one sign every bi
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 
@@ -85,3 +88,43 @@ def world_artifact(
         calibrator=DecoupledCalibrator(combiner="platt_harmonic"),
         targets=targets if targets is not None else [(0.3, 0.1)],
     )
+
+
+def easyvqa_jsonl(folder: Path, n: int, *, same_image: bool = False, mislabel: bool = False) -> Path:
+    """``n`` easy-VQA calibration questions as a labelled JSONL file in ``folder`` (their images beside it).
+
+    ``same_image``: every row asks about the first image. ``mislabel``: every fourth row (from the second) states a
+    wrong perception, and every fourth (from the third) a wrong answer with the perception right, so that on the
+    reference model every component has right and wrong answers even on a few dozen rows.
+    """
+    from guardrail.data.easyvqa import COLORS, SHAPES, load_easyvqa
+
+    def another(answer: str) -> str:
+        for words in (("yes", "no"), COLORS, SHAPES):
+            if answer in words:
+                return words[(words.index(answer) + 1) % len(words)]
+        raise AssertionError(f"unexpected easy-VQA answer {answer!r}")
+
+    examples = load_easyvqa("calibration")
+    lines = []
+    for i in range(n):
+        example = examples[0 if same_image else i]
+        image = folder / f"{0 if same_image else i}.png"
+        if not image.exists():
+            example.image().save(image)
+        colour, shape, answer = example.scene.color, example.scene.shape, example.answer
+        if mislabel and i % 4 == 1:
+            colour = COLORS[(COLORS.index(colour) + 1) % len(COLORS)]
+            shape = SHAPES[(SHAPES.index(shape) + 1) % len(SHAPES)]
+        if mislabel and i % 4 == 2:
+            answer = another(answer)
+        record = {
+            "image": image.name,
+            "question": example.question,
+            "answer": answer,
+            "perception": f"{colour} {shape}",
+        }
+        lines.append(json.dumps(record))
+    path = folder / "labelled.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path

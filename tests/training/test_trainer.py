@@ -70,7 +70,7 @@ def test_cli_refuses_bad_usage(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--data" in result.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: m\ndata: d\noutput: o\nmode: holistic\n")
+    bad.write_text(f"model: m\ndata: 'easyvqa:test'\noutput: {tmp_path / 'o'}\nmode: holistic\n")
     result = runner.invoke(app, ["train-calibration", "--config", str(bad)])
     assert result.exit_code == 2
     assert "mode" in result.output
