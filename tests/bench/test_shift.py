@@ -55,9 +55,19 @@ def test_leaving_a_corruption_family_out_keeps_overall_roughly_calibrated(shift:
 
 
 def test_unseen_corruptions_are_rarely_accepted_wrong(shift: dict[str, Any]) -> None:
-    for family, result in shift["heldout_families"].items():
+    assert set(shift["unseen_families"]) == {"shear", "wave", "motion_blur", "overexpose"}
+    for family, result in {**shift["heldout_families"], **shift["unseen_families"]}.items():
         assert result["guarded"]["wrong_accepted_share"] <= 0.2, (family, result["guarded"])
         assert result["shipped"]["mean_overall"] <= result["shipped"]["answer_accuracy"] + 0.15, (family, result)
+
+
+def test_every_set_is_also_measured_under_the_ablations(shift: dict[str, Any]) -> None:
+    ablations = {"with_shift", "without_shift", "without_stability", "without_cross_fit"}
+    for fold in shift["leave_one_family_out"].values():
+        assert set(fold) == ablations
+    for result in (*shift["unseen_families"].values(), shift["reworded"], *shift["in_distribution"].values()):
+        assert ablations | {"shipped"} <= set(result)
+    assert not shift["model"].startswith("/")  # recorded relative to the repository
 
 
 def test_in_distribution_figures_hold(shift: dict[str, Any]) -> None:
