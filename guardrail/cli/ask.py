@@ -79,7 +79,7 @@ def _print_human(record: dict[str, Any], *, policy: str) -> None:
         table.add_row("model said", record["model_answer"])
     table.add_row("perception", record["perception"] or "")
     for part in COMPONENTS:
-        label = part if part == "familiarity" else f"{part} confidence"
+        label = part if part in ("familiarity", "stability") else f"{part} confidence"  # not probabilities
         table.add_row(label, _fmt(record["confidence"][part]))
     decision = record["decision"]
     table.add_row("decision", f"{decision['action']} ({decision['rule']} of policy {policy!r}): {decision['reason']}")

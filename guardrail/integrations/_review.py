@@ -305,8 +305,10 @@ def confidences_text(values: Mapping[str, float | None]) -> str:
     component missing from it, as in a payload saved before that component existed, reads ``unknown``).
 
     Two decimals, except a value below 0.01, which keeps two significant digits: a familiarity of 0.003 (an input
-    unlike the calibration data) must not read ``0.00``."""
-    return ", ".join(f"{name} {format_confidence(values.get(name))}" for name in COMPONENTS)
+    unlike the calibration data) must not read ``0.00``. ``stability`` is shown only where it was measured (an
+    artifact without the stability probe never measures it)."""
+    shown = [name for name in COMPONENTS if name != "stability" or values.get(name) is not None]
+    return ", ".join(f"{name} {format_confidence(values.get(name))}" for name in shown)
 
 
 def format_confidence(value: float | None) -> str:

@@ -230,7 +230,8 @@ def test_on_the_reference_model_with_its_calibration() -> None:
     generations = backend.generate_batch(requests, [GenerationOptions()] * len(requests))
     with _forward_passes(backend) as passes:
         batched = estimator.estimate_batch(backend, requests, generations)
-    assert passes == [len(requests)]
+    # one pass: each answer's probe copy and its stability views, every row of every answer together
+    assert passes == [len(requests) * (1 + estimator.stability.count)]
     for one, signals in zip(alone, batched, strict=True):
         assert isinstance(signals, Signals)
         assert signals.familiarity is not None

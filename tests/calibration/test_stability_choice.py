@@ -115,7 +115,7 @@ def test_on_the_reference_model_the_table_is_what_the_estimator_measures(
     for label, family, count, weight in (("mixed x4 l=2", "mixed", 4, 2.0), ("geometric x2 l=8", "geometric", 2, 8.0)):
         from guardrail.confidence.stability import StabilitySetting
 
-        setting = probe.with_stability(StabilitySetting(family=family, count=count), weight)  # type: ignore[arg-type]
+        setting = probe.with_stability(StabilitySetting(family=family, count=count), weight)
         again = [r for r in remeasure(backend, setting.estimator(), rows) if r.perception_correct is not None]
         statistic = np.array([r.signals.features["visual_score"] if r.signals else np.nan for r in again])
         labels = np.array([float(bool(r.perception_correct)) for r in again])

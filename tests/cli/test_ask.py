@@ -41,7 +41,7 @@ def test_json_output_has_the_documented_fields(model_dir: Path, image: Path) -> 
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert {"answer", "perception", "confidence", "decision", "status"} <= set(record)
-    assert set(record["confidence"]) == {"visual", "reasoning", "overall", "familiarity"}
+    assert set(record["confidence"]) == {"visual", "reasoning", "overall", "familiarity", "stability"}
     assert record["decision"]["action"] in {"accept", "abstain", "escalate"}
     assert (record["answer"] is not None) == (record["status"] == "accepted")
 
@@ -120,7 +120,7 @@ def test_batch_keeps_order_and_isolates_bad_lines(model_dir: Path, image: Path, 
     assert "3 failed" in result.stderr
     assert records[1]["error"]["message"].startswith(f"{batch}:2: ")
     assert "broken.png" in records[2]["error"]["message"]
-    assert records[4]["confidence"].keys() == {"visual", "reasoning", "overall", "familiarity"}
+    assert records[4]["confidence"].keys() == {"visual", "reasoning", "overall", "familiarity", "stability"}
 
 
 def test_batched_lines_are_answered_as_one_by_one(model_dir: Path, image: Path, tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def image_bytes() -> bytes:
 
 def test_the_record_shows_familiarity_and_the_unfamiliar_input_decision() -> None:
     record = result_record(_unfamiliar_result(0.002))
-    assert list(record["confidence"]) == ["visual", "reasoning", "overall", "familiarity"]
+    assert list(record["confidence"]) == ["visual", "reasoning", "overall", "familiarity", "stability"]
     assert record["confidence"]["familiarity"] == 0.002
     assert record["status"] == "abstained"
     assert record["answer"] is None

@@ -68,8 +68,14 @@ def test_calibrate_writes_an_artifact_bound_to_the_model(model_dir: Path, data_f
         "perturbation": "blackout",
         "blackout_probability": 0.8,
         "grounding_weight": 1.0,
+        "stability": {"family": "mixed", "count": 0, "seed": 0},
+        "stability_weight": 0.0,
     }
+    # --stability auto (the default) had too few perception errors too: the stability probe stays off, said so
+    assert artifact.info["stability_choice"]["chosen"] == "off"
+    assert "fewer than 20 of a class" in artifact.info["stability_choice"]["reason"]
     assert artifact.visual_normalization.grounding_weight == 1.0
+    assert artifact.visual_normalization.stability_weight == 0.0
     assert artifact.info["command"].startswith("guardrail ")  # the command line that made the artifact
 
 
@@ -89,6 +95,8 @@ def test_an_explicit_probe_is_recorded_and_reused_by_load_guard(
         "perturbation": "blackout",
         "blackout_probability": 1.0,
         "grounding_weight": 1.0,
+        "stability": {"family": "mixed", "count": 0, "seed": 0},
+        "stability_weight": 0.0,
     }
     estimator = load_guard(model_dir, artifact=out).estimator
     assert (estimator.perturbation, estimator.blackout_probability) == ("blackout", 1.0)  # type: ignore[attr-defined]

@@ -123,6 +123,8 @@ def test_confidences_show_familiarity_even_when_tiny_or_missing_from_an_older_pa
     older = {"visual": 0.2, "reasoning": 0.2, "overall": 0.2}  # saved before familiarity existed
     assert _confidences(older) == "visual 0.20, reasoning 0.20, overall 0.20, familiarity unknown"
     assert _confidences({}) == "visual unknown, reasoning unknown, overall unknown, familiarity unknown"
+    measured = {**values, "stability": 0.61}  # shown once measured
+    assert _confidences(measured) == "visual 0.20, reasoning 0.25, overall 0.22, familiarity 0.0031, stability 0.61"
 
 
 def test_serve_refuses_what_it_cannot_serve(db: str, tmp_path: Path) -> None:

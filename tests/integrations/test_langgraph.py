@@ -46,6 +46,7 @@ def test_accepted_answer_becomes_an_ai_message_with_confidences() -> None:
         "reasoning": 0.9,
         "overall": 0.9,
         "familiarity": None,
+        "stability": None,
     }
     assert state["confidence"]["visual"] == 0.9
     assert state["guardrail"]["status"] == "accepted"
@@ -87,7 +88,13 @@ UNFAMILIAR_FIRST = policy(
 def test_a_measured_familiarity_reaches_state_and_metadata() -> None:
     guard, _ = scripted_guard(ACCEPT, calibrator=FamiliarityCalibrator(0.42))
     state = guardrail_graph(guard, checkpointer=InMemorySaver()).invoke({"messages": [image_message()]}, THREAD)
-    assert state["confidence"] == {"visual": 0.9, "reasoning": 0.9, "overall": 0.9, "familiarity": 0.42}
+    assert state["confidence"] == {
+        "visual": 0.9,
+        "reasoning": 0.9,
+        "overall": 0.9,
+        "familiarity": 0.42,
+        "stability": None,
+    }
     assert state["messages"][-1].response_metadata["guardrail"]["confidence"]["familiarity"] == 0.42
     assert state["guardrail"]["confidence"]["familiarity"] == 0.42
 
@@ -97,7 +104,13 @@ def test_an_unfamiliar_input_is_escalated_with_familiarity_in_the_review_payload
     graph = guardrail_graph(guard, checkpointer=InMemorySaver())
     state = graph.invoke({"messages": [image_message()]}, THREAD)
     (pending,) = state["__interrupt__"]
-    assert pending.value["confidence"] == {"visual": 0.9, "reasoning": 0.9, "overall": 0.9, "familiarity": 0.01}
+    assert pending.value["confidence"] == {
+        "visual": 0.9,
+        "reasoning": 0.9,
+        "overall": 0.9,
+        "familiarity": 0.01,
+        "stability": None,
+    }
     assert pending.value["reason"] == "the question or image is unlike the calibration data (unfamiliar input)"
     assert pending.value["candidate_answer"] == "red"
     final = graph.invoke(Command(resume={"type": "approve"}), THREAD)
