@@ -66,6 +66,7 @@ from guardrail.data.corruptions import CORRUPTIONS, HELDOUT_CORRUPTIONS, UNSEEN_
 from guardrail.data.labelled import LabelledItem, easyvqa_items
 from guardrail.data.question_noise import with_question_noise
 from guardrail.data.reworded import reworded_items
+from guardrail.errors import InputError
 from guardrail.policy.engine import decide
 from guardrail.policy.loader import load_policy
 from guardrail.pretrained import default_model_path, find_artifact, resolve_certified
@@ -175,15 +176,21 @@ def more_views(backend: Any, rows: Sequence[ScoredItem], artifact: CalibrationAr
         return out
     out["before"] = round(float(np.mean([r.answer_correct for r in doubt])), 4)
     for mode in ("append", "replace"):
-        right = []
+        right, refused = [], 0
         for row in track(doubt, description=f"more views ({mode})"):
             views = zoom(row.item.request, 1 if mode == "replace" else 2)
             request = (
                 row.item.request.with_images(views) if mode == "append" else row.item.request.replacing_images(views)
             )
-            generation = backend.generate(request, GenerationOptions(attempt=1, seed=1))
+            try:
+                generation = backend.generate(request, GenerationOptions(attempt=1, seed=1))
+            except InputError:  # more than the model's positions take (the reference model: 3 images): no answer
+                refused += 1
+                right.append(False)
+                continue
             right.append(answers_match(generation.answer, row.item.answer))
         out[mode] = round(float(np.mean(right)), 4)
+        out[f"{mode}_refused"] = refused
     return out
 
 
