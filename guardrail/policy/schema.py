@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator, model_validator
 
@@ -165,7 +165,24 @@ class Threshold(_Strict):
         return f"{name} {shown} " + " and ".join(parts)
 
 
-class FamiliarityThreshold(Threshold):
+class _PlainThreshold(Threshold):
+    """Comparisons on a component that is not a calibrated probability: plain numbers only (``_why`` says why)."""
+
+    _name: ClassVar[str]
+    _why: ClassVar[str]
+
+    @field_validator(*_OPERATORS, mode="before")
+    @classmethod
+    def _plain_number(cls, value: Any) -> Any:
+        if isinstance(value, dict | CertifiedBound):
+            raise ValueError(
+                f"a certified threshold {{max_error, delta}} is not allowed for {cls._name}: its thresholds are plain "
+                f"numbers in [0, 1] ({cls._why})"
+            )
+        return value
+
+
+class FamiliarityThreshold(_PlainThreshold):
     """Comparisons on ``familiarity``: like :class:`Threshold`, but with plain numbers only.
 
     Familiarity is a conformal p-value (uniform on inputs like the calibration data), so ``{below: t}`` already
@@ -173,19 +190,11 @@ class FamiliarityThreshold(Threshold):
     ``{max_error, delta}`` threshold (an error rate among accepted answers) has no meaning for it.
     """
 
-    @field_validator(*_OPERATORS, mode="before")
-    @classmethod
-    def _plain_number(cls, value: Any) -> Any:
-        if isinstance(value, dict | CertifiedBound):
-            raise ValueError(
-                "a certified threshold {max_error, delta} is not allowed for familiarity: its thresholds are plain "
-                "numbers in [0, 1] (familiarity is a p-value: 'below: t' fires on at most a fraction t of inputs "
-                "like the calibration data)"
-            )
-        return value
+    _name = "familiarity"
+    _why = "familiarity is a p-value: 'below: t' fires on at most a fraction t of inputs like the calibration data"
 
 
-class StabilityThreshold(FamiliarityThreshold):
+class StabilityThreshold(_PlainThreshold):
     """Comparisons on ``stability``: plain numbers only, like familiarity.
 
     Stability is the share of the percept's token probability that survives views of the image that must not
@@ -194,15 +203,8 @@ class StabilityThreshold(FamiliarityThreshold):
     certified for it.
     """
 
-    @field_validator(*_OPERATORS, mode="before")
-    @classmethod
-    def _plain_number(cls, value: Any) -> Any:
-        if isinstance(value, dict | CertifiedBound):
-            raise ValueError(
-                "a certified threshold {max_error, delta} is not allowed for stability: its thresholds are plain "
-                "numbers in [0, 1] (stability is measured, not a calibrated probability)"
-            )
-        return value
+    _name = "stability"
+    _why = "stability is measured, not a calibrated probability"
 
 
 class AttemptCondition(_Strict):
@@ -237,7 +239,7 @@ class Condition(_Strict):
     @field_validator("familiarity", "stability", mode="before")
     @classmethod
     def _as_plain(cls, value: Any) -> Any:
-        if isinstance(value, Threshold) and not isinstance(value, FamiliarityThreshold):
+        if isinstance(value, Threshold) and not isinstance(value, _PlainThreshold):
             return value.model_dump(exclude_none=True)  # re-validated, so a certified bound is refused
         return value
 

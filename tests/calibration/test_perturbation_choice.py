@@ -19,7 +19,7 @@ from guardrail.calibration.perturbation_choice import (
     reweigh,
 )
 from guardrail.data.labelled import easyvqa_items
-from guardrail.types import Generation, Request
+from tests.support.calibration import labelled_row
 from tests.support.model_outputs import assert_same_model_output
 
 
@@ -41,21 +41,7 @@ class _Untouchable:
 
 
 def _row(perception_correct: bool | None) -> ScoredItem:
-    from guardrail.data.labelled import LabelledItem
-
-    item = LabelledItem(request=Request.from_question("q?", []), answer="a")
-    return ScoredItem(
-        item=item,
-        generation=Generation(text="x"),
-        signals=None,
-        model_answer="a",
-        perception_text="x",
-        answer_correct=True,
-        perception_correct=perception_correct,
-        error=None,
-        generate_seconds=0.0,
-        estimate_seconds=0.0,
-    )
+    return labelled_row(perception_correct)
 
 
 def test_too_few_perception_labels_keep_the_paper_default_without_rescoring() -> None:

@@ -17,8 +17,11 @@ from guardrail.calibration.stability_choice import (
     row_group,
 )
 from guardrail.confidence.stability import STABILITY_FAMILIES
-from guardrail.data.labelled import LabelledItem, easyvqa_items
-from guardrail.types import Generation, Request, Signals
+from guardrail.data.labelled import easyvqa_items
+from guardrail.types import Signals
+from tests.support.calibration import labelled_row
+
+PROBED = {"vision_kl": 0.1, "vision_surprisal": 0.2}
 
 
 class _Untouchable:
@@ -41,19 +44,7 @@ class _Untouchable:
 
 
 def _row(perception_correct: bool | None, tags: dict[str, Any] | None = None) -> ScoredItem:
-    item = LabelledItem(request=Request.from_question("q?", []), answer="a", tags=tags or {})
-    return ScoredItem(
-        item=item,
-        generation=Generation(text="x", token_ids=(1,)),
-        signals=Signals(features={"vision_kl": 0.1, "vision_surprisal": 0.2}),
-        model_answer="a",
-        perception_text="x",
-        answer_correct=True,
-        perception_correct=perception_correct,
-        error=None,
-        generate_seconds=0.0,
-        estimate_seconds=0.0,
-    )
+    return labelled_row(perception_correct, tags=tags, signals=Signals(features=PROBED))
 
 
 def test_groups_are_corruption_kinds_with_clean_apart() -> None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from guardrail.calibration import CalibrationArtifact, DecoupledCalibrator, fit_artifact
+from guardrail.calibration.collect import ScoredItem
+from guardrail.data.labelled import LabelledItem
+from guardrail.types import Generation, Request, Signals
 
 Array = npt.NDArray[np.float64]
 
@@ -128,3 +132,23 @@ def easyvqa_jsonl(folder: Path, n: int, *, same_image: bool = False, mislabel: b
     path = folder / "labelled.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def labelled_row(
+    perception_correct: bool | None, *, tags: dict[str, Any] | None = None, signals: Signals | None = None
+) -> ScoredItem:
+    """A scored calibration row with a perception label and nothing else measured: for the rules that choose a
+    probe from rows (the rows' answers are never re-scored by them)."""
+    item = LabelledItem(request=Request.from_question("q?", []), answer="a", tags=tags or {})
+    return ScoredItem(
+        item=item,
+        generation=Generation(text="x", token_ids=(1,)),
+        signals=signals,
+        model_answer="a",
+        perception_text="x",
+        answer_correct=True,
+        perception_correct=perception_correct,
+        error=None,
+        generate_seconds=0.0,
+        estimate_seconds=0.0,
+    )
