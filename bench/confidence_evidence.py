@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _provenance import provenance
+from _provenance import provenance, relative
 from PIL import Image
 from rich.console import Console
 from rich.progress import track
@@ -134,12 +134,13 @@ def run(model_dir: Path, n: int, n_black: int, seed: int) -> dict[str, Any]:
 
     # every candidate probe on the same test answers (the choice was made on the calibration split); the probe in
     # use was measured above already
-    used = ProbeSetting(
+    plain = ProbeSetting(
         estimator.perturbation, estimator.blackout_probability, estimator.normalization.grounding_weight
     )
-    probes = {}
+    used = plain.with_stability(estimator.stability, estimator.normalization.stability_weight)
+    probes = {}  # the visual probe alone (no stability probe): s from the measured KL and H
     for setting in CANDIDATES:
-        measured = rows if setting == used.weighted(1.0) else remeasure(backend, setting.estimator(), rows)
+        measured = rows if setting == plain.weighted(1.0) else remeasure(backend, setting.estimator(), rows)
         for weight in GROUNDING_WEIGHTS:  # the same KL and H, weighed otherwise
             probes[setting.weighted(weight).label] = _auroc(
                 scored_arrays(reweigh(measured, weight))["visual"], perception
@@ -155,8 +156,8 @@ def run(model_dir: Path, n: int, n_black: int, seed: int) -> dict[str, Any]:
         for s in sorted(set(severities.tolist()))
     }
     return {
-        "model": str(model_dir),
-        "calibrated_with": None if artifact_path is None else str(artifact_path),
+        "model": relative(model_dir),
+        "calibrated_with": None if artifact_path is None else relative(artifact_path),
         "n": len(rows),
         "seed": seed,
         "seconds": round(time.perf_counter() - start, 1),
