@@ -242,6 +242,23 @@ def _optional_array(
     return array
 
 
+def labelled_arrays(
+    answer_correct: MaybeArray,
+    visual_scores: MaybeArray | None,
+    reasoning_scores: MaybeArray | None,
+    holistic_scores: MaybeArray | None,
+    perception_correct: MaybeArray | None,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(answer, visual, reasoning, holistic, perception)`` checked, of one length, NaN for "not measured": what
+    every fit reads from its labelled rows."""
+    y = _optional_array("answer_correct", answer_correct, None, labels=True)
+    n = y.shape[0]
+    v = _optional_array("visual_scores", visual_scores, n, labels=False)
+    r = _optional_array("reasoning_scores", reasoning_scores, n, labels=False)
+    h = _optional_array("holistic_scores", holistic_scores, n, labels=False)
+    return y, v, r, h, _optional_array("perception_correct", perception_correct, n, labels=True)
+
+
 class DecoupledCalibrator:
     """Calibrates visual, reasoning and holistic scores separately and forms overall with ``combiner``.
 
@@ -315,12 +332,10 @@ class DecoupledCalibrator:
         ``groups`` names each row's group (``None``: a group of its own kind) for cross-fitting (module docstring).
         """
         self._validate_params()
-        y = _optional_array("answer_correct", answer_correct, None, labels=True)
+        y, v, r, h, perc = labelled_arrays(
+            answer_correct, visual_scores, reasoning_scores, holistic_scores, perception_correct
+        )
         n = y.shape[0]
-        v = _optional_array("visual_scores", visual_scores, n, labels=False)
-        r = _optional_array("reasoning_scores", reasoning_scores, n, labels=False)
-        h = _optional_array("holistic_scores", holistic_scores, n, labels=False)
-        perc = _optional_array("perception_correct", perception_correct, n, labels=True)
         x = self._covariate_matrix(covariates, n)
         w = self._verbalized(verbalized, n)
         base = np.ones(n, dtype=bool)

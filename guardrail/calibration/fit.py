@@ -36,7 +36,7 @@ from ..confidence.familiarity import FamiliarityReference
 from ..confidence.normalization import VisualNormalization
 from ..errors import CalibrationError
 from .artifact import CalibrationArtifact, HeldOutScores
-from .decoupled import DecoupledCalibrator, MaybeArray, _optional_array
+from .decoupled import DecoupledCalibrator, MaybeArray, _optional_array, labelled_arrays
 from .risk import CertifiedThreshold, certify_pair, certify_threshold
 from .summary import CalibrationSummary, calibration_summary
 
@@ -89,14 +89,9 @@ def fit_artifact(
     ``grounding_weight`` and ``stability_weight`` are the weights ``visual_statistic`` was computed with;
     ``groups`` names each row's group for cross-fitting (``DecoupledCalibrator.fit``).
     """
-    y = _optional_array("answer_correct", answer_correct, None, labels=True)
+    y, *parts = labelled_arrays(answer_correct, visual_scores, reasoning_scores, holistic_scores, perception_correct)
     n = y.shape[0]
-    arrays = {
-        "visual": _optional_array("visual_scores", visual_scores, n, labels=False),
-        "reasoning": _optional_array("reasoning_scores", reasoning_scores, n, labels=False),
-        "holistic": _optional_array("holistic_scores", holistic_scores, n, labels=False),
-        "perception": _optional_array("perception_correct", perception_correct, n, labels=True),
-    }
+    arrays = dict(zip(("visual", "reasoning", "holistic", "perception"), parts, strict=True))
     fit_rows, test_rows = split_rows(n, certify_fraction, seed)
     check_calibration_data(
         visual_scores=arrays["visual"],
@@ -205,12 +200,10 @@ def check_calibration_data(
     teach the shift discounts (garbled-question copies), which count for nothing here. A component with no score
     measured on any row (visual without perception labels, say) is not checked: it stays unknown by design.
     """
-    y = _optional_array("answer_correct", answer_correct, None, labels=True)
+    y, v, r, h, perception = labelled_arrays(
+        answer_correct, visual_scores, reasoning_scores, holistic_scores, perception_correct
+    )
     n = y.shape[0]
-    v = _optional_array("visual_scores", visual_scores, n, labels=False)
-    r = _optional_array("reasoning_scores", reasoning_scores, n, labels=False)
-    h = _optional_array("holistic_scores", holistic_scores, n, labels=False)
-    perception = _optional_array("perception_correct", perception_correct, n, labels=True)
     user = np.ones(n, dtype=bool)
     if discount_only is not None:
         user = _optional_array("discount_only", discount_only, n, labels=True) != 1.0
