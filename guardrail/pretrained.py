@@ -56,6 +56,21 @@ def default_model_path() -> Path:
     return reference_model_path()
 
 
+def model_path(model: str | os.PathLike[str] | None) -> Path:
+    """The model folder ``model`` names: a folder, or the short name of a shipped model (``reference``,
+    ``verbalized``, ``scenes``) where no such folder exists; ``None``: :func:`default_model_path`."""
+    if model is None:
+        return default_model_path()
+    path = Path(model)
+    if not path.exists():
+        from .reference import shipped_model_path
+
+        shipped = shipped_model_path(str(model))
+        if shipped is not None:
+            return shipped
+    return path
+
+
 def find_artifact(model_dir: str | os.PathLike[str]) -> Path | None:
     """The calibration artifact stored next to a model, if there is one."""
     candidate = Path(model_dir) / ARTIFACT_FILENAME
@@ -85,7 +100,7 @@ def load_guard(
     """
     from .calibration.artifact import fingerprint_model, load_artifact
 
-    model_dir = Path(model) if model is not None else default_model_path()
+    model_dir = model_path(model)
     artifact_path = find_artifact(model_dir) if artifact == "auto" else (None if artifact is None else Path(artifact))
     policy_object = policy if isinstance(policy, Policy) else load_policy(str(policy))
     calibrator: Calibrator | None = None
@@ -111,7 +126,7 @@ def load_backend(
     from .backends.transformers import TransformersBackend
     from .reference import reference_model_name
 
-    model_dir = Path(model) if model is not None else default_model_path()
+    model_dir = model_path(model)
     name = reference_model_name(model_dir)  # the shipped model's own name, not its folder's ("model")
     named = {"name": name} if name is not None else {}
     return TransformersBackend.from_pretrained(model_dir, device=device, dtype=dtype, **named)
@@ -129,7 +144,7 @@ def calibrate_model(
     from .calibration.artifact import fingerprint_model
     from .calibration.pipeline import calibrate_backend
 
-    model_dir = Path(model) if model is not None else default_model_path()
+    model_dir = model_path(model)
     backend = load_backend(model_dir, device=device)
     return calibrate_backend(backend, items, model_fingerprint=fingerprint_model(model_dir), **options)
 

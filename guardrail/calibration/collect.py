@@ -20,7 +20,7 @@ from ..backends.batching import answer_each
 from ..confidence.base import Estimator
 from ..confidence.normalization import VisualNormalization
 from ..data.labelled import LabelledItem
-from ..responses import answers_match, grade_perception, parse_response
+from ..responses import answers_match, parse_response
 from ..types import Generation, GenerationOptions, Signals
 from .decoupled import SHIFT_COVARIATES, VERBALIZED_FEATURES
 
@@ -120,9 +120,7 @@ def _scored(
         model_answer=answer,
         perception_text=perception,
         answer_correct=answers_match(answer, item.answer),
-        perception_correct=None
-        if perception is None and item.perception is not None
-        else grade_perception(perception or "", item.perception, item.vocabulary),
+        perception_correct=item.grade_perception(perception),
         error=error,
         generate_seconds=generate_seconds,
         estimate_seconds=measured - started,

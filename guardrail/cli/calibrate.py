@@ -143,10 +143,10 @@ def _calibrate(
     from ..calibration.pipeline import check_item_count
     from ..data.labelled import easyvqa_items, read_jsonl
     from ..errors import GuardrailError
-    from ..pretrained import calibrate_model, default_model_path
+    from ..pretrained import calibrate_model, model_path
 
     console = Console(stderr=True)
-    model_dir = model or default_model_path()
+    model_dir = model_path(model)
     if not (model_dir / "config.json").is_file():
         fail(f"--model {model_dir}: not a model folder (no config.json)")
     try:

@@ -79,11 +79,11 @@ def _demo(
     from ..data.labelled import easyvqa_items
     from ..demo import StandInReviewer, run_demo
     from ..errors import GuardrailError
-    from ..pretrained import default_model_path, find_artifact, load_guard
+    from ..pretrained import find_artifact, load_guard, model_path
 
     console = Console()
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = model or default_model_path()
+    model_dir = model_path(model)
     telemetry, trace_file = _file_telemetry(out / "traces.jsonl")
     try:
         with console.status("loading the model and the calibration"):

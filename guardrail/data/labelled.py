@@ -10,9 +10,10 @@ perception must name (``perception``: e.g. ``("red", "circle")``). JSONL lines l
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +21,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..images import load_image
+from ..responses import grade_perception
 from ..types import ImageBlock, Request
+from .scenes import SceneSpec, grade_percept, load_scenes
 
-__all__ = ["LabelledItem", "easyvqa_items", "read_jsonl"]
+__all__ = ["LabelledItem", "easyvqa_items", "read_jsonl", "scenes_items"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,18 @@ class LabelledItem:
     vocabulary: tuple[str, ...] | None = None
     """Words of the same kind as ``perception`` (e.g. all colours and shapes): naming another one is an error."""
     tags: Mapping[str, str] = field(default_factory=dict)
+    perception_grader: Callable[[str], bool] | None = field(default=None, compare=False)
+    """For worlds whose percept is more than a set of words (the scenes world's objects and places): the rule that
+    grades a ``<vision>`` text; it takes precedence over ``perception`` / ``vocabulary``."""
+
+    def grade_perception(self, text: str | None) -> bool | None:
+        """Whether ``text`` (the model's ``<vision>`` block; ``None``: it wrote none) names what the image shows;
+        ``None`` when the item does not say."""
+        if self.perception_grader is not None:
+            return self.perception_grader(text or "")
+        if text is None and self.perception is not None:
+            return None
+        return grade_perception(text or "", self.perception, self.vocabulary)
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[LabelledItem]:
@@ -140,3 +155,57 @@ def iter_batches(items: Sequence[LabelledItem], size: int) -> Iterator[Sequence[
     """``items`` in consecutive batches of at most ``size``."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def scenes_items(
+    split: str,
+    *,
+    limit: int,
+    corruptions: Sequence[str] | None = (),
+    severities: Sequence[int] = (0, 1, 2, 3, 4, 5),
+    questions_per_scene: int = 3,
+    seed: int = 0,
+) -> list[LabelledItem]:
+    """Scenes-world questions of ``split`` (``limit`` of them, from as many seeded scenes as that takes), at full
+    resolution; ``corruptions=()`` (the default) keeps them clean, ``None`` draws from every training kind.
+
+    Each item grades perception by the scene's objects (:func:`~guardrail.data.scenes.grade_percept`) and carries
+    its template and object count as tags.
+    """
+    from .corruptions import CORRUPTIONS, check_kinds, corrupt
+
+    kinds = tuple(CORRUPTIONS) if corruptions is None else check_kinds(corruptions)
+    n_scenes = max(1, -(-limit // questions_per_scene))
+    examples = load_scenes(split, n_scenes, questions_per_scene=questions_per_scene, seed=seed)  # type: ignore[arg-type]
+    while len(examples) < limit:  # a scene with fewer well-defined questions than asked for: draw a few more
+        n_scenes += max(1, (limit - len(examples)) // questions_per_scene + 1)
+        examples = load_scenes(split, n_scenes, questions_per_scene=questions_per_scene, seed=seed)  # type: ignore[arg-type]
+    rng = np.random.default_rng(seed)
+    items = []
+    for index, example in enumerate(examples[:limit]):
+        image = example.image()
+        kind, severity = "none", 0
+        if kinds:
+            kind = str(kinds[int(rng.integers(len(kinds)))])
+            severity = int(severities[int(rng.integers(len(severities)))])
+            image = corrupt(image, kind, severity, seed=seed * 1_000_003 + index)
+        items.append(
+            LabelledItem(
+                request=Request.from_question(example.question, [image]),
+                answer=example.answer,
+                perception=None,
+                tags={
+                    "image_id": example.image_id,
+                    "question_type": example.template,
+                    "objects": str(len(example.scene.objects)),
+                    "corruption": kind if severity > 0 else "none",
+                    "severity": str(severity),
+                },
+                perception_grader=functools.partial(_grade_scene, example.scene),
+            )
+        )
+    return items
+
+
+def _grade_scene(scene: SceneSpec, text: str) -> bool:
+    return grade_percept(text, scene)
