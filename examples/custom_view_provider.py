@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         visual = "unknown" if conf is None or conf.visual is None else f"{conf.visual:.2f}"
         decision = attempt.decision
         provider = f" from {decision.params['provider']}" if "provider" in decision.params else ""
-        print(f"attempt {attempt.index}: {images} image(s), visual confidence {visual} -> {decision.action.value}{provider}")
+        action = f"{decision.action.value}{provider}"
+        print(f"attempt {attempt.index}: {images} image(s), visual confidence {visual} -> {action}")
     print(f"status: {result.status}; answer: {result.answer!r}")
     print(f"camera captures: {camera.captures}; close-ups: {camera.closeups}")
     if result.error is not None:

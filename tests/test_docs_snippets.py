@@ -126,6 +126,7 @@ def blocks(path: Path, root: Path = ROOT) -> list[Block]:
     return found
 
 
+Completed = subprocess.CompletedProcess[str]
 ALL_BLOCKS = [block for path in PAGES for block in blocks(path)]
 
 # Runs in the page's folder: reads the blocks as JSON on stdin and performs each in order.
@@ -193,7 +194,9 @@ def test_a_page_runs_as_written(page: str, tmp_path: Path) -> None:
     assert done.returncode == 0, f"{page}: a block failed\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
 
 
-def _run(payload: list[dict[str, object]], folder: Path, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run(
+    payload: list[dict[str, object]], folder: Path, environment: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", _DRIVER],
         input=json.dumps(payload),
@@ -246,4 +249,3 @@ def test_blocks_are_found_with_their_directives(tmp_path: Path) -> None:
     ]
     assert [b.runnable for b in found] == [True, False, True]
     assert found[2].commands == ["guardrail ask a.png \\", "make x"]
-
