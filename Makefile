@@ -6,15 +6,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# Material for MkDocs prints a banner about MkDocs 2.0 on every build; the pins in constraints.txt hold.
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install browser postgres vllm-env demo test test-slow test-vllm lint typecheck check bench clean
+.PHONY: install browser postgres vllm-env demo test test-slow test-vllm lint typecheck check docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch first, pinned by constraints.txt: never a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q -c constraints.txt torch
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -90,6 +92,11 @@ test-vllm: install vllm-env
 
 check: test test-slow
 
+# The documentation site (mkdocs.yml, docs/) with warnings as errors: a broken link or anchor, a page left out of
+# the navigation, a docstring the API reference cannot render. Output in site/ (git-ignored).
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
+
 # Every CPU benchmark quoted in the README (several minutes), on one thread as their results were measured;
 # results go to bench/results/, each with the commit and command that produced it.
 bench: install
@@ -103,4 +110,4 @@ bench: install
 	OMP_NUM_THREADS=1 $(BIN)/python bench/calibration_synthetic.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site

@@ -1,4 +1,4 @@
-"""The README's screenshot of the review page, ``docs/review-page.png``, taken with the browser tests' Chromium.
+"""The review page's screenshot, ``docs/review-page.png`` (on ``docs/review.md``), taken with the tests' Chromium.
 
     .venv/bin/python -m docs.screenshot      # about a minute and a half on two cores
 

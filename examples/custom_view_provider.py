@@ -8,7 +8,10 @@ images can be one:
   camera whose every frame has new sensor noise);
 - ``as_view_provider(tool)``: a LangChain tool returning image content blocks (here a renderer of a close-up).
 
-A provider that fails or returns nothing ends in the policy's ``on_error``, never in an unchecked answer.
+The camera here is a poor one (strong sensor noise), so the reference model doubts what it saw in the first
+capture (visual confidence about 0.48, below the policy's 0.6): the policy asks the camera for another capture,
+and if that one is no clearer, the close-up tool for a view without noise, which it is then sure of. A provider
+that fails or returns nothing ends in the policy's ``on_error``, never in an unchecked answer.
 
 Run:  python examples/custom_view_provider.py [--model DIR]
 """
@@ -33,11 +36,11 @@ name: look-again
 budget: {max_attempts: 3, max_seconds: null}
 rules:
   - name: doubt-what-it-saw
-    when: {visual: {below: 0.6}}
+    when: {visual: {below: 0.6}, attempt: {below: 1}}
     do: fetch_more_views
     with: {views: 2, provider: camera}
   - name: still-doubtful
-    when: {overall: {below: 0.4}}
+    when: {visual: {below: 0.6}}
     do: fetch_more_views
     with: {views: 1, provider: closeup}
 otherwise: accept
@@ -49,12 +52,13 @@ on_error: abstain
 class Camera:
     """A simulated camera over one scene: every capture is the scene plus fresh sensor noise."""
 
-    def __init__(self, colour: str = "yellow", noise: float = 60.0, seed: int = 0) -> None:
+    def __init__(self, colour: str = "yellow", noise: float = 160.0, seed: int = 0) -> None:
         self.scene = Image.new("RGB", (64, 64), "white")
         ImageDraw.Draw(self.scene).polygon([(32, 10), (54, 52), (10, 52)], fill=colour)
         self.noise = noise
         self.rng = np.random.default_rng(seed)
         self.captures = 0
+        self.closeups = 0
 
     def capture(self) -> Image.Image:
         self.captures += 1
@@ -69,6 +73,7 @@ def build_guard(camera: Camera, model_dir: str | None = None) -> Guard:
     @tool(response_format="content")
     def closeup() -> list[dict[str, Any]]:
         """A close-up of the middle of the scene, without noise."""
+        camera.closeups += 1
         crop = camera.scene.crop((8, 8, 56, 56)).resize((64, 64))
         buffer = io.BytesIO()
         crop.save(buffer, format="PNG")
@@ -96,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         images = 1 if attempt.request is None else len(attempt.request.images)
         conf = attempt.confidence
         visual = "unknown" if conf is None or conf.visual is None else f"{conf.visual:.2f}"
-        print(
-            f"attempt {attempt.index}: {images} image(s), visual confidence {visual} -> {attempt.decision.action.value}"
-        )
-    print(f"status: {result.status}; answer: {result.answer!r}; camera captures: {camera.captures}")
+        decision = attempt.decision
+        provider = f" from {decision.params['provider']}" if "provider" in decision.params else ""
+        action = f"{decision.action.value}{provider}"
+        print(f"attempt {attempt.index}: {images} image(s), visual confidence {visual} -> {action}")
+    print(f"status: {result.status}; answer: {result.answer!r}")
+    print(f"camera captures: {camera.captures}; close-ups: {camera.closeups}")
     if result.error is not None:
         print(f"error kept in the result: {result.error.stage}: {result.error.message}")
     return 0

@@ -13,7 +13,7 @@ The same rows also choose how much the grounding KL counts in ``s = w log(KL + e
 (``GROUNDING_WEIGHTS``, the paper's ``w = 1`` first): each weight re-weighs the measured KL and H, so no re-scoring
 is needed. On the reference model the KL of the perceived tokens hardly ranks perception errors beyond what their
 certainty H already does, and a smaller weight ranks them better on corruption families calibration never saw
-(README, "Off the calibration data").
+(docs/figures.md, "Off the calibration data").
 """
 
 from __future__ import annotations

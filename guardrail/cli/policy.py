@@ -15,7 +15,7 @@ import typer
 
 from ..errors import PolicyError
 from ..policy import Policy, Threshold, builtin_policy_names, check_policy_file, load_policy
-from ..policy.schema import Condition
+from ..policy.schema import CertifiedBound, Condition
 from . import app
 
 __all__ = ["policy_app"]
@@ -105,7 +105,9 @@ def _describe_threshold(name: str, threshold: Threshold) -> str:
         (">", threshold.above),
         (">=", threshold.at_least),
     ):
-        if bound is not None:
+        if isinstance(bound, CertifiedBound):
+            parts.append(f"{name} {op} certified(max_error={bound.max_error:g}, delta={bound.delta:g})")
+        elif bound is not None:
             parts.append(f"{name} {op} {bound:g}")
     return " and ".join(parts)
 

@@ -1,6 +1,6 @@
 """The evidence benchmark on the shipped reference model, asserted loosely on a smaller sample (slow).
 
-``bench/confidence_evidence.py --n 1500 --black 150`` gives the figures quoted in the README; here 500 corrupted
+``bench/confidence_evidence.py --n 1500 --black 150`` gives the figures quoted in docs/figures.md; here 500 corrupted
 test questions and 60 blacked-out images check the same claims with room for sampling noise.
 """
 

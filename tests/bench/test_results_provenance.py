@@ -1,5 +1,5 @@
 """Every results file in ``bench/results`` says which commit and which command produced it (``bench/_provenance.py``),
-so that a figure quoted in the README can be traced to the code that measured it and measured again."""
+so that a figure quoted in docs/figures.md can be traced to the code that measured it and measured again."""
 
 from __future__ import annotations
 

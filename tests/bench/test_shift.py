@@ -1,6 +1,6 @@
 """The shift benchmark on the shipped reference model, asserted loosely on a smaller sample (slow).
 
-``bench/shift.py`` with its defaults gives the figures quoted in the README; here fewer items check the same
+``bench/shift.py`` with its defaults gives the figures quoted in docs/figures.md; here fewer items check the same
 claims with room for sampling noise: off the calibration data the guard does not accept wrong answers with
 in-distribution confidence, and the shift handling does not cost the in-distribution figures.
 """

@@ -13,7 +13,7 @@ Capability flags, each with its reason (everything else is the suite's default):
 - ``supports_json_mode`` True on ``WordModel`` (it writes JSON when asked for it).
 - ``supports_image_inputs`` True: base64 images in OpenAI and standard blocks. The suite downloads its test image
   with ``httpx.get``; tests run offline, so the fixture below serves a local PNG in its place.
-- ``supports_image_urls`` False: guardrail never fetches remote images (README, "Images").
+- ``supports_image_urls`` False: guardrail never fetches remote images (docs/usage.md, "Images").
 - ``supports_image_tool_message`` False: the suite sends it through ``bind_tools``, which is not supported.
 - ``supports_model_override`` False: a backend is one loaded model; another ``model`` per call is refused.
 """

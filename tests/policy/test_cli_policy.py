@@ -86,6 +86,16 @@ def test_show_a_file(tmp_path: Path) -> None:
     assert "otherwise     fallback (model='big')" in result.stdout
 
 
+def test_show_a_certified_threshold(tmp_path: Path) -> None:
+    """Issue 32: a certified threshold (``{max_error, delta}``) once ended ``policy show`` in a TypeError."""
+    path = tmp_path / "p.yaml"
+    rule = "{name: doubt, when: {reasoning: {below: {max_error: 0.1, delta: 0.05}}}, do: escalate}"
+    path.write_text(f"version: 1\nname: mine\nrules: [{rule}]\notherwise: accept\n")
+    result = runner.invoke(app, ["policy", "show", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "      when  reasoning < certified(max_error=0.1, delta=0.05)\n" in result.stdout
+
+
 def test_show_an_invalid_file_prints_its_problems(bad: str) -> None:
     result = runner.invoke(app, ["policy", "show", bad])
     assert result.exit_code == 1
