@@ -91,7 +91,7 @@ def _png_bytes(size: tuple[int, int] = (20, 20)) -> bytes:
         (ImageBlock.from_bytes(_png_bytes()[:60]), "truncated or corrupt"),
         (ImageBlock(base64="%%%"), "base64 data is not valid"),
         (ImageBlock(url="/nonexistent/x.png"), "no such file"),
-        (ImageBlock(url="https://example.com/x.png"), "remote url"),
+        (ImageBlock(url="https://example.com/x.png"), "remote URLs are not fetched"),
     ],
 )
 def test_bad_images_are_image_errors(llava_backend: TransformersBackend, block: ImageBlock, message: str) -> None:
