@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from guardrail._paths import recorded_command, recorded_path
+
 __all__ = ["provenance"]
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -31,15 +33,8 @@ ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "CUDA_VIS
 
 def relative(path: str | Path) -> str:
     """``path`` relative to the repository where it lies inside it (results must not record this machine's paths),
-    else as given."""
-    return _relative(Path(path).absolute())
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(_ROOT))
-    except ValueError:  # outside the project: as given
-        return str(path)
+    else as given: ``guardrail._paths.recorded_path``, the one rule for results and artifacts alike."""
+    return recorded_path(path, root=_ROOT)
 
 
 def provenance(script: str | Path | None = None, argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -53,7 +48,7 @@ def provenance(script: str | Path | None = None, argv: Sequence[str] | None = No
     """
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
     executable = Path(sys.executable)
-    interpreter = _relative(executable) if executable.is_relative_to(_ROOT) else executable.name
+    interpreter = relative(executable) if executable.is_relative_to(_ROOT) else executable.name
     script_path = Path(script if script is not None else sys.argv[0]).absolute()
     with contextlib.suppress(OSError):
         script_path = script_path.resolve()
@@ -62,6 +57,7 @@ def provenance(script: str | Path | None = None, argv: Sequence[str] | None = No
     return {
         "commit": _git("rev-parse", "HEAD"),
         "dirty": None if status is None else bool(status),
-        "command": shlex.join([*environment, interpreter, _relative(script_path), *arguments]),
+        "command": shlex.join([*environment, interpreter, relative(script_path)])
+        + (" " + recorded_command(arguments, root=_ROOT) if arguments else ""),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "generate + decoupled confidence vs generate alone (TransformersBackend, CPU)",
         **provenance(__file__, args.argv),
-        "model": "reference model" if args.model is None else backend.name,
+        "model": "reference model" if args.model is None else relative(backend.name),
         "model_path": relative(model_dir),
         "model_weights_sha256": _weights_digest(model_dir),
         "model_parameters": sum(p.numel() for p in backend.model.parameters()),

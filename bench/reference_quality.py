@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _provenance import provenance
+from _provenance import provenance, relative
 from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -117,7 +117,7 @@ def main() -> None:
     weights = sum(f.stat().st_size for f in args.model.iterdir() if f.is_file())
     result = {
         **provenance(__file__),
-        "model": str(args.model),
+        "model": relative(args.model),
         "model_parameters": sum(p.numel() for p in model.parameters()),
         "model_dir_bytes": weights,
         "seed": args.seed,

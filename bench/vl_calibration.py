@@ -38,6 +38,7 @@ from rich.progress import track
 from rich.table import Table
 from scipy.stats import t as student_t
 
+from guardrail._paths import recorded_command
 from guardrail.calibration.collect import ScoredItem, score_items, scored_arrays
 from guardrail.calibration.decoupled import VERBALIZED_FEATURES
 from guardrail.calibration.metrics import auroc, expected_calibration_error
@@ -179,7 +180,7 @@ def fit_artifacts(model: Path, n: int, shipped: Any) -> tuple[Any, Any]:
         "info": {
             "estimator": setting,
             "data": f"easy-vqa:calibration:not-grpo-half:n={n}:seed=0",
-            "command": " ".join(sys.argv),
+            "command": recorded_command(sys.argv),
         },
     }
     alone, blended = calibrate_rows(stripped, **common), calibrate_rows(rows, **common)

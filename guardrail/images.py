@@ -1,13 +1,16 @@
 """Safe image decoding: every image that reaches a model goes through ``decode_image``.
 
-A malformed image (missing, empty, not an image, truncated, or a decompression bomb) becomes an
-:class:`~guardrail.errors.ImageError` naming the problem, never a crash deep inside a model call.
+``decode_image`` takes any image reference (an image block, inline or by a ``data:`` or ``file://`` URL or a path;
+encoded bytes; a path): its bytes are read by :mod:`guardrail.image_refs`, the one place references are read
+(remote URLs are refused there: guardrail never fetches images). A malformed image (missing, empty, not an image,
+truncated, or a decompression bomb) becomes an :class:`~guardrail.errors.ImageError` naming the problem, never a
+crash deep inside a model call.
 
 What a model is given is always 8-bit RGB, at most ``MAX_SIDE`` pixels on its longer side:
 
 - *Memory is bounded.* Image files are read only if they are regular files of at most ``MAX_DECODED_BYTES``
   (a device such as ``/dev/zero``, a pipe or an oversized file is refused before anything is read, and nothing
-  blocks: ``guardrail.types.read_image_file``). An image whose decoded buffer would exceed ``MAX_DECODED_BYTES``
+  blocks: ``guardrail.image_refs.read_image_file``). An image whose decoded buffer would exceed ``MAX_DECODED_BYTES``
   (or ``MAX_PIXELS`` pixels) is refused before it is decoded; JPEGs are decoded at a reduced scale where the codec
   allows (``draft``); anything larger than ``MAX_SIDE`` is downscaled right after decoding, and the full-size
   buffer dropped, so later steps (processors, perturbations, zoom) work on a small image.
@@ -19,10 +22,9 @@ What a model is given is always 8-bit RGB, at most ``MAX_SIDE`` pixels on its lo
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import logging
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -32,7 +34,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
-from .types import MAX_IMAGE_BYTES, ImageBlock, read_image_file
+from .image_refs import MAX_IMAGE_BYTES, ImageSource, image_bytes, read_image_file
 
 __all__ = ["MAX_DECODED_BYTES", "MAX_PIXELS", "MAX_SIDE", "decode_image", "load_image"]
 
@@ -43,7 +45,7 @@ MAX_PIXELS = 64_000_000
 
 MAX_DECODED_BYTES = MAX_IMAGE_BYTES
 """Largest decoded pixel buffer accepted (Pillow keeps 1, 2 or 4 bytes a pixel, by mode): the one byte limit on
-images, which also bounds the image files read (``guardrail.types.read_image_file``)."""
+images, which also bounds the image files read (``guardrail.image_refs.read_image_file``)."""
 
 MAX_SIDE = 2048
 """Decoded images are downscaled (aspect kept) so that their longer side is at most this many pixels."""
@@ -52,25 +54,19 @@ _WHITE = (255, 255, 255, 255)
 
 
 def decode_image(
-    source: ImageBlock | bytes,
+    source: ImageSource | bytes | str | os.PathLike[str],
     *,
     max_pixels: int = MAX_PIXELS,
     max_side: int = MAX_SIDE,
     name: str = "image",
 ) -> Image.Image:
-    """Decode an inline image block or encoded bytes to an 8-bit RGB PIL image (see the module docstring)."""
-    if isinstance(source, ImageBlock):
-        if source.base64 is None:
-            raise ImageError(
-                f"{name}: only inline (base64) images can be decoded, got url {source.url!r}; "
-                "fetch the image and pass its bytes"
-            )
-        try:
-            data = base64.b64decode(source.base64, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ImageError(f"{name}: base64 data is not valid: {exc}") from exc
-    else:
-        data = source
+    """Decode any image reference to an 8-bit RGB PIL image (see the module docstring).
+
+    ``source``: an :class:`~guardrail.ImageBlock` (inline, or by a ``data:`` URL, a ``file://`` URL or a path),
+    encoded bytes, or a reference string or path (read by :func:`guardrail.image_refs.read_image`). Every failure is
+    an ``ImageError`` naming ``name`` (a file's, its path) and the problem.
+    """
+    data = image_bytes(source, name=name)
     if not data:
         raise ImageError(f"{name}: empty (0 bytes)")
     key = (data, max_pixels, max_side)
@@ -189,5 +185,5 @@ def _to_rgb(image: Image.Image, *, name: str) -> Image.Image:
 
 def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> Image.Image:
     """Read and decode an image file; a missing, unreadable, empty or oversized file, or anything but a regular file
-    (a directory, a device, a pipe), is an ``ImageError`` (see ``guardrail.types.read_image_file``)."""
+    (a directory, a device, a pipe), is an ``ImageError`` (see ``guardrail.image_refs.read_image_file``)."""
     return decode_image(read_image_file(path), max_pixels=max_pixels, max_side=max_side, name=str(path))

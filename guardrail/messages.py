@@ -7,7 +7,8 @@ converts the same way.
 Accepted image blocks, all turned into an inline :class:`~guardrail.ImageBlock`:
 
 - the v1 standard block ``{"type": "image", "base64": ..., "mime_type": ...}`` or ``{"type": "image", "url": ...}``
-  (a ``data:`` URL is decoded to inline bytes; an http(s) URL is kept as a ``url``);
+  (a ``data:`` URL, base64 or percent-encoded, is decoded to inline bytes by :mod:`guardrail.image_refs`; any other
+  url, http(s) or a local file, is kept as a ``url``);
 - the legacy v0 block ``{"type": "image", "source_type": "base64" | "url", "data" | "url": ...}``;
 - OpenAI chat format ``{"type": "image_url", "image_url": {"url": ...}}`` (or a plain string url).
 
@@ -21,14 +22,13 @@ shown, so a ``ToolMessage`` becomes a ``user`` message (its images are views of 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from .errors import InputError
+from .image_refs import decode_base64, is_data_url, parse_data_url
 from .types import ImageBlock, Message, Request, TextBlock
 
 __all__ = [
@@ -186,22 +186,20 @@ def _image_block(block: Mapping[str, Any], where: str) -> ImageBlock:
 def _from_base64(data: object, mime: object, where: str) -> ImageBlock:
     if not isinstance(data, str) or not data:
         raise InputError(f"{where}: image base64 data must be a non-empty string, got {type(data).__name__}")
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InputError(f"{where}: image base64 data is not valid base64 ({exc})") from exc
+    decode_base64(data, name=f"{where}: image")  # checked here, so that a bad block names its message and place
     return ImageBlock(base64=data, mime_type=mime if isinstance(mime, str) else "image/png")
 
 
 def _from_url(url: object, mime: object, where: str) -> ImageBlock:
     if not isinstance(url, str) or not url:
         raise InputError(f"{where}: image url must be a non-empty string, got {type(url).__name__}")
-    if url.startswith("data:"):
-        header, sep, payload = url[5:].partition(",")
-        if not sep or not header.endswith(";base64"):
-            raise InputError(f"{where}: data URL must be 'data:<mime>;base64,<data>', got {url[:40]!r}...")
-        return _from_base64(payload, header[: -len(";base64")] or mime, where)
-    return ImageBlock(url=url, mime_type=mime if isinstance(mime, str) else None)
+    if not is_data_url(url):
+        return ImageBlock(url=url, mime_type=mime if isinstance(mime, str) else None)
+    parsed = parse_data_url(url, name=where)
+    mime_type = parsed.mime_type or (mime if isinstance(mime, str) else "image/png")
+    if parsed.base64 is not None:  # kept as given
+        return ImageBlock(base64=parsed.base64, mime_type=mime_type)
+    return ImageBlock.from_bytes(parsed.data, mime_type)
 
 
 def _text_of(message: BaseMessage, where: str) -> str:

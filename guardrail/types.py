@@ -11,24 +11,23 @@ A confidence component that could not be measured is ``None``: it is never inven
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import io
 import math
-import os
-import re
-import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import unquote, unquote_to_bytes, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .errors import ImageError
+from .image_refs import MAX_IMAGE_BYTES as MAX_IMAGE_BYTES  # re-exported: read here before image_refs existed
+from .image_refs import decode_base64, mime_type_of, read_image
+from .image_refs import open_image_file as open_image_file
+from .image_refs import read_image_file as read_image_file
+
 if TYPE_CHECKING:
     from PIL import Image as PILImage
-
-    from .errors import ImageError
 
 __all__ = [
     "COMPONENTS",
@@ -124,50 +123,26 @@ class ImageBlock(_Frozen):
         """An inline image read from a file (bytes are kept as they are; decoding is checked when used).
 
         A missing, unreadable, empty or oversized file, or anything but a regular file (a directory, a device, a
-        pipe), is an ``ImageError`` naming the path (see :func:`read_image_file`).
+        pipe), is an ``ImageError`` naming the path (see :func:`guardrail.image_refs.read_image_file`).
         """
-        data = read_image_file(path)
-        suffix = Path(path).suffix.lower().lstrip(".")
-        mime = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
-        return cls.from_bytes(data, mime.get(suffix, "image/png"))
+        return cls.from_bytes(read_image_file(path), mime_type_of(path) or "image/png")
 
     @classmethod
     def from_reference(cls, reference: str | Path) -> ImageBlock:
-        """An inline image from a local path, a ``file://`` URL or a ``data:`` URL.
+        """An inline image from a local path, a ``file://`` URL or a ``data:`` URL (base64 or percent-encoded).
 
         Remote URLs (``http://``, ``https://``, ...) are refused with an ``ImageError``: guardrail never fetches
-        images from the network; download the image and pass its bytes, a PIL image or a local path.
+        images from the network; download the image and pass its bytes, a PIL image or a local path. The rules are
+        those of :mod:`guardrail.image_refs`, where every image reference is read.
         """
-        if isinstance(reference, Path):
-            return cls.from_path(reference)
-        scheme = _URL_SCHEME.match(reference)
-        if reference.startswith("data:"):
-            return cls._from_data_url(reference)
-        if scheme is not None and scheme.group(1).lower() == "file":
-            return cls.from_path(unquote(urlparse(reference).path))
-        return cls.from_path(reference)  # a remote URL is refused there, with its scheme intact
-
-    @classmethod
-    def _from_data_url(cls, url: str) -> ImageBlock:
-        from .errors import ImageError
-
-        header, comma, payload = url.partition(",")
-        if not comma:
-            raise ImageError(f"image data URL {url[:40]!r}...: no ',' before the data")
-        mime = header[len("data:") :].split(";")[0] or "image/png"
-        try:
-            data = base64.b64decode(payload, validate=True) if ";base64" in header else unquote_to_bytes(payload)
-        except (binascii.Error, ValueError) as exc:
-            raise ImageError(f"image data URL: base64 data is not valid ({exc})") from exc
-        return cls.from_bytes(data, mime)
+        found = read_image(reference)
+        return cls.from_bytes(found.data, found.mime_type or "image/png")
 
     def data(self) -> bytes:
-        """The encoded image bytes of an inline image."""
+        """The encoded image bytes of an inline image (an ``ImageError`` for a url-only block or bad base64)."""
         if self.base64 is None:
-            from .errors import ImageError
-
             raise ImageError("image block has no inline data (only a url); load it first")
-        return base64.b64decode(self.base64, validate=True)
+        return decode_base64(self.base64)
 
 
 ContentBlock = Annotated[TextBlock | ImageBlock, Field(discriminator="type")]
@@ -292,139 +267,6 @@ def _to_image_block(image: ImageBlock | PILImage.Image | bytes | str | Path) -> 
     if isinstance(image, str | Path):
         return ImageBlock.from_reference(image)
     return ImageBlock.from_pil(image)
-
-
-_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-MAX_IMAGE_BYTES = 256 * 1024 * 1024
-"""The byte limit on an image: no image file larger than this is read, and no image is decoded into a pixel buffer
-larger than this (``guardrail.images.MAX_DECODED_BYTES`` is this same limit)."""
-
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISFIFO, "a pipe (FIFO)"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _not_a_regular_file(path: Path, mode: int) -> str | None:
-    """Why the file with ``mode`` is no image file (a directory, a device, a pipe, ...); ``None`` for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
-    link = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
-    return f"{path}: is {kind}{link}, not an image file (only regular files are read)"
-
-
-def _too_large(path: Path, size: int, max_bytes: int, *, grew: bool = False) -> str:
-    what = "grew past" if grew else f"is {size:,} bytes, over"
-    mib = f" ({max_bytes / 2**20:.0f} MiB)" if max_bytes >= 2**20 else ""
-    return f"{path}: {what} the limit of {max_bytes:,} bytes{mib} for an image file"
-
-
-def open_image_file(path: str | Path, *, max_bytes: int = MAX_IMAGE_BYTES) -> tuple[io.FileIO, int]:
-    """An image file opened for reading, and its size: only a regular file of at most ``max_bytes`` bytes.
-
-    Anything else is an ``ImageError`` naming the path and the problem, before anything is read or anything can
-    block: a missing or unreadable file, a directory, a device (``/dev/zero``, ``/dev/urandom``, a disk), a pipe
-    (FIFO), a socket (symbolic links are followed, so a link to any of these too), or a file over ``max_bytes``.
-    The path is looked at first without opening it (opening a FIFO waits for a writer, opening a device may act on
-    it), then opened non-blocking and checked again on the open descriptor (``fstat``), so a path swapped for a
-    FIFO or a device in between can neither block nor be read. The caller closes the file, and reads at most
-    ``max_bytes + 1`` bytes from it, so that a file that grows while it is read is refused too.
-    """
-    from .errors import ImageError
-
-    path = Path(path)
-    try:
-        problem = _not_a_regular_file(path, os.stat(path).st_mode)
-        if problem is not None:
-            raise ImageError(problem)
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-        file = io.FileIO(os.open(path, flags | getattr(os, "O_BINARY", 0)), "rb")
-    except ImageError:
-        raise
-    except OSError as exc:
-        raise _os_error(path, exc) from exc
-    except ValueError as exc:  # a NUL byte in the path
-        raise ImageError(f"{str(path)!r}: not a usable file path ({exc})") from exc
-    try:
-        opened = os.fstat(file.fileno())  # what was opened, which may not be what was looked at
-        problem = _not_a_regular_file(path, opened.st_mode)
-        if problem is None and opened.st_size > max_bytes:
-            problem = _too_large(path, opened.st_size, max_bytes)
-    except OSError as exc:
-        file.close()
-        raise _os_error(path, exc) from exc
-    if problem is not None:
-        file.close()
-        raise ImageError(problem)
-    return file, opened.st_size
-
-
-def _os_error(path: Path, exc: OSError) -> ImageError:
-    """The ``ImageError`` for an ``OSError`` met opening or reading ``path``."""
-    from .errors import ImageError
-
-    if isinstance(exc, FileNotFoundError):
-        return ImageError(f"{path}: no such file")
-    if isinstance(exc, IsADirectoryError):
-        return ImageError(f"{path}: is a directory, not an image file")
-    if isinstance(exc, PermissionError):
-        return ImageError(f"{path}: cannot be read (permission denied)")
-    return ImageError(f"{path}: cannot be read ({exc.strerror or exc})")
-
-
-def read_image_file(path: str | Path, *, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
-    """The bytes of an image file: only a regular file of at most ``max_bytes`` bytes is read (see
-    :func:`open_image_file`), at most ``max_bytes + 1`` bytes of it; anything else, and an empty file or one that
-    grows past ``max_bytes`` while it is read, is an ``ImageError`` naming the path and the problem. A remote URL
-    is an ``ImageError`` too (guardrail never fetches images)."""
-    from .errors import ImageError
-
-    scheme = _URL_SCHEME.match(path) if isinstance(path, str) else None
-    if scheme is not None and scheme.group(1).lower() != "file":  # Path() would turn "http://a/b" into "http:/a/b"
-        raise ImageError(
-            f"image {path!r}: remote URLs are not fetched by guardrail; download the image and pass its "
-            "bytes, a PIL image or a local path"
-        )
-    path = Path(path)
-    file, size = open_image_file(path, max_bytes=max_bytes)
-    with file:
-        try:
-            data = _read_at_most(file, size, max_bytes)
-        except OSError as exc:
-            raise _os_error(path, exc) from exc
-    if data is None:
-        raise ImageError(_too_large(path, 0, max_bytes, grew=True))
-    if not data:
-        raise ImageError(f"{path}: empty (0 bytes)")
-    return data
-
-
-def _read_at_most(file: io.FileIO, size: int, max_bytes: int) -> bytes | None:
-    """The file's bytes (``size`` expected, ``size <= max_bytes``), or ``None`` once more than ``max_bytes`` were
-    read: a file that grew since it was measured (or that reports no size, like the files of ``/proc``) is read on in
-    bounded chunks, never past ``max_bytes + 1`` bytes."""
-    parts: list[bytes] = []
-    total = 0
-    while total <= max_bytes:
-        # Up to the expected size and one byte more (one buffer of the file's size: EOF comes before the extra
-        # byte), then, if there was more, 1 MiB at a time.
-        want = size + 1 - total if total <= size else min(1 << 20, max_bytes + 1 - total)
-        chunk = file.read(want)
-        if chunk is None:  # it would block: a regular file never does
-            raise OSError(f"reading would block after {total} bytes")
-        if not chunk:
-            break
-        parts.append(chunk)
-        total += len(chunk)
-    if total > max_bytes:
-        return None
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -43,10 +43,10 @@ def test_decompression_bombs_are_refused_before_decoding() -> None:
         decode_image(png_bytes((300, 300)), max_pixels=10_000)
 
 
-def test_bad_base64_and_url_only_blocks_are_image_errors() -> None:
+def test_bad_base64_and_remote_url_blocks_are_image_errors() -> None:
     with pytest.raises(ImageError, match="base64"):
         decode_image(ImageBlock(base64="@@@not base64@@@", mime_type="image/png"))
-    with pytest.raises(ImageError, match="only inline"):
+    with pytest.raises(ImageError, match="remote URLs are not fetched by guardrail"):
         decode_image(ImageBlock(url="https://example.invalid/cat.png"))
 
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import BackendError, BackendTimeout, GuardrailError
+from ..image_refs import data_url
 from ..types import ImageBlock, Request, TextBlock
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 def image_url(block: ImageBlock) -> str:
     """The OpenAI ``image_url`` value of an image: a ``data:`` URL for inline images, else the block's url."""
     if block.base64 is not None:
-        return f"data:{block.mime_type or 'image/png'};base64,{block.base64}"
+        return data_url(block.base64, block.mime_type)
     if block.url is None:
         raise BackendError("image block has neither inline data nor a url")
     return block.url

@@ -1,7 +1,5 @@
-"""Image and prompt preparation for the transformers backend.
+"""Image and prompt preparation for the transformers backend (its images are decoded by ``images.decode_image``).
 
-- ``decode_block``: an ``ImageBlock`` (inline base64, ``data:`` URL or local file) to an RGB PIL image through
-  ``guardrail.images.decode_image`` (which refuses decompression bombs); every failure is an ``ImageError``.
 - ``model_resolution``: the size an image processor resizes an image to, so that perturbations act on the pixels
   the vision encoder sees (a blackened patch is one encoder patch).
 - ``TokenExpandingProcessor``: tokenizer + image processor for models whose full processor cannot be built here
@@ -10,45 +8,17 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from PIL import Image
 
-from ..errors import ImageError
-from ..images import MAX_PIXELS, decode_image
-from ..types import ImageBlock, read_image_file
+from ..images import MAX_PIXELS
 
-__all__ = ["DEFAULT_MAX_PIXELS", "TokenExpandingProcessor", "decode_block", "model_resolution"]
+__all__ = ["DEFAULT_MAX_PIXELS", "TokenExpandingProcessor", "model_resolution"]
 
 DEFAULT_MAX_PIXELS = MAX_PIXELS
 """Largest image accepted (width x height); larger ones are refused as possible decompression bombs."""
-
-
-def _block_bytes(block: ImageBlock, name: str) -> bytes:
-    try:
-        if block.base64 is not None:
-            return base64.b64decode(block.base64, validate=True)
-        url = block.url or ""
-        if url.startswith("data:"):
-            header, _, payload = url.partition(",")
-            return base64.b64decode(payload, validate=True) if ";base64" in header else unquote(payload).encode()
-        parsed = urlparse(url)
-        if parsed.scheme in ("http", "https"):
-            raise ImageError(f"{name}: remote url {url!r} is not fetched by this backend; pass the image bytes")
-        return read_image_file(unquote(parsed.path) if parsed.scheme == "file" else url)
-    except ImageError:
-        raise
-    except (binascii.Error, ValueError) as exc:
-        raise ImageError(f"{name}: base64 data is not valid ({exc})") from exc
-
-
-def decode_block(block: ImageBlock, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Image.Image:
-    """Decode one image block safely (see module docstring)."""
-    return decode_image(_block_bytes(block, name), max_pixels=max_pixels, name=name)
 
 
 def _size_get(size: Any, key: str) -> int | None:

@@ -42,9 +42,10 @@ import torch
 from PIL import Image
 
 from ..errors import BackendError, GuardrailError, InputError
+from ..images import decode_image
 from ..responses import final_answer, token_char_offsets
 from ..types import Generation, GenerationOptions, ImageBlock, Request, TextBlock, Usage
-from ._vision_inputs import DEFAULT_MAX_PIXELS, TokenExpandingProcessor, decode_block, model_resolution
+from ._vision_inputs import DEFAULT_MAX_PIXELS, TokenExpandingProcessor, model_resolution
 from .base import ReferenceScores, ScoringItem, TeacherForcedScores
 from .logits import entropy, full_kl, token_logprobs, top2_margin
 
@@ -417,7 +418,7 @@ class TransformersBackend:
     def images(self, request: Request) -> list[Image.Image]:
         """The request's images, decoded safely (``ImageError`` for a bad one)."""
         return [
-            decode_block(block, max_pixels=self.max_image_pixels, name=f"image {i}")
+            decode_image(block, max_pixels=self.max_image_pixels, name=f"image {i}")
             for i, block in enumerate(request.images)
         ]
 

@@ -6,7 +6,6 @@ and ``--data FILE.jsonl`` (lines {"image", "question", "answer", optional "perce
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,6 +97,7 @@ def calibrate(
 
 
 def _remeasure(source: Path, out: Path) -> None:
+    from .._paths import recorded_command
     from .._version import __version__
     from ..calibration.artifact import load_artifact, save_artifact
     from ..calibration.fit import remeasure_metrics
@@ -105,7 +105,7 @@ def _remeasure(source: Path, out: Path) -> None:
 
     try:
         artifact = load_artifact(source)
-        note = {"command": shlex.join(["guardrail", *sys.argv[1:]]), "guardrail_version": __version__}
+        note = {"command": recorded_command(["guardrail", *sys.argv[1:]]), "guardrail_version": __version__}
         again = remeasure_metrics(artifact, note=note)
         path = save_artifact(again, out)
     except (GuardrailError, OSError) as exc:
@@ -139,6 +139,7 @@ def _calibrate(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from .._paths import recorded_command, recorded_path
     from ..calibration.artifact import save_artifact
     from ..calibration.pipeline import check_item_count
     from ..data.labelled import easyvqa_items, read_jsonl
@@ -152,7 +153,7 @@ def _calibrate(
     try:
         if data is not None:
             items = read_jsonl(data)
-            data_name = str(data)
+            data_name = recorded_path(data)
             check_item_count(len(items), where=str(data))
         else:
             with console.status(f"preparing easy-VQA {split} questions"):
@@ -197,7 +198,7 @@ def _calibrate(
                 question_noise=question_noise,
                 batch_size=batch_size,
                 stability=stability,
-                command=shlex.join(["guardrail", *sys.argv[1:]]),
+                command=recorded_command(["guardrail", *sys.argv[1:]]),
                 on_item=advance,
                 on_probe_item=probe_advance,
             )

@@ -216,10 +216,12 @@ def _printable(text: str) -> str:
 
 def _image(image: Any) -> str:
     """Where an image of an escalation is: its path or URL (a small inline one by size), and its hash."""
+    from ..image_refs import is_data_url
+
     ref, sha = image.get("ref"), image.get("sha256")
     if ref is None:
         where = "(not stored)"
-    elif str(ref).startswith("data:"):
+    elif is_data_url(str(ref)):
         where = f"(inline, {image.get('size')} bytes)"
     else:
         where = _printable(str(ref))

@@ -128,11 +128,11 @@ def train_verbalized(
         fail(f"--calibrate {calibrate}: an artifact needs at least {MIN_ROWS} questions (or 0: fit none)")
     check_output_folder(out, force=force)
 
-    import shlex
     import sys
 
     from rich.console import Console
 
+    from .._paths import recorded_command
     from ..calibration.artifact import save_artifact
     from ..errors import GuardrailError
     from ..pretrained import ARTIFACT_FILENAME, calibrate_model
@@ -167,7 +167,7 @@ def train_verbalized(
                 path,
                 artifact_items(calibrate, seed=seed, grpo_half=config.grpo_half),
                 data_name=f"easy-vqa:calibration:not-grpo-half:n={calibrate}:seed={seed}",
-                command=shlex.join(["guardrail", *sys.argv[1:]]),
+                command=recorded_command(["guardrail", *sys.argv[1:]]),
                 seed=seed,
             )
             saved = save_artifact(artifact, artifact_path)

@@ -21,7 +21,6 @@ hash is in a pending escalation and the bytes it reads still have that hash; ``g
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import os
@@ -30,10 +29,11 @@ import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from ..errors import ImageError
-from ..types import MAX_IMAGE_BYTES, ImageBlock, open_image_file
+from ..image_refs import MAX_IMAGE_BYTES, data_url, is_data_url, mime_type_of, open_image_file, read_image
+from ..image_refs import local_path as local_path  # re-exported: the reader of recorded references lived here
+from ..types import ImageBlock
 
 __all__ = [
     "INLINE_LIMIT",
@@ -52,7 +52,6 @@ INLINE_LIMIT = 32 * 1024
 
 _SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp", "image/bmp": ".bmp"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _CHUNK = 1 << 20
 
 
@@ -122,20 +121,11 @@ def store_for_checkpointer(checkpointer: object) -> ImageStore | None:
     return ImageStore.beside(main) if main else None
 
 
-def local_path(ref: str) -> Path | None:
-    """The file a reference names: a plain path or a ``file://`` URL; ``None`` for any other URL."""
-    scheme = _SCHEME.match(ref)
-    if scheme is None or (len(scheme.group(1)) == 1 and os.name == "nt"):  # "C:\\..." is a path
-        return Path(ref).expanduser()
-    if scheme.group(1).lower() == "file":
-        return Path(unquote(urlparse(ref).path))
-    return None
-
-
 def sha256_of_file(path: Path) -> tuple[str, int]:
     """The SHA-256 and size of an image file, read in chunks; ``ImageError`` when it is no regular file of at most
     ``MAX_IMAGE_BYTES`` (a device such as ``/dev/zero``, a pipe, or a file that is or grows too large: nothing
-    blocks or reads on without end, see ``guardrail.types.open_image_file``), ``OSError`` when it cannot be read."""
+    blocks or reads on without end, see ``guardrail.image_refs.open_image_file``), ``OSError`` when it cannot be
+    read."""
     file, _ = open_image_file(path)
     digest, size = hashlib.sha256(), 0
     with file:
@@ -149,19 +139,14 @@ def sha256_of_file(path: Path) -> tuple[str, int]:
 
 def image_reference(image: ImageBlock, *, store: ImageStore | None) -> dict[str, Any]:
     """How a review payload names ``image`` (see the module docstring); never raises on a bad or unreadable image."""
-    if image.base64 is not None:
-        try:
-            data = image.data()
-        except ValueError as exc:
-            return _reference(None, None, image.mime_type, None, note=f"inline data is not valid base64 ({exc})")
-        return _inline(data, image.mime_type, store)
     url = image.url or ""
-    if url.startswith("data:"):
+    if image.base64 is not None or is_data_url(url):  # inline, or a data URL: read without opening any file
+        what = "inline data" if image.base64 is not None else "data URL"
         try:
-            inline = ImageBlock.from_reference(url)
-        except ValueError as exc:  # ImageError is a ValueError
-            return _reference(None, None, image.mime_type, None, note=f"data URL cannot be read ({exc})")
-        return _inline(inline.data(), inline.mime_type, store)
+            found = read_image(image)
+        except ImageError as exc:
+            return _reference(None, None, image.mime_type, None, note=f"{what} cannot be read ({exc})")
+        return _inline(found.data, found.mime_type, store)
     path = local_path(url)
     if path is None:
         return _reference(url, None, image.mime_type, None, note="remote URL: guardrail does not fetch it")
@@ -172,7 +157,7 @@ def image_reference(image: ImageBlock, *, store: ImageStore | None) -> dict[str,
         return _reference(url, None, image.mime_type, None, note=f"cannot be read ({reason})")
     except OSError as exc:
         return _reference(url, None, image.mime_type, None, note=f"cannot be read ({exc.strerror or exc})")
-    return _reference(url, sha, image.mime_type or _mime_of(path), size)
+    return _reference(url, sha, image.mime_type or mime_type_of(path), size)
 
 
 def _inline(data: bytes, mime_type: str | None, store: ImageStore | None) -> dict[str, Any]:
@@ -186,7 +171,7 @@ def _inline(data: bytes, mime_type: str | None, store: ImageStore | None) -> dic
             logger.warning("guardrail: cannot store an escalated image in %s: %s", store.root, exc)
             note = f"could not be stored in {store.root} ({exc.strerror or exc})"
     if len(data) <= INLINE_LIMIT:
-        return _reference(f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", sha, mime, len(data))
+        return _reference(data_url(data, mime), sha, mime, len(data))
     return _reference(None, sha, mime, len(data), note=note)
 
 
@@ -197,8 +182,3 @@ def _reference(
     if note:
         out["note"] = note
     return out
-
-
-def _mime_of(path: Path) -> str | None:
-    suffix = {".jpeg": ".jpg"}.get(path.suffix.lower(), path.suffix.lower())
-    return next((mime for mime, known in _SUFFIXES.items() if known == suffix), None)

@@ -19,11 +19,12 @@ Security, for a page that shows private images and resumes agents:
   token in its address; scripts may send ``Authorization: token …``. Anything else is 401;
 - state changes are POSTs that carry a CSRF token (derived from the access token) and, when the browser says
   where they come from (``Origin``, ``Sec-Fetch-Site``), come from this page;
-- an image is served only by the SHA-256 recorded in a *pending* escalation, read from the path or ``data:`` URL
-  recorded there, or else from the image store named at start (``images``: by default the folder beside a SQLite
-  database) at the place that hash names (never from a path in the request), only if its bytes still have that
-  hash, and only as a raster image (PNG, JPEG, GIF, WebP, BMP). The store serves escalations whose recorded path
-  is not readable here: agents on other machines writing to a shared folder mounted elsewhere on this one;
+- an image is served only by the SHA-256 recorded in a *pending* escalation, read from the path, ``file://`` or
+  ``data:`` URL recorded there (by :mod:`guardrail.image_refs`), or else from the image store named at start
+  (``images``: by default the folder beside a SQLite database) at the place that hash names (never from a path in
+  the request), only if its bytes still have that hash, and only as a raster image (PNG, JPEG, GIF, WebP, BMP).
+  The store serves escalations whose recorded path is not readable here: agents on other machines writing to a
+  shared folder mounted elsewhere on this one;
 - every response forbids scripts, framing and foreign images (``Content-Security-Policy``), sends no referrer to
   other sites (the token never stays in an address anyway), and nothing is cached but the content-addressed
   images; model text is HTML-escaped by the templates.
@@ -36,8 +37,6 @@ Needs the ``review`` extra: ``pip install 'lvlm-guardrail[review]'``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -57,7 +56,8 @@ from urllib.parse import quote
 from PIL import Image
 
 from ..errors import InputError
-from ..types import COMPONENTS, read_image_file
+from ..image_refs import image_bytes, is_data_url, local_path
+from ..types import COMPONENTS
 from ._database import is_postgres_url
 from ._review import ReviewError, format_confidence, parse_review
 from .escalations import (
@@ -70,7 +70,7 @@ from .escalations import (
     resolve_escalation,
 )
 from .escalations import REVIEW_INSTALL_HINT as INSTALL_HINT
-from .image_store import ImageStore, is_sha256, local_path
+from .image_store import ImageStore, is_sha256
 
 try:
     import jinja2
@@ -294,13 +294,13 @@ def _view(escalation: PendingEscalation, store: ImageStore | None) -> dict[str, 
     images: list[dict[str, Any]] = []
     for number, image in enumerate(escalation.images, start=1):
         ref, sha = image.get("ref"), image.get("sha256")
-        readable = bool(ref) and (str(ref).startswith("data:") or local_path(str(ref)) is not None)
+        readable = bool(ref) and (is_data_url(str(ref)) or local_path(str(ref)) is not None)
         servable = is_sha256(sha) and (readable or _in_store(store, str(sha), _text(image.get("mime_type"))))
         images.append(
             {
                 "number": number,
                 "src": f"/images/{sha}" if servable else None,
-                "ref": None if ref is None or str(ref).startswith("data:") else str(ref),
+                "ref": None if ref is None or is_data_url(str(ref)) else str(ref),
                 "source": image.get("source", "request"),
                 "note": image.get("note"),
             }
@@ -356,21 +356,12 @@ def _text(value: object) -> str | None:
 
 
 def _read_image(ref: str) -> bytes | None:
-    """The bytes a recorded reference names (a ``data:`` URL or a local file), or ``None``."""
-    if ref.startswith("data:"):
-        header, _, payload = ref.partition(",")
-        if not header.endswith(";base64"):
-            return None
-        try:
-            return base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            return None
-    path = local_path(ref)
-    if path is None:
-        return None
-    try:  # a regular file only, read non-blocking and bounded (a device, a pipe or a growing file is refused)
-        return read_image_file(path, max_bytes=_MAX_IMAGE_BYTES)
-    except InputError:  # ImageError: missing, unreadable, empty, too large or not a regular file
+    """The bytes a recorded reference names (a ``data:`` URL or a local file), or ``None``: a file is read only if
+    it is a regular one, non-blocking and bounded (a device, a pipe or a growing file is refused), and a remote
+    URL is never fetched (:mod:`guardrail.image_refs`)."""
+    try:
+        return image_bytes(ref, max_bytes=_MAX_IMAGE_BYTES)
+    except InputError:  # ImageError: missing, unreadable, empty, too large, not a regular file, remote, malformed
         return None
 
 

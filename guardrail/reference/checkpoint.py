@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._paths import recorded_command
 from ..backends.base import MODEL_OUTPUT_TOLERANCE, FloatTolerance
 
 if TYPE_CHECKING:
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "verified": "transformers loads bit-identical state dicts from the files before and after, and greedy "
             f"answers on {QUESTIONS} easy-VQA test questions have identical text and token ids and token log-probs "
             f"equal within {MODEL_OUTPUT_TOLERANCE}",
-            "command": shlex.join(["python", "-m", "guardrail.reference.checkpoint", *sys.argv[1:]]),
+            "command": recorded_command(["python", "-m", "guardrail.reference.checkpoint", *sys.argv[1:]]),
             "guardrail_version": __version__,
         }
         if rebind_artifact(artifact_path, old=old, new=new, note=note):

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._paths import recorded_path
 from ..data.easyvqa import Example
 from ..data.labelled import LabelledItem
 from .train import corrupt_some, save_trained, training_examples
@@ -234,7 +235,7 @@ def cold_start_reference(
     )
     record = {
         "stage": "cold_start",
-        "base": str(base),
+        "base": recorded_path(base),
         "seed": config.seed,
         "cold_start": asdict(config.cold_start),
         "tokens_added": added,

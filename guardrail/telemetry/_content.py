@@ -10,14 +10,14 @@ bytes: a trace store is no place for megabytes of base64, and a hash is enough t
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import ImageError
+from ..image_refs import is_data_url, read_image
 from ..types import Generation, ImageBlock, Request, TextBlock
 
 __all__ = ["CAPTURE_CONTENT_ENV", "capture_content_from_env", "image_reference", "input_messages", "output_messages"]
@@ -35,24 +35,24 @@ def capture_content_from_env(environ: Mapping[str, str] | None = None) -> bool:
 def image_reference(block: ImageBlock) -> dict[str, Any]:
     """A content part that identifies an image without carrying it.
 
-    Inline images (and ``data:`` URLs) become ``{"type": "file", "modality": "image", "file_id": "sha256:...",
-    "size": bytes, "mime_type": ...}``; other URLs become ``{"type": "uri", "modality": "image", "uri": ...}``.
+    Inline images (and ``data:`` URLs, base64 or percent-encoded: read by :mod:`guardrail.image_refs`) become
+    ``{"type": "file", "modality": "image", "file_id": "sha256:...", "size": bytes, "mime_type": ...}``; other URLs
+    become ``{"type": "uri", "modality": "image", "uri": ...}`` (never read: telemetry opens no file). Data that
+    cannot be read (not valid base64, a malformed data URL) is identified by the hash of the text given.
     """
-    if block.base64 is not None:
-        return _digest_part(block.base64, block.mime_type)
     url = block.url or ""
-    if url.startswith("data:"):
-        header, _, payload = url.partition(",")
-        mime = header[len("data:") :].split(";", 1)[0] or None
-        return _digest_part(payload, mime)
-    return {"type": "uri", "modality": "image", "uri": url}
-
-
-def _digest_part(encoded: str, mime_type: str | None) -> dict[str, Any]:
+    if block.base64 is None and not is_data_url(url):
+        return {"type": "uri", "modality": "image", "uri": url}
     try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        data = encoded.encode("utf-8", "replace")  # not valid base64: identify the text we were given
+        found = read_image(block)  # inline data or a data URL: no file is opened
+    except ImageError:
+        given = block.base64 if block.base64 is not None else url.partition(",")[2]
+        mime = block.mime_type if block.base64 is not None else url[5:].partition(",")[0].split(";", 1)[0]
+        return _digest_part(given.encode("utf-8", "replace"), mime or None)
+    return _digest_part(found.data, found.mime_type)
+
+
+def _digest_part(data: bytes, mime_type: str | None) -> dict[str, Any]:
     part: dict[str, Any] = {
         "type": "file",
         "modality": "image",

@@ -9,6 +9,7 @@ import itertools
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import torch
@@ -91,7 +92,7 @@ def _png_bytes(size: tuple[int, int] = (20, 20)) -> bytes:
         (ImageBlock.from_bytes(_png_bytes()[:60]), "truncated or corrupt"),
         (ImageBlock(base64="%%%"), "base64 data is not valid"),
         (ImageBlock(url="/nonexistent/x.png"), "no such file"),
-        (ImageBlock(url="https://example.com/x.png"), "remote url"),
+        (ImageBlock(url="https://example.com/x.png"), "remote URLs are not fetched"),
     ],
 )
 def test_bad_images_are_image_errors(llava_backend: TransformersBackend, block: ImageBlock, message: str) -> None:
@@ -111,7 +112,8 @@ def test_data_and_file_urls(llava_backend: TransformersBackend, tmp_path: Path) 
     path = tmp_path / "x.png"
     path.write_bytes(_png_bytes((30, 10)))
     data_url = "data:image/png;base64," + base64.b64encode(_png_bytes((30, 10))).decode()
-    for url in (str(path), path.as_uri(), data_url):
+    percent_encoded = "data:image/png," + quote(_png_bytes((30, 10)), safe="")  # PNG bytes are not UTF-8
+    for url in (str(path), path.as_uri(), data_url, percent_encoded):
         request = Request.from_question("?", [ImageBlock(url=url)])
         assert llava_backend.images(request)[0].size == (30, 10)
 

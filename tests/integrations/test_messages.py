@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
@@ -35,6 +36,13 @@ def test_inline_image_forms_become_the_same_inline_block(block: dict[str, object
     request = request_from_messages([HumanMessage(content=[block, {"type": "text", "text": "What colour?"}])])
     assert request.images == (ImageBlock(base64=B64, mime_type="image/png"),)
     assert request.question == "What colour?"
+
+
+def test_a_percent_encoded_data_url_becomes_the_inline_block_of_its_exact_bytes() -> None:
+    data = png_bytes()  # PNG bytes are not UTF-8 (0x89 first)
+    url = "data:image/png," + quote(data, safe="")
+    request = request_from_messages([HumanMessage(content=[{"type": "image_url", "image_url": {"url": url}}])])
+    assert request.images == (ImageBlock.from_bytes(data, "image/png"),)
 
 
 def test_http_urls_are_kept_as_urls() -> None:
@@ -88,10 +96,14 @@ def test_has_images_and_image_blocks_of() -> None:
             r"content\[0\]: content block of type 'audio'",
         ),
         ([{"type": "image", "file_id": "file-1"}], r"content\[0\]: image by file_id 'file-1' cannot be read"),
-        ([{"type": "image", "base64": "not base64!!"}], r"content\[0\]: image base64 data is not valid base64"),
+        ([{"type": "image", "base64": "not base64!!"}], r"content\[0\]: image: base64 data is not valid"),
         (
-            [{"type": "image", "url": "data:image/png,rawbytes"}],
-            r"content\[0\]: data URL must be 'data:<mime>;base64,<data>'",
+            [{"type": "image", "url": "data:image/png;base64,not base64!!"}],
+            r"content\[0\]: data URL: base64 data is not valid",
+        ),
+        (
+            [{"type": "image", "url": "data:image/png;base64"}],
+            r"content\[0\]: data URL 'data:image/png;base64' has no ','",
         ),
         ([{"type": "image"}], r"content\[0\]: image block has neither 'base64' nor 'url'"),
         ([{"type": "image", "source_type": "id", "id": "x"}], r"content\[0\]: image source_type 'id' is not supported"),

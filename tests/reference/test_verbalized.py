@@ -61,6 +61,7 @@ def test_cold_start_and_grpo_save_a_model_that_writes_the_block(tmp_path: Path) 
     cold = cold_start_reference(tmp_path / "cold", config)
     record = json.loads((cold / "training_config.json").read_text())
     assert record["tokens_added"] == 19
+    assert record["base"] == "guardrail/reference/model"  # relative to the repository, never this machine's path
     out = grpo_reference(tmp_path / "grpo", cold, config)
     record = json.loads((out / "training_config.json").read_text())
     assert record["grpo_steps"] == 2
@@ -83,6 +84,7 @@ def test_the_shipped_verbalized_model_is_small_and_records_how_it_was_made() -> 
     record = json.loads((folder / "training_config.json").read_text())
     assert (record["stage"], record["mode"], record["tar"]) == ("grpo", "decoupled", True)
     assert record["cold_start"]["tokens_added"] == 19
+    assert record["cold_start"]["base"] == "guardrail/reference/model"
     assert reference_model_name(folder) == VERBALIZED_MODEL_NAME
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from guardrail.data.easyvqa import data_dir
-from guardrail.types import MAX_IMAGE_BYTES
+from guardrail.image_refs import MAX_IMAGE_BYTES
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX devices, FIFOs, sockets and resource limits"),

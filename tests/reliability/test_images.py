@@ -28,10 +28,9 @@ from PIL import Image
 
 import guardrail.images as images_module
 from guardrail import Guard, ImageBlock, ImageError, Request
-from guardrail.backends._vision_inputs import decode_block
+from guardrail.image_refs import MAX_IMAGE_BYTES, read_image_file
 from guardrail.images import MAX_SIDE, decode_image, load_image
 from guardrail.pretrained import load_guard
-from guardrail.types import MAX_IMAGE_BYTES, read_image_file
 from tests.support.faults import png16, policy
 from tests.support.tiny_vlms import save_tiny_llava
 
@@ -241,8 +240,8 @@ def refused_at_once(reference: str | Path, message: str) -> None:
         lambda: ImageBlock.from_path(reference),
         lambda: Request.from_question("q", [reference]),
         lambda: Request.from_question("q", [Path(reference).as_uri()]),
-        lambda: decode_block(ImageBlock(url=str(reference)), name="image 0"),
-        lambda: decode_block(ImageBlock(url=Path(reference).as_uri()), name="image 0"),
+        lambda: decode_image(ImageBlock(url=str(reference)), name="image 0"),
+        lambda: decode_image(ImageBlock(url=Path(reference).as_uri()), name="image 0"),
     ]
     for read in readers:
         start = time.perf_counter()
@@ -375,7 +374,7 @@ def tiny_guard(tmp_path_factory: pytest.TempPathFactory) -> Guard:
     ("block", "message"),
     [
         (ImageBlock.from_pil(Image.new("RGBA", (32, 32), (0, 0, 0, 0))), "fully transparent"),
-        (ImageBlock(url="http://example.com/cat.png"), "is not fetched by this backend"),
+        (ImageBlock(url="http://example.com/cat.png"), "remote URLs are not fetched by guardrail"),
         (ImageBlock(url="/no/such/image.png"), "no such file"),
         (ImageBlock(url="/"), "is a directory"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from urllib.parse import quote
 
 from guardrail import Generation, ImageBlock, Request
 from guardrail.telemetry._content import image_reference, input_messages, output_messages
@@ -29,6 +30,18 @@ def test_a_data_url_is_hashed_like_inline_data() -> None:
     assert part["file_id"] == "sha256:" + hashlib.sha256(PNG).hexdigest()
     assert part["mime_type"] == "image/jpeg"
     assert base64.b64encode(PNG).decode() not in json.dumps(part)
+
+
+def test_a_percent_encoded_data_url_is_hashed_as_its_exact_bytes() -> None:
+    part = image_reference(ImageBlock(url="data:image/png," + quote(PNG, safe="")))
+    assert part["file_id"] == "sha256:" + hashlib.sha256(PNG).hexdigest()
+    assert part["size"] == len(PNG)
+
+
+def test_unreadable_inline_data_is_identified_by_the_text_given() -> None:
+    part = image_reference(ImageBlock(url="data:image/png;base64,not base64!"))
+    assert part["file_id"] == "sha256:" + hashlib.sha256(b"not base64!").hexdigest()
+    assert part["mime_type"] == "image/png"
 
 
 def test_a_remote_image_is_kept_as_its_url() -> None:
