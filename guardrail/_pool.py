@@ -15,21 +15,46 @@ Two separate limits keep hung calls from starving healthy ones:
   backend hangs), rather than let threads pile up without bound.
 
 ``stats()`` reports the current use, for tests, health checks and dashboards.
+
+The one way a call runs under a time limit on the shared pool, for the guard (``effects.py``), batches and the
+chat model (``integrations/_chat_parts.py``) alike:
+
+- ``run_within(work, timeout)``: on this thread when there is no limit, else on a worker in a copy of the
+  caller's ``contextvars`` context, waited for at most ``timeout`` seconds, then abandoned;
+- ``arun_within(work, timeout)``: its async twin, always on a worker (sync work never blocks the event loop), also
+  abandoned when the awaiting task is cancelled;
+- ``await_within(awaitable, timeout)``: a native coroutine awaited at most ``timeout`` seconds.
+
+When the limit is reached they raise :class:`OutOfTime`, which says whether the work had started (a call that
+never left the queue is cancelled and never runs); when the pool refuses the work, ``WorkerLimitError``. Each
+caller turns these into its own error (``BackendTimeout`` with its wording, or a budget error on an outcome).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .errors import WorkerLimitError
 
-__all__ = ["DaemonPool", "WorkerStats", "shared_pool"]
+__all__ = [
+    "DaemonPool",
+    "OutOfTime",
+    "WorkerStats",
+    "arun_within",
+    "await_within",
+    "in_current_context",
+    "run_within",
+    "shared_pool",
+]
 
 T = TypeVar("T")
 
@@ -191,3 +216,66 @@ def shared_pool() -> DaemonPool:
         if _shared is None:
             _shared = DaemonPool()
         return _shared
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running one call within a time limit: the one way, sync and async.
+
+
+class OutOfTime(Exception):
+    """The time limit ran out: ``started`` says whether a worker had taken the work (it runs on, its result
+    dropped) or it was still queued behind busy workers (cancelled, it never runs)."""
+
+    def __init__(self, timeout: float, *, started: bool) -> None:
+        super().__init__(f"not done within {timeout:.3f} s ({'started' if started else 'never started'})")
+        self.timeout = timeout
+        self.started = started
+
+
+def in_current_context(work: Callable[[], T]) -> Callable[[], T]:
+    """``work`` run inside a copy of the caller's context (trace spans, LangChain config), for a worker thread."""
+    context = contextvars.copy_context()
+    return lambda: context.run(work)
+
+
+def run_within(work: Callable[[], T], timeout: float | None) -> T:
+    """``work()`` on this thread when ``timeout`` is ``None``; else on a shared-pool worker, waited for at most
+    ``timeout`` seconds (a negative one is spent) and then abandoned with :class:`OutOfTime`. ``WorkerLimitError``
+    when the pool refuses it."""
+    if timeout is None:
+        return work()
+    pool = shared_pool()
+    future = pool.submit(in_current_context(work))
+    try:
+        return future.result(timeout=max(timeout, 0.0))
+    except concurrent.futures.TimeoutError:
+        raise OutOfTime(timeout, started=pool.abandon(future)) from None
+
+
+async def arun_within(work: Callable[[], T], timeout: float | None) -> T:
+    """The async twin of :func:`run_within`: ``work()`` on a shared-pool worker, awaited (at most ``timeout``
+    seconds when one is given); abandoned when the limit is reached (:class:`OutOfTime`) or the awaiting task is
+    cancelled (the ``CancelledError`` goes on)."""
+    pool = shared_pool()
+    future = pool.submit(in_current_context(work))
+    try:
+        if timeout is None:
+            return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            raise OutOfTime(timeout, started=pool.abandon(future)) from None
+    except asyncio.CancelledError:
+        pool.abandon(future)  # nobody waits for the worker any more
+        raise
+
+
+async def await_within(awaitable: Awaitable[T], timeout: float | None) -> T:
+    """``awaitable`` (a native async call) awaited, at most ``timeout`` seconds when one is given; cancelled with
+    :class:`OutOfTime` (``started``) when the limit is reached."""
+    if timeout is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, timeout=max(timeout, 0.0))
+    except asyncio.TimeoutError:
+        raise OutOfTime(timeout, started=True) from None

@@ -1,22 +1,19 @@
 """Performing the loop's effects: model attempts and view fetches, on this thread or awaited, within the budget.
 
 ``Effects.perform`` runs one effect synchronously; with a time budget it runs on a daemon worker of the shared pool
-(``_pool.py``) and stops waiting when the budget is spent. ``Effects.aperform`` awaits it (natively for an
-``AsyncBackend``, else on a worker). Every exception of the backend, estimator, calibrator or view provider is
-recorded with its stage on the outcome, for the loop's ``on_error``; LangGraph control flow is re-raised.
-The caller's ``contextvars`` (trace spans, LangChain config) are copied into workers.
+and stops waiting when the budget is spent (``_pool.run_within``: the one way a call runs under a time limit).
+``Effects.aperform`` awaits it (natively for an ``AsyncBackend``, else on a worker). Every exception of the
+backend, estimator, calibrator or view provider is recorded with its stage on the outcome, for the loop's
+``on_error``; LangGraph control flow is re-raised. The caller's ``contextvars`` (trace spans, LangChain config) are
+copied into workers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
 
-from ._pool import shared_pool
+from ._pool import OutOfTime, arun_within, await_within, run_within, shared_pool
 from .backends.base import AsyncBackend, BatchBackend
 from .backends.batching import answer_each, checked_generation
 from .calibration.base import Calibrator
@@ -24,8 +21,6 @@ from .confidence.base import AsyncEstimator, BatchEstimator, Estimator
 from .errors import BackendTimeout, WorkerLimitError, is_control_flow
 from .loop import AttemptCall, AttemptOutcome, Effect, Outcome, ViewsCall, ViewsOutcome
 from .types import ErrorInfo, ErrorStage, ImageBlock, Signals
-
-_T = TypeVar("_T")
 
 __all__ = ["Effects"]
 
@@ -39,42 +34,23 @@ class Effects:
 
     def perform(self, effect: Effect) -> Outcome:
         """Perform ``effect`` on this thread, or on a pool worker waited for at most its ``timeout``."""
-        work = self._work(effect)
-        if effect.timeout is None:
-            return work()
-        pool = shared_pool()
         try:
-            future = pool.submit(_in_current_context(work))
+            return run_within(self._work(effect), effect.timeout)
         except WorkerLimitError as exc:
             return _not_started(effect, exc)
-        try:
-            return future.result(timeout=max(effect.timeout, 0.0))
-        except concurrent.futures.TimeoutError:
-            return _timed_out(effect, started=pool.abandon(future))
+        except OutOfTime as out:
+            return _timed_out(effect, started=out.started)
 
     async def aperform(self, effect: Effect) -> Outcome:
         """Await ``effect``: natively for an async backend, else on a pool worker; at most its ``timeout``."""
-        awaitable: Awaitable[Outcome]
-        future: concurrent.futures.Future[Outcome] | None = None
-        pool = shared_pool()
-        if isinstance(effect, AttemptCall) and isinstance(effect.backend, AsyncBackend):
-            awaitable = self._attempt_async(effect)
-        else:
-            try:
-                future = pool.submit(_in_current_context(self._work(effect)))
-            except WorkerLimitError as exc:
-                return _not_started(effect, exc)
-            awaitable = asyncio.wrap_future(future)
         try:
-            if effect.timeout is None:
-                return await awaitable
-            return await asyncio.wait_for(awaitable, timeout=max(effect.timeout, 0.0))
-        except asyncio.TimeoutError:
-            return _timed_out(effect, started=True if future is None else pool.abandon(future))
-        except asyncio.CancelledError:
-            if future is not None:  # the caller's task was cancelled: nobody waits for the worker any more
-                pool.abandon(future)
-            raise
+            if isinstance(effect, AttemptCall) and isinstance(effect.backend, AsyncBackend):
+                return await await_within(self._attempt_async(effect), effect.timeout)
+            return await arun_within(self._work(effect), effect.timeout)
+        except WorkerLimitError as exc:
+            return _not_started(effect, exc)
+        except OutOfTime as out:
+            return _timed_out(effect, started=out.started)
 
     def perform_batch(self, calls: Sequence[AttemptCall]) -> list[AttemptOutcome]:
         """Perform model attempts that are due together on one backend: one batched generation when the backend
@@ -85,22 +61,13 @@ class Effects:
         if len(calls) == 1 or not isinstance(backend, BatchBackend):
             return [_attempt_outcome(self.perform(call)) for call in calls]
         timeouts = [call.timeout for call in calls if call.timeout is not None]
-
-        def work() -> list[AttemptOutcome]:
-            return self._attempt_batch(backend, calls)
-
-        if not timeouts:
-            return work()
-        timeout, pool = max(min(timeouts), 0.0), shared_pool()
+        timeout = max(min(timeouts), 0.0) if timeouts else None
         try:
-            future = pool.submit(_in_current_context(work))
+            return run_within(lambda: self._attempt_batch(backend, calls), timeout)
         except WorkerLimitError as exc:
             return [_attempt_outcome(_not_started(call, exc)) for call in calls]
-        try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            started = pool.abandon(future)
-            return [_attempt_outcome(_timed_out(_within(call, timeout), started=started)) for call in calls]
+        except OutOfTime as out:
+            return [_attempt_outcome(_timed_out(_within(call, out.timeout), started=out.started)) for call in calls]
 
     def _work(self, effect: Effect) -> Callable[[], Outcome]:
         if isinstance(effect, AttemptCall):
@@ -203,17 +170,10 @@ class Effects:
 
     async def _measure_on_worker(self, call: AttemptCall, outcome: AttemptOutcome) -> None:
         """A sync estimator under an async backend: on a worker, abandoned if the awaiting task is cancelled."""
-        pool = shared_pool()
         try:
-            future = pool.submit(_in_current_context(lambda: self._measure(call, outcome)))
+            await arun_within(lambda: self._measure(call, outcome), None)
         except WorkerLimitError as exc:
             _record_failure(outcome, "estimator", exc)
-            return
-        try:
-            await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            pool.abandon(future)
-            raise
 
     def _measure(self, call: AttemptCall, outcome: AttemptOutcome) -> AttemptOutcome:
         """Estimator then calibrator on a generation; errors are recorded with their stage."""
@@ -246,12 +206,6 @@ class Effects:
             if is_control_flow(exc):
                 raise
             return ViewsOutcome(error=ErrorInfo.from_exception("view_provider", exc))
-
-
-def _in_current_context(work: Callable[[], _T]) -> Callable[[], _T]:
-    """Run ``work`` on a worker thread inside a copy of the caller's context (trace spans, LangChain config)."""
-    context = contextvars.copy_context()
-    return lambda: context.run(work)
 
 
 def _record_failure(outcome: AttemptOutcome, stage: ErrorStage, exc: Exception) -> None:

@@ -113,8 +113,9 @@ class Guard:
     def run_batch(self, requests: Sequence[Request], *, batch_size: int = 16) -> list[GuardResult]:
         """Guarded calls of many requests, their model attempts batched (``batch.py``); results in order.
 
-        Each request is decided exactly as :meth:`run` decides it (same plan, same policy, same budget); attempts due
-        at the same time on a ``BatchBackend`` share one padded generation of up to ``batch_size`` requests.
+        Each request is decided exactly as :meth:`run` decides it (same plan, same policy, same budget, which starts
+        when the request is taken from the queue into a batch); attempts due at the same time on a ``BatchBackend``
+        share one padded generation of up to ``batch_size`` requests.
         """
         from .batch import run_batch
 

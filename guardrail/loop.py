@@ -264,6 +264,7 @@ class GuardedCall:
                 candidate_answer=None if best is None or best.generation is None else best.generation.final_answer,
                 confidence=None if best is None else best.confidence,
                 reason=decision.params.get("reason") or decision.reason,
+                decision_confidence=confidence,  # the latest attempt's: what the deciding rule tested
             )
             status = "escalated"
         else:

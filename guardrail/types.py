@@ -480,12 +480,18 @@ Status = Literal["accepted", "abstained", "escalated"]
 
 
 class Escalation(_Frozen):
-    """What a human reviewer is shown: the question, the best candidate answer and its confidences."""
+    """What a human reviewer is shown: the question, the best candidate answer and its confidences, and the
+    confidences the escalating decision acted on."""
 
     question: str
     candidate_answer: str | None
     confidence: Confidence | None
+    """The candidate's confidences: those of the attempt with the highest overall confidence."""
     reason: str
+    decision_confidence: Confidence | None = None
+    """The confidences the decision that escalated acted on: the latest attempt's, which the deciding rule tested
+    (they differ from ``confidence`` when the candidate came from an earlier attempt). ``None`` when no attempt was
+    measured."""
 
 
 class GuardResult(_Frozen):

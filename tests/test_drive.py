@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Generator
 
 import pytest
 
-from guardrail._drive import adrive, drive
+from guardrail._drive import Stepper, adrive, drive
 
 
 def _plan(log: list[str]) -> Generator[int, int, str]:
@@ -76,3 +77,40 @@ def test_a_plan_without_effects_returns_at_once() -> None:
 
     assert drive(nothing(), _double) == "done"
     assert asyncio.run(adrive(nothing(), _adouble)) == "done"
+
+
+_WHERE: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="outside")
+
+
+def _seen_where() -> Generator[str, str, list[str]]:
+    """Yields where it runs; returns that and what its two effects saw."""
+    seen = [_WHERE.get()]
+    seen.append((yield _WHERE.get()))
+    seen.append((yield _WHERE.get()))
+    return seen
+
+
+def test_a_stepper_runs_the_plan_and_its_effects_in_its_context_one_step_at_a_time() -> None:
+    context = contextvars.copy_context()
+    context.run(_WHERE.set, "inside")
+    stepper: Stepper[str, str, list[str]] = Stepper(_seen_where(), context)
+    assert stepper.effect == "inside"  # started at construction, up to its first effect
+    assert not stepper.done
+    stepper.perform(lambda effect: f"performed {_WHERE.get()}")
+    stepper.send("handed over")
+    assert stepper.done
+    assert stepper.effect is None
+    assert stepper.result == ["inside", "performed inside", "handed over"]
+    assert _WHERE.get() == "outside"
+
+
+def test_a_stepper_refuses_to_read_a_result_it_has_not_got() -> None:
+    stepper: Stepper[int, int, str] = Stepper(_plan([]))
+    with pytest.raises(RuntimeError, match="not done"):
+        _ = stepper.result
+    stepper.send(1)
+    assert stepper.effect == 2
+    stepper.throw(KeyError("two"))  # handled by the plan, as a failed effect would be
+    assert stepper.result == "1,-1"
+    with pytest.raises(RuntimeError, match="waits for no effect"):
+        stepper.perform(_double)

@@ -256,3 +256,43 @@ def _check_traces(recorded: Recorded) -> None:
     assert all(a.parent is not None and a.parent.span_id in call_ids for a in attempts)
     traces = {span.context.trace_id for span in calls if span.context is not None}
     assert len(traces) == len(SCRIPTS)  # one trace per request, none nested in another
+
+
+@dataclass
+class SlowBatches(PerQuestion):
+    """``PerQuestion`` whose every batched generation takes ``batch_seconds`` on the guard's clock (``now``)."""
+
+    now: float = 0.0
+    batch_seconds: float = 0.2
+
+    def clock(self) -> float:
+        return self.now
+
+    def generate_batch(self, requests: Sequence[Request], options: Sequence[GenerationOptions]) -> list[Generation]:
+        self.now += self.batch_seconds
+        return super().generate_batch(requests, options)
+
+
+def test_a_request_s_budget_starts_when_it_is_taken_into_a_batch_not_when_it_is_queued() -> None:
+    # Eight requests that each need a re-ask, two at a time, 0.2 s a batch, 0.7 s each: started all at once, the
+    # last pair's first answer would come 0.8 s after they were queued (and every re-ask after that). Taken from the
+    # queue into a batch, each request needs two batches: 0.4 s of its own, whatever waits before it.
+    model = SlowBatches()
+    policy = make_policy(budget={"max_attempts": 3, "max_seconds": 0.7})
+    guard = Guard(model, estimator=model, policy=policy, clock=model.clock)
+    results = guard.run_batch([image_request("re-ask then accept") for _ in range(8)], batch_size=2)
+    assert [r.status for r in results] == ["accepted"] * 8
+    assert all(len(r.attempts) == 2 for r in results)
+    assert all(r.seconds == pytest.approx(0.4) for r in results)
+    assert model.batches == [2] * 8  # each pair's re-ask goes before the next pair starts
+    assert model.now == pytest.approx(1.6)
+
+
+def test_requests_that_wait_longer_than_their_budget_in_the_queue_still_get_their_own() -> None:
+    model = SlowBatches(batch_seconds=0.3)
+    policy = make_policy(budget={"max_attempts": 3, "max_seconds": 0.5})
+    guard = Guard(model, estimator=model, policy=policy, clock=model.clock)
+    results = guard.run_batch([image_request("accept") for _ in range(6)], batch_size=2)
+    assert [r.status for r in results] == ["accepted"] * 6  # the last pair was queued 0.6 s before it started
+    assert all(r.seconds == pytest.approx(0.3) for r in results)  # each counts its own batch, not the queue
+    assert model.now == pytest.approx(0.9)

@@ -5,7 +5,8 @@ a bad line (not a JSON object with a string "image" and "question", or with any 
 used (not a regular image file, over the byte limit, not decodable: nothing is read unbounded and nothing blocks)
 or a question longer than the model takes becomes an error record for that line (``"status": "error"``) and the
 rest go on. Up to ``--batch-size`` lines (16) are guarded together (``Guard.run_batch``: each decided as alone, the
-model calls batched). A summary line goes to stderr at the end.
+model calls batched). A summary line goes to stderr at the end, naming what each abstention and escalation came
+from, with its count (``abstained [180 time-budget, 90 perception-doubt]``: see :func:`decision_cause`).
 
 Exit codes: 0 answered (whatever the decision); 1 in batch mode, some line failed; 2 bad usage or bad input
 (image, policy, model, artifact, an unreadable batch file: reported before the model loads; a question too long for
@@ -30,7 +31,7 @@ from ._interrupt import Interrupted, StopFlag
 if TYPE_CHECKING:
     from ..types import Request
 
-__all__ = ["ask", "result_record"]
+__all__ = ["ask", "decision_cause", "result_record"]
 
 
 def result_record(result: Any) -> dict[str, Any]:
@@ -186,21 +187,54 @@ def _ask(
         _print_human(record, policy=guard.policy.name)
 
 
+def decision_cause(record: dict[str, Any]) -> str:
+    """What a withheld answer came from, read from its record (:func:`result_record`): ``time-budget`` (an attempt
+    cut off by the time budget, or no time left for the next one), ``attempts-spent`` (a remedy the attempt budget
+    left no room for), ``<stage>-error`` (a failure of that stage, e.g. ``backend-error``), else the name of the policy
+    rule that decided (``unfamiliar-input``; ``rules[2]`` for an unnamed one, ``otherwise``)."""
+    error, decision = record.get("error"), record["decision"]
+    if error is not None and error["stage"] == "budget":
+        return "time-budget"
+    if error is not None:
+        return f"{error['stage']}-error"
+    rule = str(decision["rule"])
+    if rule == "on_exhausted":
+        # The guard's reason when the deadline passed between attempts (loop.py: "time budget of 30 s spent").
+        return "time-budget" if str(decision["reason"]).startswith("time budget") else "attempts-spent"
+    return rule.split(" ", 1)[1] if rule.startswith("rules[") and " " in rule else rule
+
+
 @dataclass
 class _Tally:
     """What a batch has done so far, for its summary line."""
 
     lines: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
+    causes: dict[str, Counter[str]] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
         return self.statuses["error"]
 
+    def add(self, record: dict[str, Any]) -> None:
+        """Count one written record: its status and, for a withheld answer, its cause."""
+        self.lines += 1
+        self.statuses[record["status"]] += 1
+        if record["status"] in ("abstained", "escalated"):
+            self.causes.setdefault(record["status"], Counter())[decision_cause(record)] += 1
+
     def summary(self) -> str:
+        """``3 answered (1 accepted, 2 abstained [1 time-budget, 1 unfamiliar-input], 0 escalated), 0 failed``."""
         answered = self.lines - self.failed
-        parts = ", ".join(f"{self.statuses[s]} {s}" for s in ("accepted", "abstained", "escalated"))
+        parts = ", ".join(self._part(status) for status in ("accepted", "abstained", "escalated"))
         return f"{answered} answered ({parts}), {self.failed} failed"
+
+    def _part(self, status: str) -> str:
+        causes = self.causes.get(status)
+        if not causes:
+            return f"{self.statuses[status]} {status}"
+        named = ", ".join(f"{count} {cause}" for cause, count in sorted(causes.items(), key=lambda c: (-c[1], c[0])))
+        return f"{self.statuses[status]} {status} [{named}]"
 
 
 def _run_batch(guard: Any, batch: Path, lines: list[str], batch_size: int, stop: StopFlag) -> None:
@@ -212,8 +246,7 @@ def _run_batch(guard: Any, batch: Path, lines: list[str], batch_size: int, stop:
             for record in _guarded_chunk(guard, batch, numbered[start : start + batch_size], batch_size):
                 typer.echo(json.dumps(record))
                 sys.stdout.flush()  # each line whole, at once: a reader (or a stop) never sees half a record
-                tally.lines += 1
-                tally.statuses[record["status"]] += 1
+                tally.add(record)
     except Interrupted as interrupted:
         typer.echo(
             f"interrupted by {interrupted.name} after {tally.lines} of {len(numbered)} lines: {tally.summary()}; "

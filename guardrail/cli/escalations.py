@@ -79,7 +79,7 @@ def list_(
         typer.echo(f"  reason:     {item.reason}")
         # Payloads saved by earlier versions have none of what follows.
         if item.rule is not None:
-            tested = f" (tested {', '.join(item.components)})" if item.components else ""
+            tested = f" (tested {_tested(item.components, item.decision_confidence)})" if item.components else ""
             typer.echo(f"  rule:       {_printable(item.rule)}{tested}")
         for label, text in (("perception", item.perception), ("reasoning", item.reasoning)):
             if text is not None:
@@ -229,6 +229,16 @@ def _image(image: Any) -> str:
     extra.append(str(image.get("note") or ""))
     shown = "; ".join(e for e in extra if e)
     return f"{where} ({shown})" if shown else where
+
+
+def _tested(components: tuple[str, ...], decided: Any) -> str:
+    """The components the escalating rule tested, each with the value it acted on (names alone for a payload saved
+    before those values were kept)."""
+    from ..integrations._review import format_confidence
+
+    if decided is None:
+        return ", ".join(components)
+    return ", ".join(f"{name} {format_confidence(decided.get(name))}" for name in components)
 
 
 def _confidences(confidence: Any) -> str:

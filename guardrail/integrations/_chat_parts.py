@@ -3,23 +3,22 @@
 - ``CallSettings``: the standard parameters of one call (construction values, overridden per call), checked;
 - ``configured``: a backend that fills the caller's settings into the options the guard generates with, so that a
   guarded call honours ``max_tokens``, ``stop`` and ``temperature`` on every attempt (re-asks and fallbacks too);
-- ``call_backend`` / ``acall_backend``: one plain backend call with a time limit and retries;
+- ``call_backend`` / ``acall_backend``: one plain backend call with a time limit and retries (run the one way a
+  call runs under a time limit: ``guardrail._pool.run_within`` and its async twins, as the guard's are);
 - ``cut_at_stop`` and ``pieces``: the text a caller sees, ended at the first stop sequence, and cut into the
   chunks it is streamed in.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from .._pool import shared_pool
+from .._pool import OutOfTime, arun_within, await_within, run_within
 from ..backends.base import AsyncBackend, Backend
+from ..backends.batching import checked_generation
 from ..errors import BackendError, BackendTimeout
 from ..types import Generation, GenerationOptions, Request
 
@@ -31,8 +30,6 @@ __all__ = [
     "cut_at_stop",
     "pieces",
 ]
-
-_T = TypeVar("_T")
 
 _TOOL_KWARGS = frozenset({"tools", "tool_choice", "functions", "function_call", "parallel_tool_calls"})
 _CALL_KWARGS = frozenset({"model", "temperature", "max_tokens", "timeout", "stream"})
@@ -162,51 +159,26 @@ def configured(backend: Backend, settings: CallSettings) -> Backend:
 # One plain backend call, with a time limit and retries.
 
 
-def _checked(generation: object) -> Generation:
-    if not isinstance(generation, Generation):
-        raise TypeError(f"backend returned {type(generation).__name__}, expected guardrail.Generation")
-    return generation
-
-
-def _in_context(work: Callable[[], _T]) -> Callable[[], _T]:
-    context = contextvars.copy_context()
-    return lambda: context.run(work)
-
-
 def _too_slow(backend: Backend, timeout: float) -> BackendTimeout:
     return BackendTimeout(f"{backend.name}: no answer within the timeout of {timeout:g} s")
 
 
 def _once(backend: Backend, request: Request, options: GenerationOptions, timeout: float | None) -> Generation:
-    if timeout is None:
-        return _checked(backend.generate(request, options))
-    pool = shared_pool()
-    future = pool.submit(_in_context(lambda: backend.generate(request, options)))
     try:
-        return _checked(future.result(timeout=timeout))
-    except concurrent.futures.TimeoutError:
-        pool.abandon(future)  # the worker finishes the call and drops the answer; nobody waits for it
+        return run_within(lambda: checked_generation(backend.generate(request, options)), timeout)
+    except OutOfTime:  # the worker finishes the call and drops the answer; nobody waits for it
+        assert timeout is not None
         raise _too_slow(backend, timeout) from None
 
 
 async def _aonce(backend: Backend, request: Request, options: GenerationOptions, timeout: float | None) -> Generation:
-    if isinstance(backend, AsyncBackend):
-        try:
-            return _checked(await asyncio.wait_for(backend.agenerate(request, options), timeout))
-        except asyncio.TimeoutError:
-            assert timeout is not None
-            raise _too_slow(backend, timeout) from None
-    pool = shared_pool()
-    future: concurrent.futures.Future[object] = pool.submit(_in_context(lambda: backend.generate(request, options)))
     try:
-        return _checked(await asyncio.wait_for(asyncio.wrap_future(future), timeout))
-    except asyncio.TimeoutError:
-        pool.abandon(future)
+        if isinstance(backend, AsyncBackend):
+            return checked_generation(await await_within(backend.agenerate(request, options), timeout))
+        return await arun_within(lambda: checked_generation(backend.generate(request, options)), timeout)
+    except OutOfTime:
         assert timeout is not None
         raise _too_slow(backend, timeout) from None
-    except asyncio.CancelledError:
-        pool.abandon(future)
-        raise
 
 
 def call_backend(backend: Backend, request: Request, settings: CallSettings, *, retries: int) -> Generation:

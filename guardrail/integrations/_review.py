@@ -9,7 +9,9 @@ A ``GuardResult`` becomes one ``AIMessage``:
 
   ``question``, ``candidate_answer``, ``confidence`` (every component, ``None`` where unknown), ``reason``,
   ``policy``, ``allowed_decisions``; ``rule`` (the policy rule that escalated, e.g. ``rules[0] both-low``,
-  ``on_exhausted``, ``on_error``), ``components`` (the confidence components that rule tested), ``error`` (the
+  ``on_exhausted``, ``on_error``), ``components`` (the confidence components that rule tested),
+  ``decision_confidence`` (every component as the rule that escalated saw it: the latest attempt's, while
+  ``confidence`` is the candidate's, which may come from an earlier attempt), ``error`` (the
   failure that ended the call, or ``None``); ``perception`` and ``reasoning`` (the candidate's ``<vision>`` and
   ``<reasoning>`` text, ``None`` without the tag; ``response``, the whole text, when it has neither); ``images``
   (one reference per image, see :mod:`guardrail.integrations.image_store`: ``ref``, ``sha256``, ``mime_type``,
@@ -207,6 +209,7 @@ def review_payload(
         "policy": result.policy,
         "rule": decision.rule,
         "components": list(decision.components),
+        "decision_confidence": confidences_of(escalation.decision_confidence),
         "error": None if result.error is None else result.error.model_dump(mode="json"),
         **_response_parts(attempt),
         "images": _image_references(request, attempt, image_store),

@@ -96,6 +96,8 @@ class PendingEscalation:
     reasoning: str | None = None
     response: str | None = None
     images: tuple[Mapping[str, Any], ...] = ()
+    decision_confidence: Mapping[str, float | None] | None = None
+    """The confidences the escalating rule acted on (the latest attempt's; ``confidence`` is the candidate's)."""
 
 
 @contextmanager
@@ -285,6 +287,7 @@ def _reference_guard() -> Any:
 def _pending(thread_id: str, interrupt_id: str, payload: Mapping[str, Any]) -> PendingEscalation:
     confidence = payload.get("confidence")
     components = payload.get("components")
+    decided = payload.get("decision_confidence")
     images = payload.get("images")
     return PendingEscalation(
         thread_id=thread_id,
@@ -300,6 +303,7 @@ def _pending(thread_id: str, interrupt_id: str, payload: Mapping[str, Any]) -> P
         reasoning=_text_or_none(payload.get("reasoning")),
         response=_text_or_none(payload.get("response")),
         images=tuple(dict(i) for i in images if isinstance(i, Mapping)) if isinstance(images, list | tuple) else (),
+        decision_confidence=dict(decided) if isinstance(decided, Mapping) else None,
     )
 
 

@@ -305,8 +305,14 @@ def _view(escalation: PendingEscalation, store: ImageStore | None) -> dict[str, 
                 "note": image.get("note"),
             }
         )
+    decided = escalation.decision_confidence  # what the escalating rule acted on; absent from older payloads
     confidence = [
-        {"name": name, "value": escalation.confidence.get(name), "cause": name in escalation.components}
+        {
+            "name": name,
+            "value": escalation.confidence.get(name),
+            "cause": name in escalation.components,
+            "decided": escalation.confidence.get(name) if decided is None else decided.get(name),
+        }
         for name in COMPONENTS
     ]
     error = escalation.payload.get("error")

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from guardrail.cli import _register, app
-from guardrail.integrations import ImageStore, open_saver
+from guardrail.integrations import ImageStore, guardrail_graph, open_saver
 from tests.support.graphs import build_graph
-from tests.support.integration import escalate_as_before_images, image_message, png_bytes
+from tests.support.integration import escalate_as_before_images, image_message, later_escalation_guard, png_bytes
 
 GRAPH = "tests.support.graphs:build_graph"
 
@@ -44,7 +44,7 @@ def test_list_shows_question_candidate_confidences_rule_perception_and_image(db:
         "  candidate:  green",
         "  confidence: visual 0.20, reasoning 0.20, overall 0.20, familiarity unknown",
         "  reason:     both visual and reasoning confidence are low",
-        "  rule:       rules[0] both-low (tested overall)",
+        "  rule:       rules[0] both-low (tested overall 0.20)",
         "  perception: v",
         "  reasoning:  r",
         f"  image:      {stored} (sha256 {sha})",
@@ -166,3 +166,17 @@ def test_a_postgres_url_without_the_extra_is_exit_2_naming_the_extra(monkeypatch
     assert code == 2
     assert err.startswith("error: a postgresql:// checkpoint database needs the `postgres` extra: pip install")
     assert "s3cret-pw" not in err
+
+
+def test_list_shows_the_values_the_rule_acted_on_when_it_fired_on_a_later_attempt(tmp_path: Path) -> None:
+    path = tmp_path / "later.sqlite"
+    with open_saver(path, must_exist=False) as saver:
+        graph = guardrail_graph(later_escalation_guard(), checkpointer=saver)
+        graph.invoke({"messages": [image_message()]}, {"configurable": {"thread_id": "t-2"}})
+    code, out, _ = invoke("list", "--db", str(path))
+    assert code == 0
+    lines = out.splitlines()
+    assert "  candidate:  red" in lines  # the best attempt's answer and confidences ...
+    assert any(line.startswith("  confidence: visual 0.45, reasoning 0.53,") for line in lines)
+    # ... beside the values the escalating rule tested, on the later attempt
+    assert "  rule:       rules[0] both-doubtful (tested visual 0.30, reasoning 0.35)" in lines

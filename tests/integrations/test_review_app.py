@@ -23,7 +23,7 @@ from langchain_core.messages import HumanMessage
 from starlette.testclient import TestClient
 
 from guardrail import ConfigurationError, InputError
-from guardrail.integrations import ImageStore, list_escalations, open_saver
+from guardrail.integrations import ImageStore, guardrail_graph, list_escalations, open_saver
 from guardrail.integrations.review_app import (
     ReviewServer,
     _host_name,
@@ -32,7 +32,13 @@ from guardrail.integrations.review_app import (
     machine_host_names,
 )
 from tests.support.graphs import build_graph
-from tests.support.integration import escalate_as_before_images, image_message, png_b64, png_bytes
+from tests.support.integration import (
+    escalate_as_before_images,
+    image_message,
+    later_escalation_guard,
+    png_b64,
+    png_bytes,
+)
 
 TOKEN = "test-token-0123456789abcdef"
 BASE = "http://127.0.0.1:8765"
@@ -152,6 +158,26 @@ def test_an_escalation_shows_image_perception_reasoning_candidate_confidences_an
     assert '<tr class="cause" data-component="overall">' in page
     assert '<code id="rule">rules[0] both-low</code>' in page
     assert 'id="approve"' in page
+
+
+def test_the_rule_s_values_are_shown_where_it_fired_on_a_later_attempt(tmp_path: Path) -> None:
+    db = tmp_path / "later.sqlite"
+    with open_saver(db, must_exist=False) as saver:
+        graph = guardrail_graph(later_escalation_guard(), checkpointer=saver)
+        graph.invoke({"messages": [image_message()]}, {"configurable": {"thread_id": "t-l"}})
+    page = client_for(db).get(f"/escalations/{interrupt_id(db, 't-l')}").text
+    assert '<p class="candidate" id="candidate">red</p>' in page
+    for component, candidate, decided in (("visual", "0.45", "0.30"), ("reasoning", "0.53", "0.35")):
+        row = re.search(rf'<tr class="cause" data-component="{component}">(.*?)</tr>', page, re.S)
+        assert row is not None
+        assert f'<td class="number">{candidate}</td>' in row.group(1)
+        assert f'which saw <span class="decided">{decided}</span> on the latest attempt' in row.group(1)
+
+
+def test_an_escalation_on_the_only_attempt_shows_its_values_once(db: Path) -> None:
+    page = client_for(db).get(f"/escalations/{interrupt_id(db, 't-1')}").text
+    assert "tested by the rule that escalated</td>" in page
+    assert "which saw" not in page
 
 
 def test_model_text_is_escaped(tmp_path: Path) -> None:

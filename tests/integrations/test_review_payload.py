@@ -19,7 +19,7 @@ from guardrail.integrations._review import review_payload
 from guardrail.integrations.image_store import INLINE_LIMIT
 from tests.support.fakes import ScriptedModel, Step
 from tests.support.graphs import build_graph
-from tests.support.integration import ESCALATE, image_message, png_bytes, scripted_guard
+from tests.support.integration import ESCALATE, image_message, later_escalation_guard, png_bytes, scripted_guard
 
 THREAD: RunnableConfig = {"configurable": {"thread_id": "t-1"}}
 
@@ -147,3 +147,19 @@ def test_an_escalation_saved_before_these_fields_still_lists_and_resolves(
         assert (pending.images, pending.perception, pending.rule, pending.components) == ((), None, None, ())
         final = resolve_escalation(saver, "t-1", {"type": "approve"}, graph=build_graph)
     assert final["messages"][-1].content == "green"
+
+
+def test_an_escalation_carries_the_confidences_its_rule_acted_on_beside_the_candidate_s() -> None:
+    request = Request.from_question("What colour is the shape?", [png_bytes()])
+    result = later_escalation_guard().run(request)
+    first, second = result.attempts
+    assert result.escalation is not None
+    assert result.escalation.candidate_answer == "red"  # the best attempt, the first
+    assert result.escalation.confidence == first.confidence
+    assert result.escalation.decision_confidence == second.confidence  # the rule fired on the second
+    payload = review_payload(result, request=request)
+    assert (payload["rule"], payload["components"]) == ("rules[0] both-doubtful", ["visual", "reasoning"])
+    assert payload["decision_confidence"]["visual"] == pytest.approx(0.3)
+    assert payload["decision_confidence"]["reasoning"] == pytest.approx(0.35)
+    assert payload["confidence"]["reasoning"] == pytest.approx(0.53)
+    assert payload["perception"] == "v"  # the candidate's own response

@@ -61,6 +61,30 @@ def scripted_guard(step: Step, **kwargs: Any) -> tuple[Guard, ScriptedModel]:
     return Guard(model, estimator=model, policy=kwargs.pop("policy", policy()), **kwargs), model
 
 
+LATER_ESCALATION: dict[str, Any] = {
+    "version": 1,
+    "name": "later",
+    "budget": {"max_attempts": 3, "max_seconds": None},
+    "rules": [
+        {"name": "both-doubtful", "when": {"visual": {"below": 0.4}, "reasoning": {"below": 0.4}}, "do": "escalate",
+         "with": {"reason": "both visual and reasoning confidence are low"}},
+        {"name": "perception-doubt", "when": {"visual": {"below": 0.5}}, "do": "fetch_more_views",
+         "with": {"views": 1, "provider": "zoom"}},
+    ],
+    "otherwise": "accept",
+}  # fmt: skip
+"""A policy whose escalation fires on a later attempt: more views first, then both confidences low."""
+
+FIRST_DOUBT = Step(answer="red", visual=0.45, reasoning=0.53)  # the best attempt: the reviewer's candidate
+THEN_BOTH_LOW = Step(answer="teal", visual=0.3, reasoning=0.35)  # what the escalating rule tested
+
+
+def later_escalation_guard() -> Guard:
+    """Escalates on its second attempt (``THEN_BOTH_LOW``) while its best attempt is the first (``FIRST_DOUBT``)."""
+    model = ScriptedModel(steps=(FIRST_DOUBT, THEN_BOTH_LOW))
+    return Guard(model, estimator=model, policy=Policy.model_validate(LATER_ESCALATION))
+
+
 def echo_guard() -> Guard:
     model = EchoModel()
     return Guard(model, estimator=model, policy=policy())
