@@ -118,19 +118,27 @@ def answer_text(example: Example) -> str:
     )
 
 
+def split_at_tags(text: str) -> list[str]:
+    """``text`` cut at the image and tag tokens (which the tokenizer splits off first), empty pieces dropped."""
+    return [piece for piece in _TAGS.split(text) if piece]
+
+
+_TAGS = re.compile("|".join(re.escape(t) for t in (IMAGE_TOKEN, *TAG_TOKENS)))
+
+
 def _corpus(examples: Iterable[Example]) -> Iterable[str]:
     """Texts to collect the vocabulary from, cut at the tag tokens (which the tokenizer splits off first)."""
-    tags = re.compile("|".join(re.escape(t) for t in (IMAGE_TOKEN, *TAG_TOKENS)))
     yield "SYSTEM: system\n"
     for e in examples:
-        yield from (piece for piece in tags.split(prompt_text(e.question) + answer_text(e)) if piece)
+        yield from split_at_tags(prompt_text(e.question) + answer_text(e))
     for color in COLORS:
         for shape in SHAPES:
             yield f"I see a {color} {shape}. There is a {color} shape. There is no {shape}."
 
 
-def build_tokenizer(examples: Iterable[Example]) -> Any:
-    """A word-level ``PreTrainedTokenizerFast`` over the words of ``examples`` and the answer texts."""
+def build_tokenizer(examples: Iterable[Example], corpus: Iterable[str] | None = None) -> Any:
+    """A word-level ``PreTrainedTokenizerFast`` over the words of ``examples`` and the answer texts (or over
+    ``corpus``, texts already cut at the tag tokens, for another world)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -139,7 +147,7 @@ def build_tokenizer(examples: Iterable[Example]) -> Any:
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.WordLevelTrainer(special_tokens=[*specials, IMAGE_TOKEN, *TAG_TOKENS], min_frequency=1)
-    core.train_from_iterator(_corpus(examples), trainer=trainer)
+    core.train_from_iterator(_corpus(examples) if corpus is None else corpus, trainer=trainer)
     tokenizer_class: Any = PreTrainedTokenizerFast  # untyped constructor in transformers' stubs
     tokenizer = tokenizer_class(
         tokenizer_object=core,
@@ -155,7 +163,9 @@ def build_tokenizer(examples: Iterable[Example]) -> Any:
     return tokenizer
 
 
-def build_processor(examples: Iterable[Example], patch_size: int = PATCH_SIZE) -> Any:
+def build_processor(
+    examples: Iterable[Example], patch_size: int = PATCH_SIZE, *, corpus: Iterable[str] | None = None
+) -> Any:
     """A ``LlavaProcessor``: the PIL CLIP image processor at 64x64, the word-level tokenizer, the chat template."""
     from transformers import LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -167,7 +177,7 @@ def build_processor(examples: Iterable[Example], patch_size: int = PATCH_SIZE) -
     processor_class: Any = LlavaProcessor  # untyped constructor in transformers' stubs
     return processor_class(
         image_processor=image_processor,
-        tokenizer=build_tokenizer(examples),
+        tokenizer=build_tokenizer(examples, corpus),
         patch_size=patch_size,
         vision_feature_select_strategy="default",
         chat_template=CHAT_TEMPLATE,

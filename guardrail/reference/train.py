@@ -132,8 +132,9 @@ def _augment(image: Image.Image, rng: random.Random, max_shift: int) -> Image.Im
 class _Batcher:
     """Turns examples into model inputs: cached decoded images, cached token ids, seeded corruptions."""
 
-    def __init__(self, processor: Any, config: TrainConfig) -> None:
+    def __init__(self, processor: Any, config: Any, answer: Callable[[Any], str] = answer_text) -> None:
         self.processor = processor
+        self.answer = answer
         self.config = config
         self.tokenizer = processor.tokenizer
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -142,13 +143,13 @@ class _Batcher:
         self.reasoning_token_id = self.tokenizer.convert_tokens_to_ids("<reasoning>")
         self._tokens: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
 
-    def image(self, example: Example) -> Image.Image:
+    def image(self, example: Any) -> Image.Image:
         if example.image_id not in self._images:
             self._images[example.image_id] = example.image()
         return self._images[example.image_id]
 
-    def tokens(self, example: Example) -> tuple[list[int], list[int]]:
-        key = (example.question, answer_text(example))
+    def tokens(self, example: Any) -> tuple[list[int], list[int]]:
+        key = (example.question, self.answer(example))
         if key not in self._tokens:
             prompt = self.tokenizer(prompt_text(example.question), add_special_tokens=False).input_ids
             expanded: list[int] = []
@@ -166,7 +167,7 @@ class _Batcher:
             images.append(corrupt_some(image, rng, self.config.corrupt_probability))
         return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
-    def __call__(self, examples: Sequence[Example], rng: random.Random) -> dict[str, Any]:
+    def __call__(self, examples: Sequence[Any], rng: random.Random) -> dict[str, Any]:
         import torch
 
         pixel_values = self.pixels(examples, rng)
@@ -249,9 +250,11 @@ def _pretrain_vision(
 
 
 def _train_answers(
-    model: Any, batcher: _Batcher, examples: Sequence[Example], config: TrainConfig, progress: Progress | None
+    model: Any, batcher: _Batcher, examples: Sequence[Any], config: Any, progress: Progress | None
 ) -> tuple[int, float]:
-    """Stage 2: the whole model learns the structured answers; returns the steps taken and the smoothed loss."""
+    """Stage 2: the whole model learns the structured answers; returns the steps taken and the smoothed loss.
+
+    ``config`` needs ``seed``, ``epochs``, ``batch_size``, ``learning_rate``, ``weight_decay``, ``warmup_steps``."""
     import torch
 
     rng = random.Random(config.seed)
@@ -261,7 +264,7 @@ def _train_answers(
 
     def schedule(step: int) -> float:
         if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
+            return float((step + 1) / config.warmup_steps)
         done = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
 

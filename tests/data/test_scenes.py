@@ -30,7 +30,7 @@ from guardrail.errors import InputError
 
 def test_scenes_have_two_to_five_separate_shapes_of_the_allowed_sizes_on_a_light_background() -> None:
     rng = random.Random(0)
-    counts = Counter()
+    counts: Counter[int] = Counter()
     for _ in range(300):
         scene = random_scene(rng)
         counts[len(scene.objects)] += 1
