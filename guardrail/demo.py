@@ -37,7 +37,7 @@ class StandInReviewer:
 
     accuracy: float = 0.9
     seed: int = 0
-    wrong_answers: tuple[str, ...] = ("yes", "no", "red", "blue", "circle", "triangle")
+    wrong_answers: tuple[str, ...] = ("yes", "no", "red", "blue", "circle", "triangle", "1", "2", "3")
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -23,10 +23,13 @@ __all__ = ["calibrate"]
 def calibrate(
     out: Annotated[Path, typer.Option(help="Where to write the artifact (JSON).")],
     model: Annotated[Path | None, typer.Option(help="Model folder. Default: the shipped reference model.")] = None,
-    data: Annotated[Path | None, typer.Option(help="Labelled JSONL file. Default: easy-VQA.")] = None,
-    split: Annotated[str, typer.Option(help="easy-VQA split (when --data is not given).")] = "calibration",
-    limit: Annotated[int, typer.Option(min=20, help="easy-VQA questions to use (a seeded sample).")] = 3000,
-    clean: Annotated[bool, typer.Option(help="easy-VQA without corruptions.")] = False,
+    data: Annotated[Path | None, typer.Option(help="Labelled JSONL file. Default: the --world's questions.")] = None,
+    world: Annotated[
+        str, typer.Option(help="Built-in questions when --data is not given: easy-vqa or scenes.")
+    ] = "easy-vqa",
+    split: Annotated[str, typer.Option(help="Split of the built-in questions (without --data).")] = "calibration",
+    limit: Annotated[int, typer.Option(min=20, help="Built-in questions to use (a seeded sample).")] = 3000,
+    clean: Annotated[bool, typer.Option(help="Built-in questions without corruptions.")] = False,
     draws: Annotated[int, typer.Option(min=1, help="K image perturbations averaged.")] = 1,
     perturbation: Annotated[
         str,
@@ -86,7 +89,7 @@ def calibrate(
     with stop_on_signals() as stop:
         try:
             _calibrate(
-                out, model, data, split, limit, clean, draws, perturbation, blackout_probability, calibrator,
+                out, model, data, world, split, limit, clean, draws, perturbation, blackout_probability, calibrator,
                 combiner, seed, question_noise, batch_size, stability, stop,
             )  # fmt: skip
         except Interrupted as interrupted:
@@ -122,6 +125,7 @@ def _calibrate(
     out: Path,
     model: Path | None,
     data: Path | None,
+    world: str,
     split: str,
     limit: int,
     clean: bool,
@@ -142,7 +146,7 @@ def _calibrate(
     from .._paths import recorded_command, recorded_path
     from ..calibration.artifact import save_artifact
     from ..calibration.pipeline import check_item_count
-    from ..data.labelled import easyvqa_items, read_jsonl
+    from ..data.labelled import easyvqa_items, read_jsonl, scenes_items
     from ..errors import GuardrailError
     from ..pretrained import calibrate_model, model_path
 
@@ -156,9 +160,12 @@ def _calibrate(
             data_name = recorded_path(data)
             check_item_count(len(items), where=str(data))
         else:
-            with console.status(f"preparing easy-VQA {split} questions"):
-                items = easyvqa_items(split, limit=limit, corruptions=() if clean else None, seed=seed)
-            data_name = f"easy-vqa:{split}:{'clean' if clean else 'corrupted'}:n={len(items)}:seed={seed}"
+            if world not in ("easy-vqa", "scenes"):
+                fail(f"--world {world!r}: expected easy-vqa or scenes")
+            with console.status(f"preparing {world} {split} questions"):
+                load = scenes_items if world == "scenes" else easyvqa_items
+                items = load(split, limit=limit, corruptions=() if clean else None, seed=seed)
+            data_name = f"{world}:{split}:{'clean' if clean else 'corrupted'}:n={len(items)}:seed={seed}"
     except GuardrailError as exc:
         fail(str(exc))
     columns: list[Any] = [

@@ -20,7 +20,16 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the question sample, corruptions and reviewer.")] = 0,
     out: Annotated[Path, typer.Option(help="Output folder (report, traces, summary).")] = Path("guardrail-demo"),
     policy: Annotated[str, typer.Option(help="Policy file or built-in name.")] = "default",
-    model: Annotated[Path | None, typer.Option(help="Model folder. Default: the shipped reference model.")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model folder or shipped name. Default: the --world's shipped model.")
+    ] = None,
+    world: Annotated[
+        str,
+        typer.Option(
+            help="easy-vqa (one shape, graded corruptions) or scenes (2-5 small shapes on 256x256, clean): the "
+            "questions, and the shipped model when --model is not given."
+        ),
+    ] = "easy-vqa",
     reviewer_accuracy: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Accuracy of the stand-in reviewer who answers escalations.")
     ] = 0.9,
@@ -48,13 +57,15 @@ def demo(
     """
     if interactive and review_later:
         fail("give at most one of --interactive and --review-later")
+    if world not in ("easy-vqa", "scenes"):
+        fail(f"--world {world!r}: expected easy-vqa or scenes")
     check_output_folder(out, force=force)
     review: Literal["stand-in", "interactive", "later"] = (
         "later" if review_later else "interactive" if interactive else "stand-in"
     )
     with stop_on_signals() as stop:
         try:
-            _demo(n, seed, out, policy, model, reviewer_accuracy, review, batch_size, stop)
+            _demo(n, seed, out, policy, model, world, reviewer_accuracy, review, batch_size, stop)
         except Interrupted as interrupted:
             typer.echo(
                 f"interrupted by {interrupted.name} after {stop.done} of {n} questions; no summary written", err=True
@@ -68,6 +79,7 @@ def _demo(
     out: Path,
     policy: str,
     model: Path | None,
+    world: str,
     reviewer_accuracy: float,
     review: Literal["stand-in", "interactive", "later"],
     batch_size: int,
@@ -76,20 +88,24 @@ def _demo(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..data.labelled import easyvqa_items
+    from ..data.labelled import easyvqa_items, scenes_items
     from ..demo import StandInReviewer, run_demo
     from ..errors import GuardrailError
     from ..pretrained import find_artifact, load_guard, model_path
 
     console = Console()
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = model_path(model)
+    model_dir = model_path(model if model is not None or world == "easy-vqa" else "scenes")
     telemetry, trace_file = _file_telemetry(out / "traces.jsonl")
     try:
         with console.status("loading the model and the calibration"):
             guard = load_guard(model_dir, policy=policy, telemetry=telemetry, batch_size=batch_size)
-        with console.status(f"preparing {n} easy-VQA test questions under graded corruptions"):
-            items = easyvqa_items("test", limit=n, seed=seed)
+        if world == "scenes":
+            with console.status(f"preparing {n} scenes test questions"):
+                items = scenes_items("test", limit=n, seed=seed)
+        else:
+            with console.status(f"preparing {n} easy-VQA test questions under graded corruptions"):
+                items = easyvqa_items("test", limit=n, seed=seed)
     except (GuardrailError, OSError) as exc:
         fail(str(exc))
     reviewer: Any

@@ -155,3 +155,11 @@ def test_remeasure_rewrites_only_the_metrics(tmp_path: Path) -> None:
     missing = runner.invoke(app, ["calibrate", "--remeasure", str(tmp_path / "nope.json"), "--out", str(out)])
     assert missing.exit_code == 2
     assert "error:" in missing.output
+
+
+def test_an_unknown_world_is_a_clear_error(tiny_model: Path, tmp_path: Path) -> None:
+    args = ["calibrate", "--model", str(tiny_model), "--world", "mnist", "--out", str(tmp_path / "o.json")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "--world 'mnist': expected easy-vqa or scenes" in result.stderr
+    assert not (tmp_path / "o.json").exists()
