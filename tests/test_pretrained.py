@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from guardrail import Confidence, ConfigurationError, Guard, decide, load_policy
@@ -84,3 +86,18 @@ def test_the_reference_model_is_named_by_its_name_not_its_folder() -> None:
     assert rec.call_span().name == "guardrail.guard guardrail-reference-llava"
     rec.tracer_provider.shutdown()
     rec.meter_provider.shutdown()
+
+
+def test_a_shipped_model_may_be_named_where_no_folder_of_that_name_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from guardrail.pretrained import model_path
+    from guardrail.reference import reference_model_path, scenes_model_path, verbalized_model_path
+
+    monkeypatch.chdir(str(tmp_path))
+    assert model_path("reference") == reference_model_path()
+    assert model_path("verbalized") == verbalized_model_path()
+    assert model_path("scenes") == scenes_model_path()
+    Path("scenes").mkdir()  # a folder of that name wins: a user's own model is never shadowed
+    assert model_path("scenes") == Path("scenes")
+    assert model_path("elsewhere") == Path("elsewhere")  # not a name: a folder, reported missing where it is loaded
