@@ -8,7 +8,7 @@ than, left of) give reasoning something to get wrong. Everything is drawn from a
 reproducible without shipping images, and every label is exact.
 
 A scene's *percept* is what a model should list in its ``<vision>`` block: every object by colour, shape and the
-cell of an 8x8 grid its centre falls in (column, row; the grid of the model's 8-pixel patches), left to right.
+cell of an 8x8 grid its centre falls in (column, row; the grid of the model's 8-pixel patches), by colour.
 Perception is right when the listed objects are the scene's (:func:`grade_percept`); reasoning is right when the
 answer follows from what was listed (:func:`answer_from_percept`).
 """
@@ -199,8 +199,15 @@ def render_scene(scene: SceneSpec) -> Image.Image:
 
 
 def percept_text(scene: SceneSpec) -> str:
-    """``"I see a red circle at 1 6, a blue triangle at 5 2."`` (grid column, then row), left to right."""
-    items = [f"a {o.name} at {col} {row}" for o in scene.objects for col, row in [o.cell(scene.width, scene.height)]]
+    """``"I see a red circle at 1 6, a blue triangle at 5 2."`` (grid column, then row).
+
+    Objects are listed by colour (easy-VQA's order), then shape, then place: what to say next is then chosen by
+    what things look like, which attention finds, rather than by where they are, which a small model cannot
+    scan for (listed left to right, the first trained model wrote the same average object whatever the image).
+    """
+    w, h = scene.width, scene.height
+    ordered = sorted(scene.objects, key=lambda o: (COLORS.index(o.color), SHAPES.index(o.shape), *o.cell(w, h)))
+    items = [f"a {o.name} at {col} {row}" for o in ordered for col, row in [o.cell(w, h)]]
     return "I see " + ", ".join(items) + "." if items else "I see nothing."
 
 
@@ -373,7 +380,8 @@ def quadrant_boxes(width: int = SCENE_SIZE, height: int = SCENE_SIZE) -> list[tu
 
 def merge_percepts(views: Sequence[tuple[tuple[int, int, int, int], str]], width: int, height: int) -> str:
     """One percept of the whole picture from percepts of crops of it: each listed object placed by its crop's box,
-    objects of one colour and shape in the same or a neighbouring cell counted once, listed left to right."""
+    objects of one colour and shape in the same or a neighbouring cell counted once, in :func:`percept_text`'s
+    order."""
     placed: list[tuple[str, str, float, float]] = []
     for (left, top, right, bottom), text in views:
         for color, shape, col, row in parse_percept(text).objects:

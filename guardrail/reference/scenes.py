@@ -43,9 +43,9 @@ class ScenesTrainConfig:
     questions_per_scene: int = 3
     crop_probability: float = 0.25
     corrupt_probability: float = 0.2
-    vision_steps: int = 1500
+    vision_steps: int = 1000
     vision_batch_size: int = 64
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 0.01
