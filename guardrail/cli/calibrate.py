@@ -27,7 +27,10 @@ def calibrate(
     data: Annotated[Path | None, typer.Option(help="Labelled JSONL file. Default: easy-VQA.")] = None,
     split: Annotated[str, typer.Option(help="easy-VQA split (when --data is not given).")] = "calibration",
     limit: Annotated[int, typer.Option(min=20, help="easy-VQA questions to use (a seeded sample).")] = 3000,
-    clean: Annotated[bool, typer.Option(help="easy-VQA without corruptions.")] = False,
+    clean: Annotated[
+        bool, typer.Option("--clean/--corrupted", help="easy-VQA without corruptions, or with them.")
+    ] = False,
+    no_clean: Annotated[bool, typer.Option("--no-clean", hidden=True)] = False,  # old spelling of --corrupted
     draws: Annotated[int, typer.Option(min=1, help="K image perturbations averaged.")] = 1,
     perturbation: Annotated[
         str,
@@ -80,6 +83,8 @@ def calibrate(
     component with fewer than 10 labelled rows in the half it is fitted on, or with right or wrong answers only).
     SIGINT / SIGTERM stop after the current question (exit 130 / 143) and write no artifact.
     """
+    if no_clean:
+        typer.echo("note: --no-clean is deprecated; use --corrupted (the default)", err=True)
     check_output_file(out, force=force)
     if remeasure is not None:
         _remeasure(remeasure, out)

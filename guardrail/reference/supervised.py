@@ -1,4 +1,4 @@
-"""The reproducible training run of the reference model (``guardrail train-reference``).
+"""The reproducible supervised training run of the reference model (``guardrail train reference``).
 
 Teacher-forced next-token training of the structured answer
 ``<think><vision>I see a red circle.</vision><reasoning>...</reasoning></think> \\boxed{red}`` on the easy-VQA

@@ -1,6 +1,6 @@
-"""``train_calibration``: the library entry point behind ``guardrail train-calibration``.
+"""``train_grpo``: one GRPO training run, the library entry point behind ``guardrail train grpo``.
 
-A run is described by a :class:`TrainCalibrationConfig` (a YAML file on the command line): the model folder or
+A run is described by a :class:`GRPORunConfig` (a YAML file on the command line): the model folder or
 hub name, the labelled data, the output folder, the calibration options (``CalibrationOptions``), TRL's own
 ``GRPOConfig`` fields verbatim under ``grpo`` (so every TRL feature, vLLM generation included, is one key away),
 and an optional peft ``LoraConfig`` under ``lora``. ``accelerate launch`` of the same command trains on several
@@ -8,6 +8,12 @@ GPUs, as TRL does.
 
 Data: a labelled JSONL file (``guardrail.data.labelled``: image, question, answer, optional perception), or
 ``easyvqa:SPLIT`` (the project's easy-VQA splits under its graded corruptions; ``easyvqa:SPLIT:clean`` without).
+
+Precision follows the machine unless ``grpo`` sets it: TRL turns bf16 on by default, which ``transformers`` refuses
+without a GPU that supports it, so on such a machine the run trains in float32 (``bf16: false``, and
+``use_cpu: true`` without any GPU); a ``bf16`` or ``fp16`` the machine cannot run is an :class:`InputError`
+naming the key (:func:`precision_defaults`). ``TrainCalibrationConfig`` and ``train_calibration`` are the former
+names of :class:`GRPORunConfig` and :func:`train_grpo`, kept for one release.
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ from ..errors import InputError
 from .reward import RewardWeights, reward_functions
 
 __all__ = [
+    "GRPORunConfig",
     "TrainCalibrationConfig",
     "build_dataset",
     "build_dataset_from_items",
     "build_trainer",
     "load_config",
+    "precision_defaults",
     "train_calibration",
+    "train_grpo",
 ]
 
 DEFAULT_INSTRUCTION = (
@@ -44,7 +53,7 @@ DEFAULT_INSTRUCTION = (
 
 
 @dataclass(frozen=True)
-class TrainCalibrationConfig:
+class GRPORunConfig:
     """One training run. ``grpo`` holds ``trl.GRPOConfig`` keyword arguments (``output_dir`` is ``output``);
     ``lora`` holds ``peft.LoraConfig`` keyword arguments (``None``: train every weight); ``instruction`` is a
     system prompt (``"default"`` = :data:`DEFAULT_INSTRUCTION`, ``None`` = none); ``limit`` takes that many items.
@@ -83,8 +92,55 @@ class TrainCalibrationConfig:
             weights=RewardWeights(**dict(self.weights)),
         )
 
+    def grpo_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of ``trl.GRPOConfig`` for this run: ``grpo`` over the run's seed, no reporting,
+        the reward weights of its mode and the precision this machine can train in (:func:`precision_defaults`);
+        ``output_dir`` is ``output``."""
+        grpo = {"seed": self.seed, "report_to": "none", **precision_defaults(self.grpo), **dict(self.grpo)}
+        grpo["reward_weights"] = self.options().weights.as_list(self.mode)
+        return {**grpo, "output_dir": self.output}
 
-def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainCalibrationConfig:
+    def grpo_config(self) -> Any:
+        """The ``trl.GRPOConfig`` of this run (imports TRL: seconds). An option TRL or ``transformers`` refuses is
+        an :class:`InputError` that names ``grpo`` and says why, not a traceback from deep inside TRL."""
+        from trl.trainer.grpo_config import GRPOConfig
+
+        arguments = self.grpo_arguments()
+        try:
+            return GRPOConfig(**arguments)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"grpo: TRL refuses these training options: {exc}") from exc
+
+
+TrainCalibrationConfig = GRPORunConfig
+"""The former name of :class:`GRPORunConfig`, kept for one release."""
+
+
+def precision_defaults(grpo: Mapping[str, Any]) -> dict[str, Any]:
+    """The precision settings a run takes on this machine where ``grpo`` leaves them out.
+
+    With a GPU that supports bf16 (or an XLA device): none, TRL's defaults hold (bf16). Otherwise ``bf16: false``,
+    and without any CUDA GPU also ``use_cpu: true``: the run trains in float32 on what the machine has.
+    A ``bf16: true`` (or, without CUDA, ``fp16: true``) in ``grpo`` that the machine cannot run is an
+    :class:`InputError` naming the key and the fix.
+    """
+    import torch
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    if is_torch_bf16_gpu_available() or is_torch_xla_available():
+        return {}
+    cuda = torch.cuda.is_available()
+    where = "this machine's GPU does not support bf16" if cuda else "this machine has no GPU"
+    for key in ("bf16", "bf16_full_eval") if cuda else ("bf16", "bf16_full_eval", "fp16", "fp16_full_eval"):
+        if grpo.get(key):
+            raise InputError(f"grpo.{key} is true, but {where}: set it to false (or leave it out to train in float32)")
+    defaults: dict[str, Any] = {"bf16": False}
+    if not cuda:
+        defaults.update(use_cpu=True, fp16=False)
+    return {key: value for key, value in defaults.items() if key not in grpo}
+
+
+def load_config(path: str | os.PathLike[str], **overrides: Any) -> GRPORunConfig:
     """Read a YAML run description; ``overrides`` (not ``None``) replace its keys. Problems are ``InputError``."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -93,7 +149,7 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainCalibrat
     if not isinstance(data, dict):
         raise InputError(f"{path}: the training config must be a mapping")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(TrainCalibrationConfig)}
+    known = {f.name for f in fields(GRPORunConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InputError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
@@ -101,7 +157,7 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainCalibrat
     if missing:
         raise InputError(f"{path}: missing {missing}")
     try:
-        return TrainCalibrationConfig(**data)
+        return GRPORunConfig(**data)
     except TypeError as exc:
         raise InputError(f"{path}: {exc}") from exc
 
@@ -133,7 +189,7 @@ def _row(item: LabelledItem, instruction: str | None) -> dict[str, Any]:
     }
 
 
-def build_dataset(config: TrainCalibrationConfig) -> Any:
+def build_dataset(config: GRPORunConfig) -> Any:
     """The ``datasets.Dataset`` of conversational prompts with their images and right answers."""
     instruction = DEFAULT_INSTRUCTION if config.instruction == "default" else config.instruction
     return build_dataset_from_items(_items(config.data, limit=config.limit, seed=config.seed), instruction)
@@ -146,31 +202,26 @@ def build_dataset_from_items(items: Sequence[LabelledItem], instruction: str | N
     return Dataset.from_list([_row(item, instruction) for item in items])
 
 
-def build_trainer(
-    config: TrainCalibrationConfig, *, model: Any = None, processor: Any = None, dataset: Any = None
-) -> Any:
-    """A ready ``CalibrationGRPOTrainer`` (model and processor loaded from ``config.model``, the data set built from
+def build_trainer(config: GRPORunConfig, *, model: Any = None, processor: Any = None, dataset: Any = None) -> Any:
+    """A ready ``ConfidenceGRPOTrainer`` (model and processor loaded from ``config.model``, the data set built from
     ``config.data``, unless given)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl.trainer.grpo_config import GRPOConfig
 
-    from .trainer import CalibrationGRPOTrainer, check_trl_version
+    from .trainer import ConfidenceGRPOTrainer, check_trl_version
 
     check_trl_version()
     options = config.options()
+    args = config.grpo_config()
     if model is None:
         model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=config.dtype)
     if processor is None:
         processor = AutoProcessor.from_pretrained(config.model)  # type: ignore[no-untyped-call]
-    grpo = {"seed": config.seed, "report_to": "none", **dict(config.grpo)}
-    grpo["reward_weights"] = options.weights.as_list(options.mode)
-    args = GRPOConfig(output_dir=config.output, **grpo)
     peft_config = None
     if config.lora is not None:
         from peft import LoraConfig
 
         peft_config = LoraConfig(**dict(config.lora))
-    return CalibrationGRPOTrainer(
+    return ConfidenceGRPOTrainer(
         model=model,
         reward_funcs=reward_functions(options.mode),
         args=args,
@@ -181,7 +232,7 @@ def build_trainer(
     )
 
 
-def train_calibration(config: TrainCalibrationConfig, *, model: Any = None, processor: Any = None) -> Path:
+def train_grpo(config: GRPORunConfig, *, model: Any = None, processor: Any = None) -> Path:
     """Train, save the model (or the LoRA adapter) and its processor in ``config.output``; return that folder."""
     trainer = build_trainer(config, model=model, processor=processor)
     trainer.train()
@@ -190,3 +241,7 @@ def train_calibration(config: TrainCalibrationConfig, *, model: Any = None, proc
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(str(out))
     return out
+
+
+train_calibration = train_grpo
+"""The former name of :func:`train_grpo`, kept for one release."""
