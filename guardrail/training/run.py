@@ -125,7 +125,7 @@ def precision_defaults(grpo: Mapping[str, Any]) -> dict[str, Any]:
     :class:`InputError` naming the key and the fix.
     """
     import torch
-    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+    from transformers.utils.import_utils import is_torch_bf16_gpu_available, is_torch_xla_available
 
     if is_torch_bf16_gpu_available() or is_torch_xla_available():
         return {}

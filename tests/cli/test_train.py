@@ -147,10 +147,10 @@ def test_the_former_module_names_import_with_a_deprecation_warning() -> None:
 @pytest.fixture
 def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
-    import transformers.utils
+    import transformers.utils.import_utils
 
-    monkeypatch.setattr(transformers.utils, "is_torch_bf16_gpu_available", lambda: False)
-    monkeypatch.setattr(transformers.utils, "is_torch_xla_available", lambda *a, **k: False)
+    monkeypatch.setattr(transformers.utils.import_utils, "is_torch_bf16_gpu_available", lambda: False)
+    monkeypatch.setattr(transformers.utils.import_utils, "is_torch_xla_available", lambda *a, **k: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
@@ -167,11 +167,11 @@ def test_without_a_gpu_training_takes_cpu_settings_by_itself() -> None:
 
 
 def test_with_a_bf16_gpu_trl_defaults_stand(monkeypatch: pytest.MonkeyPatch) -> None:
-    import transformers.utils
+    import transformers.utils.import_utils
 
     from guardrail.training.run import precision_defaults
 
-    monkeypatch.setattr(transformers.utils, "is_torch_bf16_gpu_available", lambda: True)
+    monkeypatch.setattr(transformers.utils.import_utils, "is_torch_bf16_gpu_available", lambda: True)
     assert precision_defaults({}) == {}
     assert precision_defaults({"bf16": True}) == {}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from guardrail.calibration import decoupled
 from guardrail.confidence import feature_names as names
@@ -11,7 +12,7 @@ from guardrail.confidence.familiarity import FamiliarityReference
 
 def test_the_familiarity_reference_writes_the_named_features() -> None:
     rng = np.random.default_rng(0)
-    features = {side: rng.normal(size=(40, 6)) for side in names.SIDES}
+    features: dict[str, npt.NDArray[np.float64]] = {side: rng.normal(size=(40, 6)) for side in names.SIDES}
     reference = FamiliarityReference.fit(features, features)
     measured = reference.assess({side: rng.normal(size=6).tolist() for side in names.SIDES})
     assert set(measured) == {

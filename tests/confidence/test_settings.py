@@ -98,7 +98,7 @@ def test_a_bad_record_is_an_error_naming_the_field(record: Any, message: str) ->
 
 def test_settings_are_frozen_and_changed_only_through_checked_copies() -> None:
     with pytest.raises(ValidationError):
-        PAPER_DEFAULT.grounding_weight = 0.5  # type: ignore[misc]
+        PAPER_DEFAULT.grounding_weight = 0.5
     assert PAPER_DEFAULT.weighted(0.5).grounding_weight == 0.5
     assert PAPER_DEFAULT.grounding_weight == 1.0
     with pytest.raises(ValidationError, match="grounding_weight"):
