@@ -135,7 +135,9 @@ def run(model_dir: Path, n: int, n_black: int, seed: int) -> dict[str, Any]:
     # every candidate probe on the same test answers (the choice was made on the calibration split); the probe in
     # use was measured above already
     plain = ProbeSetting(
-        estimator.perturbation, estimator.blackout_probability, estimator.normalization.grounding_weight
+        perturbation=estimator.perturbation,
+        blackout_probability=estimator.blackout_probability,
+        grounding_weight=estimator.normalization.grounding_weight,
     )
     used = plain.with_stability(estimator.stability, estimator.normalization.stability_weight)
     probes = {}  # the visual probe alone (no stability probe): s from the measured KL and H

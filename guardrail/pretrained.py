@@ -11,7 +11,6 @@ time: the guard is never built on a calibration it cannot trust (fail closed).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -159,14 +158,20 @@ def estimator_for(
     artifact's (``info["estimator"]``); ``draws`` or ``perturbation`` override them. No artifact: K = 1 and the
     paper's patch blackening at probability 0.8, with the default normalisation.
     """
-    from .calibration.perturbation_choice import ProbeSetting
+    from .confidence.perturb import PERTURBATIONS
+    from .confidence.settings import EstimatorSetting
 
-    fitted_with: dict[str, Any] = {} if artifact is None else dict(artifact.info.get("estimator") or {})
-    setting = ProbeSetting.from_info(fitted_with)
+    fitted_with = EstimatorSetting() if artifact is None else artifact.estimator_setting
+    probe = fitted_with.probe
     if perturbation:
-        setting = dataclasses.replace(setting, perturbation=perturbation)  # type: ignore[arg-type]
-    return setting.estimator(
-        draws=draws or int(fitted_with.get("draws", 1)),
+        try:
+            probe = probe.replaced(perturbation=perturbation)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"`perturbation` must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}"
+            ) from exc
+    return probe.estimator(
+        draws=draws or fitted_with.draws,
         normalization=None if artifact is None else artifact.visual_normalization,
         familiarity=None if artifact is None else artifact.familiarity,
     )

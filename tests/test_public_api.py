@@ -63,10 +63,10 @@ SURFACES: dict[str, set[str]] = {
         "parse_review", "pending_payload", "request_from_messages", "resolve_escalation", "resume_escalation",
     },
     "guardrail.training": {
-        "CONFIDENCE_TOKENS", "CalibrationGRPOTrainer", "CalibrationOptions", "RewardTerms", "RewardWeights",
-        "SCORE_TOKENS", "TrainCalibrationConfig", "batch_sigmoid_z", "extend_vocabulary", "harmonic_confidence",
-        "load_config", "reward_functions", "reward_terms", "tar_advantages", "tar_weights", "train_calibration",
-        "visual_scores",
+        "CONFIDENCE_TOKENS", "CalibrationGRPOTrainer", "CalibrationOptions", "ConfidenceGRPOTrainer",
+        "GRPORunConfig", "RewardTerms", "RewardWeights", "SCORE_TOKENS", "TrainCalibrationConfig", "batch_sigmoid_z",
+        "extend_vocabulary", "harmonic_confidence", "load_config", "reward_functions", "reward_terms",
+        "tar_advantages", "tar_weights", "train_calibration", "train_grpo", "visual_scores",
     },
 }  # fmt: skip
 

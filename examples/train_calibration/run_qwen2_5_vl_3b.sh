@@ -8,7 +8,7 @@ gpus="${GPUS:-$(nvidia-smi -L | wc -l)}"
 out="${OUT:-runs/qwen2_5_vl_3b-vlcal}"
 
 accelerate launch --config_file "$here/accelerate_multi_gpu.yaml" --num_processes "$gpus" \
-  "$(command -v guardrail)" train-calibration --config "$here/qwen2_5_vl_3b.yaml" --out "$out" "$@"
+  "$(command -v guardrail)" train grpo --config "$here/qwen2_5_vl_3b.yaml" --out "$out" "$@"
 
 # The LoRA adapter is saved in $out; merge it so the guard loads an ordinary model folder.
 python - "$out" "${BASE_MODEL:-Qwen/Qwen2.5-VL-3B-Instruct}" <<'PY'

@@ -37,10 +37,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ..confidence.familiarity import FamiliarityReference
 from ..confidence.normalization import VisualNormalization
+from ..confidence.settings import EstimatorSetting, parse_estimator_info
 from ..errors import ArtifactError, CalibrationError
 from .decoupled import DecoupledCalibrator
 from .risk import CertifiedThreshold
@@ -134,12 +135,27 @@ class CalibrationArtifact(BaseModel):
     metrics: dict[str, CalibrationSummary] = Field(default_factory=dict)
     """Metrics at fit time, by component (``visual``, ``reasoning``, ``overall``, ...)."""
     info: dict[str, Any] = Field(default_factory=dict)
-    """Free-form provenance (split name, sizes, command line); plain JSON values."""
+    """Provenance (split name, sizes, command line); plain JSON values. Free-form but for ``info["estimator"]``,
+    the probe setting the artifact was fitted under, checked when the artifact is built (see
+    :attr:`estimator_setting`)."""
     evaluation: dict[str, HeldOutScores] | None = None
     """Held-out calibrated confidences and labels by component (as ``metrics``), for plots; None in older files."""
     familiarity: FamiliarityReference | None = None
     """Where the calibration inputs' features lie (question and images): what an input's familiarity and shift
     covariates are measured against; None in older files and for black-box models."""
+
+    _estimator_setting: EstimatorSetting = PrivateAttr(default_factory=EstimatorSetting)
+
+    @model_validator(mode="after")
+    def _estimator_setting_parses(self) -> CalibrationArtifact:
+        self._estimator_setting = parse_estimator_info(self.info.get("estimator"))
+        return self
+
+    @property
+    def estimator_setting(self) -> EstimatorSetting:
+        """The probe setting and K the normalisation and calibrators were fitted under (``info["estimator"]``,
+        parsed once when the artifact was built; an artifact without one: the paper's probe, K = 1)."""
+        return self._estimator_setting
 
     @field_validator("calibrator")
     @classmethod
@@ -347,6 +363,8 @@ def load_artifact(
         if missing:
             raise ArtifactError(f"artifact {where} is missing field(s): {', '.join(missing)}") from exc
         first = exc.errors()[0]
+        if not first["loc"] and first["type"] == "value_error":  # a whole-model check names its field itself
+            raise ArtifactError(f"artifact {where} has an invalid field {first['ctx']['error']}") from exc
         field = ".".join(map(str, first["loc"])) or "<root>"
         raise ArtifactError(f"artifact {where} has an invalid field {field}: {first['msg']}") from exc
     try:

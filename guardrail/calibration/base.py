@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from ..confidence.feature_names import STABILITY
 from ..types import Confidence, Signals
 
 __all__ = ["Calibrator", "PassThroughCalibrator", "harmonic_mean"]
@@ -41,7 +42,7 @@ class PassThroughCalibrator:
         if overall is None and signals.holistic is not None:
             overall = signals.holistic
             sources.setdefault("overall", sources.get("holistic", ("holistic",)))
-        stability = signals.features.get("stability")
+        stability = signals.features.get(STABILITY)
         return Confidence(
             visual=signals.visual, reasoning=signals.reasoning, overall=overall, stability=stability, sources=sources
         )

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from ..backends.base import Backend
 from ..backends.batching import answer_each
 from ..confidence.base import Estimator
+from ..confidence.feature_names import VISUAL_CERTAINTY, VISUAL_SCORE
 from ..confidence.normalization import VisualNormalization
 from ..data.labelled import LabelledItem
 from ..responses import answers_match, parse_response
@@ -48,7 +49,7 @@ class ScoredItem:
         if self.signals is None:
             return self
         visual = normalization.apply(statistic)
-        features = {**self.signals.features, "visual_score": statistic, "visual_certainty": visual}
+        features = {**self.signals.features, VISUAL_SCORE: statistic, VISUAL_CERTAINTY: visual}
         return dataclasses.replace(
             self, signals=self.signals.model_copy(update={"visual": visual, "features": features})
         )
@@ -173,7 +174,7 @@ def scored_arrays(rows: Sequence[ScoredItem]) -> dict[str, FloatArray]:
         "visual": column(lambda r: None if r.signals is None else r.signals.visual),
         "reasoning": column(lambda r: None if r.signals is None else r.signals.reasoning),
         "holistic": column(lambda r: None if r.signals is None else r.signals.holistic),
-        "visual_score": column(lambda r: None if r.signals is None else r.signals.features.get("visual_score")),
+        "visual_score": column(lambda r: None if r.signals is None else r.signals.features.get(VISUAL_SCORE)),
         "familiarity": column(lambda r: None if r.signals is None else r.signals.familiarity),
         **{
             name: column(lambda r, name=name: None if r.signals is None else r.signals.features.get(name))  # type: ignore[misc]

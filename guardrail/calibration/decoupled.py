@@ -68,6 +68,13 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from ..confidence.feature_names import (
+    SHIFT_COVARIATES,
+    STABILITY,
+    STABILITY_DROP,
+    VERBALIZED_REASONING,
+    VERBALIZED_VISION,
+)
 from ..errors import CalibrationError
 from ..types import Confidence, Signals
 from .calibrators import (
@@ -95,12 +102,10 @@ MaybeArray = npt.ArrayLike | Sequence[float | None]
 """Scores or labels where NaN or None means "not measured"."""
 COMBINERS = ("harmonic", "product", "platt_harmonic", "isotonic_harmonic", "logistic")
 _PARTS = ("visual", "reasoning", "holistic")
-SHIFT_COVARIATES = ("text_shift", "image_shift", "stability_drop")
-"""The ``Signals.features`` a fitted calibrator discounts confidence by (see the module docstring): how far the
-question and the images lie from the calibration inputs, and how far the answer falls under the stability probe's
-views (``confidence.stability``; not measured without the probe, and then no discount)."""
+# SHIFT_COVARIATES (re-exported): the ``Signals.features`` a fitted calibrator discounts confidence by (see the module
+# docstring), named in ``confidence.feature_names`` beside the estimators that measure them.
 _DISCOUNTED = ("visual", "reasoning", "overall")
-VERBALIZED_FEATURES = {"visual": "verbalized_vision", "reasoning": "verbalized_reasoning"}
+VERBALIZED_FEATURES = {"visual": VERBALIZED_VISION, "reasoning": VERBALIZED_REASONING}
 """The ``Signals.features`` holding a model's own verbalized scores, by the component they inform."""
 
 
@@ -603,9 +608,9 @@ class DecoupledCalibrator:
                 sources[name] = (*sources[name], *discount.names, "shift_discount")
         if signals.familiarity is not None:
             sources["familiarity"] = signals.sources.get("familiarity", ("familiarity",))
-        stability = signals.features.get("stability")
+        stability = signals.features.get(STABILITY)
         if stability is not None:
-            sources["stability"] = ("stability_drop",)
+            sources["stability"] = (STABILITY_DROP,)
         return Confidence(**values, familiarity=signals.familiarity, stability=stability, sources=sources)
 
     def _effective_combiner(self) -> str:

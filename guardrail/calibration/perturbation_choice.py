@@ -14,29 +14,26 @@ The same rows also choose how much the grounding KL counts in ``s = w log(KL + e
 is needed. On the reference model the KL of the perceived tokens hardly ranks perception errors beyond what their
 certainty H already does, and a smaller weight ranks them better on corruption families calibration never saw
 (docs/figures.md, "Off the calibration data").
+
+The setting itself (:class:`ProbeSetting`, :data:`PAPER_DEFAULT`) is typed in ``guardrail.confidence.settings``,
+beside the estimator that runs it; both are re-exported here as before.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..backends.base import Backend
-from ..confidence.familiarity import FamiliarityReference
 from ..confidence.normalization import VisualNormalization
-from ..confidence.perturb import PerturbationKind
 from ..confidence.probe import visual_statistic
-from ..confidence.stability import StabilitySetting
+from ..confidence.settings import PAPER_DEFAULT, ProbeSetting
 from .collect import ScoredItem, remeasure, scored_arrays
 from .metrics import auroc
-
-if TYPE_CHECKING:
-    from ..confidence.estimator import DecoupledEstimator
 
 __all__ = [
     "CANDIDATES",
@@ -50,102 +47,12 @@ __all__ = [
 ]
 
 
-_OFF = StabilitySetting()
-
-
-@dataclass(frozen=True)
-class ProbeSetting:
-    """One setting of the visual probe: the perturbation's kind, for ``blackout`` the chance a patch is blackened,
-    the weight of the grounding KL in s (``VisualNormalization.grounding_weight``), and the stability probe's views
-    with the weight of the answer's fall under them (``VisualNormalization.stability_weight``; off by default)."""
-
-    perturbation: PerturbationKind = "blackout"
-    blackout_probability: float = 0.8
-    grounding_weight: float = 1.0
-    stability: StabilitySetting = _OFF
-    stability_weight: float = 0.0
-
-    @property
-    def label(self) -> str:
-        """A short name: ``blackout(p=0.8)``, ``noise``, ``blackout(p=1) w=0.1`` (``w`` shown when not 1),
-        ``blackout(p=1) w=0.1 + mixed x4 l=1`` (with the stability probe)."""
-        kind = f"blackout(p={self.blackout_probability:g})" if self.perturbation == "blackout" else self.perturbation
-        label = kind if self.grounding_weight == 1.0 else f"{kind} w={self.grounding_weight:g}"
-        if self.stability.count:
-            label += f" + {self.stability.label} l={self.stability_weight:g}"
-        return label
-
-    def as_info(self) -> dict[str, Any]:
-        """The estimator settings as stored in an artifact's ``info["estimator"]``."""
-        return {
-            "perturbation": self.perturbation,
-            "blackout_probability": self.blackout_probability,
-            "grounding_weight": self.grounding_weight,
-            "stability": self.stability.model_dump(),
-            "stability_weight": self.stability_weight,
-        }
-
-    @classmethod
-    def from_info(cls, info: Mapping[str, Any]) -> ProbeSetting:
-        """The setting recorded by :meth:`as_info`; missing keys take the paper's default (and no stability probe,
-        as in artifacts written before it)."""
-        return cls(
-            perturbation=info.get("perturbation", PAPER_DEFAULT.perturbation),
-            blackout_probability=float(info.get("blackout_probability", PAPER_DEFAULT.blackout_probability)),
-            grounding_weight=float(info.get("grounding_weight", PAPER_DEFAULT.grounding_weight)),
-            stability=StabilitySetting.model_validate(info.get("stability") or {}),
-            stability_weight=float(info.get("stability_weight", 0.0)),
-        )
-
-    def with_stability(self, stability: StabilitySetting, weight: float) -> ProbeSetting:
-        """This probe with the stability probe's ``stability`` views weighed by ``weight`` (count 0: off)."""
-        return dataclasses.replace(self, stability=stability, stability_weight=weight if stability.count else 0.0)
-
-    def weighted(self, grounding_weight: float) -> ProbeSetting:
-        """This perturbation with another grounding weight."""
-        return dataclasses.replace(self, grounding_weight=grounding_weight)
-
-    def estimator(
-        self,
-        *,
-        draws: int = 1,
-        normalization: VisualNormalization | None = None,
-        familiarity: FamiliarityReference | None = None,
-    ) -> DecoupledEstimator:
-        """A decoupled estimator probing with this setting: the default normalisation (of this setting's grounding
-        weight) unless one is given, which must have been fitted with the same weight."""
-        from ..confidence.estimator import DecoupledEstimator
-
-        if normalization is None:
-            normalization = VisualNormalization(
-                grounding_weight=self.grounding_weight, stability_weight=self.stability_weight
-            )
-        elif (normalization.grounding_weight, normalization.stability_weight) != (
-            self.grounding_weight,
-            self.stability_weight,
-        ):
-            raise ValueError(
-                f"the normalisation was fitted with grounding weight {normalization.grounding_weight:g} and "
-                f"stability weight {normalization.stability_weight:g}, the probe setting has "
-                f"{self.grounding_weight:g} and {self.stability_weight:g}"
-            )
-        return DecoupledEstimator(
-            draws=draws,
-            perturbation=self.perturbation,
-            blackout_probability=self.blackout_probability,
-            normalization=normalization,
-            familiarity=familiarity,
-            stability=self.stability,
-        )
-
-
-PAPER_DEFAULT: ProbeSetting = ProbeSetting("blackout", 0.8)
 CANDIDATES: tuple[ProbeSetting, ...] = (
     PAPER_DEFAULT,
-    ProbeSetting("blackout", 1.0),  # every patch: the image removed, as in the paper's unanswerable test
-    ProbeSetting("noise"),
-    ProbeSetting("grey"),
-    ProbeSetting("blur"),
+    ProbeSetting(blackout_probability=1.0),  # every patch: the image removed, as in the paper's unanswerable test
+    ProbeSetting(perturbation="noise"),
+    ProbeSetting(perturbation="grey"),
+    ProbeSetting(perturbation="blur"),
 )
 """The paper's default first (it wins ties), then its code's alternatives and the whole-image blackout."""
 GROUNDING_WEIGHTS: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1)

@@ -26,8 +26,10 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..confidence.familiarity import SIDES, FamiliarityReference, FeatureReference
+from ..confidence.feature_names import VISUAL_SCORE
 from ..confidence.normalization import VisualNormalization
 from ..confidence.perturb import PERTURBATIONS
+from ..confidence.settings import EstimatorSetting
 from ..data.labelled import LabelledItem
 from ..data.question_noise import with_question_noise
 from ..errors import CalibrationError, ConfigurationError
@@ -123,8 +125,8 @@ def apply_artifact(rows: Sequence[ScoredItem], artifact: CalibrationArtifact) ->
     normalization = artifact.visual_normalization
     out = []
     for row in rows:
-        if row.signals is not None and normalization is not None and "visual_score" in row.signals.features:
-            row = row.with_visual(row.signals.features["visual_score"], normalization)
+        if row.signals is not None and normalization is not None and VISUAL_SCORE in row.signals.features:
+            row = row.with_visual(row.signals.features[VISUAL_SCORE], normalization)
         out.append(row)
     return out if artifact.familiarity is None else assess_familiarity(out, artifact.familiarity)
 
@@ -280,7 +282,13 @@ def calibrate_backend(
         raise ConfigurationError(
             f"`perturbation` must be 'auto' or one of {', '.join(PERTURBATIONS)}, got {perturbation!r}"
         )
-    setting = PAPER_DEFAULT if auto else ProbeSetting(perturbation, blackout_probability)  # type: ignore[arg-type]
+    if not auto and not 0.0 <= blackout_probability <= 1.0:
+        raise ConfigurationError(f"`blackout_probability` must be in [0, 1], got {blackout_probability}")
+    setting = (
+        PAPER_DEFAULT
+        if auto
+        else ProbeSetting.model_validate({"perturbation": perturbation, "blackout_probability": blackout_probability})
+    )
     scored = with_question_noise(items, question_noise, seed=seed)
     rows = score_items(backend, setting.estimator(draws=draws), scored, on_item=on_item, batch_size=batch_size)
     info: dict[str, Any] = {"data": data_name, "items": len(items), "question_noise": question_noise}
@@ -306,7 +314,7 @@ def calibrate_backend(
             rows = remeasure(backend, setting.estimator(draws=draws), rows, on_item=on_probe_item)
     data_fingerprint = items_fingerprint(items)
     # The estimator settings the normalisation and calibrators were fitted under: load_guard reuses them.
-    info["estimator"] = {"draws": draws, **setting.as_info()}
+    info["estimator"] = EstimatorSetting(draws=draws, probe=setting).as_info()
     artifact = calibrate_rows(
         rows,
         model_fingerprint=model_fingerprint,

@@ -19,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: wrapped to the terminal, never an option name cut short
 )
 
 
@@ -37,8 +38,9 @@ def _register() -> None:
         escalations,  # noqa: F401
         policy,  # noqa: F401
         report,  # noqa: F401
-        train,  # noqa: F401
-        train_calibration,  # noqa: F401
+        train_grpo,  # noqa: F401
+        train_reference,  # noqa: F401
+        train_verbalized,  # noqa: F401
     )
 
 

@@ -110,7 +110,10 @@ def ask(
     artifact: Annotated[
         Path | None, typer.Option(help="Calibration artifact. Default: the model folder's guardrail_calibration.json.")
     ] = None,
-    uncalibrated: Annotated[bool, typer.Option(help="Ignore any calibration artifact (raw scores).")] = False,
+    uncalibrated: Annotated[
+        bool, typer.Option("--uncalibrated/--calibrated", help="Ignore any calibration artifact (raw scores).")
+    ] = False,
+    no_uncalibrated: Annotated[bool, typer.Option("--no-uncalibrated", hidden=True)] = False,  # old: --calibrated
     draws: Annotated[
         int | None, typer.Option(min=1, help="K image perturbations averaged (default: as calibrated, else 1).")
     ] = None,
@@ -126,6 +129,8 @@ def ask(
     """Answer QUESTION about IMAGE through the guard; print the answer, perception, confidences and decision."""
     from ._interrupt import stop_on_signals
 
+    if no_uncalibrated:
+        typer.echo("note: --no-uncalibrated is deprecated; use --calibrated (the default)", err=True)
     with stop_on_signals() as stop:
         _ask(image, question, model, policy, artifact, uncalibrated, draws, as_json, batch, batch_size, stop)
 

@@ -29,7 +29,10 @@ def calibrate(
     ] = "easy-vqa",
     split: Annotated[str, typer.Option(help="Split of the built-in questions (without --data).")] = "calibration",
     limit: Annotated[int, typer.Option(min=20, help="Built-in questions to use (a seeded sample).")] = 3000,
-    clean: Annotated[bool, typer.Option(help="Built-in questions without corruptions.")] = False,
+    clean: Annotated[
+        bool, typer.Option("--clean/--corrupted", help="Built-in questions without corruptions, or with them.")
+    ] = False,
+    no_clean: Annotated[bool, typer.Option("--no-clean", hidden=True)] = False,  # old spelling of --corrupted
     draws: Annotated[int, typer.Option(min=1, help="K image perturbations averaged.")] = 1,
     perturbation: Annotated[
         str,
@@ -82,6 +85,8 @@ def calibrate(
     component with fewer than 10 labelled rows in the half it is fitted on, or with right or wrong answers only).
     SIGINT / SIGTERM stop after the current question (exit 130 / 143) and write no artifact.
     """
+    if no_clean:
+        typer.echo("note: --no-clean is deprecated; use --corrupted (the default)", err=True)
     check_output_file(out, force=force)
     if remeasure is not None:
         _remeasure(remeasure, out)

@@ -55,6 +55,7 @@ from ..errors import BackendError, EstimatorError, ImageError
 from ..images import decode_image
 from ..responses import ParsedResponse, char_offsets_from_prefixes, normalize_answer, parse_response
 from ..types import Generation, GenerationOptions, ImageBlock, Request, Signals
+from .feature_names import STABILITY_DROP, VERBALIZED_REASONING, VERBALIZED_VISION
 from .normalization import VisualNormalization
 from .perturb import PERTURBATIONS, PerturbationKind
 from .probe import answer_stats, perturbed_variants, span_masks, visual_probe
@@ -117,7 +118,7 @@ class _Work:
             rows[1 : 1 + probe_rows],
             vision,
             normalization,
-            stability_drop=self.features.get("stability_drop"),
+            stability_drop=self.features.get(STABILITY_DROP),
         )
         self.features.update(probe.features)
         self.visual = probe.visual
@@ -146,7 +147,7 @@ class _Work:
         r = self.parsed.reasoning_confidence
         if self.reasoning is None and r is not None:
             self.reasoning = r
-            self.sources["reasoning"] = ("verbalized_reasoning",)
+            self.sources["reasoning"] = (VERBALIZED_REASONING,)
         if self.reasoning is None:
             self.problems.append("no token log-probs and no verbalized reasoning score: reasoning not measured")
         return Signals(
@@ -328,9 +329,9 @@ class AgreementEstimator:
         work = _Work(generation=generation, parsed=parsed, problems=list(parsed.problems))
         v, r = parsed.vision_confidence, parsed.reasoning_confidence
         if v is not None:
-            work.features["verbalized_vision"] = v
+            work.features[VERBALIZED_VISION] = v
         if r is not None:
-            work.features["verbalized_reasoning"] = r
+            work.features[VERBALIZED_REASONING] = r
         if generation.token_logprobs:
             tokens: tuple[str, ...] | None = generation.tokens
             if not tokens or "".join(tokens) != generation.text:

@@ -40,6 +40,7 @@ from ..responses import ParsedResponse, parse_response
 from ..types import Generation, Request, Signals
 from . import signals as sig
 from .familiarity import FamiliarityReference
+from .feature_names import STABILITY_DROP, VERBALIZED_REASONING, VERBALIZED_VISION
 from .normalization import VisualNormalization
 from .perturb import PERTURBATIONS, PerturbationKind
 from .probe import SpanMasks, answer_masks, answer_stats, draws_differ, perturbed_variants, visual_probe
@@ -206,9 +207,9 @@ class DecoupledEstimator:
         pending = _Pending(parsed=parsed, problems=list(parsed.problems))
         v, r = parsed.vision_confidence, parsed.reasoning_confidence
         if v is not None:
-            pending.features["verbalized_vision"] = v
+            pending.features[VERBALIZED_VISION] = v
         if r is not None:
-            pending.features["verbalized_reasoning"] = r
+            pending.features[VERBALIZED_REASONING] = r
         if not parsed.has_vision_tag:
             pending.problems.append("no <vision> span: the whole response serves as the perception span")
         if not isinstance(backend, ScoringBackend):
@@ -227,7 +228,7 @@ class DecoupledEstimator:
         reasoning, r = pending.reasoning, pending.parsed.reasoning_confidence
         if reasoning is None and r is not None:
             reasoning = r
-            pending.sources["reasoning"] = ("verbalized_reasoning",)
+            pending.sources["reasoning"] = (VERBALIZED_REASONING,)
         signals = Signals(
             visual=pending.visual,
             reasoning=reasoning,
@@ -338,7 +339,7 @@ class DecoupledEstimator:
             self.normalization,
             entropy=entropy,
             kl_full=None if scores.kl_full is None else scores.kl_full[probe_rows],
-            stability_drop=features.get("stability_drop"),
+            stability_drop=features.get(STABILITY_DROP),
         )
         features.update(probe.features)
         sources["visual"] = probe.sources

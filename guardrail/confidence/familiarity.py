@@ -40,12 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import CalibrationError
 from ..types import Signals
+from .feature_names import FAMILIARITY, SIDES, side_feature
 
 __all__ = ["SIDES", "FamiliarityReference", "FeatureReference"]
 
 FloatArray = npt.NDArray[np.float64]
-SIDES = ("text", "image")
-"""The two sides of an input whose features are compared with the calibration inputs."""
 _FLOOR = 1e-6
 """Variances below this fraction of the largest are raised to it (near-constant directions would divide by ~0)."""
 _MIN_SCALE = 1e-12
@@ -206,12 +205,12 @@ class FamiliarityReference(BaseModel):
                 continue
             distance = float(reference.distance(np.asarray(vector, dtype=np.float64)))
             p = reference.p_value(distance)
-            out[f"{side}_distance"] = distance
-            out[f"{side}_shift"] = reference.shift(distance)
-            out[f"{side}_familiarity"] = p
+            out[side_feature(side, "distance")] = distance
+            out[side_feature(side, "shift")] = reference.shift(distance)
+            out[side_feature(side, "familiarity")] = p
             p_values.append(p)
         if p_values:
-            out["familiarity"] = min(1.0, len(p_values) * min(p_values))
+            out[FAMILIARITY] = min(1.0, len(p_values) * min(p_values))
         return out
 
     def apply(self, signals: Signals) -> Signals:
@@ -220,10 +219,11 @@ class FamiliarityReference(BaseModel):
         if not signals.embeddings:
             return signals
         measured = self.assess(signals.embeddings)
-        familiarity = measured.get("familiarity")
+        familiarity = measured.get(FAMILIARITY)
         sources = dict(signals.sources)
         if familiarity is not None:
-            sources["familiarity"] = tuple(f"{side}_familiarity" for side in SIDES if f"{side}_familiarity" in measured)
+            per_side = (side_feature(side, "familiarity") for side in SIDES)
+            sources["familiarity"] = tuple(name for name in per_side if name in measured)
         return signals.model_copy(
             update={"features": {**signals.features, **measured}, "familiarity": familiarity, "sources": sources}
         )

@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..responses import CharSpan, ParsedResponse, char_span_to_token_span
 from . import signals as sig
+from .feature_names import STABILITY_DROP, VISUAL_CERTAINTY, VISUAL_SCORE
 from .normalization import VisualNormalization
 from .perturb import PerturbationKind, perturb_image
 
@@ -174,11 +175,11 @@ def visual_probe(
     s = float(sig.visual_score(kl, h, grounding_weight=normalization.grounding_weight))
     if stability_drop is not None and normalization.stability_weight:
         s -= normalization.stability_weight * stability_drop
-        names = (*names, "stability_drop")
-    features["visual_score"] = s
+        names = (*names, STABILITY_DROP)
+    features[VISUAL_SCORE] = s
     visual = normalization.apply(float(s))
-    features["visual_certainty"] = visual
-    return ProbeResult(visual=visual, features=features, sources=(*names, "visual_score"))
+    features[VISUAL_CERTAINTY] = visual
+    return ProbeResult(visual=visual, features=features, sources=(*names, VISUAL_SCORE))
 
 
 def visual_statistic(
@@ -194,7 +195,7 @@ def visual_statistic(
     s = sig.visual_score(
         torch.tensor(kl, dtype=torch.float64), torch.tensor(h, dtype=torch.float64), grounding_weight=grounding_weight
     )
-    return float(s) - stability_weight * features.get("stability_drop", 0.0)
+    return float(s) - stability_weight * features.get(STABILITY_DROP, 0.0)
 
 
 def draws_differ(kind: PerturbationKind, probability: float) -> bool:

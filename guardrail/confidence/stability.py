@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
-from pydantic import BaseModel, ConfigDict, Field
 
 from . import signals as sig
+from .feature_names import STABILITY, STABILITY_DROP
+from .settings import STABILITY_FAMILIES, StabilityFamily, StabilitySetting
 
 __all__ = [
     "STABILITY_FAMILIES",
@@ -45,11 +45,6 @@ __all__ = [
     "view_falls",
 ]
 
-StabilityFamily = Literal["photometric", "geometric", "noise", "mixed"]
-STABILITY_FAMILIES: tuple[str, ...] = get_args(StabilityFamily)
-"""``photometric``: brightness, contrast, saturation and a hue nudge; ``geometric``: a small rotation, shift and
-scale; ``noise``: mild Gaussian noise; ``mixed``: the three in turn."""
-
 # Strengths: small enough that the scene is unchanged to a person, large enough to move a fragile percept.
 _MAX_ROTATION = 8.0  # degrees
 _MAX_SHIFT = 0.05  # of the side
@@ -59,24 +54,6 @@ _CONTRAST = (0.75, 1.25)
 _SATURATION = (0.75, 1.25)
 _MAX_HUE = 0.02  # of the colour wheel
 _NOISE_STD = 10.0  # on the 0..255 scale
-
-
-class StabilitySetting(BaseModel):
-    """How the stability probe draws its views: ``count`` K views of ``family``, the first seeded by ``seed``.
-
-    ``count=0`` switches the probe off (artifacts written before it keep today's behaviour).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    family: StabilityFamily = "mixed"
-    count: int = Field(default=0, ge=0, le=32)
-    seed: int = 0
-
-    @property
-    def label(self) -> str:
-        """A short name, e.g. ``mixed x4`` (``off`` when ``count`` is 0)."""
-        return "off" if self.count == 0 else f"{self.family} x{self.count}"
 
 
 def _background(image: Image.Image) -> tuple[int, ...]:
@@ -168,6 +145,6 @@ def stability_features(
         out[f"stability_{name}_drop"] = float(per_view.mean())
         out[f"stability_{name}_worst"] = float(per_view.max())
     if "stability_vision_drop" in out:
-        out["stability_drop"] = out["stability_vision_drop"]
-        out["stability"] = math.exp(-out["stability_drop"])
+        out[STABILITY_DROP] = out["stability_vision_drop"]
+        out[STABILITY] = math.exp(-out[STABILITY_DROP])
     return out

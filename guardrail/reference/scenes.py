@@ -29,7 +29,7 @@ from typing import Any
 from ..data.easyvqa import COLORS, SHAPES
 from ..data.scenes import GRID, TEMPLATES, SceneExample, classify_scene_question, load_scenes, parse_percept
 from .build import ModelSize, build_model, build_processor, prompt_text, split_at_tags
-from .train import Progress, TrainResult, _Batcher, _train_answers, corrupt_some, save_trained
+from .supervised import Progress, TrainResult, _Batcher, _train_answers, corrupt_some, save_trained
 
 __all__ = ["ScenesTrainConfig", "scenes_answer_text", "scenes_reasoning_text", "train_scenes"]
 

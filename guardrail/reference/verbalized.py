@@ -1,4 +1,4 @@
-"""The reference model learns to say how sure it is (``guardrail train-verbalized``).
+"""The reference model learns to say how sure it is (``guardrail train verbalized``).
 
 Three steps, seeded end to end, on CPU:
 
@@ -12,7 +12,7 @@ Three steps, seeded end to end, on CPU:
    mistakes). The uniform scores teach the format and nothing about confidence, so that GRPO starts with scores
    that differ within every group of rollouts and everything the model learns about its confidence comes from
    the reward.
-3. **GRPO** with the paper's reward and TAR (``training.train_calibration``, TRL) on the corrupted calibration
+3. **GRPO** with the paper's reward and TAR (``training.train_grpo``, TRL) on the corrupted calibration
    split, where the model errs often enough to learn from. Only the images of one half of that split
    (``grpo_half``) are used; the other half is left for fitting the calibration artifact, which must not see the
    rollouts' questions.
@@ -36,7 +36,7 @@ from typing import Any
 from .._paths import recorded_path
 from ..data.easyvqa import Example
 from ..data.labelled import LabelledItem
-from .train import corrupt_some, save_trained, training_examples
+from .supervised import corrupt_some, save_trained, training_examples
 
 __all__ = [
     "ColdStartConfig",
@@ -251,7 +251,7 @@ def grpo_reference(out: Path, start: Path, config: VerbalizedConfig | None = Non
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ..training.train import TrainCalibrationConfig, build_dataset_from_items, build_trainer
+    from ..training.run import GRPORunConfig, build_dataset_from_items, build_trainer
 
     config = config or VerbalizedConfig()
     torch.set_num_threads(config.threads)
@@ -261,7 +261,7 @@ def grpo_reference(out: Path, start: Path, config: VerbalizedConfig | None = Non
     processor = AutoProcessor.from_pretrained(start)  # type: ignore[no-untyped-call]
     grpo = {**GRPO_DEFAULTS, **config.grpo}
     with tempfile.TemporaryDirectory() as scratch:
-        run = TrainCalibrationConfig(
+        run = GRPORunConfig(
             model=str(start), data="", output=scratch, mode=config.mode, tar=config.tar, seed=config.seed, grpo=grpo
         )
         dataset = build_dataset_from_items(grpo_items(config), instruction=None)

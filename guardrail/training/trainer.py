@@ -1,4 +1,4 @@
-"""``CalibrationGRPOTrainer``: TRL's ``GRPOTrainer`` with the reward and the TAR of METHOD.md section 8.
+"""``ConfidenceGRPOTrainer``: TRL's ``GRPOTrainer`` with the reward and the TAR of METHOD.md section 8.
 
 It changes three of TRL's steps, each through a method TRL itself calls (TRL 1.16.0, pinned by the ``train``
 extra; ``check_trl_version`` refuses another version rather than train with internals that may have moved):
@@ -36,10 +36,16 @@ from ..responses import parse_response, token_char_offsets
 from .reward import RewardMode, RewardWeights
 from .tar import TAR_W_MAX, TAR_W_MIN, batch_sigmoid_z, tar_advantages, tar_weights, visual_scores
 
-__all__ = ["TRL_VERSION", "CalibrationGRPOTrainer", "CalibrationOptions", "check_trl_version"]
+__all__ = [
+    "TRL_VERSION",
+    "CalibrationGRPOTrainer",
+    "CalibrationOptions",
+    "ConfidenceGRPOTrainer",
+    "check_trl_version",
+]
 
 TRL_VERSION = "1.16.0"
-"""The TRL release whose internals ``CalibrationGRPOTrainer`` overrides (tested in ``tests/training``)."""
+"""The TRL release whose internals ``ConfidenceGRPOTrainer`` overrides (tested in ``tests/training``)."""
 
 
 def check_trl_version(version: str | None = None) -> None:
@@ -108,7 +114,7 @@ def _pad_to(tensor: torch.Tensor, width: int, value: float | bool) -> torch.Tens
     return torch.cat([tensor, filler], dim=1)
 
 
-class CalibrationGRPOTrainer(GRPOTrainer):
+class ConfidenceGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` plus the visual-certainty target and TAR (see the module docstring).
 
     Takes every ``GRPOTrainer`` argument, plus ``calibration``. Pass the reward functions of
@@ -280,3 +286,8 @@ class CalibrationGRPOTrainer(GRPOTrainer):
             self._metrics[mode]["tar/mean_weight"].append(float(weights.weights[touched].mean()))
         self._metrics[mode]["tar/reweighted_tokens"].append(float(touched.sum()))
         return output
+
+
+CalibrationGRPOTrainer = ConfidenceGRPOTrainer
+"""The former name of :class:`ConfidenceGRPOTrainer` ("calibration" also names the package that fits artifacts);
+kept for one release."""

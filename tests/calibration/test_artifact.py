@@ -111,6 +111,20 @@ def test_certified_lookup(artifact: CalibrationArtifact) -> None:
             r"has an invalid field calibrator: .*unusable calibrator",
         ),
         (
+            lambda p: rewrite(p, lambda d: d["info"].update(estimator={"draws": 1, "grounding_weight": 2.0})),
+            r"has an invalid field info.estimator.grounding_weight: Input should be less than or equal to 1 "
+            r"\(got 2.0\)",
+        ),
+        (
+            lambda p: rewrite(p, lambda d: d["info"].update(estimator={"perturbation": "blakout"})),
+            r"has an invalid field info.estimator.perturbation: Input should be 'blackout', 'noise', 'grey' or "
+            r"'blur' \(got 'blakout'\)",
+        ),
+        (
+            lambda p: rewrite(p, lambda d: d["info"].update(estimator={"grounding_wieght": 0.1})),
+            r"has an invalid field info.estimator.grounding_wieght: unknown setting$",
+        ),
+        (
             lambda p: rewrite(p, lambda d: d["metrics"]["overall"].update(ece_10=0.0), reseal=False),
             r"is corrupted: checksum mismatch",
         ),

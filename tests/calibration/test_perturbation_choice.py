@@ -28,7 +28,7 @@ def test_the_highest_score_wins_and_the_earliest_wins_ties() -> None:
     assert labels[0] == "blackout(p=0.8)"  # the paper's default comes first
     assert best_setting(dict.fromkeys(labels, 0.7), CANDIDATES) == PAPER_DEFAULT
     scores: dict[str, float | None] = {**dict.fromkeys(labels, 0.7), "grey": 0.71}
-    assert best_setting(scores, CANDIDATES) == ProbeSetting("grey")
+    assert best_setting(scores, CANDIDATES) == ProbeSetting(perturbation="grey")
     assert best_setting({**scores, "grey": None, "noise": float("nan")}, CANDIDATES) == PAPER_DEFAULT
     assert best_setting(dict.fromkeys(labels), CANDIDATES) is None
 
@@ -59,7 +59,7 @@ def test_the_recorded_setting_round_trips() -> None:
             assert ProbeSetting.from_info(setting.weighted(weight).as_info()) == setting.weighted(weight)
     assert ProbeSetting.from_info({}) == PAPER_DEFAULT  # artifacts written before the weight: the paper's w = 1
     assert ProbeSetting.from_info({"perturbation": "grey"}).grounding_weight == 1.0
-    assert ProbeSetting("grey", grounding_weight=0.1).label == "grey w=0.1"
+    assert ProbeSetting(perturbation="grey", grounding_weight=0.1).label == "grey w=0.1"
     assert PAPER_DEFAULT.label == "blackout(p=0.8)"
 
 

@@ -81,7 +81,7 @@ def reference_rows() -> tuple[Any, list[ScoredItem], ProbeSetting]:
     from guardrail.pretrained import default_model_path
 
     backend = TransformersBackend.from_pretrained(default_model_path())
-    probe = ProbeSetting("blackout", 1.0, 0.1)
+    probe = ProbeSetting(perturbation="blackout", blackout_probability=1.0, grounding_weight=0.1)
     items = easyvqa_items("calibration", limit=120, seed=7)
     return backend, score_items(backend, probe.estimator(), items), probe
 

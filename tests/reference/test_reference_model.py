@@ -61,7 +61,7 @@ def test_answers_a_test_question_in_the_structured_format(loaded: tuple[Any, Any
 
 
 def test_training_record_is_shipped() -> None:
-    # How the shipped model was made: `guardrail train-reference` with these settings reproduces it.
+    # How the shipped model was made: `guardrail train reference` with these settings reproduces it.
     record = json.loads((reference_model_path() / "training_config.json").read_text())
     assert record["seed"] == 0
     assert {"epochs", "vision_steps", "negated_fraction", "seconds", "steps"} <= set(record)

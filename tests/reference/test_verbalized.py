@@ -113,10 +113,10 @@ def test_cli_refuses_tar_without_the_decoupled_reward(tmp_path: Path) -> None:
 
     _register()
     runner = CliRunner()
-    result = runner.invoke(app, ["train-verbalized", "--out", str(tmp_path), "--mode", "single"])
+    result = runner.invoke(app, ["train", "verbalized", "--out", str(tmp_path), "--mode", "single"])
     assert result.exit_code == 2
     assert "--no-tar" in result.output
-    result = runner.invoke(app, ["train-verbalized", "--out", str(tmp_path), "--mode", "holistic"])
+    result = runner.invoke(app, ["train", "verbalized", "--out", str(tmp_path), "--mode", "holistic"])
     assert result.exit_code == 2
     assert "decoupled or single" in result.output
     assert not any(tmp_path.iterdir())
@@ -132,7 +132,7 @@ def test_the_command_trains_and_calibrates_a_model_the_guard_loads(tmp_path: Pat
 
     _register()
     args = ["--out", str(tmp_path / "m"), "--cold-start-examples", "128", "--grpo-items", "8", "--max-steps", "1"]
-    result = CliRunner().invoke(app, ["train-verbalized", *args, "--calibrate", "60", "--threads", "1"])
+    result = CliRunner().invoke(app, ["train", "verbalized", *args, "--calibrate", "60", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m" / ARTIFACT_FILENAME).is_file()
     guard = load_guard(tmp_path / "m")  # refuses an artifact fitted on another model

@@ -1,7 +1,8 @@
 """Every command checks its outputs and inputs before its work: one ``error:`` line, exit code 2, no traceback.
 
-Issue 27, item 4: ``guardrail train-verbalized --out`` was checked only when saving, after a quarter of an hour of
-training: an existing file or a read-only folder ended in a ``FileExistsError`` / ``PermissionError`` traceback.
+Issue 27, item 4: ``guardrail train-verbalized --out`` (now ``guardrail train verbalized``) was checked only when
+saving, after a quarter of an hour of training: an existing file or a read-only folder ended in a
+``FileExistsError`` / ``PermissionError`` traceback.
 These run the real console script in a subprocess and bound the time each refusal takes (no model is loaded, no
 training starts). A folder nothing can be created in: a read-only folder, or under root (whom permission bits do not
 stop) ``/sys``, where not even root can create a file.
@@ -85,31 +86,31 @@ def a_file(tmp_path: Path) -> Path:
     return path
 
 
-# -- train-verbalized: the issue -------------------------------------------------------------------------------
+# -- train verbalized: the issue -------------------------------------------------------------------------------
 
 
 def test_train_verbalized_refuses_a_folder_that_holds_files_before_training(full: Path) -> None:
     refused(
-        *guardrail("train-verbalized", "--out", full),
+        *guardrail("train", "verbalized", "--out", full),
         f"--out {full} exists and is not empty; give --force to write into it (files of the same names are replaced)",
     )
     assert [p.name for p in full.iterdir()] == ["model.safetensors"]
 
 
 def test_train_verbalized_refuses_a_file_before_training(a_file: Path) -> None:
-    refused(*guardrail("train-verbalized", "--out", a_file), f"--out {a_file} is a file, not a folder")
+    refused(*guardrail("train", "verbalized", "--out", a_file), f"--out {a_file} is a file, not a folder")
     assert a_file.read_text() == "something else"
 
 
 def test_train_verbalized_refuses_a_folder_it_cannot_write_before_training(unwritable: Path) -> None:
-    code, out, err, seconds = guardrail("train-verbalized", "--out", unwritable / "model")
+    code, out, err, seconds = guardrail("train", "verbalized", "--out", unwritable / "model")
     refused(code, out, err, seconds, f"--out {unwritable / 'model'}: {unwritable} is not writable ({_reason(err)})")
     assert _reason(err)  # the system's reason, e.g. "Permission denied"
 
 
 def test_train_verbalized_refuses_an_artifact_on_too_few_questions_before_training(tmp_path: Path) -> None:
     refused(
-        *guardrail("train-verbalized", "--out", tmp_path / "m", "--calibrate", "5"),
+        *guardrail("train", "verbalized", "--out", tmp_path / "m", "--calibrate", "5"),
         "--calibrate 5: an artifact needs at least 20 questions (or 0: fit none)",
     )
     assert not (tmp_path / "m").exists()
@@ -118,45 +119,50 @@ def test_train_verbalized_refuses_an_artifact_on_too_few_questions_before_traini
 # -- the other commands ----------------------------------------------------------------------------------------
 
 
-def test_train_reference_refuses_its_default_the_shipped_model_without_force() -> None:
+def test_train_reference_has_no_default_and_refuses_the_shipped_model_without_force() -> None:
     before = {p.name: p.stat().st_mtime_ns for p in reference_model_path().iterdir()}
+    code, out, err, _ = guardrail("train", "reference")  # a bare run no longer means the shipped model
+    assert code == 2
+    assert "Missing option '--out'" in err
+    assert "Traceback" not in err + out
     refused(
-        *guardrail("train-reference"),
-        f"--out {reference_model_path()} exists and is not empty (the default: the package's shipped reference "
-        "model); give --force to write into it (files of the same names are replaced)",
+        *guardrail("train", "reference", "--out", reference_model_path()),
+        f"--out {reference_model_path()} is inside the installed guardrail package "
+        f"({reference_model_path().parents[1]}), whose shipped files it would replace; choose another folder, or give "
+        "--force to write there anyway",
     )
     assert {p.name: p.stat().st_mtime_ns for p in reference_model_path().iterdir()} == before
 
 
 def test_train_reference_refuses_a_file_and_an_unwritable_folder(a_file: Path, unwritable: Path) -> None:
-    refused(*guardrail("train-reference", "--out", a_file), f"--out {a_file} is a file, not a folder")
-    code, out, err, seconds = guardrail("train-reference", "--out", unwritable / "m")
+    refused(*guardrail("train", "reference", "--out", a_file), f"--out {a_file} is a file, not a folder")
+    code, out, err, seconds = guardrail("train", "reference", "--out", unwritable / "m")
     refused(code, out, err, seconds, f"--out {unwritable / 'm'}: {unwritable} is not writable ({_reason(err)})")
 
 
 def test_train_calibration_checks_data_model_and_output_before_loading(tmp_path: Path, full: Path) -> None:
     data = tmp_path / "labelled.jsonl"
     refused(
-        *guardrail("train-calibration", "--model", "m", "--data", data, "--out", tmp_path / "o"),
+        *guardrail("train", "grpo", "--model", "m", "--data", data, "--out", tmp_path / "o"),
         f"data {str(data)!r}: no such file (a labelled JSONL file, or easyvqa:SPLIT)",
     )
     refused(
-        *guardrail("train-calibration", "--model", "m", "--data", "easyvqa:tset", "--out", tmp_path / "o"),
+        *guardrail("train", "grpo", "--model", "m", "--data", "easyvqa:tset", "--out", tmp_path / "o"),
         "data 'easyvqa:tset': expected easyvqa:SPLIT or easyvqa:SPLIT:clean, SPLIT one of train, calibration, test",
     )
     refused(
-        *guardrail("train-calibration", "--model", tmp_path, "--data", "easyvqa:test", "--out", tmp_path / "o"),
+        *guardrail("train", "grpo", "--model", tmp_path, "--data", "easyvqa:test", "--out", tmp_path / "o"),
         f"model {str(tmp_path)!r}: not a model folder (no config.json)",
     )
     model = reference_model_path()
     refused(
-        *guardrail("train-calibration", "--model", model, "--data", "easyvqa:test", "--out", full),
+        *guardrail("train", "grpo", "--model", model, "--data", "easyvqa:test", "--out", full),
         f"--out {full} exists and is not empty; give --force to write into it (files of the same names are replaced)",
     )
     config = tmp_path / "run.yaml"
     config.write_text(f"model: {model}\ndata: 'easyvqa:test'\noutput: {full}\n")
     refused(
-        *guardrail("train-calibration", "--config", config),
+        *guardrail("train", "grpo", "--config", config),
         f"output (in {config}) {full} exists and is not empty; give --force to write into it (files of the same "
         "names are replaced)",
     )
@@ -215,7 +221,7 @@ def test_a_save_that_fails_after_training_is_one_line(tmp_path: Path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(verbalized, "train_verbalized_reference", full_disk)
-    result = CliRunner().invoke(app, ["train-verbalized", "--out", str(tmp_path / "m")])
+    result = CliRunner().invoke(app, ["train", "verbalized", "--out", str(tmp_path / "m")])
     assert result.exit_code == 2
     assert (
         result.stderr.splitlines()[-1]
@@ -243,7 +249,7 @@ def test_an_artifact_that_cannot_be_fitted_after_training_names_the_saved_model(
 
     monkeypatch.setattr(verbalized, "train_verbalized_reference", trained)
     monkeypatch.setattr(pretrained, "calibrate_model", refused)
-    result = CliRunner().invoke(app, ["train-verbalized", "--out", str(out), "--force", "--calibrate", "20"])
+    result = CliRunner().invoke(app, ["train", "verbalized", "--out", str(out), "--force", "--calibrate", "20"])
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1] == (
         f"error: cannot calibrate on this data: reasoning has 0 wrong answers; the trained model is saved in {out} "

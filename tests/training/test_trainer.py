@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from guardrail.cli import _register, app
 from guardrail.errors import InputError
-from guardrail.training import CalibrationOptions, TrainCalibrationConfig, load_config
+from guardrail.training import CalibrationOptions, GRPORunConfig, load_config
 from guardrail.training.trainer import TRL_VERSION, check_trl_version
 from tests.support.trl import TRL_DEPRECATIONS
 
@@ -66,12 +66,12 @@ def test_shipped_gpu_recipe_is_a_valid_config() -> None:
 def test_cli_refuses_bad_usage(tmp_path: Path) -> None:
     _register()
     runner = CliRunner()
-    result = runner.invoke(app, ["train-calibration", "--model", "m"])
+    result = runner.invoke(app, ["train", "grpo", "--model", "m"])
     assert result.exit_code == 2
     assert "--data" in result.output
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"model: m\ndata: 'easyvqa:test'\noutput: {tmp_path / 'o'}\nmode: holistic\n")
-    result = runner.invoke(app, ["train-calibration", "--config", str(bad)])
+    result = runner.invoke(app, ["train", "grpo", "--config", str(bad)])
     assert result.exit_code == 2
     assert "mode" in result.output
 
@@ -83,15 +83,15 @@ def test_grpo_steps_on_the_reference_model_reach_the_loss_with_per_token_advanta
     from trl.trainer.grpo_config import GRPOConfig
 
     from guardrail.reference import reference_model_path
-    from guardrail.training import CalibrationGRPOTrainer, extend_vocabulary, reward_functions
-    from guardrail.training.train import build_dataset
+    from guardrail.training import ConfidenceGRPOTrainer, extend_vocabulary, reward_functions
+    from guardrail.training.run import build_dataset
 
     model = AutoModelForImageTextToText.from_pretrained(reference_model_path())
     processor = AutoProcessor.from_pretrained(reference_model_path())  # type: ignore[no-untyped-call]
     assert extend_vocabulary(model, processor) == 19
     seen: list[torch.Tensor] = []
 
-    class Recording(CalibrationGRPOTrainer):
+    class Recording(ConfidenceGRPOTrainer):
         def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
             seen.append(inputs["advantages"].detach().clone())
             return super()._compute_loss(model, inputs)  # type: ignore[no-untyped-call]
@@ -101,7 +101,7 @@ def test_grpo_steps_on_the_reference_model_reach_the_loss_with_per_token_advanta
     def noise(completions: list[Any], **_: Any) -> list[float]:  # rewards that differ within every group
         return [rng.random() for _ in completions]
 
-    config = TrainCalibrationConfig(model="reference", data="easyvqa:calibration", output=str(tmp_path), limit=8)
+    config = GRPORunConfig(model="reference", data="easyvqa:calibration", output=str(tmp_path), limit=8)
     options = CalibrationOptions()
     args = GRPOConfig(
         output_dir=str(tmp_path),
@@ -166,6 +166,6 @@ def test_cli_trains_a_lora_adapter_on_a_tiny_llava(tmp_path: Path) -> None:
         )
     )
     _register()
-    result = CliRunner().invoke(app, ["train-calibration", "--config", str(config), "--max-steps", "1"])
+    result = CliRunner().invoke(app, ["train", "grpo", "--config", str(config), "--max-steps", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "adapter_config.json").is_file()

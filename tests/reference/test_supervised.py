@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 from guardrail.data.easyvqa import load_easyvqa
 from guardrail.reference.build import build_processor
 from guardrail.reference.checkpoint import canonical_name, loaded_weights
-from guardrail.reference.train import TrainConfig, _Batcher, _training_examples, train_reference
+from guardrail.reference.supervised import TrainConfig, _Batcher, _training_examples, train_reference
 
 
 def test_reasoning_and_answer_tokens_carry_the_reasoning_weight() -> None:

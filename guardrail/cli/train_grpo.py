@@ -1,13 +1,16 @@
-"""``guardrail train-calibration``: GRPO with the paper's reward and TAR (METHOD.md section 8), on TRL.
+"""``guardrail train grpo``: GRPO with the paper's reward and TAR (METHOD.md section 8), on TRL.
 
-A run is a YAML file (``guardrail.training.TrainCalibrationConfig``: model, data, output, calibration options,
+A run is a YAML file (``guardrail.training.GRPORunConfig``: model, data, output, calibration options,
 TRL's ``GRPOConfig`` fields under ``grpo``, peft's ``LoraConfig`` under ``lora``); the options below override
 its keys, or describe a whole run without a file. Several GPUs: ``accelerate launch --num_processes N
-$(which guardrail) train-calibration --config run.yaml``. Needs the ``train`` extra.
+$(which guardrail) train grpo --config run.yaml``. Needs the ``train`` extra.
 
 Before any model loads, the run is checked: the calibration options, the data (a readable JSONL file, or
 ``easyvqa:SPLIT`` of an existing split), a model folder given as a path, and the output folder (refused when it
-holds files, unless ``--force``, or when it cannot be written). A problem is one line and exit code 2.
+holds files or lies inside the installed package, unless ``--force``, or when it cannot be written), and so are
+the options TRL is given (``GRPORunConfig.grpo_config``): on a machine without a GPU that supports bf16 the run
+trains in float32 by itself, and a ``bf16`` / ``fp16`` the machine cannot run is named. A problem is one line and
+exit code 2. (Formerly ``guardrail train-calibration``, which still runs, hidden, for one release.)
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ from typing import Annotated
 
 import typer
 
-from . import app
 from ._outputs import check_output_folder, fail
+from .train import deprecated_alias, refuse_package_folder, train_app
 
-__all__ = ["train_calibration"]
+__all__ = ["train_grpo"]
 
 
-@app.command("train-calibration")
-def train_calibration(
+@train_app.command("grpo")
+def train_grpo(
     config: Annotated[Path | None, typer.Option(help="YAML run description (see the module docstring).")] = None,
     model: Annotated[str | None, typer.Option(help="Model folder (or name in a local hub cache).")] = None,
     data: Annotated[
@@ -42,8 +45,8 @@ def train_calibration(
 ) -> None:
     """Train a model to write calibrated <vision_confidence> and <reasoning_confidence> (GRPO + TAR)."""
     from ..errors import InputError
-    from ..training.train import TrainCalibrationConfig, load_config
-    from ..training.train import train_calibration as run
+    from ..training.run import GRPORunConfig, load_config
+    from ..training.run import train_grpo as run
 
     overrides = {"model": model, "data": data, "output": out, "mode": mode, "tar": tar, "limit": limit, "seed": seed}
     try:
@@ -53,21 +56,29 @@ def train_calibration(
             missing = [f"--{k}" for k, v in (("model", model), ("data", data), ("out", out)) if v is None]
             if missing:
                 raise InputError(f"without --config, give {', '.join(missing)}")
-            run_config = TrainCalibrationConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+            run_config = GRPORunConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         if max_steps is not None:
-            run_config = TrainCalibrationConfig(
+            run_config = GRPORunConfig(
                 **{**run_config.__dict__, "grpo": {**dict(run_config.grpo), "max_steps": max_steps}}
             )
         _check_sources(run_config.model, run_config.data)
         where = "--out" if out is not None or config is None else f"output (in {config})"
+        refuse_package_folder(Path(run_config.output), option=where, force=force)
         check_output_folder(Path(run_config.output), option=where, force=force)
         run_config.options()  # checks the calibration options before anything loads (imports TRL: seconds)
+        run_config.grpo_config()  # and TRL's own options, with the precision this machine can train in
     except ImportError as exc:
         fail(f"{exc}; install the training extra: pip install 'lvlm-guardrail[train]'")
     except (InputError, ValueError) as exc:
         fail(str(exc))
-    saved = run(run_config)
+    try:
+        saved = run(run_config)
+    except OSError as exc:  # a model that cannot be loaded, a disk that filled up
+        fail(f"training stopped: {exc}")
     typer.echo(f"saved to {saved}")
+
+
+deprecated_alias("train-calibration", "train grpo", train_grpo)
 
 
 def _check_sources(model: str, data: str) -> None:
