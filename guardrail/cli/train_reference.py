@@ -30,6 +30,14 @@ def train_reference(
         int | None, typer.Option("--vision-steps", min=0, help="Stage-1 vision steps (default 6000).")
     ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for torch.")] = 2,
+    world: Annotated[
+        str,
+        typer.Option(
+            "--world",
+            help="easy-vqa (the shipped reference model) or scenes (2-5 small shapes on 256x256; "
+            "experimental: no scenes model good enough to ship yet).",
+        ),
+    ] = "easy-vqa",
     force: Annotated[
         bool, typer.Option("--force", help="Write into --out even if it holds files (a model's are replaced).")
     ] = False,
@@ -38,15 +46,20 @@ def train_reference(
 
     The output folder is checked first: one that holds files, or one inside the installed package (the shipped
     model's), is refused without --force; one that cannot be written always."""
+    if world not in ("easy-vqa", "scenes"):
+        fail(f"--world {world!r}: expected easy-vqa or scenes")
     refuse_package_folder(out, force=force)
     check_output_folder(out, force=force)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from ..reference.scenes import ScenesTrainConfig, train_scenes
     from ..reference.supervised import TrainConfig
-    from ..reference.supervised import train_reference as run
+    from ..reference.supervised import train_reference as run_reference
 
-    config = TrainConfig(seed=seed, threads=threads)
+    config: TrainConfig | ScenesTrainConfig = TrainConfig(seed=seed, threads=threads)
+    if world == "scenes":
+        config = ScenesTrainConfig(seed=seed, threads=threads)
     if epochs is not None:
         config = dataclasses.replace(config, epochs=epochs)
     if vision_steps is not None:
@@ -73,7 +86,10 @@ def train_reference(
 
         failure: OSError | None = None
         try:
-            result = run(out, config, progress=report)
+            if isinstance(config, ScenesTrainConfig):
+                result = train_scenes(out, config, progress=report)
+            else:
+                result = run_reference(out, config, progress=report)
         except OSError as exc:  # the folder was checked first; it may still have changed, or the disk filled
             failure = exc
     if failure is not None:

@@ -195,3 +195,10 @@ def test_train_grpo_on_a_cpu_machine_builds_cpu_settings_and_names_a_bf16_it_can
         "error: grpo.bf16 is true, but this machine has no GPU: set it to false (or leave it out to train in float32)\n"
     )
     assert not isinstance(result.exception, ValueError)
+
+
+def test_train_reference_names_its_worlds_and_refuses_another(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "reference", "--world", "mnist", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert result.stderr == "error: --world 'mnist': expected easy-vqa or scenes\n"
+    assert not (tmp_path / "m").exists()
