@@ -65,6 +65,11 @@ def model_path(model: str | os.PathLike[str] | None) -> Path:
         from .reference import shipped_model_path
 
         shipped = shipped_model_path(str(model))
+        if shipped is not None and not (shipped / "config.json").is_file():
+            raise ConfigurationError(
+                f"model {str(model)!r}: this installation ships no {model} model (none good enough yet); train one "
+                f"with `guardrail train reference --world {model} --out DIR` and give that folder"
+            )
         if shipped is not None:
             return shipped
     return path

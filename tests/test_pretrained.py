@@ -97,7 +97,9 @@ def test_a_shipped_model_may_be_named_where_no_folder_of_that_name_exists(
     monkeypatch.chdir(str(tmp_path))
     assert model_path("reference") == reference_model_path()
     assert model_path("verbalized") == verbalized_model_path()
-    assert model_path("scenes") == scenes_model_path()
+    assert not (scenes_model_path() / "config.json").exists()  # not shipped yet: a name that says how to get one
+    with pytest.raises(ConfigurationError, match=r"ships no scenes model .*guardrail train reference --world scenes"):
+        model_path("scenes")
     Path("scenes").mkdir()  # a folder of that name wins: a user's own model is never shadowed
     assert model_path("scenes") == Path("scenes")
     assert model_path("elsewhere") == Path("elsewhere")  # not a name: a folder, reported missing where it is loaded

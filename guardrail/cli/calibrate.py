@@ -156,7 +156,10 @@ def _calibrate(
     from ..pretrained import calibrate_model, model_path
 
     console = Console(stderr=True)
-    model_dir = model_path(model)
+    try:
+        model_dir = model_path(model)
+    except GuardrailError as exc:
+        fail(str(exc))
     if not (model_dir / "config.json").is_file():
         fail(f"--model {model_dir}: not a model folder (no config.json)")
     try:

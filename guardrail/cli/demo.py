@@ -95,7 +95,10 @@ def _demo(
 
     console = Console()
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = model_path(model if model is not None or world == "easy-vqa" else "scenes")
+    try:
+        model_dir = model_path(model if model is not None or world == "easy-vqa" else "scenes")
+    except GuardrailError as exc:
+        fail(str(exc))
     telemetry, trace_file = _file_telemetry(out / "traces.jsonl")
     try:
         with console.status("loading the model and the calibration"):
