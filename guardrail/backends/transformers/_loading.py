@@ -1,7 +1,16 @@
-"""Loading a model folder: the device and dtype to load on, and the model and processor it holds (Auto classes)."""
+"""Loading a model folder: the device and dtype to load on, and the model and processor classes the folder names.
+
+The model class is the image-text-to-text class of the ``model_type`` the folder's ``config.json`` names (for the
+reference model ``llava``: ``LlavaForConditionalGeneration``), imported straight from transformers, and the processor
+is the class its ``processor_config.json`` names (``processor_class``). These are the classes
+``AutoModelForImageTextToText`` and ``AutoProcessor`` pick, from the same names, without building the Auto config
+first. The Auto classes remain the fallback for a folder that names no type or class transformers has (their
+error then says why), so every folder loads as it did through them.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +57,9 @@ def load_model_and_processor(
     try:
         on_gpu = resolve_device(device).type == "cuda"
         load_dtype = resolve_dtype(dtype) or ("auto" if on_gpu else torch.float32)
-        model_class = library.AutoModelForImageTextToText
+        model_class = _model_class(path / "config.json") or library.AutoModelForImageTextToText
         model = model_class.from_pretrained(path, dtype=load_dtype, local_files_only=True)
-        processor_class = library.AutoProcessor
+        processor_class = _named_class(path / "processor_config.json", "processor_class") or library.AutoProcessor
         try:
             processor: Any = processor_class.from_pretrained(path, local_files_only=True)
         except (ImportError, ValueError, TypeError, AttributeError):
@@ -62,3 +71,40 @@ def load_model_and_processor(
     except (OSError, *MODEL_ERRORS) as exc:
         raise BackendError(f"cannot load a vision-language model from {str(path)!r}: {exc}") from exc
     return model, processor
+
+
+def _model_class(config_file: Path) -> Any:
+    """The image-text-to-text model class of the ``model_type`` that ``config_file`` names (what
+    ``AutoModelForImageTextToText`` picks for it); ``None`` when there is none (the Auto class then says why)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as NAMES
+
+    model_type = _config_value(config_file, "model_type")
+    return None if not isinstance(model_type, str) else _transformers_class(NAMES.get(model_type))
+
+
+def _named_class(config_file: Path, key: str) -> Any:
+    """The transformers class that ``config_file`` names under ``key``; ``None`` when it names none."""
+    return _transformers_class(_config_value(config_file, key))
+
+
+def _config_value(config_file: Path, key: str) -> object:
+    """``key`` of the JSON object in ``config_file``; ``None`` without the file, the object or the key."""
+    try:
+        value: object = json.loads(config_file.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value
+
+
+def _transformers_class(named: object) -> Any:
+    """The class transformers exports as ``named`` when it is a model or processor class (it has
+    ``from_pretrained``); ``None`` for anything else (no name, a name transformers does not have, custom code)."""
+    if not isinstance(named, str) or not named.isidentifier():
+        return None
+    import transformers
+
+    try:
+        found = getattr(transformers, named, None)
+    except (ImportError, RuntimeError):  # a class whose optional dependency is missing: the Auto class says why
+        return None
+    return found if callable(getattr(found, "from_pretrained", None)) else None
