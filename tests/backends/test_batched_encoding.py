@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from guardrail import Request
-from guardrail.backends.transformers import TransformersBackend, _rows_alike
+from guardrail.backends.transformers import TransformersBackend
+from guardrail.backends.transformers._encoding import _rows_alike
 from guardrail.confidence.perturb import perturb_image
 from guardrail.errors import BackendError
 from tests.support.tiny_vlms import BUILDERS
