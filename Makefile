@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# torch's idle CPU threads sleep rather than spin: on a busy 2-core machine spinning threads starve the one doing the
+# work (the backends tests: about 9 minutes spinning, 50 s sleeping). `guardrail` itself sets this too (cli/__init__).
+export OMP_WAIT_POLICY ?= PASSIVE
 # Material for MkDocs prints a banner about MkDocs 2.0 on every build; the pins in constraints.txt hold.
 export NO_MKDOCS_2_WARNING := 1
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import InputError
 from ..images import load_image
@@ -116,7 +117,7 @@ def easyvqa_items(
     list of names may also name kinds from ``HELDOUT_CORRUPTIONS`` or ``UNSEEN_CORRUPTIONS``, for evaluation.
     ``limit`` takes a seeded random subset of questions (the same for the same seed).
     """
-    from .corruptions import CORRUPTIONS, check_kinds, corrupt
+    from .corruptions import CORRUPTIONS, check_kinds
     from .easyvqa import COLORS, SHAPES, load_easyvqa
 
     kinds = tuple(CORRUPTIONS) if corruptions is None else check_kinds(corruptions)
@@ -128,27 +129,31 @@ def easyvqa_items(
     vocabulary = (*COLORS, *SHAPES)
     items = []
     for index, example in enumerate(examples):
-        image = example.image()
-        kind, severity = "none", 0
-        if kinds:
-            kind = str(kinds[int(rng.integers(len(kinds)))])
-            severity = int(severities[int(rng.integers(len(severities)))])
-            image = corrupt(image, kind, severity, seed=seed * 1_000_003 + index)
+        image, damage = _corrupted(example.image(), kinds, severities, rng, seed=seed * 1_000_003 + index)
         items.append(
             LabelledItem(
                 request=Request.from_question(example.question, [image]),
                 answer=example.answer,
                 perception=(example.scene.color, example.scene.shape),
                 vocabulary=vocabulary,
-                tags={
-                    "image_id": example.image_id,
-                    "question_type": example.question_type,
-                    "corruption": kind if severity > 0 else "none",
-                    "severity": str(severity),
-                },
+                tags={"image_id": example.image_id, "question_type": example.question_type, **damage},
             )
         )
     return items
+
+
+def _corrupted(
+    image: Image.Image, kinds: Sequence[str], severities: Sequence[int], rng: np.random.Generator, *, seed: int
+) -> tuple[Image.Image, dict[str, str]]:
+    """``image`` under a seeded draw of kind and severity from ``kinds`` (none: as it is), and the draw as tags."""
+    from .corruptions import corrupt
+
+    if not kinds:
+        return image, {"corruption": "none", "severity": "0"}
+    kind = str(kinds[int(rng.integers(len(kinds)))])
+    severity = int(severities[int(rng.integers(len(severities)))])
+    image = corrupt(image, kind, severity, seed=seed)
+    return image, {"corruption": kind if severity > 0 else "none", "severity": str(severity)}
 
 
 def iter_batches(items: Sequence[LabelledItem], size: int) -> Iterator[Sequence[LabelledItem]]:
@@ -172,7 +177,7 @@ def scenes_items(
     Each item grades perception by the scene's objects (:func:`~guardrail.data.scenes.grade_percept`) and carries
     its template and object count as tags.
     """
-    from .corruptions import CORRUPTIONS, check_kinds, corrupt
+    from .corruptions import CORRUPTIONS, check_kinds
 
     kinds = tuple(CORRUPTIONS) if corruptions is None else check_kinds(corruptions)
     n_scenes = max(1, -(-limit // questions_per_scene))
@@ -183,12 +188,7 @@ def scenes_items(
     rng = np.random.default_rng(seed)
     items = []
     for index, example in enumerate(examples[:limit]):
-        image = example.image()
-        kind, severity = "none", 0
-        if kinds:
-            kind = str(kinds[int(rng.integers(len(kinds)))])
-            severity = int(severities[int(rng.integers(len(severities)))])
-            image = corrupt(image, kind, severity, seed=seed * 1_000_003 + index)
+        image, damage = _corrupted(example.image(), kinds, severities, rng, seed=seed * 1_000_003 + index)
         items.append(
             LabelledItem(
                 request=Request.from_question(example.question, [image]),
@@ -198,8 +198,7 @@ def scenes_items(
                     "image_id": example.image_id,
                     "question_type": example.template,
                     "objects": str(len(example.scene.objects)),
-                    "corruption": kind if severity > 0 else "none",
-                    "severity": str(severity),
+                    **damage,
                 },
                 perception_grader=functools.partial(_grade_scene, example.scene),
             )

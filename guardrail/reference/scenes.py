@@ -29,7 +29,7 @@ from typing import Any
 from ..data.easyvqa import COLORS, SHAPES
 from ..data.scenes import GRID, TEMPLATES, SceneExample, classify_scene_question, load_scenes, parse_percept
 from .build import ModelSize, build_model, build_processor, prompt_text, split_at_tags
-from .supervised import Progress, TrainResult, _Batcher, _train_answers, corrupt_some, save_trained
+from .supervised import Progress, TrainResult, _Batcher, _train_answers, corrupt_some, save_trained, vision_stage
 
 __all__ = ["ScenesTrainConfig", "scenes_answer_text", "scenes_reasoning_text", "train_scenes"]
 
@@ -128,33 +128,17 @@ def _pretrain_vision(
     """Stage 1: each patch feature learns which object's centre is in its patch (the head is then dropped)."""
     import torch
 
-    rng = random.Random(config.seed + 1)
-    pictures = {e.image_id: e for e in examples}
-    pool = sorted(pictures)
     classes = 1 + len(COLORS) * len(SHAPES)
     head = torch.nn.Linear(model.config.text_config.hidden_size, classes)
-    params = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
-    optimizer = torch.optim.AdamW([*params, *head.parameters()], lr=config.learning_rate, weight_decay=0.01)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, total_steps=config.vision_steps, pct_start=0.1
-    )
     weights = torch.ones(classes)
     weights[0] = 0.1  # most patches hold no centre: they must not drown the few that do
-    for step in range(1, config.vision_steps + 1):
-        batch = [pictures[i] for i in rng.sample(pool, config.vision_batch_size)]
-        pixels = batcher.pixels(batch, rng)
+
+    def loss_of(batch: Sequence[SceneExample], features: Any) -> Any:
         targets = torch.tensor([_cell_targets(e) for e in batch])
-        features = model.get_image_features(
-            pixel_values=pixels, vision_feature_layer=-1, vision_feature_select_strategy="default"
-        ).pooler_output
-        logits = head(torch.stack(list(features)))  # (batch, 64 patches, classes)
-        loss: Any = torch.nn.functional.cross_entropy(logits.reshape(-1, classes), targets.reshape(-1), weight=weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if progress is not None:
-            progress("vision", step, config.vision_steps, float(loss.detach()))
+        logits = head(features)  # (batch, 64 patches, classes)
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, classes), targets.reshape(-1), weight=weights)
+
+    vision_stage(model, batcher, examples, config, head, loss_of, progress)
 
 
 def train_scenes(

@@ -221,26 +221,47 @@ def _pretrain_vision(
 
     from ..data.easyvqa import COLORS, SHAPES
 
-    rng = random.Random(config.seed + 1)
-    images = {e.image_id: e for e in examples}
-    pool = sorted(images)
     head = torch.nn.Linear(model.config.text_config.hidden_size, len(SHAPES) + len(COLORS))
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def loss_of(batch: Sequence[Example], features: Any) -> Any:
+        shape = torch.tensor([SHAPES.index(e.scene.shape) for e in batch])
+        color = torch.tensor([COLORS.index(e.scene.color) for e in batch])
+        logits = head(features.mean(dim=1))
+        return cross_entropy(logits[:, : len(SHAPES)], shape) + cross_entropy(logits[:, len(SHAPES) :], color)
+
+    vision_stage(model, batcher, examples, config, head, loss_of, progress)
+
+
+def vision_stage(
+    model: Any,
+    batcher: _Batcher,
+    examples: Sequence[Any],
+    config: Any,
+    head: Any,
+    loss_of: Callable[[Sequence[Any], Any], Any],
+    progress: Progress | None,
+) -> None:
+    """Stage 1's loop, whatever the world's objective: ``config.vision_steps`` AdamW steps (one-cycle schedule) on
+    the vision tower, the projector and ``head``, each on ``config.vision_batch_size`` distinct pictures drawn with
+    ``config.seed + 1``; ``loss_of(batch, features)`` scores the patch features (batch, patches, hidden)."""
+    import torch
+
+    rng = random.Random(config.seed + 1)
+    pictures = {e.image_id: e for e in examples}
+    pool = sorted(pictures)
     params = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
     optimizer = torch.optim.AdamW([*params, *head.parameters()], lr=config.learning_rate, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=config.vision_steps, pct_start=0.1
     )
     for step in range(1, config.vision_steps + 1):
-        batch = [images[i] for i in rng.sample(pool, config.vision_batch_size)]
+        batch = [pictures[i] for i in rng.sample(pool, config.vision_batch_size)]
         pixels = batcher.pixels(batch, rng)
-        shape = torch.tensor([SHAPES.index(e.scene.shape) for e in batch])
-        color = torch.tensor([COLORS.index(e.scene.color) for e in batch])
         features = model.get_image_features(
             pixel_values=pixels, vision_feature_layer=-1, vision_feature_select_strategy="default"
         ).pooler_output
-        logits = head(torch.stack(list(features)).mean(dim=1))
-        cross_entropy = torch.nn.functional.cross_entropy
-        loss: Any = cross_entropy(logits[:, : len(SHAPES)], shape) + cross_entropy(logits[:, len(SHAPES) :], color)
+        loss = loss_of(batch, torch.stack(list(features)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
