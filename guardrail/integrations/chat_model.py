@@ -1,7 +1,14 @@
 """``GuardrailChatModel``: a guardrail backend, or a whole guard, as a LangChain chat model.
 
-Two ways to build one, exactly one of them:
+Three ways to build one, exactly one of them:
 
+- ``GuardrailChatModel(model="gpt-4o", base_url=..., api_key=..., artifact=..., policy=...)``, as LangChain's
+  ``ChatOpenAI`` is built: the model builds its own guard over an OpenAI-compatible server
+  (:class:`~guardrail.backends.openai.OpenAICompatibleBackend`: a vLLM / SGLang server or a hosted API), with the
+  black-box estimator under the artifact's probe, the artifact's calibrator (``None``: uncalibrated) and the
+  policy (default ``"default"``) with its certified thresholds from the artifact; every call is guarded, as below.
+  ``base_url`` defaults to ``$OPENAI_BASE_URL``, else the OpenAI API; ``api_key`` (alias ``openai_api_key``) to
+  ``$OPENAI_API_KEY``. ``estimator=`` replaces the black-box estimator.
 - ``GuardrailChatModel(guard=guard)``: every call is a guarded call (``Guard.run`` / ``Guard.arun``). The reply is
   the accepted answer, or a sentence saying why there is none (abstained), or a notice that a human reviews it
   (escalated: the review payload is in ``response_metadata["guardrail"]``, marked ``pending``, so that
@@ -30,9 +37,18 @@ The standard parameters are honoured, or refused with an error, never dropped:
   policy's ``on_exhausted``.
 - ``model``: the name of the model that answers (the backend's ``name``); another one, at construction or per
   call, is refused: a backend is one loaded model.
-- ``max_retries``: plain calls are tried again after a ``BackendError``; a guarded model refuses it, since its
-  policy decides what follows a failure.
-- ``api_key`` and any other unknown parameter are refused: the backend holds credentials, not this class.
+- ``max_retries``: plain calls are tried again after a ``BackendError``. A guarded model's policy decides what
+  follows a failure (``on_error``, re-asks, ``budget.max_attempts``): in a guard the model builds, ``max_retries``
+  bounds the transport retries of each request to the server (the ``openai`` client's); a ready ``guard`` keeps
+  its backends' own transport settings, and ``max_retries`` applies to nothing there.
+- ``api_key`` is a secret (:class:`~pydantic.SecretStr`): shown as ``**********`` in ``repr``, ``str`` and
+  ``model_dump``, never in a log or a trace; it goes only to the ``openai`` client of a backend the model builds.
+  Next to a ready ``backend`` or ``guard`` (which hold their own credentials) it is kept, secret, and unused, so
+  that ``$OPENAI_API_KEY`` in the environment, or LangChain's standard parameters, never break a model built from
+  one. ``base_url``, ``artifact``, ``policy`` and ``estimator`` next to a ready ``backend`` or ``guard`` are a
+  :class:`~guardrail.ConfigurationError` naming both: they describe a guard the model would build, and the ready
+  one already has its own.
+- Any other unknown parameter is refused.
 
 It calls no tools (``bind_tools`` is LangChain's default, which raises); ``with_structured_output`` offers
 ``method="json_mode"`` only: ask for JSON in the prompt and the reply is parsed (an abstention is not JSON and
@@ -53,14 +69,17 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.utils import secret_from_env
 from langchain_core.utils.function_calling import convert_to_json_schema
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import AliasChoices, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, SecretStr
 
 from ..backends.base import Backend
+from ..errors import ConfigurationError
 from ..guard import Guard
 from ..messages import request_from_messages
 from ..types import Generation, GuardResult, Request, Usage
+from ._chat_guard import remote_guard
 from ._chat_parts import CallSettings, acall_backend, call_backend, configured, cut_at_stop, pieces
 from ._review import result_message, review_payload
 
@@ -69,47 +88,86 @@ __all__ = ["PROVIDER", "GuardrailChatModel"]
 PROVIDER = "guardrail"
 """``ls_provider`` and ``response_metadata["model_provider"]`` of every reply."""
 
-_CREDENTIALS = ("api_key", "base_url", "openai_api_key", "organization")
+_BUILD_ONLY = ("base_url", "artifact", "policy", "estimator")
+"""Parameters of a guard the model builds, refused next to a ready backend or guard."""
 
 
 class GuardrailChatModel(BaseChatModel):
-    """A LangChain chat model answering through a guard (``guard=``) or a plain backend (``backend=``).
+    """A LangChain chat model answering through a guard: one it builds from ``model``, ``base_url``, ``api_key``,
+    ``artifact`` and ``policy``, or a ready one (``guard=``); or a plain backend, unguarded (``backend=``).
 
-    Sync, and async when the backend is (a sync backend runs on a worker thread). See the module docstring for
-    streaming and the standard parameters.
+    ``api_key`` is kept as a secret and used only where the model builds its own backend; next to a ready
+    ``backend`` or ``guard`` it is unused (they hold their credentials), while ``base_url``, ``artifact``,
+    ``policy`` or ``estimator`` there are a :class:`~guardrail.ConfigurationError`. ``max_retries`` is the transport
+    retries of a backend the model builds, the retries of a plain call, and nothing for a ready guard (its policy
+    decides). Sync, and async when the backend is (a sync backend runs on a worker thread). See the module
+    docstring for streaming and the standard parameters.
+
+    >>> model = GuardrailChatModel(model="gpt-4o", base_url="http://127.0.0.1:8000/v1", api_key="sk-secret")
+    >>> model.api_key
+    SecretStr('**********')
+    >>> "sk-secret" in repr(model) + str(model) + model.model_dump_json()
+    False
     """
 
     model_config = ConfigDict(
-        arbitrary_types_allowed=True, extra="forbid", populate_by_name=True, protected_namespaces=()
+        arbitrary_types_allowed=True,
+        extra="forbid",
+        populate_by_name=True,
+        protected_namespaces=(),
+        hide_input_in_errors=True,  # an error must not print the api_key it was given
     )
 
-    backend: Any = Field(default=None, description="The guardrail Backend (or AsyncBackend) that answers, unguarded.")
-    guard: Any = Field(default=None, description="The guardrail Guard whose guarded calls answer.")
+    backend: Any = Field(
+        default=None, exclude=True, description="The guardrail Backend (or AsyncBackend) that answers, unguarded."
+    )
+    guard: Any = Field(default=None, exclude=True, description="The guardrail Guard whose guarded calls answer.")
+    base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("base_url", "openai_api_base"),
+        description="The OpenAI-compatible server of the backend the model builds (else $OPENAI_BASE_URL).",
+    )
+    api_key: SecretStr | None = Field(
+        default_factory=secret_from_env("OPENAI_API_KEY", default=None),
+        validation_alias=AliasChoices("api_key", "openai_api_key"),
+        description="The key of the backend the model builds (else $OPENAI_API_KEY); a secret, never shown.",
+    )
+    artifact: Any = Field(
+        default=None, exclude=True, description="Calibration artifact (or its path) of the guard the model builds."
+    )
+    policy: Any = Field(default=None, exclude=True, description="Policy of the guard the model builds ('default').")
+    estimator: Any = Field(
+        default=None, exclude=True, description="Estimator of the guard the model builds (else the black-box one)."
+    )
     content: Literal["answer", "text"] = "answer"
     model_name: str = Field(default="", alias="model", description="The answering model's name (the backend's).")
     temperature: float | None = Field(default=None, ge=0.0)
     max_tokens: int | None = Field(default=None, ge=1, validation_alias=AliasChoices("max_tokens", "max_new_tokens"))
     stop: list[str] | None = Field(default=None, description="Stop sequences: the reply ends before the first one.")
     timeout: float | None = Field(default=None, gt=0.0, description="Seconds a call may take (see the module).")
-    max_retries: int = Field(default=0, ge=0, description="Retries of a plain call after a BackendError.")
+    max_retries: int = Field(
+        default=0,
+        ge=0,
+        description="Retries of a plain call after a BackendError; transport retries of a built backend.",
+    )
     streaming: bool = Field(default=False, description="Whether invoke() goes through the streaming path.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_credentials(cls, values: Any) -> Any:
-        if isinstance(values, Mapping):
-            given = [name for name in _CREDENTIALS if name in values]
-            if given:
-                raise ValueError(
-                    f"GuardrailChatModel takes no {', '.join(given)}: the backend holds its own credentials "
-                    "(e.g. OpenAICompatibleBackend(base_url=..., api_key=...))"
-                )
-        return values
-
     def model_post_init(self, context: Any, /) -> None:
-        """Check the backend or guard and the standard parameters at construction, not at the first call."""
-        if (self.backend is None) == (self.guard is None):
+        """Build the guard, or check the ready backend or guard, and the standard parameters at construction, not
+        at the first call."""
+        if self.backend is not None and self.guard is not None:
             raise ValueError("GuardrailChatModel needs exactly one of `backend` (unguarded) or `guard` (guarded)")
+        if self.backend is None and self.guard is None:
+            self._build_guard()
+        else:
+            ready = "guard" if self.guard is not None else "backend"
+            given = [name for name in _BUILD_ONLY if getattr(self, name) is not None]
+            if given:
+                raise ConfigurationError(
+                    f"GuardrailChatModel got a ready `{ready}` and {', '.join(f'`{n}`' for n in given)}: these build "
+                    f"a guard of the model's own, and the {ready} already has its server and credentials; give "
+                    f"either `{ready}` or model/base_url/api_key/artifact/policy"
+                )
         if self.guard is not None and not isinstance(self.guard, Guard):
             raise TypeError(f"`guard` must be a guardrail Guard, got {type(self.guard).__name__}")
         if self.backend is not None and not isinstance(self.backend, Backend):
@@ -124,12 +182,30 @@ class GuardrailChatModel(BaseChatModel):
                 f"`model` is {self.model_name!r}, but the {'guard' if self.guard is not None else 'backend'} "
                 f"answers with {answering!r}: a backend is one loaded model (give it that name instead)"
             )
-        if self.guard is not None and self.max_retries:
-            raise ValueError(
-                f"`max_retries` must be 0 for a guarded model, got {self.max_retries}: the policy decides what "
-                "follows a failure (on_error; budget.max_attempts)"
-            )
         self._defaults().check()
+
+    def _build_guard(self) -> None:
+        """The guard over the OpenAI-compatible server that ``model``, ``base_url`` and ``api_key`` name."""
+        if not self.model_name:
+            raise ValueError(
+                "GuardrailChatModel needs `model` (with base_url, api_key, artifact, policy: the model builds its "
+                "guard), or a ready `guard` (guarded) or `backend` (unguarded)"
+            )
+        self.guard = remote_guard(
+            model=self.model_name,
+            base_url=self.base_url,
+            api_key=None if self.api_key is None else self.api_key.get_secret_value(),
+            artifact=self.artifact,
+            policy=self.policy if self.policy is not None else "default",
+            estimator=self.estimator,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        """The secret parameter and the environment variable it is read from (LangChain's serialisation)."""
+        return {"api_key": "OPENAI_API_KEY"}
 
     # -- identity ------------------------------------------------------------------------------------------------
 

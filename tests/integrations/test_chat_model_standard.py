@@ -16,6 +16,10 @@ Capability flags, each with its reason (everything else is the suite's default):
 - ``supports_image_urls`` False: guardrail never fetches remote images (docs/usage.md, "Images").
 - ``supports_image_tool_message`` False: the suite sends it through ``bind_tools``, which is not supported.
 - ``supports_model_override`` False: a backend is one loaded model; another ``model`` per call is refused.
+
+The suite's standard parameters are used unmodified (``api_key`` and ``max_retries`` included: next to a ready
+backend or guard the key is kept, secret and unused, and a ready guard's policy decides what follows a failure).
+``init_from_env_params`` checks that the key is read from ``$OPENAI_API_KEY``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 from guardrail import Guard
 from guardrail.integrations import GuardrailChatModel
 from tests.support.chat import AsyncWordModel
+from tests.support.fake_openai_server import closed_port
 from tests.support.fakes import ScriptedModel
 from tests.support.integration import policy, serve_suite_image
 
@@ -37,10 +42,6 @@ from tests.support.integration import policy, serve_suite_image
 def offline_image(monkeypatch: pytest.MonkeyPatch) -> None:
     """The suite's test image, served from memory: tests never use the network."""
     serve_suite_image(monkeypatch)
-
-
-def _without(params: dict[str, Any], *names: str) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k not in names}
 
 
 class TestPlainChatModelUnit(ChatModelUnitTests):
@@ -55,10 +56,9 @@ class TestPlainChatModelUnit(ChatModelUnitTests):
         return {"backend": ScriptedModel()}
 
     @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        """The suite's standard parameters less ``api_key``, which the model refuses on purpose (the backend holds
-        credentials; ``test_an_api_key_is_refused`` pins the error)."""
-        return _without(super().standard_chat_model_params, "api_key")
+    def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+        """``$OPENAI_API_KEY`` becomes the (secret) ``api_key``, as with LangChain's ``ChatOpenAI``."""
+        return {"OPENAI_API_KEY": "sk-from-env"}, {"backend": ScriptedModel()}, {"api_key": "sk-from-env"}
 
     @property
     def has_structured_output(self) -> bool:
@@ -82,10 +82,37 @@ class TestGuardedChatModelUnit(ChatModelUnitTests):
         return {"guard": Guard(model, estimator=model, policy=policy())}
 
     @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        """Less ``api_key`` (as above) and ``max_retries``, which a guarded model refuses on purpose: its policy
-        decides what follows a failure (``test_a_guarded_model_refuses_retries`` pins the error)."""
-        return _without(super().standard_chat_model_params, "api_key", "max_retries")
+    def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+        return {"OPENAI_API_KEY": "sk-from-env"}, self.chat_model_params, {"api_key": "sk-from-env"}
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False
+
+    @property
+    def supports_model_override(self) -> bool:
+        return False
+
+
+class TestBuiltChatModelUnit(ChatModelUnitTests):
+    """``GuardrailChatModel(model=..., base_url=..., api_key=...)``: the model builds its guard (nothing listens at
+    ``base_url``: the unit suite makes no call)."""
+
+    @property
+    def chat_model_class(self) -> type[GuardrailChatModel]:
+        return GuardrailChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": "served-vlm", "base_url": f"http://127.0.0.1:{closed_port()}/v1"}
+
+    @property
+    def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+        return (
+            {"OPENAI_API_KEY": "sk-from-env", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
+            {"model": "served-vlm"},
+            {"api_key": "sk-from-env", "model_name": "served-vlm"},
+        )
 
     @property
     def has_structured_output(self) -> bool:

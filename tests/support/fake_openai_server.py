@@ -14,7 +14,8 @@
 - ``"truncated"``: a ``Content-Length`` promising more bytes than are sent before the connection closes;
 - ``"slow"``: the ``"ok"`` answer after ``delay`` seconds.
 
-``requests`` counts the chat requests received (to check that retries stay within the budget).
+``requests`` counts the chat requests received (to check that retries stay within the budget); ``bodies`` and
+``headers`` keep each one's JSON body and HTTP headers, names in lower case (e.g. the ``authorization`` sent).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class FakeServer:
         self.mode, self.delay = mode, delay
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -87,6 +89,7 @@ class FakeServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests += 1
                 fake.bodies.append(body)
+                fake.headers.append({name.lower(): value for name, value in self.headers.items()})
                 fake.answer(self, body)
 
         self._server = _QuietServer(("127.0.0.1", 0), Handler)
