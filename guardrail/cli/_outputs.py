@@ -24,13 +24,22 @@ from typing import NoReturn
 
 import typer
 
-__all__ = ["check_output_file", "check_output_folder", "fail"]
+__all__ = ["WORLDS", "check_output_file", "check_output_folder", "check_world", "fail"]
+
+WORLDS: tuple[str, ...] = ("easy-vqa", "scenes")
+"""The built-in question worlds a command's ``--world`` takes."""
 
 
 def fail(message: str) -> NoReturn:
     """The CLI's one-line refusal of bad input: ``error: message`` on stderr, exit code 2."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def check_world(world: str) -> None:
+    """Exit with a one-line error unless ``world`` is one of :data:`WORLDS`."""
+    if world not in WORLDS:
+        fail(f"--world {world!r}: expected {' or '.join(WORLDS)}")
 
 
 def check_output_file(path: Path, *, option: str = "--out", force: bool = False) -> None:

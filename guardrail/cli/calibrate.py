@@ -14,7 +14,7 @@ import typer
 
 from . import app
 from ._interrupt import Interrupted, StopFlag, stop_on_signals
-from ._outputs import check_output_file, fail
+from ._outputs import check_output_file, check_world, fail
 
 __all__ = ["calibrate"]
 
@@ -168,8 +168,7 @@ def _calibrate(
             data_name = recorded_path(data)
             check_item_count(len(items), where=str(data))
         else:
-            if world not in ("easy-vqa", "scenes"):
-                fail(f"--world {world!r}: expected easy-vqa or scenes")
+            check_world(world)
             with console.status(f"preparing {world} {split} questions"):
                 load = scenes_items if world == "scenes" else easyvqa_items
                 items = load(split, limit=limit, corruptions=() if clean else None, seed=seed)

@@ -9,7 +9,7 @@ import typer
 
 from . import app
 from ._interrupt import Interrupted, StopFlag, stop_on_signals
-from ._outputs import check_output_folder, fail
+from ._outputs import check_output_folder, check_world, fail
 
 __all__ = ["demo"]
 
@@ -57,8 +57,7 @@ def demo(
     """
     if interactive and review_later:
         fail("give at most one of --interactive and --review-later")
-    if world not in ("easy-vqa", "scenes"):
-        fail(f"--world {world!r}: expected easy-vqa or scenes")
+    check_world(world)
     check_output_folder(out, force=force)
     review: Literal["stand-in", "interactive", "later"] = (
         "later" if review_later else "interactive" if interactive else "stand-in"

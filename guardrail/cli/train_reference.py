@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ._outputs import check_output_folder, fail
+from ._outputs import check_output_folder, check_world, fail
 from .train import deprecated_alias, refuse_package_folder, train_app
 
 __all__ = ["train_reference"]
@@ -46,8 +46,7 @@ def train_reference(
 
     The output folder is checked first: one that holds files, or one inside the installed package (the shipped
     model's), is refused without --force; one that cannot be written always."""
-    if world not in ("easy-vqa", "scenes"):
-        fail(f"--world {world!r}: expected easy-vqa or scenes")
+    check_world(world)
     refuse_package_folder(out, force=force)
     check_output_folder(out, force=force)
 

@@ -383,11 +383,11 @@ def merge_percepts(views: Sequence[tuple[tuple[int, int, int, int], str]], width
     objects of one colour and shape in the same or a neighbouring cell counted once, in :func:`percept_text`'s
     order."""
     placed: list[tuple[str, str, float, float]] = []
+    cell_w, cell_h = width / GRID, height / GRID
     for (left, top, right, bottom), text in views:
         for color, shape, col, row in parse_percept(text).objects:
             x = left + (col + 0.5) * (right - left) / GRID
             y = top + (row + 0.5) * (bottom - top) / GRID
-            cell_w, cell_h = width / GRID, height / GRID
             if not any(
                 c == color and s == shape and abs(x - px) < cell_w and abs(y - py) < cell_h for c, s, px, py in placed
             ):

@@ -44,7 +44,19 @@ def offline_image(monkeypatch: pytest.MonkeyPatch) -> None:
     serve_suite_image(monkeypatch)
 
 
-class TestPlainChatModelUnit(ChatModelUnitTests):
+class _Capabilities:
+    """What every suite here declares of the model (the module docstring says why)."""
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False  # json_mode only
+
+    @property
+    def supports_model_override(self) -> bool:
+        return False  # one backend is one model
+
+
+class TestPlainChatModelUnit(_Capabilities, ChatModelUnitTests):
     """``GuardrailChatModel(backend=...)``."""
 
     @property
@@ -60,16 +72,8 @@ class TestPlainChatModelUnit(ChatModelUnitTests):
         """``$OPENAI_API_KEY`` becomes the (secret) ``api_key``, as with LangChain's ``ChatOpenAI``."""
         return {"OPENAI_API_KEY": "sk-from-env"}, {"backend": ScriptedModel()}, {"api_key": "sk-from-env"}
 
-    @property
-    def has_structured_output(self) -> bool:
-        return False  # json_mode only: see the module docstring
 
-    @property
-    def supports_model_override(self) -> bool:
-        return False  # one backend is one model: see the module docstring
-
-
-class TestGuardedChatModelUnit(ChatModelUnitTests):
+class TestGuardedChatModelUnit(_Capabilities, ChatModelUnitTests):
     """``GuardrailChatModel(guard=...)``."""
 
     @property
@@ -85,16 +89,8 @@ class TestGuardedChatModelUnit(ChatModelUnitTests):
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
         return {"OPENAI_API_KEY": "sk-from-env"}, self.chat_model_params, {"api_key": "sk-from-env"}
 
-    @property
-    def has_structured_output(self) -> bool:
-        return False
 
-    @property
-    def supports_model_override(self) -> bool:
-        return False
-
-
-class TestBuiltChatModelUnit(ChatModelUnitTests):
+class TestBuiltChatModelUnit(_Capabilities, ChatModelUnitTests):
     """``GuardrailChatModel(model=..., base_url=..., api_key=...)``: the model builds its guard (nothing listens at
     ``base_url``: the unit suite makes no call)."""
 
@@ -114,16 +110,8 @@ class TestBuiltChatModelUnit(ChatModelUnitTests):
             {"api_key": "sk-from-env", "model_name": "served-vlm"},
         )
 
-    @property
-    def has_structured_output(self) -> bool:
-        return False
 
-    @property
-    def supports_model_override(self) -> bool:
-        return False
-
-
-class TestGuardedChatModelIntegration(ChatModelIntegrationTests):
+class TestGuardedChatModelIntegration(_Capabilities, ChatModelIntegrationTests):
     """A guard over ``WordModel`` (async backend), with a policy that accepts its confident answers."""
 
     @property
@@ -136,17 +124,9 @@ class TestGuardedChatModelIntegration(ChatModelIntegrationTests):
         return {"guard": Guard(model, estimator=model, policy=policy())}
 
     @property
-    def has_structured_output(self) -> bool:
-        return False
-
-    @property
     def supports_json_mode(self) -> bool:
         return True
 
     @property
     def supports_image_inputs(self) -> bool:
         return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False
