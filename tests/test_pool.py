@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 
 import pytest
 
@@ -29,9 +30,18 @@ def test_with_a_limit_the_work_runs_on_a_worker_in_the_caller_s_context() -> Non
     assert where == "caller"
 
 
+def _settled_abandoned(seconds: float = 5.0) -> int:
+    """The shared pool's abandoned-call count once earlier tests' released calls have finished (the count is a gauge:
+    one of them ending between two readings would hide the call a test abandons)."""
+    deadline = time.monotonic() + seconds
+    while shared_pool().stats().abandoned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return shared_pool().stats().abandoned
+
+
 def test_work_past_its_limit_is_abandoned_as_started() -> None:
     release = threading.Event()
-    before = shared_pool().stats().abandoned
+    before = _settled_abandoned()
     try:
         with pytest.raises(OutOfTime) as out:
             run_within(release.wait, 0.05)
@@ -78,7 +88,7 @@ def test_the_async_twin_runs_on_a_worker_and_is_abandoned_past_its_limit() -> No
 
 def test_a_cancelled_await_abandons_its_worker() -> None:
     release = threading.Event()
-    before = shared_pool().stats().abandoned
+    before = _settled_abandoned()
 
     async def main() -> None:
         task = asyncio.create_task(arun_within(release.wait, None))
