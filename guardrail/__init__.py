@@ -5,7 +5,9 @@ reasoned), and applies a YAML policy when confidence is low.
 
 Everything a user names is importable from here. The concrete backends and estimators (``TransformersBackend``,
 ``OpenAICompatibleBackend``, ``LangChainBackend``, ``DecoupledEstimator``, ``AgreementEstimator``) are imported
-lazily, on first use, so that ``import guardrail`` loads neither torch nor transformers nor openai.
+lazily, on first use, so that ``import guardrail`` loads neither torch nor transformers nor openai. The light
+install (``pip install lvlm-guardrail``) has no torch: ``TransformersBackend`` and ``DecoupledEstimator`` then raise
+an ImportError naming the ``local`` extra.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._extras import needs
 from ._version import __version__
 from .backends.base import AsyncBackend, Backend, BatchBackend, ScoringBackend, TextScoringBackend
 from .calibration.artifact import CalibrationArtifact, load_artifact
@@ -139,5 +142,6 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        with needs("local", name):  # TransformersBackend, DecoupledEstimator: torch, in process
+            return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

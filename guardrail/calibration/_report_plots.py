@@ -9,7 +9,7 @@
 
 Figures are built with :class:`matplotlib.figure.Figure` on an explicit ``FigureCanvasAgg``: no pyplot, no global
 figure registry, no display needed, safe in a server or a test run. matplotlib is imported inside the functions so
-that importing the calibration package stays light.
+that importing the calibration package stays light; it comes with the ``calibrate`` extra.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._extras import require
 from .metrics import ReliabilityDiagram, RiskCoverage
 from .risk import CertifiedThreshold
 
@@ -40,11 +41,12 @@ def _plain(text: str) -> str:
 
 
 def _figure() -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(figure)
+    feature = "the calibration report's plots"
+    canvas = require("matplotlib.backends.backend_agg", extra="calibrate", feature=feature).FigureCanvasAgg
+    figure: Figure = require("matplotlib.figure", extra="calibrate", feature=feature).Figure(
+        figsize=_SIZE, dpi=_DPI, layout="constrained"
+    )
+    canvas(figure)
     return figure
 
 

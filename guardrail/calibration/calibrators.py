@@ -30,6 +30,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from .._extras import require
 from ..errors import CalibrationError
 from .metrics import _as_1d, _bin_index
 
@@ -202,10 +203,21 @@ def _logit(s: FloatArray, eps: float) -> FloatArray:
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:
-    from scipy.special import expit
-
-    out: FloatArray = expit(z)
+    """The logistic function, without overflow: 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below (the two forms
+    of SciPy's ``expit``, on NumPy alone, so that applying a fitted calibrator needs no SciPy)."""
+    e = np.exp(-np.abs(z))
+    out: FloatArray = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     return out
+
+
+def _scipy_optimize(feature: str) -> Any:
+    """``scipy.optimize``, which only fitting needs (the ``calibrate`` extra)."""
+    return require("scipy.optimize", extra="calibrate", feature=feature)
+
+
+def _isotonic_regression() -> Any:
+    """scikit-learn's ``IsotonicRegression`` (the ``calibrate`` extra)."""
+    return require("sklearn.isotonic", extra="calibrate", feature="fitting an isotonic map").IsotonicRegression
 
 
 class TemperatureScaling(ScoreCalibrator):
@@ -228,8 +240,7 @@ class TemperatureScaling(ScoreCalibrator):
         return s if self.scale == "logit" else _logit(s, self.eps)
 
     def _fit(self, s: FloatArray, y: FloatArray) -> None:
-        from scipy.optimize import minimize_scalar
-
+        minimize_scalar = _scipy_optimize("fitting TemperatureScaling").minimize_scalar
         z = self._z(s)
 
         def nll(log_t: float) -> float:
@@ -270,8 +281,7 @@ class PlattScaling(ScoreCalibrator):
         return s if self.scale == "logit" else _logit(s, self.eps)
 
     def _fit(self, s: FloatArray, y: FloatArray) -> None:
-        from scipy.optimize import minimize
-
+        minimize = _scipy_optimize("fitting PlattScaling").minimize
         z = self._z(s)
         t = y
         if self.smoothing:
@@ -314,9 +324,7 @@ class IsotonicCalibrator(ScoreCalibrator):
         return True
 
     def _fit(self, s: FloatArray, y: FloatArray) -> None:
-        from sklearn.isotonic import IsotonicRegression
-
-        model = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(s, y)
+        model = _isotonic_regression()(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(s, y)
         self.x_ = np.asarray(model.X_thresholds_, dtype=np.float64)
         self.y_ = np.asarray(model.y_thresholds_, dtype=np.float64)
 
@@ -348,8 +356,6 @@ class HistogramBinning(ScoreCalibrator):
         self.monotone = monotone
 
     def _fit(self, s: FloatArray, y: FloatArray) -> None:
-        from sklearn.isotonic import IsotonicRegression
-
         index = _bin_index(s, self.n_bins)
         count = np.bincount(index, minlength=self.n_bins).astype(np.float64)
         hits = np.bincount(index, weights=y, minlength=self.n_bins)
@@ -357,7 +363,7 @@ class HistogramBinning(ScoreCalibrator):
         centres = (np.arange(self.n_bins) + 0.5) / self.n_bins
         accuracy = hits[full] / count[full]
         if self.monotone:
-            model = IsotonicRegression(out_of_bounds="clip").fit(centres[full], accuracy, sample_weight=count[full])
+            model = _isotonic_regression()(out_of_bounds="clip").fit(centres[full], accuracy, sample_weight=count[full])
             values = np.asarray(model.predict(centres), dtype=np.float64)
         else:  # empty bins: the nearest non-empty bin's accuracy
             nearest = np.abs(centres[:, None] - centres[full][None, :]).argmin(axis=1)

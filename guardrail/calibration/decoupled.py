@@ -82,6 +82,7 @@ from .calibrators import (
     PlattScaling,
     ScoreCalibrator,
     _logit,
+    _scipy_optimize,
     _sigmoid,
     calibrator_from_dict,
     make_calibrator,
@@ -133,8 +134,7 @@ class _LogisticCombiner:
         self.intercept = intercept
 
     def fit(self, v: FloatArray, r: FloatArray, y: FloatArray) -> _LogisticCombiner:
-        from scipy.optimize import minimize
-
+        minimize = _scipy_optimize("fitting a DecoupledCalibrator").minimize
         x = np.stack([_logit(v, self.eps), _logit(r, self.eps)], axis=1)
 
         def loss(w: FloatArray) -> tuple[float, FloatArray]:
@@ -182,8 +182,7 @@ class ShiftDiscount:
 
     def fit(self, p: FloatArray, x: FloatArray, y: FloatArray) -> ShiftDiscount:
         """Fit ``b`` on confidences ``p`` ``(n,)``, covariates ``x`` ``(n, len(names))`` and labels ``y``."""
-        from scipy.optimize import minimize
-
+        minimize = _scipy_optimize("fitting a ShiftDiscount").minimize
         base = _logit(p, self.eps)
 
         def loss(w: FloatArray) -> tuple[float, FloatArray]:

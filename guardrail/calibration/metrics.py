@@ -242,15 +242,22 @@ def negative_log_likelihood(confidence: ArrayLike, correct: ArrayLike, eps: floa
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
 
 
-def _auroc_compute(c: FloatArray, y: FloatArray) -> float:
-    from scipy.stats import rankdata
+def _midranks(values: FloatArray) -> FloatArray:
+    """1-based ranks of ``values``, ties sharing the mean of their ranks (``scipy.stats.rankdata``'s "average"
+    method, on NumPy alone): exact, as every midrank is a multiple of one half."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts).astype(np.float64)
+    ranks: FloatArray = ((ends - counts + 1.0 + ends) / 2.0)[inverse.reshape(-1)]
+    return ranks
 
+
+def _auroc_compute(c: FloatArray, y: FloatArray) -> float:
     n_pos = float(np.sum(y))
     n_neg = float(y.shape[0]) - n_pos
     if n_pos == 0 or n_neg == 0:
         only = "1s (all correct)" if n_neg == 0 else "0s (all wrong)"
         raise CalibrationError(f"AUROC needs both classes in `correct`, got only {only} (n={y.shape[0]})")
-    ranks = rankdata(c, method="average")  # ties get midranks: a tie between classes counts one half
+    ranks = _midranks(c)  # ties get midranks: a tie between classes counts one half
     return float((np.sum(ranks[y == 1.0]) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
+from .._extras import require
 from ..errors import CalibrationError
 from .metrics import _as_1d
 
@@ -105,14 +106,18 @@ class CertifiedThreshold(BaseModel):
         return True
 
 
+def _scipy_stats() -> Any:
+    """``scipy.stats``: certifying a threshold is calibration-time work (the ``calibrate`` extra)."""
+    return require("scipy.stats", extra="calibrate", feature="certifying a threshold")
+
+
 def binomial_upper_bound(errors: int, n: int, delta: float) -> float:
     """The one-sided (1 - delta) Clopper-Pearson upper bound on an error rate seen as ``errors`` out of ``n``.
 
     Solves sum_{j <= errors} C(n, j) b^j (1 - b)^(n - j) = delta for b (the binomial tail inversion of SGR);
     1.0 when n = 0 or every one is an error.
     """
-    from scipy.stats import beta
-
+    beta = _scipy_stats().beta
     if n <= 0 or errors >= n:
         return 1.0
     return float(beta.ppf(1.0 - delta, errors + 1, n - errors))
@@ -120,8 +125,7 @@ def binomial_upper_bound(errors: int, n: int, delta: float) -> float:
 
 def _upper_bounds(errors: npt.NDArray[np.int64], n: npt.NDArray[np.int64], delta: float) -> FloatArray:
     """:func:`binomial_upper_bound` element-wise."""
-    from scipy.stats import beta
-
+    beta = _scipy_stats().beta
     out = np.ones(errors.shape, dtype=np.float64)
     some = (n > 0) & (errors < n)
     out[some] = beta.ppf(1.0 - delta, errors[some] + 1, n[some] - errors[some])
@@ -262,8 +266,7 @@ def certify_threshold_ltt(
     with probability >= 1 - delta, and the one with the largest coverage is returned. Unlike SGR's binary search
     it never walks away from a feasible region after one failed bound, at the price of a fixed grid.
     """
-    from scipy.stats import binom
-
+    binom = _scipy_stats().binom
     alpha, delta = _check_unit("alpha", alpha), _check_unit("delta", delta)
     ts = _check_grid(grid)
     y = _check_correct(correct)

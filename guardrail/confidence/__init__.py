@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._extras import needs
 from .base import AsyncEstimator, BatchEstimator, Estimator
 from .familiarity import FamiliarityReference
 from .normalization import VisualNormalization
@@ -41,5 +42,6 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        with needs("local", name):  # TransformersBackend, DecoupledEstimator: torch, in process
+            return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,7 +34,8 @@ signals does not apply to it; fit one on black-box signals, or use the pass-thro
 The stages are written once, as a generator that yields the model calls it needs (server scoring, re-queries,
 re-asks) and receives their results; :meth:`AgreementEstimator.estimate` performs them one after the other and
 :meth:`AgreementEstimator.aestimate` awaits them, the re-queries concurrently. The KL and the span statistics are
-``probe.py``'s, the same code as the white-box estimator's.
+``probe.py``'s, the white-box estimator's, in their NumPy transcription (``_probe_numpy.py``, held equal to it by
+tests), so that this estimator runs without torch: ``pip install lvlm-guardrail`` serves it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, TypeAlias
 
-import torch
+import numpy as np
 from PIL import Image
 
 from .._drive import adrive, drive
@@ -55,11 +56,11 @@ from ..errors import BackendError, EstimatorError, ImageError
 from ..images import decode_image
 from ..responses import ParsedResponse, char_offsets_from_prefixes, normalize_answer, parse_response
 from ..types import Generation, GenerationOptions, ImageBlock, Request, Signals
+from ._probe_numpy import answer_stats, span_masks, stability_features, visual_probe
 from .feature_names import STABILITY_DROP, VERBALIZED_REASONING, VERBALIZED_VISION
 from .normalization import VisualNormalization
-from .perturb import PERTURBATIONS, PerturbationKind
-from .probe import answer_stats, perturbed_variants, span_masks, visual_probe
-from .stability import StabilitySetting, stability_features, stability_views
+from .perturb import PERTURBATIONS, PerturbationKind, perturbed_variants
+from .stability import StabilitySetting, stability_views
 
 __all__ = ["AgreementEstimator"]
 
@@ -89,7 +90,7 @@ class _Work:
 
     def token_stats(self, tokens: Sequence[str] | None, logprobs: Sequence[float], origin: str) -> None:
         """Reasoning and holistic scores from answer-token log-probs (``origin`` names where they came from)."""
-        logp = torch.tensor(list(logprobs), dtype=torch.float64)
+        logp = np.array(list(logprobs), dtype=np.float64)
         self.features.update(answer_stats(logp, span_masks(self.parsed, _offsets(tokens), len(logp))))
         self.features["logprobs_from_scoring"] = float(origin == "scoring")
         self.reasoning = self.features.get("reasoning_mean_prob")
@@ -101,7 +102,7 @@ class _Work:
         """The visual certainty of METHOD.md section 3 from server-side teacher-forced scores: rows 1 to
         ``probe_rows`` under the probe's copies, the rest under the stability probe's views."""
         parsed = parse_response(scores.text)
-        rows = torch.tensor([list(r) for r in scores.token_logprobs], dtype=torch.float64)
+        rows = np.array([list(r) for r in scores.token_logprobs], dtype=np.float64)
         masks = span_masks(parsed, _offsets(scores.tokens), rows.shape[1])
         vision = masks.vision
         if not self.generation.token_logprobs:  # the server returned none with the answer: use row 0

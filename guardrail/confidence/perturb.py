@@ -10,6 +10,7 @@ std 189 on the 0..255 scale, uniform grey 128, Gaussian blur of radius 10.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 import numpy as np
@@ -19,9 +20,11 @@ __all__ = [
     "PERTURBATIONS",
     "PerturbationKind",
     "blacken_patches",
+    "draws_differ",
     "gaussian_blur",
     "gaussian_noise",
     "perturb_image",
+    "perturbed_variants",
     "uniform_grey",
 ]
 
@@ -94,3 +97,36 @@ def perturb_image(
     if kind == "blur":
         return gaussian_blur(image, radius=blur_radius)
     raise ValueError(f"`kind` must be one of {', '.join(PERTURBATIONS)}, got {kind!r}")
+
+
+_RANDOM_KINDS = ("blackout", "noise")
+
+
+def draws_differ(kind: PerturbationKind, probability: float) -> bool:
+    """Whether repeated draws give different images: noise, and blackout with 0 < probability < 1."""
+    if kind == "blackout":
+        return 0.0 < probability < 1.0
+    return kind in _RANDOM_KINDS
+
+
+def perturbed_variants(
+    images: Sequence[Image.Image],
+    kind: PerturbationKind,
+    *,
+    draws: int,
+    patch_size: int,
+    seed: int,
+    probability: float,
+) -> list[list[Image.Image]]:
+    """``draws`` perturbed copies of the images (one when every draw would be the same image).
+
+    Draw k of image i uses seed ``seed + k * len(images) + i``: reproducible, and distinct across images and draws.
+    """
+    count = draws if draws_differ(kind, probability) else 1
+    return [
+        [
+            perturb_image(im, kind, patch_size=patch_size, seed=seed + k * len(images) + i, probability=probability)
+            for i, im in enumerate(images)
+        ]
+        for k in range(count)
+    ]

@@ -9,7 +9,11 @@ the rows and the token offsets come from; from there on, this module:
 2. summarises the reasoning span and the answer tokens (``answer_stats``): the raw reasoning and holistic scores;
 3. computes the grounding KL, the certainty H and ``s = log(KL + 1e-8) - log(H + 1e-8)`` on the vision tokens,
    normalised to the visual certainty (``visual_probe``);
-4. draws the perturbed image copies the rows are scored under (``perturbed_variants``).
+4. draws the perturbed image copies the rows are scored under (``perturbed_variants``, kept in ``perturb.py``
+   with the perturbations, and importable from here as before).
+
+The black-box estimator, which must run without torch (the light install), measures with ``_probe_numpy.py``, this
+module's NumPy transcription; tests hold the two equal within 1e-12.
 """
 
 from __future__ import annotations
@@ -18,13 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 
 from ..responses import CharSpan, ParsedResponse, char_span_to_token_span
 from . import signals as sig
 from .feature_names import STABILITY_DROP, VISUAL_CERTAINTY, VISUAL_SCORE
 from .normalization import VisualNormalization
-from .perturb import PerturbationKind, perturb_image
+from .perturb import draws_differ, perturbed_variants
 
 __all__ = [
     "ProbeResult",
@@ -38,8 +41,6 @@ __all__ = [
     "visual_probe",
     "visual_statistic",
 ]
-
-_RANDOM_KINDS = ("blackout", "noise")
 
 
 @dataclass(frozen=True)
@@ -196,33 +197,3 @@ def visual_statistic(
         torch.tensor(kl, dtype=torch.float64), torch.tensor(h, dtype=torch.float64), grounding_weight=grounding_weight
     )
     return float(s) - stability_weight * features.get(STABILITY_DROP, 0.0)
-
-
-def draws_differ(kind: PerturbationKind, probability: float) -> bool:
-    """Whether repeated draws give different images: noise, and blackout with 0 < probability < 1."""
-    if kind == "blackout":
-        return 0.0 < probability < 1.0
-    return kind in _RANDOM_KINDS
-
-
-def perturbed_variants(
-    images: Sequence[Image.Image],
-    kind: PerturbationKind,
-    *,
-    draws: int,
-    patch_size: int,
-    seed: int,
-    probability: float,
-) -> list[list[Image.Image]]:
-    """``draws`` perturbed copies of the images (one when every draw would be the same image).
-
-    Draw k of image i uses seed ``seed + k * len(images) + i``: reproducible, and distinct across images and draws.
-    """
-    count = draws if draws_differ(kind, probability) else 1
-    return [
-        [
-            perturb_image(im, kind, patch_size=patch_size, seed=seed + k * len(images) + i, probability=probability)
-            for i, im in enumerate(images)
-        ]
-        for k in range(count)
-    ]

@@ -19,21 +19,24 @@ features:
   survives the views (1 = every view leaves it as sure as the original), which policies can test.
 
 Views act on the image at the model's input resolution (the backend's ``model_images``), are deterministic for a
-seed and keep the image's size and mode, so they tokenise like the original.
+seed and keep the image's size and mode, so they tokenise like the original. Drawing views needs no torch (the
+black-box estimator draws them in the light install and measures their falls with ``_probe_numpy.py``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageEnhance
 
-from . import signals as sig
 from .feature_names import STABILITY, STABILITY_DROP
 from .settings import STABILITY_FAMILIES, StabilityFamily, StabilitySetting
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "STABILITY_FAMILIES",
@@ -128,6 +131,8 @@ def stability_views(images: Sequence[Image.Image], setting: StabilitySetting) ->
 def view_falls(logp: torch.Tensor, logq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per view, the mean over ``mask``'s tokens of ``max(0, log p - log q)`` (clamped at 20 nats), from ``logp``
     ``(tokens,)`` and ``logq`` ``(views, tokens)``: ``(views,)``, NaN where ``mask`` selects nothing."""
+    from . import signals as sig  # torch: the views themselves need only Pillow and NumPy (the black-box path)
+
     fall = (logp - logq).clamp(0.0, sig.LOG_RATIO_CLAMP)
     return sig.masked_mean(fall, mask)
 

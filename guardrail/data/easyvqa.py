@@ -25,6 +25,7 @@ from typing import Literal
 
 from PIL import Image
 
+from .._extras import require
 from ..errors import InputError
 
 __all__ = [
@@ -91,11 +92,8 @@ class Example:
 
 def data_dir() -> Path:
     """The ``data`` folder inside the installed ``easy_vqa`` package."""
-    try:
-        import easy_vqa
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise InputError("the easy-VQA data needs the `easy-vqa` package: pip install easy-vqa") from exc
-    return Path(easy_vqa.__file__).resolve().parent / "data"
+    easy_vqa = require("easy_vqa", extra="calibrate", feature="the easy-VQA data")
+    return Path(str(easy_vqa.__file__)).resolve().parent / "data"
 
 
 def classify_question(question: str) -> tuple[QuestionType, str | None]:

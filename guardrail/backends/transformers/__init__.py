@@ -25,11 +25,17 @@ models inherit ``GenerationMixin``: they share every piece of state (model, proc
 another at a fine grain (scoring and the prefill hook both find the question's positions and measure the same
 evidence), so one object keeps one lock and one set of caches. This package is the only import path:
 ``from guardrail.backends.transformers import TransformersBackend`` as before the split.
+
+torch and transformers come with the ``local`` extra (``pip install 'lvlm-guardrail[local]'``); without it,
+importing this package says so.
 """
 
 from __future__ import annotations
 
-from ._backend import TransformersBackend
-from ._loading import resolve_device, resolve_dtype
+from ..._extras import needs
+
+with needs("local", "TransformersBackend (a model in process)"):
+    from ._backend import TransformersBackend
+    from ._loading import resolve_device, resolve_dtype
 
 __all__ = ["TransformersBackend", "resolve_device", "resolve_dtype"]
