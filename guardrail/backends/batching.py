@@ -77,9 +77,7 @@ def answer_each(backend: Backend, requests: Sequence[Request], options: Sequence
         if len(members) > 1:
             start = time.perf_counter()
             try:
-                returned = list(
-                    backend.generate_batch([requests[i] for i in members], [options[i] for i in members])
-                )
+                returned = list(backend.generate_batch([requests[i] for i in members], [options[i] for i in members]))
                 if len(returned) != len(members):
                     raise TypeError(f"generate_batch returned {len(returned)} generations for {len(members)} requests")
                 generations = [checked_generation(g, options[i]) for i, g in zip(members, returned, strict=True)]

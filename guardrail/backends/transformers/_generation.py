@@ -168,7 +168,10 @@ class Generating(ReferenceKeeping):
             stops = [k for k, token in enumerate(ids.tolist()) if token in ends]
             new_ids = ids[: stops[0] + 1] if stops else ids  # after its end a row is padding
             own_ids, own_logits = _with_prefix(
-                prefixes[row], new_ids, None if prefix_logits is None else prefix_logits[row], logits[row, : new_ids.shape[0]]
+                prefixes[row],
+                new_ids,
+                None if prefix_logits is None else prefix_logits[row],
+                logits[row, : new_ids.shape[0]],
             )
             seed = self._sampling(opts)[2]
             generation = self._generation(

@@ -91,8 +91,8 @@ class PrefillCapture:
         self.shape = tuple(prompt_ids.shape)  # (rows, positions)
         last = self.shape[1] - 1
         self.prefixes = list(prefixes) if prefixes is not None else [0] * len(pads)
-        # each prompt without its padding and its prefix
-        self.rows = [prompt_ids[row, pad : last + 1 - p] for row, (pad, p) in enumerate(zip(pads, self.prefixes))]
+        spans = enumerate(zip(pads, self.prefixes, strict=True))
+        self.rows = [prompt_ids[row, pad : last + 1 - p] for row, (pad, p) in spans]  # without padding and prefix
         self.pads = list(pads)
         self.positions = [backend._prompt_positions(ids) for ids in self.rows]
         wanted = torch.cat([question - 1 + pad for (question, _), pad in zip(self.positions, self.pads, strict=True)])
