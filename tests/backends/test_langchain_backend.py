@@ -163,3 +163,14 @@ def test_the_model_call_is_kept_out_of_a_graph_message_stream() -> None:
     parts = list(graph.stream({"messages": [HumanMessage("hi")]}, stream_mode="messages"))
     assert [message.content for message, _ in parts if isinstance(message, BaseMessage)] == ["decided: blue"]
     assert len(parts) == 1
+
+
+def test_an_assistant_prefix_is_refused_before_the_model_is_called() -> None:
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="\\boxed{blue}")]))
+    backend = LangChainBackend(model, name="fake")
+    options = GenerationOptions(assistant_prefix="<vision>I see a red circle.</vision>")
+    with pytest.raises(BackendError, match="fake: a LangChain chat model cannot continue from an assistant prefix"):
+        backend.generate(question(), options)
+    with pytest.raises(BackendError, match="cannot continue from an assistant prefix"):
+        asyncio.run(backend.agenerate(question(), options))
+    assert next(model.messages).content == "\\boxed{blue}"  # never called
