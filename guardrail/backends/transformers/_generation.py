@@ -3,6 +3,10 @@
 Greedy unless sampled (``options.temperature``, or a re-ask with ``sample_reasks``), seeded so that a re-ask is
 reproducible; image placeholders are never generated. While the backend keeps references, generation's own prefill
 pass also measures each prompt's familiarity evidence (``PrefillCapture``) and row 0 of each answer is kept.
+
+With ``options.assistant_prefix`` the prompt is followed by that text and generation continues from it; the prefill
+pass also gives the logits before each prefix token, so the answer's ids and log-probs start with the prefix's,
+teacher-forced, exactly as ``score`` would measure them.
 """
 
 from __future__ import annotations
