@@ -8,7 +8,7 @@ backend is a ``BatchBackend``). A group holds first the calls already under way 
 there is room, requests taken from the queue. A request's plan starts (and with it its time budget) only when it is
 taken into a group: a request queued behind others never spends its budget waiting for them, and a call under way
 never waits behind requests that have not started. View fetches are performed one by one, as soon as a plan asks
-for them. Plans that are decided drop out.
+for them (tiles likewise, each tile's answers one batch of their own). Plans that are decided drop out.
 
 Each call keeps its own telemetry span, current in its own ``contextvars`` context (its plan runs inside it, as a
 ``_drive.Stepper``); the batched model call itself runs outside every call's context, so a backend's own spans do
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ._drive import Stepper
 from .effects import Effects
-from .loop import AttemptCall, AttemptOutcome, Effect, Outcome, Plan, ViewsCall
+from .loop import AttemptCall, AttemptOutcome, Effect, Outcome, Plan, TilesCall, ViewsCall
 from .telemetry import CallTrace
 from .types import GuardResult, Request
 
@@ -57,9 +57,9 @@ class _Call:
         self.settle(effects)
 
     def settle(self, effects: Effects) -> None:
-        """Fetch the views the plan asks for (in its context) until it waits for a model attempt or is decided;
-        close the span of a decided call."""
-        while isinstance(self.step.effect, ViewsCall):
+        """Fetch the views (and tiles) the plan asks for (in its context) until it waits for a model attempt or is
+        decided; close the span of a decided call."""
+        while isinstance(self.step.effect, ViewsCall | TilesCall):
             self.step.perform(effects.perform)  # the stepper runs it in the call's context
         if self.step.done:
             self.context.run(self.span.__exit__, None, None, None)

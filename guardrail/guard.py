@@ -37,8 +37,8 @@ from .errors import ConfigurationError
 from .loop import GuardedCall
 from .policy.schema import Policy
 from .telemetry import CallTrace, Telemetry, default_telemetry
-from .types import Action, GuardResult, Request
-from .views import ViewProvider, ZoomProvider
+from .types import Action, Box, GuardResult, Request
+from .views import PerceptMerger, TileProvider, TilesProvider, ViewProvider, ZoomProvider
 
 __all__ = ["Guard"]
 
@@ -62,12 +62,18 @@ class Guard:
         fallbacks: Mapping[str, Backend] | None = None,
         telemetry: Telemetry | None = None,
         clock: Callable[[], float] = time.monotonic,
+        percept_mergers: Mapping[str, PerceptMerger] | None = None,
     ) -> None:
         self.backend = backend
         self.estimator = estimator
         self.calibrator: Calibrator = calibrator if calibrator is not None else PassThroughCalibrator()
         self.policy = policy if isinstance(policy, Policy) else _load_policy(policy)
-        self.view_providers: dict[str, ViewProvider] = {"zoom": ZoomProvider(), **(view_providers or {})}
+        self.view_providers: dict[str, ViewProvider] = {
+            "zoom": ZoomProvider(),
+            "tiles": TilesProvider(),
+            **(view_providers or {}),
+        }
+        self.percept_mergers: dict[str, PerceptMerger] = {"scenes": _scenes_merger, **(percept_mergers or {})}
         self.fallbacks: dict[str, Backend] = dict(fallbacks or {})
         self.telemetry = telemetry if telemetry is not None else default_telemetry()
         self.clock = clock
@@ -92,11 +98,27 @@ class Guard:
                     f"policy {self.policy.name!r} {where} uses view provider {spec.params['provider']!r}, but the "
                     f"guard has only {sorted(self.view_providers)}; pass view_providers={{...}}"
                 )
+            if spec.action is Action.FETCH_MORE_VIEWS and spec.params.get("mode") == "tile":
+                self._check_tiles(where, spec.params["provider"], spec.params["merger"])
             if spec.action is Action.FALLBACK and spec.params["model"] not in self.fallbacks:
                 raise ConfigurationError(
                     f"policy {self.policy.name!r} {where} falls back to model {spec.params['model']!r}, but the "
                     f"guard has {sorted(self.fallbacks) or 'no fallbacks'}; pass fallbacks={{...}}"
                 )
+
+    def _check_tiles(self, where: str, provider: str, merger: str) -> None:
+        """Mode ``tile`` needs a tile provider (one that says where its views lie) and a registered merger."""
+        if not isinstance(self.view_providers[provider], TileProvider):
+            tiled = sorted(name for name, p in self.view_providers.items() if isinstance(p, TileProvider))
+            raise ConfigurationError(
+                f"policy {self.policy.name!r} {where} fetches views in mode tile from {provider!r}, which gives no "
+                f"tiles (no tiles(request, count) method); tile providers here: {tiled}"
+            )
+        if merger not in self.percept_mergers:
+            raise ConfigurationError(
+                f"policy {self.policy.name!r} {where} merges percepts with {merger!r}, but the guard has only "
+                f"{sorted(self.percept_mergers)}; pass percept_mergers={{...}}"
+            )
 
     # -- the drivers: the loop's plan (loop.py), its effects performed (effects.py) ---------------------------------
 
@@ -148,7 +170,23 @@ class Guard:
         )
 
     def _call(self, request: Request, trace: CallTrace) -> GuardedCall:
-        return GuardedCall(self.policy, self.backend, self.view_providers, self.fallbacks, self.clock, request, trace)
+        return GuardedCall(
+            self.policy,
+            self.backend,
+            self.view_providers,
+            self.fallbacks,
+            self.clock,
+            request,
+            trace,
+            percept_mergers=self.percept_mergers,
+        )
+
+
+def _scenes_merger(views: Sequence[tuple[Box, str]], width: int, height: int) -> str:
+    """The scenes world's percept merger (``guardrail.data.scenes.merge_percepts``), imported when first used."""
+    from .data.scenes import merge_percepts
+
+    return merge_percepts(views, width, height)
 
 
 def _load_policy(policy: str | Path) -> Policy:

@@ -9,7 +9,12 @@ guards cannot drift apart.
 
 More views (``fetch_more_views``): the view provider is always asked about the caller's original request; the
 views it returns are appended to the request's images or replace them (``views_placement``; ``auto`` replaces
-when the backend's optional ``max_images`` would otherwise be exceeded, e.g. for a one-image model).
+when the backend's optional ``max_images`` would otherwise be exceeded, e.g. for a one-image model). In mode
+``tile`` the loop yields a ``TilesCall`` instead: tiles of the source, each answered alone, their percepts merged;
+the next attempt answers the original request continuing from the merged percept (``assistant_prefix``).
+
+Reasoning again (``re_ask`` with ``keep_percept``): the next attempt continues from the previous attempt's own
+``<vision>`` block; with ``samples`` K it is K sampled answers, the majority's kept (``AttemptCall.samples``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TypeAlias
 from .backends.base import Backend
 from .policy.engine import decide, decide_on_error, decide_on_exhausted
 from .policy.schema import Policy
+from .responses import parse_response, percept_head
 from .telemetry import CallTrace
 from .types import (
     Action,
@@ -35,8 +41,9 @@ from .types import (
     ImageBlock,
     Request,
     Signals,
+    TilePercept,
 )
-from .views import ViewProvider
+from .views import PerceptMerger, TileProvider, ViewProvider
 
 __all__ = [
     "AttemptCall",
@@ -45,6 +52,8 @@ __all__ = [
     "GuardedCall",
     "Outcome",
     "Plan",
+    "TilesCall",
+    "TilesOutcome",
     "ViewsCall",
     "ViewsOutcome",
     "max_images",
@@ -58,12 +67,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class AttemptCall:
-    """Ask the driver for one model attempt: generate on ``backend``, then estimate and calibrate."""
+    """Ask the driver for one model attempt: generate on ``backend``, then estimate and calibrate. With ``samples``
+    K > 1: K sampled answers, the one most of them give kept (``responses.majority_answer``) and measured."""
 
     backend: Backend
     request: Request
     options: GenerationOptions
     timeout: float | None
+    samples: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +88,33 @@ class ViewsCall:
     timeout: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class TilesCall:
+    """Ask the driver for tiles of ``request``'s source from a tile provider, each answered alone on ``backend``
+    (with ``options``), and their percepts merged by ``merger``."""
+
+    provider: TileProvider
+    name: str
+    merger: PerceptMerger
+    merger_name: str
+    backend: Backend
+    request: Request
+    count: int
+    options: GenerationOptions
+    timeout: float | None
+
+
 @dataclass(slots=True)
 class AttemptOutcome:
-    """What an attempt produced, up to the stage that failed (``error``)."""
+    """What an attempt produced, up to the stage that failed (``error``); ``sampled_answers``: the final answers of
+    its samples, when it had several."""
 
     generation: Generation | None = None
     signals: Signals | None = None
     confidence: Confidence | None = None
     error: ErrorInfo | None = None
     seconds: float = 0.0
+    sampled_answers: tuple[str | None, ...] = ()
 
 
 @dataclass(slots=True)
@@ -96,8 +125,19 @@ class ViewsOutcome:
     error: ErrorInfo | None = None
 
 
-Effect: TypeAlias = AttemptCall | ViewsCall
-Outcome: TypeAlias = AttemptOutcome | ViewsOutcome
+@dataclass(slots=True)
+class TilesOutcome:
+    """The tiles' percepts, the merged percept and the assistant prefix that carries it (the first tile answer's
+    opening up to its ``<vision>`` block, the block's body the merged percept), or why there are none."""
+
+    percepts: tuple[TilePercept, ...] = ()
+    merged: str | None = None
+    prefix: str | None = None
+    error: ErrorInfo | None = None
+
+
+Effect: TypeAlias = AttemptCall | ViewsCall | TilesCall
+Outcome: TypeAlias = AttemptOutcome | ViewsOutcome | TilesOutcome
 Plan: TypeAlias = Generator[Effect, Outcome, GuardResult]
 
 
@@ -136,6 +176,7 @@ class GuardedCall:
     clock: Callable[[], float]
     request: Request
     trace: CallTrace
+    percept_mergers: Mapping[str, PerceptMerger] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     error: ErrorInfo | None = None
@@ -160,6 +201,7 @@ class GuardedCall:
                 decision = decide_on_exhausted(policy, attempt=0, reason=self.error.message)
             return self._finish(decision, start)
 
+        shaped = _Shape()  # how the next attempt is shaped by the remedy before it (prefill, tiles, samples)
         for index in range(budget.max_attempts):
             remaining = None if deadline is None else deadline - self.clock()
             if remaining is not None and remaining <= 0:
@@ -168,7 +210,7 @@ class GuardedCall:
                 )
                 return self._finish(decision, start)
             self.trace.attempt_started(index, backend.name)
-            outcome = yield AttemptCall(backend, current, options, remaining)
+            outcome = yield AttemptCall(backend, current, options, remaining, shaped.samples)
             assert isinstance(outcome, AttemptOutcome)
             decision = self._decide(outcome, index)
             attempt = Attempt(
@@ -181,6 +223,9 @@ class GuardedCall:
                 decision=decision,
                 error=outcome.error,
                 seconds=outcome.seconds,
+                tile_percepts=shaped.tiles,
+                percept=shaped.percept,
+                sampled_answers=outcome.sampled_answers,
             )
             self.attempts.append(attempt)
             self.trace.attempt_finished(attempt)
@@ -190,7 +235,29 @@ class GuardedCall:
                 self.decisions.append(decision)
                 if decision.action.is_terminal:
                     return self._finish(decision, start)
-                if decision.action is Action.FETCH_MORE_VIEWS:
+                shaped = _Shape()
+                if decision.action is Action.FETCH_MORE_VIEWS and decision.params.get("mode") == "tile":
+                    name, merger = decision.params["provider"], decision.params["merger"]
+                    provider = self.view_providers[name]
+                    assert isinstance(provider, TileProvider)  # the guard checked the policy at construction
+                    count = decision.params["views"]
+                    remaining = None if deadline is None else deadline - self.clock()
+                    # Each tile answered greedily, as the first look was: the tiles differ in what they show.
+                    tile_options = GenerationOptions(attempt=index + 1, seed=index + 1, temperature=0.0)
+                    tiled = yield TilesCall(
+                        provider, name, self.percept_mergers[merger], merger, backend, self.request, count,
+                        tile_options, remaining,
+                    )  # fmt: skip
+                    assert isinstance(tiled, TilesOutcome)
+                    self.trace.views_fetched(name, count, tiled.error)
+                    if tiled.error is not None:
+                        self.error = tiled.error
+                        decision = self._decide_failure(tiled.error, index)
+                        continue
+                    # The original request (the whole source, downscaled by the backend), reasoned on the merge.
+                    current = self.request
+                    shaped = _Shape(prefix=tiled.prefix, percept=tiled.merged, tiles=tiled.percepts)
+                elif decision.action is Action.FETCH_MORE_VIEWS:
                     name = decision.params["provider"]
                     replace, count = views_placement(
                         decision.params.get("mode", "auto"),
@@ -205,11 +272,7 @@ class GuardedCall:
                     self.trace.views_fetched(name, count, fetched.error)
                     if fetched.error is not None:
                         self.error = fetched.error
-                        decision = (
-                            decide_on_exhausted(policy, attempt=index, reason=fetched.error.message)
-                            if fetched.error.stage == "budget"
-                            else decide_on_error(policy, fetched.error, attempt=index)
-                        )
+                        decision = self._decide_failure(fetched.error, index)
                         continue
                     views_request = (
                         views_request.replacing_images(fetched.views)
@@ -220,11 +283,17 @@ class GuardedCall:
                 elif decision.action is Action.RE_ASK:
                     prompt = decision.params.get("prompt")
                     current = views_request.with_text(prompt) if prompt else views_request
+                    shaped = _Shape(samples=decision.params.get("samples", 1))
+                    if decision.params.get("keep_percept"):
+                        shaped = _kept_percept(attempt.generation, shaped.samples)
                 elif decision.action is Action.FALLBACK:
                     backend = self.fallbacks[decision.params["model"]]
                     current = views_request
                 options = GenerationOptions(
-                    attempt=index + 1, seed=index + 1, temperature=decision.params.get("temperature")
+                    attempt=index + 1,
+                    seed=index + 1,
+                    temperature=decision.params.get("temperature"),
+                    assistant_prefix=shaped.prefix,
                 )
                 break
 
@@ -232,6 +301,12 @@ class GuardedCall:
         decision = decide_on_exhausted(policy, attempt=budget.max_attempts - 1, reason="attempt budget spent")
         self.decisions.append(decision)
         return self._finish(decision, start)
+
+    def _decide_failure(self, error: ErrorInfo, index: int) -> Decision:
+        """A failed view fetch: ``on_exhausted`` when the budget ran out, else ``on_error``."""
+        if error.stage == "budget":
+            return decide_on_exhausted(self.policy, attempt=index, reason=error.message)
+        return decide_on_error(self.policy, error, attempt=index)
 
     def _decide(self, outcome: AttemptOutcome, index: int) -> Decision:
         policy = self.policy
@@ -291,3 +366,23 @@ class GuardedCall:
         return max(
             scored, key=lambda a: -1.0 if a.confidence is None or a.confidence.overall is None else a.confidence.overall
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How a remedy shapes the next attempt: the assistant ``prefix`` it continues from (carrying ``percept``), the
+    tiles' percepts behind a merged one, and how many answers to sample."""
+
+    prefix: str | None = None
+    percept: str | None = None
+    tiles: tuple[TilePercept, ...] = ()
+    samples: int = 1
+
+
+def _kept_percept(generation: Generation | None, samples: int) -> _Shape:
+    """The next attempt continuing from ``generation``'s own ``<vision>`` block; re-asked from the start when it has
+    none (a failed attempt, or an answer without the tag)."""
+    head = None if generation is None else percept_head(generation.text)
+    if head is None or generation is None:
+        return _Shape(samples=samples)
+    return _Shape(prefix=head, percept=parse_response(generation.text).perception_text, samples=samples)

@@ -35,9 +35,11 @@ __all__ = [
     "char_span_to_token_span",
     "final_answer",
     "grade_perception",
+    "majority_answer",
     "normalize_answer",
     "parse_boxed",
     "parse_response",
+    "percept_head",
     "token_char_offsets",
 ]
 
@@ -161,6 +163,27 @@ def answers_match(answer: str | None, expected: str) -> bool:
     return answer is not None and normalize_answer(answer) == normalize_answer(expected)
 
 
+def majority_answer(answers: Sequence[str | None]) -> int:
+    """The index of the answer most of ``answers`` give (self-consistency): the first of the largest group of
+    answers that match under :func:`normalize_answer`; a tie goes to the group answered first. ``None`` (no answer)
+    joins no group, so it wins only when no sample answered (then index 0).
+
+    >>> majority_answer(["2", None, "3", "3.", "2"])
+    0
+    >>> majority_answer(["2", "3", "3"])
+    1
+    """
+    if not answers:
+        raise ValueError("`answers` must hold at least one answer, got none")
+    groups: dict[str, list[int]] = {}
+    for index, answer in enumerate(answers):
+        if answer is not None:
+            groups.setdefault(normalize_answer(answer), []).append(index)
+    if not groups:
+        return 0
+    return max(groups.values(), key=lambda members: (len(members), -members[0]))[0]
+
+
 def grade_perception(text: str, expected: Sequence[str] | None, vocabulary: Sequence[str] | None = None) -> bool | None:
     """Whether ``text`` names what the image shows; ``None`` when the item does not say.
 
@@ -194,6 +217,23 @@ def parse_response(text: str) -> ParsedResponse:
         has_reasoning_tag=reasoning is not None,
         problems=tuple(problems),
     )
+
+
+def percept_head(text: str, percept: str | None = None) -> str | None:
+    """The start of a response up to the end of its ``<vision>`` block, with the block's body replaced by
+    ``percept`` when given: what a model is prefilled with to reason on that percept in its own format.
+
+    ``None`` when ``text`` has no closed ``<vision>`` block (there is no percept to keep or replace).
+
+    >>> percept_head("<think><vision>I see a red circle.</vision><reasoning>It is red.</reasoning>", "I see a square.")
+    '<think><vision>I see a square.</vision>'
+    """
+    match = _VISION.search(text)
+    if match is None:
+        return None
+    start, end = match.span("body")
+    body = text[start:end] if percept is None else percept
+    return text[:start] + body + text[end : match.end()]
 
 
 def char_offsets_from_prefixes(prefix_lengths: Sequence[int]) -> list[CharSpan]:

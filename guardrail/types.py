@@ -33,6 +33,7 @@ __all__ = [
     "COMPONENTS",
     "Action",
     "Attempt",
+    "Box",
     "Component",
     "Confidence",
     "ContentBlock",
@@ -50,6 +51,7 @@ __all__ = [
     "Signals",
     "Status",
     "TextBlock",
+    "TilePercept",
     "Usage",
     "finish_reason_of",
 ]
@@ -286,6 +288,19 @@ class GenerationOptions(_Frozen):
     temperature: float | None = Field(default=None, ge=0.0)
     max_new_tokens: int | None = Field(default=None, ge=1)
     stop: tuple[str, ...] = ()
+    assistant_prefix: str | None = None
+    """Text the answer starts with (e.g. ``<think><vision>I see a red circle.</vision>``): the prompt is followed by
+    it as the start of the assistant's turn and generation continues from it. The ``Generation`` covers the whole
+    answer, the prefix included (its tokens teacher-forced, with their log-probs), so the estimator measures the
+    prefilled spans as it measures generated ones. A backend that cannot continue from a prefix raises
+    ``BackendError`` rather than answer afresh; ``None``: answer from the start."""
+
+    @field_validator("assistant_prefix")
+    @classmethod
+    def _prefix_is_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value:
+            raise ValueError("assistant_prefix must be a non-empty string or None, got ''")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -462,8 +477,26 @@ class ErrorInfo(_Frozen):
         return cls(stage=stage, type=type(exc).__name__, message=str(exc) or repr(exc))
 
 
+Box = tuple[int, int, int, int]
+"""A crop box in pixels of the source image: (left, top, right, bottom)."""
+
+
+class TilePercept(_Frozen):
+    """What the model saw in one tile of the source image, shown to it alone (``fetch_more_views`` mode ``tile``)."""
+
+    box: Box
+    percept: str
+    """The body of the tile answer's ``<vision>`` block."""
+
+
 class Attempt(_Frozen):
-    """One model call inside a guarded call, with everything measured about it."""
+    """One model call inside a guarded call, with everything measured about it.
+
+    A remedy may shape the call: ``percept`` is the percept its answer was prefilled with (the merged percept of
+    ``tile_percepts`` after ``fetch_more_views`` mode ``tile``, or the previous attempt's own after ``re_ask`` with
+    ``keep_percept``); ``sampled_answers`` are the final answers of a self-consistency re-ask's samples, the
+    majority of which is ``generation``.
+    """
 
     index: int = Field(ge=0)
     model: str = ""
@@ -474,6 +507,9 @@ class Attempt(_Frozen):
     decision: Decision
     error: ErrorInfo | None = None
     seconds: float = Field(default=0.0, ge=0.0)
+    tile_percepts: tuple[TilePercept, ...] = ()
+    percept: str | None = None
+    sampled_answers: tuple[str | None, ...] = ()
 
 
 Status = Literal["accepted", "abstained", "escalated"]

@@ -173,7 +173,7 @@ def test_policy_naming_unregistered_parts_fails_at_construction() -> None:
     views_policy = make_policy(
         rules=[{"when": {"visual": {"below": 0.5}}, "do": "fetch_more_views", "with": {"provider": "camera"}}]
     )
-    with pytest.raises(ConfigurationError, match=r"view provider 'camera'.*\['zoom'\]"):
+    with pytest.raises(ConfigurationError, match=r"view provider 'camera'.*\['tiles', 'zoom'\]"):
         Guard(model, estimator=model, policy=views_policy)
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import is_control_flow
+from ..errors import BackendError, is_control_flow
 from ..types import Generation, GenerationOptions, Request
 from .base import (
     Backend,
@@ -36,10 +36,20 @@ from .base import (
 __all__ = ["Answered", "answer_each", "checked_generation", "score_each", "score_item"]
 
 
-def checked_generation(generation: object) -> Generation:
-    """``generation`` if a backend returned a ``Generation``; a ``TypeError`` naming what it returned otherwise."""
+def checked_generation(generation: object, options: GenerationOptions | None = None) -> Generation:
+    """``generation`` if a backend returned a ``Generation``; a ``TypeError`` naming what it returned otherwise.
+
+    With ``options`` carrying an assistant prefix, a ``BackendError`` when the answer does not start with it: the
+    backend ignored the prefix and answered afresh (a guard must not measure that as the continuation asked for).
+    """
     if not isinstance(generation, Generation):
         raise TypeError(f"backend returned {type(generation).__name__}, expected guardrail.Generation")
+    prefix = None if options is None else options.assistant_prefix
+    if prefix is not None and not generation.text.startswith(prefix):
+        raise BackendError(
+            f"{generation.model or 'the backend'} did not continue from the assistant prefix {prefix[:40]!r}: its "
+            f"answer starts {generation.text[:40]!r} (a backend that cannot continue one must refuse it)"
+        )
     return generation
 
 
@@ -67,14 +77,10 @@ def answer_each(backend: Backend, requests: Sequence[Request], options: Sequence
         if len(members) > 1:
             start = time.perf_counter()
             try:
-                generations = [
-                    checked_generation(g)
-                    for g in backend.generate_batch([requests[i] for i in members], [options[i] for i in members])
-                ]
-                if len(generations) != len(members):
-                    raise TypeError(
-                        f"generate_batch returned {len(generations)} generations for {len(members)} requests"
-                    )
+                returned = list(backend.generate_batch([requests[i] for i in members], [options[i] for i in members]))
+                if len(returned) != len(members):
+                    raise TypeError(f"generate_batch returned {len(returned)} generations for {len(members)} requests")
+                generations = [checked_generation(g, options[i]) for i, g in zip(members, returned, strict=True)]
             except Exception as exc:
                 if is_control_flow(exc):
                     raise
@@ -86,7 +92,7 @@ def answer_each(backend: Backend, requests: Sequence[Request], options: Sequence
     for i in alone:
         start = time.perf_counter()
         try:
-            results[i] = checked_generation(backend.generate(requests[i], options[i]))
+            results[i] = checked_generation(backend.generate(requests[i], options[i]), options[i])
         except Exception as exc:
             results[i] = exc
         seconds[i] += time.perf_counter() - start

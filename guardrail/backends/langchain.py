@@ -16,6 +16,9 @@ reply's finish reason (``response_metadata["finish_reason"]``, or ``stop_reason`
 :data:`~guardrail.types.FinishReason` vocabulary, and the settings the call ran with (what was passed, else what
 the model reports in its LangSmith parameters) in ``Generation.options``.
 
+An assistant prefix (``GenerationOptions.assistant_prefix``) is refused with ``BackendError``: a chat model cannot
+be made to continue one.
+
 The call is tagged ``nostream``: inside a LangGraph graph streamed with ``stream_mode="messages"``, the model's
 unchecked answer is not streamed to the caller; only what the guard decides to say is.
 
@@ -69,7 +72,17 @@ class LangChainBackend:
         return self._name
 
     def _invoke_args(self, request: Request, options: GenerationOptions) -> tuple[list[Any], dict[str, Any]]:
-        """The messages and keyword arguments of one call (the ``nostream`` tag and the stop sequences included)."""
+        """The messages and keyword arguments of one call (the ``nostream`` tag and the stop sequences included).
+
+        An assistant prefix is refused: a chat model's interface has no way to continue a final assistant message
+        (a trailing AI message is answered as a turn of its own by some providers, rejected by others), so the
+        answer could not be the continuation asked for."""
+        if options.assistant_prefix is not None:
+            raise BackendError(
+                f"{self.name}: a LangChain chat model cannot continue from an assistant prefix "
+                "(GenerationOptions.assistant_prefix); serve the model behind an OpenAI-compatible vLLM server "
+                "(OpenAICompatibleBackend) or load it with TransformersBackend"
+            )
         kwargs = self._kwargs(options)
         if options.stop:
             kwargs["stop"] = list(options.stop)

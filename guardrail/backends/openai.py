@@ -173,9 +173,15 @@ class OpenAICompatibleBackend:
         if self.logprobs:
             body["logprobs"] = True
             body["top_logprobs"] = self.top_logprobs
+        if options.assistant_prefix is not None:
+            # vLLM continues the final assistant message; its prompt log-probs give the prefix tokens' own.
+            body["messages"] = [*body["messages"], {"role": "assistant", "content": options.assistant_prefix}]
+            body["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False, "prompt_logprobs": 0}
         return body
 
-    def _generation(self, completion: Any, seconds: float, body: Mapping[str, Any], attempt: int) -> Generation:
+    def _generation(
+        self, completion: Any, seconds: float, body: Mapping[str, Any], options: GenerationOptions
+    ) -> Generation:
         choices = getattr(completion, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise BackendError(f"{self.name}: malformed response: no choices ({type(completion).__name__})")
@@ -184,6 +190,8 @@ class OpenAICompatibleBackend:
         if not isinstance(text, str):
             raise BackendError(f"{self.name}: malformed response: the first choice has no text content")
         tokens, logprobs = parse_logprobs(getattr(choice, "logprobs", None), text=text)
+        if options.assistant_prefix is not None:
+            text, tokens, logprobs = self._continued(completion, options.assistant_prefix, text, tokens, logprobs)
         usage = getattr(completion, "usage", None)
         return Generation(
             text=text,
@@ -199,13 +207,41 @@ class OpenAICompatibleBackend:
             seconds=seconds,
             finish_reason=finish_reason_of(getattr(choice, "finish_reason", None)),
             options=GenerationOptions(
-                attempt=attempt,
+                attempt=options.attempt,
                 seed=body["seed"],
                 temperature=body["temperature"],
                 max_new_tokens=body.get("max_tokens"),
                 stop=tuple(body.get("stop", ())),
+                assistant_prefix=options.assistant_prefix,
             ),
         )
+
+    def _continued(
+        self, completion: Any, prefix: str, text: str, tokens: tuple[str, ...], logprobs: tuple[float, ...]
+    ) -> tuple[str, tuple[str, ...], tuple[float, ...]]:
+        """The whole answer of a generation continued from ``prefix``: its text, tokens and log-probs, the prefix's
+        first (its tokens and log-probs are the tail of the prompt's ``prompt_logprobs``).
+
+        A server that did not continue the final assistant message (no ``prompt_logprobs``, or a prompt that does
+        not end with the prefix: it opened a new turn) is refused with ``BackendError``: its text would be a fresh
+        answer, not the continuation asked for."""
+        extra = getattr(completion, "model_extra", None) or {}
+        entries = extra.get("prompt_logprobs") if isinstance(extra, Mapping) else None
+        if not isinstance(entries, list):
+            raise BackendError(
+                f"{self.name}: cannot continue from an assistant prefix: the server answered without "
+                "prompt_logprobs, so it does not honour vLLM's continue_final_message extension"
+            )
+        try:
+            head_tokens, head_logprobs = _answer_tail(entries, prefix, self.name)
+        except ScoringUnavailable as exc:
+            raise BackendError(
+                f"{self.name}: cannot continue from an assistant prefix: the prompt the server completed does not end "
+                "with it (it did not continue the final assistant message)"
+            ) from exc
+        if not logprobs:  # no log-probs for the continuation: the answer has none at all
+            return prefix + text, (), ()
+        return prefix + text, head_tokens + tokens, head_logprobs + logprobs
 
     def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """Answer ``request`` (see the class docstring); library errors become ``BackendError``."""
@@ -218,7 +254,7 @@ class OpenAICompatibleBackend:
             if is_control_flow(exc):
                 raise
             raise translate_error(exc, f"{self.name}: chat completion") from exc
-        return self._generation(completion, time.perf_counter() - start, body, options.attempt)
+        return self._generation(completion, time.perf_counter() - start, body, options)
 
     async def agenerate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """The async twin of :meth:`generate` (``openai.AsyncOpenAI``)."""
@@ -232,7 +268,7 @@ class OpenAICompatibleBackend:
             if is_control_flow(exc):
                 raise
             raise translate_error(exc, f"{self.name}: chat completion") from exc
-        return self._generation(completion, time.perf_counter() - start, body, options.attempt)
+        return self._generation(completion, time.perf_counter() - start, body, options)
 
     # -- server-side teacher-forced scoring --------------------------------------------------------------------
 

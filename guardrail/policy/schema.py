@@ -274,14 +274,32 @@ class AbstainParams(_Strict):
 
 
 class ReAskParams(_Strict):
-    """``re_ask``: call the model again, optionally with a follow-up prompt or another temperature."""
+    """``re_ask``: call the model again, optionally with a follow-up prompt or another temperature.
+
+    Reasoning again on what was seen: with ``keep_percept: true`` the new answer starts with the previous attempt's
+    own ``<vision>`` block (the model is prefilled with it and continues from there; an attempt without one is
+    re-asked from the start). With ``samples: K`` (K > 1, which needs a ``temperature`` > 0) the model answers K
+    times, sampled, and the answer most of them give is kept (self-consistency; the first sample giving it is the
+    attempt's answer, measured and decided on as any attempt's).
+    """
 
     prompt: str | None = None
     """Text appended to the question (e.g. "Look again carefully and reason step by step.")."""
     temperature: StrictFloat | None = Field(default=None, ge=0.0, le=5.0, allow_inf_nan=False)
+    keep_percept: StrictBool = False
+    samples: StrictInt = Field(default=1, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _samples_are_sampled(self) -> ReAskParams:
+        if self.samples > 1 and not self.temperature:
+            raise ValueError(
+                f"samples: {self.samples} needs a temperature > 0, got {self.temperature}: greedy samples would all "
+                "be the same answer"
+            )
+        return self
 
 
-ViewsMode = Literal["auto", "append", "replace"]
+ViewsMode = Literal["auto", "append", "replace", "tile"]
 """Where ``fetch_more_views`` puts the fetched views: see :class:`FetchMoreViewsParams`."""
 
 
@@ -297,12 +315,29 @@ class FetchMoreViewsParams(_Strict):
       asked for;
     - ``auto`` (the default): ``replace`` when the backend declares ``max_images`` and appending would put more
       images than that into the request (always, for a one-image model such as the reference model), else
-      ``append``.
+      ``append``;
+    - ``tile``: the views are tiles of the source (``views`` of them: 4, 9 or 16, a square grid) from a tile
+      provider (e.g. ``tiles``), each shown to the model alone; the percepts of the tiles are merged by the
+      percept merger named by ``merger`` (e.g. ``scenes``) and the model answers the original request with its
+      ``<vision>`` block prefilled with the merged percept.
     """
 
     views: StrictInt = Field(default=2, ge=1, le=16)
     provider: str = Field(default="zoom", min_length=1)
     mode: ViewsMode = "auto"
+    merger: str | None = Field(default=None, min_length=1)
+    """The percept merger (registered with the guard by this name) of mode ``tile``; only there."""
+
+    @model_validator(mode="after")
+    def _tile_needs_a_merger(self) -> FetchMoreViewsParams:
+        if self.mode == "tile":
+            if self.merger is None:
+                raise ValueError("mode: tile needs a merger (the percept merger's name, e.g. merger: scenes)")
+            if self.views not in (4, 9, 16):
+                raise ValueError(f"mode: tile needs views: 4, 9 or 16 (a square grid of tiles), got {self.views}")
+        elif self.merger is not None:
+            raise ValueError(f"merger is only for mode: tile (the mode is {self.mode})")
+        return self
 
 
 class EscalateParams(_Strict):

@@ -55,6 +55,12 @@ __all__ = [
     "GEN_AI_USAGE_OUTPUT_TOKENS",
     "GUARDRAIL_ATTEMPT",
     "GUARDRAIL_ATTEMPTS",
+    "GUARDRAIL_ATTEMPT_PERCEPT",
+    "GUARDRAIL_ATTEMPT_PREFILLED",
+    "GUARDRAIL_ATTEMPT_SAMPLED_ANSWERS",
+    "GUARDRAIL_ATTEMPT_SAMPLES",
+    "GUARDRAIL_ATTEMPT_TILES",
+    "GUARDRAIL_ATTEMPT_TILE_PERCEPTS",
     "GUARDRAIL_CONFIDENCE",
     "GUARDRAIL_CONFIDENCE_COMPONENT",
     "GUARDRAIL_DECISIONS",
@@ -155,6 +161,18 @@ GUARDRAIL_VIEWS_FETCHED: Final = "guardrail.views.fetched"
 """Event on the guarded-call span: a view provider was asked for more images."""
 GUARDRAIL_VIEWS_PROVIDER: Final = "guardrail.views.provider"
 GUARDRAIL_VIEWS_COUNT: Final = "guardrail.views.count"
+GUARDRAIL_ATTEMPT_TILES: Final = "guardrail.attempt.tiles"
+"""How many tiles were answered alone before an attempt that reasons on their merged percept (mode ``tile``)."""
+GUARDRAIL_ATTEMPT_SAMPLES: Final = "guardrail.attempt.samples"
+"""How many answers a self-consistency attempt sampled (the majority's is the attempt's)."""
+GUARDRAIL_ATTEMPT_PREFILLED: Final = "guardrail.attempt.prefilled"
+"""``true`` when the attempt's answer continued from a given percept (merged from tiles, or its previous own)."""
+GUARDRAIL_ATTEMPT_PERCEPT: Final = "guardrail.attempt.percept"
+"""The percept the answer continued from (content: recorded only when content capture is on)."""
+GUARDRAIL_ATTEMPT_TILE_PERCEPTS: Final = "guardrail.attempt.tile_percepts"
+"""Each tile's percept, in tile order (content: recorded only when content capture is on)."""
+GUARDRAIL_ATTEMPT_SAMPLED_ANSWERS: Final = "guardrail.attempt.sampled_answers"
+"""Each sample's final answer, ``""`` for none (content: recorded only when content capture is on)."""
 
 # Metrics
 GUARDRAIL_DECISIONS: Final = "guardrail.decisions"

@@ -279,6 +279,7 @@ class _OtelCallTrace(CallTrace):
             if self._owner.capture_content:
                 attributes[n.GEN_AI_INPUT_MESSAGES] = input_messages(attempt.request or self._request)
                 attributes[n.GEN_AI_OUTPUT_MESSAGES] = output_messages(generation)
+        attributes.update(self._remedy_attributes(attempt))
         if attempt.error is not None:
             attributes[n.ERROR_TYPE] = attempt.error.type
             attributes[n.GUARDRAIL_ERROR_STAGE] = attempt.error.stage
@@ -289,6 +290,25 @@ class _OtelCallTrace(CallTrace):
             for component in COMPONENTS:
                 evaluation = _evaluation(component, confidence.get(component), confidence.sources)
                 span.add_event(n.GEN_AI_EVALUATION_RESULT, evaluation)
+
+    def _remedy_attributes(self, attempt: Attempt) -> dict[str, Any]:
+        """How a remedy shaped the attempt: tiles, samples, a prefilled percept (their texts only with content
+        capture on)."""
+        attributes: dict[str, Any] = {}
+        content = self._owner.capture_content
+        if attempt.tile_percepts:
+            attributes[n.GUARDRAIL_ATTEMPT_TILES] = len(attempt.tile_percepts)
+            if content:
+                attributes[n.GUARDRAIL_ATTEMPT_TILE_PERCEPTS] = tuple(t.percept for t in attempt.tile_percepts)
+        if attempt.sampled_answers:
+            attributes[n.GUARDRAIL_ATTEMPT_SAMPLES] = len(attempt.sampled_answers)
+            if content:
+                attributes[n.GUARDRAIL_ATTEMPT_SAMPLED_ANSWERS] = tuple(a or "" for a in attempt.sampled_answers)
+        if attempt.percept is not None:
+            attributes[n.GUARDRAIL_ATTEMPT_PREFILLED] = True
+            if content:
+                attributes[n.GUARDRAIL_ATTEMPT_PERCEPT] = attempt.percept
+        return attributes
 
     def _record_result(self, result: GuardResult) -> None:
         overhead = max(time.perf_counter() - self._start - self._model_seconds, 0.0)

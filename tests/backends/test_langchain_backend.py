@@ -163,3 +163,15 @@ def test_the_model_call_is_kept_out_of_a_graph_message_stream() -> None:
     parts = list(graph.stream({"messages": [HumanMessage("hi")]}, stream_mode="messages"))
     assert [message.content for message, _ in parts if isinstance(message, BaseMessage)] == ["decided: blue"]
     assert len(parts) == 1
+
+
+def test_an_assistant_prefix_is_refused_before_the_model_is_called() -> None:
+    reply = AIMessage(content="\\boxed{blue}")
+    model = GenericFakeChatModel(messages=iter([reply]))
+    backend = LangChainBackend(model, name="fake")
+    options = GenerationOptions(assistant_prefix="<vision>I see a red circle.</vision>")
+    with pytest.raises(BackendError, match="fake: a LangChain chat model cannot continue from an assistant prefix"):
+        backend.generate(question(), options)
+    with pytest.raises(BackendError, match="cannot continue from an assistant prefix"):
+        asyncio.run(backend.agenerate(question(), options))
+    assert next(model.messages) is reply  # never called

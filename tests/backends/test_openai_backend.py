@@ -290,3 +290,28 @@ def test_finish_reason_length_when_the_token_limit_cuts_the_answer(server: FakeS
     backend = backend_for(server.base_url)
     generation = asyncio.run(backend.agenerate(question(), GenerationOptions(max_new_tokens=3)))
     assert (generation.finish_reason, generation.usage.output_tokens) == ("length", 3)
+
+
+PREFIX = "<think><vision>I see a blue circle.</vision>"
+
+
+def test_an_assistant_prefix_is_continued_with_vllm_extensions(server: FakeServer) -> None:
+    """The protocol: the prefix goes as a final assistant message that the server continues, and its tokens' log-probs
+    come from the prompt's (the fake server does not really continue; a vLLM server does, see the vLLM tests)."""
+    backend = backend_for(server.base_url)
+    generation = backend.generate(question(), GenerationOptions(assistant_prefix=PREFIX))
+    backend.close()
+    body = server.bodies[0]
+    assert body["messages"][-1] == {"role": "assistant", "content": PREFIX}
+    assert (body["continue_final_message"], body["add_generation_prompt"], body["prompt_logprobs"]) == (True, False, 0)
+    assert generation.text.startswith(PREFIX)
+    assert generation.options is not None
+    assert generation.options.assistant_prefix == PREFIX
+
+
+@pytest.mark.parametrize("server", ["ignore_scoring", "no_scoring"], indirect=True)
+def test_a_server_that_cannot_continue_a_prefix_is_refused(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+    with pytest.raises(BackendError, match=r"cannot continue from an assistant prefix|HTTP 422"):
+        backend.generate(question(), GenerationOptions(assistant_prefix=PREFIX))
+    backend.close()

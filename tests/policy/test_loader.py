@@ -55,8 +55,8 @@ def test_unknown_keys_point_at_the_key_and_suggest() -> None:
         f"p.yaml:3:1: budgt: unknown key; expected one of: {TOP_KEYS} (did you mean 'budget'?)",
         "p.yaml:5:12: rules[0].when.visul: unknown key; expected one of: visual, reasoning, overall, familiarity, "
         "stability, attempt (did you mean 'visual'?)",
-        "p.yaml:7:27: rules[0].with.temprature: unknown key; expected one of: prompt, temperature "
-        "(did you mean 'temperature'?)",
+        "p.yaml:7:27: rules[0].with.temprature: unknown key; expected one of: prompt, temperature, keep_percept, "
+        "samples (did you mean 'temperature'?)",
     ]
 
 
@@ -344,7 +344,7 @@ def test_an_existing_path_wins_over_a_builtin_name(tmp_path: Path, monkeypatch: 
 def test_an_unknown_name_lists_the_builtins() -> None:
     with pytest.raises(PolicyError, match=r"^nosuch:1:1: no such file, and no built-in policy named 'nosuch' "):
         load_policy("nosuch")
-    with pytest.raises(PolicyError, match=r"built-ins: cost-aware, default, strict"):
+    with pytest.raises(PolicyError, match=r"built-ins: cost-aware, default, scenes, strict"):
         load_builtin_policy("nosuch")
 
 

@@ -100,6 +100,36 @@ class PromptEncoding(BackendState):
         )
         return str(rendered)
 
+    def _prompt_and_prefix(self, request: Request, prefix: str | None) -> tuple[str, list[int]]:
+        """The prompt text generation encodes (the chat prompt, followed by the assistant ``prefix`` when given) and
+        the prefix's token ids (the answer's first tokens; none without a prefix)."""
+        prompt = self._prompt(request)
+        if prefix is None:
+            return prompt, []
+        return prompt + prefix, self._prefix_ids(prompt, prefix)
+
+    def _prefix_ids(self, prompt: str, prefix: str) -> list[int]:
+        """The token ids of an assistant ``prefix`` continued from after ``prompt``.
+
+        Scoring appends an answer's token ids to the prompt's, so the prefix must tokenise after the prompt as it
+        does alone: a ``BackendError`` when joining them merges tokens across the seam (the answer's ids would not
+        be the prompt's continuation), or when the prefix holds an image placeholder.
+        """
+
+        def ids(text: str) -> list[int]:
+            return [int(i) for i in self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]]
+
+        alone = ids(prefix)
+        if not alone or ids(prompt + prefix) != ids(prompt) + alone:
+            raise BackendError(
+                f"{self.name}: the assistant prefix {prefix[:40]!r} tokenises differently after the prompt than "
+                "alone, so its tokens cannot be the answer's first tokens; start it at a token boundary (e.g. with "
+                "a tag such as <vision>)"
+            )
+        if self._placeholder_ids.intersection(alone):
+            raise BackendError(f"{self.name}: the assistant prefix {prefix[:40]!r} holds an image placeholder token")
+        return alone
+
     @functools.cached_property
     def _hidden_ids(self) -> frozenset[int]:
         """Special tokens left out of response texts (EOS, padding, image placeholders, ...).
@@ -221,7 +251,7 @@ class PromptEncoding(BackendState):
         answer_tokens = None if options is None else options.max_new_tokens
         if self.prompt_limit(answer_tokens) is None:
             return
-        prompt = self._prompt(request)
+        prompt, _ = self._prompt_and_prefix(request, None if options is None else options.assistant_prefix)
         self._screen(prompt, answer_tokens)
         self._check_length(int(self._encode(prompt, self.images(request))["input_ids"].shape[1]), answer_tokens)
 

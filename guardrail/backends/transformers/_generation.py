@@ -3,6 +3,10 @@
 Greedy unless sampled (``options.temperature``, or a re-ask with ``sample_reasks``), seeded so that a re-ask is
 reproducible; image placeholders are never generated. While the backend keeps references, generation's own prefill
 pass also measures each prompt's familiarity evidence (``PrefillCapture``) and row 0 of each answer is kept.
+
+With ``options.assistant_prefix`` the prompt is followed by that text and generation continues from it; the prefill
+pass also gives the logits before each prefix token, so the answer's ids and log-probs start with the prefix's,
+teacher-forced, exactly as ``score`` would measure them.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ class Generating(ReferenceKeeping):
     def _generate_one(self, request: Request, options: GenerationOptions, *, room: int = 0) -> Generation:
         """:meth:`generate`; ``room``: the size of the batch it is part of (see ``KeptReferences.put``)."""
         start = time.perf_counter()
-        prompt = self._prompt(request)
+        prompt, prefix = self._prompt_and_prefix(request, options.assistant_prefix)
         self._screen(prompt, options.max_new_tokens)
         inputs = self._encode(prompt, self.images(request))
         self._check_length(int(inputs["input_ids"].shape[1]), options.max_new_tokens)
@@ -57,21 +61,44 @@ class Generating(ReferenceKeeping):
             with self._lock, torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(seed)
                 stop = {"tokenizer": self.tokenizer} if config.stop_strings else {}
-                if self._kept.capacity:
-                    with PrefillCapture(self, inputs["input_ids"], [0]) as capture:
+                if self._kept.capacity or prefix:
+                    with PrefillCapture(self, inputs["input_ids"], [0], [len(prefix)]) as capture:
                         out = self.model.generate(**inputs, generation_config=config, **stop)
                 else:
                     out = self.model.generate(**inputs, generation_config=config, **stop)
+                prefix_logits = self._prefix_logits(inputs, [len(prefix)], capture)
         except MODEL_ERRORS as exc:
             raise BackendError(f"{self.name}: generation failed: {exc}") from exc
         prompt_len = inputs["input_ids"].shape[1]
         new_ids = out.sequences[0, prompt_len:]
         logits = torch.stack(out.logits, dim=1)[0, : new_ids.shape[0]]
-        generation = self._generation(new_ids, logits, prompt_len, config, options, seed, time.perf_counter() - start)
-        if capture is not None and capture.evidence is not None:
-            integers = {k: v for k, v in inputs.items() if not v.is_floating_point()}
-            self._keep(request, generation, capture.evidence[0], logits, integers, inputs, room=room)
+        ids, logits = _with_prefix(prefix, new_ids, None if prefix_logits is None else prefix_logits[0], logits)
+        generation = self._generation(
+            ids, logits, prompt_len, config, options, seed, time.perf_counter() - start, prefix=len(prefix)
+        )
+        if capture is not None and capture.evidence is not None and self._kept.capacity:
+            integers = (
+                row_inputs(inputs, 0, 0, 1, prefix=len(prefix))
+                if prefix
+                else {k: v for k, v in inputs.items() if not v.is_floating_point()}
+            )
+            if integers is not None:
+                self._keep(request, generation, capture.evidence[0], logits, integers, inputs, room=room)
         return generation
+
+    def _prefix_logits(
+        self, inputs: dict[str, torch.Tensor], prefixes: Sequence[int], capture: PrefillCapture | None
+    ) -> list[torch.Tensor] | None:
+        """The logits before each row's assistant-prefix tokens (``(prefix tokens, vocab)`` per row): the prefill's,
+        kept by ``capture``, or, where the model's forward pass could not be asked for them, one teacher-forced pass
+        over the prompts; ``None`` when no row has a prefix. Call it under the model lock."""
+        if not any(prefixes):
+            return None
+        if capture is not None and capture.prefix_logits is not None:
+            return capture.prefix_logits
+        logits = self.model(**inputs).logits
+        length = inputs["input_ids"].shape[1]
+        return [logits[row, length - 1 - p : length - 1] for row, p in enumerate(prefixes)]
 
     def generate_batch(
         self, requests: Sequence[Request], options: Sequence[GenerationOptions | None]
@@ -108,12 +135,12 @@ class Generating(ReferenceKeeping):
     ) -> list[Generation]:
         """One greedy generation over ``requests`` (same limit, same image count), left-padded; each row keeps its
         reference as :meth:`generate` does (the prefill measures every row's familiarity evidence), with ``room``
-        for the whole batch's."""
+        for the whole batch's. A row with an assistant prefix continues from it (its tokens end the row's prompt)."""
         start = time.perf_counter()
         image_rows = [self.images(r) for r in requests]
-        inputs = self._encode_batch(
-            [self._prompt(r) for r in requests], image_rows if image_rows[0] else None, pad=True
-        )
+        prompted = [self._prompt_and_prefix(r, o.assistant_prefix) for r, o in zip(requests, options, strict=True)]
+        prefixes = [prefix for _, prefix in prompted]
+        inputs = self._encode_batch([prompt for prompt, _ in prompted], image_rows if image_rows[0] else None, pad=True)
         config, _ = self._generation_config(options[0])
         prompt_len = inputs["input_ids"].shape[1]
         mask = inputs.get("attention_mask")
@@ -121,31 +148,40 @@ class Generating(ReferenceKeeping):
         for tokens, opts in zip(used, options, strict=True):  # answer_each checked each alone; this never fires there
             self._check_length(tokens, opts.max_new_tokens)
         pads = [prompt_len - n for n in used]
+        lengths = [len(prefix) for prefix in prefixes]
         capture: PrefillCapture | None = None
         try:
             with self._lock, torch.inference_mode():
-                if self._kept.capacity:
-                    with PrefillCapture(self, inputs["input_ids"], pads) as capture:
+                if self._kept.capacity or any(lengths):
+                    with PrefillCapture(self, inputs["input_ids"], pads, lengths) as capture:
                         out = self.model.generate(**inputs, generation_config=config)
                 else:
                     out = self.model.generate(**inputs, generation_config=config)
+                prefix_logits = self._prefix_logits(inputs, lengths, capture)
         except MODEL_ERRORS as exc:
             raise BackendError(f"{self.name}: batched generation failed: {exc}") from exc
         logits = torch.stack(out.logits, dim=1)
         eos = config.eos_token_id
         ends = {eos} if isinstance(eos, int) else set(eos or ())
         seconds = (time.perf_counter() - start) / len(requests)
-        evidence = None if capture is None else capture.evidence
+        evidence = None if capture is None or not self._kept.capacity else capture.evidence
 
         results = []
         for row, (request, opts) in enumerate(zip(requests, options, strict=True)):
             ids = out.sequences[row, prompt_len:]
             stops = [k for k, token in enumerate(ids.tolist()) if token in ends]
             new_ids = ids[: stops[0] + 1] if stops else ids  # after its end a row is padding
-            own_logits = logits[row, : new_ids.shape[0]]
+            own_ids, own_logits = _with_prefix(
+                prefixes[row],
+                new_ids,
+                None if prefix_logits is None else prefix_logits[row],
+                logits[row, : new_ids.shape[0]],
+            )
             seed = self._sampling(opts)[2]
-            generation = self._generation(new_ids, own_logits, used[row], config, opts, seed, seconds)
-            alone = row_inputs(inputs, row, pads[row], len(requests))
+            generation = self._generation(
+                own_ids, own_logits, used[row], config, opts, seed, seconds, prefix=lengths[row]
+            )
+            alone = row_inputs(inputs, row, pads[row], len(requests), prefix=lengths[row])
             if evidence is not None and alone is not None:
                 self._keep(request, generation, evidence[row], own_logits, alone, inputs, room=room)
             results.append(generation)
@@ -170,26 +206,30 @@ class Generating(ReferenceKeeping):
 
     def _generation(
         self,
-        new_ids: torch.Tensor,
+        ids: torch.Tensor,
         logits: torch.Tensor,
         prompt_len: int,
         config: Any,
         options: GenerationOptions,
         seed: int,
         seconds: float,
+        *,
+        prefix: int = 0,
     ) -> Generation:
-        """The ``Generation`` of answer tokens ``new_ids`` with their next-token ``logits``."""
-        logprobs = token_logprobs(logits, new_ids).clamp_max(0.0)
-        text = self._decode(new_ids.tolist())
-        length = int(new_ids.shape[0]) >= config.max_new_tokens and not self._ended(new_ids.tolist(), config)
+        """The ``Generation`` of answer tokens ``ids`` with their next-token ``logits``; the first ``prefix`` of them
+        are an assistant prefix (teacher-forced: the end of the ``prompt_len`` prompt tokens), the rest generated."""
+        logprobs = token_logprobs(logits, ids).clamp_max(0.0)
+        text = self._decode(ids.tolist())
+        generated = ids[prefix:].tolist()
+        length = len(generated) >= config.max_new_tokens and not self._ended(generated, config)
         return Generation(
             text=text,
             answer=final_answer(text),
             model=self.name,
             provider="transformers",
-            token_ids=tuple(new_ids.tolist()),
+            token_ids=tuple(ids.tolist()),
             token_logprobs=tuple(logprobs.tolist()),
-            usage=Usage(input_tokens=prompt_len, output_tokens=int(new_ids.shape[0])),
+            usage=Usage(input_tokens=prompt_len, output_tokens=len(generated)),
             seconds=seconds,
             finish_reason="length" if length else "stop",
             options=GenerationOptions(
@@ -198,6 +238,7 @@ class Generating(ReferenceKeeping):
                 temperature=config.temperature if config.do_sample else 0.0,
                 max_new_tokens=config.max_new_tokens,
                 stop=options.stop,
+                assistant_prefix=options.assistant_prefix,
             ),
         )
 
@@ -230,3 +271,15 @@ class Generating(ReferenceKeeping):
     async def agenerate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """The async twin of :meth:`generate` (runs in a worker thread; calls are serialised)."""
         return await asyncio.to_thread(self.generate, request, options)
+
+
+def _with_prefix(
+    prefix: Sequence[int], new_ids: torch.Tensor, prefix_logits: torch.Tensor | None, logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An answer's token ids and next-token logits, its assistant ``prefix`` (with the logits before each of its
+    tokens) first: ``(tokens,)`` and ``(tokens, vocab)``."""
+    if not prefix:
+        return new_ids, logits
+    assert prefix_logits is not None
+    head = torch.tensor(list(prefix), dtype=new_ids.dtype, device=new_ids.device)
+    return torch.cat([head, new_ids]), torch.cat([prefix_logits.to(logits.dtype), logits])

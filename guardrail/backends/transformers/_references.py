@@ -33,17 +33,20 @@ FEATURE_LAYER = 0
 vision-encoder output stands at the image positions."""
 
 
-def row_inputs(batch: dict[str, torch.Tensor], row: int, pad: int, rows: int) -> dict[str, torch.Tensor] | None:
+def row_inputs(
+    batch: dict[str, torch.Tensor], row: int, pad: int, rows: int, *, prefix: int = 0
+) -> dict[str, torch.Tensor] | None:
     """Row ``row``'s integer inputs of a left-padded ``rows``-row batch as encoding its prompt alone gives them:
-    per-token tensors without the row's ``pad`` positions, per-row and per-image tensors (images row after row) the
-    row's own part; ``None`` for a tensor of another layout."""
+    per-token tensors without the row's ``pad`` positions (nor its last ``prefix`` positions, an assistant prefix
+    that belongs to the answer), per-row and per-image tensors (images row after row) the row's own part; ``None``
+    for a tensor of another layout."""
     length = batch["input_ids"].shape[1]
     out: dict[str, torch.Tensor] = {}
     for key, value in batch.items():
         if value.is_floating_point():
             continue
         if value.dim() >= 2 and value.shape[0] == rows and value.shape[1] == length:
-            out[key] = value[row : row + 1, pad:]
+            out[key] = value[row : row + 1, pad : length - prefix]
         elif value.dim() >= 1 and value.shape[0] % rows == 0:
             share = value.shape[0] // rows
             out[key] = value[row * share : (row + 1) * share]
@@ -70,19 +73,35 @@ class PrefillCapture:
     position's (which generation reads as the first answer token's) and for the hidden states; from its output the
     evidence ``score`` measures on row 0 of each prompt is taken (``evidence``, one per row), and the pass goes on
     to generation unchanged. Later passes are untouched.
+
+    ``prefixes``: how many of each row's last tokens are an assistant prefix, the answer's start that generation
+    continues from (``GenerationOptions.assistant_prefix``). They are no part of the prompt whose evidence is
+    measured; the logits before each of them are kept too (``prefix_logits``, ``(prefix tokens, vocab)`` per row),
+    which give the prefix tokens their teacher-forced log-probs.
     """
 
-    def __init__(self, backend: ReferenceKeeping, prompt_ids: torch.Tensor, pads: Sequence[int]) -> None:
+    def __init__(
+        self,
+        backend: ReferenceKeeping,
+        prompt_ids: torch.Tensor,
+        pads: Sequence[int],
+        prefixes: Sequence[int] | None = None,
+    ) -> None:
         self.backend = backend
         self.shape = tuple(prompt_ids.shape)  # (rows, positions)
-        self.rows = [prompt_ids[row, pad:] for row, pad in enumerate(pads)]  # each prompt without its padding
+        last = self.shape[1] - 1
+        self.prefixes = list(prefixes) if prefixes is not None else [0] * len(pads)
+        spans = enumerate(zip(pads, self.prefixes, strict=True))
+        self.rows = [prompt_ids[row, pad : last + 1 - p] for row, (pad, p) in spans]  # without padding and prefix
         self.pads = list(pads)
         self.positions = [backend._prompt_positions(ids) for ids in self.rows]
         wanted = torch.cat([question - 1 + pad for (question, _), pad in zip(self.positions, self.pads, strict=True)])
-        last = self.shape[1] - 1
-        keep = torch.unique(wanted)  # sorted; never the last position (no question token follows it)
-        self.keep = torch.cat([keep[keep != last], torch.tensor([last], device=prompt_ids.device)])
+        device = prompt_ids.device
+        self.prefix_positions = [torch.arange(last - p, last, device=device) for p in self.prefixes]
+        keep = torch.unique(torch.cat([wanted, *self.prefix_positions]))  # sorted
+        self.keep = torch.cat([keep[keep != last], torch.tensor([last], device=device)])
         self.evidence: list[TeacherForcedScores] | None = None
+        self.prefix_logits: list[torch.Tensor] | None = None
         self._thread = threading.get_ident()
         self._handles: list[Any] = []
 
@@ -121,6 +140,10 @@ class PrefillCapture:
             found = self.backend._prompt_evidence(ids, question, image, logits, features)
             evidence.append(TeacherForcedScores(token_logprobs=torch.empty(1, 0), **found))
         self.evidence = evidence
+        self.prefix_logits = [
+            output.logits[row, torch.searchsorted(self.keep, positions)]
+            for row, positions in enumerate(self.prefix_positions)
+        ]
 
 
 class KeptReferences:
