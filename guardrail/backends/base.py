@@ -11,6 +11,8 @@
 - ``BatchScoringBackend``: also re-score several answers (``ScoringItem``) in one padded forward pass.
 - ``TextScoringBackend``: a remote backend that may re-score an answer *text* server-side (``TextScores``, or
   ``ScoringUnavailable`` when the server cannot), since a server cannot accept ids without its tokenizer.
+- ``ReferenceTextScoringBackend``: a text-scoring backend whose generation already returned row 0 (the answer's
+  log-probs under the original images), so that re-scoring sends only the variants.
 - ``MODEL_OUTPUT_TOLERANCE`` (a ``FloatTolerance``): when two floats a model computed in two runs are the same
   output; ``ENGINE_OUTPUT_TOLERANCE`` the same between two engines serving one model.
 
@@ -42,6 +44,7 @@ __all__ = [
     "FloatTolerance",
     "ReferenceScores",
     "ReferenceScoringBackend",
+    "ReferenceTextScoringBackend",
     "ScoringBackend",
     "ScoringItem",
     "ScoringUnavailable",
@@ -316,4 +319,23 @@ class TextScoringBackend(Backend, Protocol):
 
     def score_text(self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]] = ()) -> TextScores:
         """Scores of ``text`` under the request's images and each variant; ``ScoringUnavailable`` if unsupported."""
+        ...
+
+
+@runtime_checkable
+class ReferenceTextScoringBackend(TextScoringBackend, Protocol):
+    """A text-scoring backend whose generation already returned row 0, so that re-scoring sends only the variants.
+
+    A server that generated an answer with its token log-probs computed, on the way, what teacher-forced scoring
+    under the original images gives (where it returns the model's own log-probs, not ones reshaped by sampling
+    settings); scoring them again would repeat that work. ``score_generation`` returns what
+    ``score_text(request, text, variants)`` returns, row 0 taken from ``generation`` (this backend's answer to
+    ``request``, whose tokens spell ``text``) where the backend can vouch that its log-probs are the teacher-forced
+    ones of the very tokens the variants are scored on, and scored like the variants where it cannot.
+    """
+
+    def score_generation(
+        self, request: Request, generation: Generation, text: str, variants: Sequence[Sequence[Image.Image]] = ()
+    ) -> TextScores:
+        """Scores of ``text`` (``generation``'s answer) under the request's images and each variant."""
         ...

@@ -15,6 +15,17 @@ without another request, and the black-box estimator falls back to answer agreem
 ``/v1/completions`` route with ``echo`` is not used: it carries no images, so it cannot score under perturbed
 ones.
 
+``score_generation`` (what the estimator calls) sends **only the perturbed copies**: row 0, the answer under the
+original images, is the generation's own token log-probs, which the server computed in the same forward passes
+(vLLM returns the model's raw log-probs, ``--logprobs-mode raw_logprobs``, its default). It does so only where
+they are the same numbers for the same tokens: a greedy generation (temperature 0; a sampled one's log-probs may
+be reshaped by the sampling settings on other servers) by this backend, whose tokens spell the scored text and
+are exactly those the server split the text into when scoring it (token for token, none reaching into the chat
+template). Otherwise it scores row 0 too (one more request), as ``score_text`` does; ``reference_logprobs=False``
+always does. One request per copy is the least the chat API allows: it takes one conversation per request;
+vLLM's ``/v1/chat/completions/batch`` takes several but returns no ``prompt_logprobs``, and ``/v1/completions``
+takes several prompts but no images.
+
 What ``transformers serve`` (transformers 5.24) provides, checked by ``tests/backends/test_served_model.py``:
 chat completions with images for vision-language models, yes; generated-token log-probs, **no** (``logprobs``
 and ``top_logprobs`` are accepted and ignored: the response has none); prompt log-probs / teacher-forced scoring,
@@ -36,7 +47,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from PIL import Image
 
@@ -49,6 +60,7 @@ from .base import ScoringUnavailable, TextScores
 __all__ = ["OpenAICompatibleBackend", "ScoringUnavailable"]
 
 INSTALL_HINT = "OpenAICompatibleBackend needs the `openai` package: pip install 'lvlm-guardrail[openai]'"
+PROVIDER = "openai-compatible"
 _REJECTED = (400, 404, 422)
 """HTTP statuses with which a server refuses a request it does not understand (here: the scoring extension)."""
 
@@ -79,6 +91,9 @@ class OpenAICompatibleBackend:
     ``scoring="off"`` never attempts server-side scoring. ``max_images`` is the most images the served model takes
     in one prompt (vLLM's ``--limit-mm-per-prompt``; one for a LLaVA-1.5-style model), so that more views replace
     the image instead of being appended and refused by the server; ``None``: not declared.
+    ``reference_logprobs``: take row 0 of server scoring from the generation's own log-probs where they are the
+    teacher-forced ones (see the module docstring); switch it off for a server whose generation log-probs are not
+    the model's raw ones (vLLM with ``--logprobs-mode processed_logprobs``, or penalties in its defaults).
     """
 
     def __init__(
@@ -98,6 +113,7 @@ class OpenAICompatibleBackend:
         reask_temperature: float = 0.7,
         scoring: Literal["auto", "off"] = "auto",
         max_images: int | None = None,
+        reference_logprobs: bool = True,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"`timeout` must be > 0 seconds, got {timeout}")
@@ -126,6 +142,7 @@ class OpenAICompatibleBackend:
         self.scoring_problem: str | None = "scoring switched off (scoring='off')" if scoring == "off" else None
         self._name = name or model
         self.max_images = max_images
+        self.reference_logprobs = reference_logprobs
 
     @property
     def name(self) -> str:
@@ -197,7 +214,7 @@ class OpenAICompatibleBackend:
             text=text,
             answer=final_answer(text),
             model=self.name,
-            provider="openai-compatible",
+            provider=PROVIDER,
             token_logprobs=logprobs,
             tokens=tokens if len(tokens) == len(logprobs) else (),
             usage=Usage(
@@ -277,12 +294,16 @@ class OpenAICompatibleBackend:
         """``False`` once the server has shown it cannot score (``scoring_problem`` says why), else unknown."""
         return False if self.scoring_problem is not None else None
 
-    def _score_bodies(self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]]) -> list[Any]:
+    def _score_bodies(
+        self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]], *, original: bool = True
+    ) -> list[dict[str, Any]]:
+        """One scoring request per row: the original images first (unless ``original`` is false), then each
+        variant."""
         if self.scoring_problem is not None:
             raise ScoringUnavailable(f"{self.name}: {self.scoring_problem}")
         if not text:
             raise BackendError(f"{self.name}: cannot score an empty answer")
-        rows = [request]
+        rows = [request] if original else []
         for i, variant in enumerate(variants):
             if len(variant) != len(request.images):
                 raise BackendError(f"variant {i} has {len(variant)} images, the request has {len(request.images)}")
@@ -307,7 +328,7 @@ class OpenAICompatibleBackend:
             return ScoringUnavailable(f"{self.name}: {self.scoring_problem}")
         return translate_error(exc, f"{self.name}: teacher-forced scoring")
 
-    def _row(self, completion: Any, text: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    def _row(self, completion: Any, text: str) -> _Row:
         extra = getattr(completion, "model_extra", None) or {}
         entries = extra.get("prompt_logprobs") if isinstance(extra, Mapping) else None
         if not isinstance(entries, list):
@@ -315,55 +336,114 @@ class OpenAICompatibleBackend:
             raise ScoringUnavailable(f"{self.name}: {self.scoring_problem}")
         return _answer_tail(entries, text, self.name)
 
-    def _scores(self, text: str, rows: list[tuple[tuple[str, ...], tuple[float, ...]]]) -> TextScores:
-        tokens = rows[0][0]
-        for i, (row_tokens, _) in enumerate(rows[1:], start=1):
-            if row_tokens != tokens:
+    def _score_one(self, body: dict[str, Any], text: str) -> _Row:
+        try:
+            completion = self._client.chat.completions.create(**body)
+        except Exception as exc:
+            if is_control_flow(exc):
+                raise
+            raise self._scoring_error(exc) from exc
+        return self._row(completion, text)
+
+    async def _ascore_one(self, client: Any, body: dict[str, Any], text: str) -> _Row:
+        try:
+            completion = await client.chat.completions.create(**body)
+        except Exception as exc:
+            if is_control_flow(exc):
+                raise
+            raise self._scoring_error(exc) from exc
+        return self._row(completion, text)
+
+    def _scores(self, text: str, rows: Sequence[_Row]) -> TextScores:
+        tokens = rows[0].tokens
+        for i, row in enumerate(rows[1:], start=1):
+            if row.tokens != tokens:
                 raise BackendError(f"{self.name}: row {i} tokenises the answer differently from the original")
-        return TextScores(text=text, tokens=tokens, token_logprobs=tuple(lp for _, lp in rows))
+        return TextScores(text=text, tokens=tokens, token_logprobs=tuple(row.logprobs for row in rows))
 
     def score_text(self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]] = ()) -> TextScores:
         """Teacher-forced log-probs of ``text`` under the request's images (row 0) and each variant (rows 1..).
 
         Raises :class:`ScoringUnavailable` when the server cannot score (see the module docstring).
         """
-        rows = []
-        for body in self._score_bodies(request, text, variants):
-            try:
-                completion = self._client.chat.completions.create(**body)
-            except Exception as exc:
-                if is_control_flow(exc):
-                    raise
-                raise self._scoring_error(exc) from exc
-            rows.append(self._row(completion, text))
-        return self._scores(text, rows)
+        return self._scores(text, [self._score_one(b, text) for b in self._score_bodies(request, text, variants)])
 
     async def ascore_text(
         self, request: Request, text: str, variants: Sequence[Sequence[Image.Image]] = ()
     ) -> TextScores:
         """The async twin of :meth:`score_text` (the rows are requested concurrently)."""
-
         bodies = self._score_bodies(request, text, variants)
         async with self._aclient() as client:
+            rows = await asyncio.gather(*(self._ascore_one(client, b, text) for b in bodies))
+        return self._scores(text, rows)
 
-            async def one(body: dict[str, Any]) -> Any:
-                try:
-                    return await client.chat.completions.create(**body)
-                except Exception as exc:
-                    if is_control_flow(exc):
-                        raise
-                    raise self._scoring_error(exc) from exc
+    # -- row 0 from the generation -----------------------------------------------------------------------------
 
-            completions = await asyncio.gather(*(one(b) for b in bodies))
-        return self._scores(text, [self._row(c, text) for c in completions])
+    def _reference_row(self, generation: Generation, text: str) -> _Row | None:
+        """The generation's own log-probs as row 0, ``None`` where they may not be what scoring would give: not
+        this backend's answer, sampled, without token strings, or tokens that do not spell ``text``."""
+        if not self.reference_logprobs or generation.provider != PROVIDER or generation.model != self.name:
+            return None
+        options = generation.options
+        if options is None or options.temperature != 0:
+            return None
+        tokens, logprobs = generation.tokens, generation.token_logprobs
+        if not tokens or len(tokens) != len(logprobs) or "".join(tokens) != text:
+            return None
+        return _Row(tuple(tokens), tuple(logprobs))
+
+    def score_generation(
+        self, request: Request, generation: Generation, text: str, variants: Sequence[Sequence[Image.Image]] = ()
+    ) -> TextScores:
+        """What :meth:`score_text` returns for ``text`` (``generation``'s answer), with one request per variant
+        only: row 0 is the generation's log-probs where they are the same numbers for the same tokens (see the
+        module docstring), else it is scored too."""
+        reference = self._reference_row(generation, text)
+        if reference is None:
+            return self.score_text(request, text, variants)
+        rows = [self._score_one(b, text) for b in self._score_bodies(request, text, variants, original=False)]
+        if not _aligned(reference, rows):
+            (body,) = self._score_bodies(request, text, ())
+            reference = self._score_one(body, text)
+        return self._scores(text, [reference, *rows])
+
+    async def ascore_generation(
+        self, request: Request, generation: Generation, text: str, variants: Sequence[Sequence[Image.Image]] = ()
+    ) -> TextScores:
+        """The async twin of :meth:`score_generation` (the variants are requested concurrently)."""
+        reference = self._reference_row(generation, text)
+        if reference is None:
+            return await self.ascore_text(request, text, variants)
+        bodies = self._score_bodies(request, text, variants, original=False)
+        async with self._aclient() as client:
+            rows = await asyncio.gather(*(self._ascore_one(client, b, text) for b in bodies))
+            if not _aligned(reference, rows):
+                (body,) = self._score_bodies(request, text, ())
+                reference = await self._ascore_one(client, body, text)
+        return self._scores(text, [reference, *rows])
 
 
-def _answer_tail(entries: list[Any], text: str, name: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
+class _Row(NamedTuple):
+    """One row of scores: the answer's tokens as the server split them and their log-probs; ``cut`` when the first
+    token reached into the chat template (``": The"``) and was cut to its part in the answer, so that its log-prob
+    is not that of any token a generation of the answer could have produced."""
+
+    tokens: tuple[str, ...]
+    logprobs: tuple[float, ...]
+    cut: bool = False
+
+
+def _aligned(reference: _Row, rows: Sequence[_Row]) -> bool:
+    """Whether every scored row is of exactly the generated tokens, so that the generation can be row 0."""
+    return all(not row.cut and row.tokens == reference.tokens for row in rows)
+
+
+def _answer_tail(entries: list[Any], text: str, name: str) -> _Row:
     """The answer's tokens and log-probs: the shortest tail of the prompt tokens whose text ends with ``text``.
 
     vLLM's ``prompt_logprobs`` has one entry per prompt token (``None`` for the first): a mapping from token id to
     ``{"logprob", "decoded_token"}``; with ``prompt_logprobs=0`` it holds the prompt token alone. A first answer
-    token that also covers the end of the template (``": The"``) is cut to its part in the answer.
+    token that also covers the end of the template (``": The"``) is cut to its part in the answer (``cut``).
     """
     tokens: list[str] = []
     logprobs: list[float] = []
@@ -386,8 +466,9 @@ def _answer_tail(entries: list[Any], text: str, name: str) -> tuple[tuple[str, .
             f"{name}: the scored prompt does not end with the answer text (the chat template changes it), "
             "so the answer's tokens cannot be found"
         )
-    tokens[0] = tokens[0][len(joined) - len(text) :]
-    return tuple(tokens), tuple(logprobs)
+    extra = len(joined) - len(text)
+    tokens[0] = tokens[0][extra:]
+    return _Row(tuple(tokens), tuple(logprobs), cut=extra > 0)
 
 
 def _field(record: Any, name: str) -> Any:

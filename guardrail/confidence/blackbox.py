@@ -14,8 +14,11 @@
 - **visual**, first choice: the perturbation KL of METHOD.md section 3, when the backend can re-score the answer
   teacher-forced on the server (:class:`~guardrail.backends.base.TextScoringBackend`, e.g. vLLM's prompt
   log-probs): the paper's probe (patch blackening, probability 0.8), sampled-token KL and surprisal on the
-  ``<vision>`` tokens, ``s = log KL - log H``, normalised. A server without scoring is recorded as "server offers
-  no teacher-forced scoring: visual KL unavailable" and the estimator falls back to
+  ``<vision>`` tokens, ``s = log KL - log H``, normalised. Only the perturbed copies (and stability views) are
+  scored where the backend's generation already returned the answer's log-probs under the original images
+  (:class:`~guardrail.backends.base.ReferenceTextScoringBackend`: one request per copy against vLLM). A server
+  without scoring is recorded as "server offers no teacher-forced scoring: visual KL unavailable" and the
+  estimator falls back to
 - **visual**, black-box: **answer agreement** under K perturbed-image re-queries. Each image is mildly perturbed
   (by default a quarter of its patches blackened, with :func:`guardrail.confidence.perturb.perturb_image`) and the
   question asked again; the score is the fraction of re-queries whose final answer equals the original one. A
@@ -51,7 +54,14 @@ import numpy as np
 from PIL import Image
 
 from .._drive import adrive, drive
-from ..backends.base import AsyncBackend, Backend, ScoringUnavailable, TextScores, TextScoringBackend
+from ..backends.base import (
+    AsyncBackend,
+    Backend,
+    ReferenceTextScoringBackend,
+    ScoringUnavailable,
+    TextScores,
+    TextScoringBackend,
+)
 from ..errors import BackendError, EstimatorError, ImageError
 from ..images import decode_image
 from ..responses import ParsedResponse, char_offsets_from_prefixes, normalize_answer, parse_response
@@ -166,20 +176,29 @@ class _Work:
 
 @dataclass(frozen=True)
 class _ScoreText:
-    """Server-side teacher-forced scoring of the answer text under the original images and ``variants``."""
+    """Server-side teacher-forced scoring of the answer text under the original images and ``variants``; a backend
+    whose generation returned row 0 (``ReferenceTextScoringBackend``) is asked for the variants only."""
 
     request: Request
+    generation: Generation
     text: str
     variants: list[list[Image.Image]]
 
     def run(self, backend: Backend) -> TextScores:
+        if isinstance(backend, ReferenceTextScoringBackend):
+            return backend.score_generation(self.request, self.generation, self.text, self.variants)
         assert isinstance(backend, TextScoringBackend)
         return backend.score_text(self.request, self.text, self.variants)
 
     async def arun(self, backend: Backend) -> TextScores:
-        ascore: Any = getattr(backend, "ascore_text", None)
-        if ascore is not None:
-            scores: TextScores = await ascore(self.request, self.text, self.variants)
+        scores: TextScores
+        if isinstance(backend, ReferenceTextScoringBackend):
+            ascore_generation: Any = getattr(backend, "ascore_generation", None)
+            if ascore_generation is not None:
+                scores = await ascore_generation(self.request, self.generation, self.text, self.variants)
+                return scores
+        elif (ascore := getattr(backend, "ascore_text", None)) is not None:
+            scores = await ascore(self.request, self.text, self.variants)
             return scores
         return await asyncio.to_thread(self.run, backend)
 
@@ -224,7 +243,7 @@ class AgreementEstimator:
     ``patch_size`` in pixels of the original image; ``seed`` of the first draw; ``server_scoring`` to try
     server-side teacher-forced scoring first, with ``scoring_draws`` perturbations of the paper's probe
     (``scoring_probability`` 0.8) and ``normalization`` the reference statistics of s, with ``stability`` the
-    stability probe's views scored in the same server request (``confidence.stability``; none by default);
+    stability probe's views scored with the probe's copies (``confidence.stability``; none by default);
     ``reask_draws`` sampled re-asks at ``reask_temperature`` for a reasoning score when neither log-probs nor a
     verbalized r exist (0: off).
     """
@@ -298,7 +317,7 @@ class AgreementEstimator:
             probe_rows = len(variants)
             variants += stability_views(work.images, self.stability)
             try:
-                scores = yield _ScoreText(request, generation.text.strip(), variants)
+                scores = yield _ScoreText(request, generation, generation.text.strip(), variants)
             except ScoringUnavailable as exc:
                 work.problems.append(f"{NO_SCORING} ({exc}); visual from answer agreement")
             except BackendError as exc:

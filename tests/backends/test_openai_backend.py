@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guardrail import BackendError, BackendTimeout, GenerationOptions, Guard, Policy, Request
+from guardrail import BackendError, BackendTimeout, Generation, GenerationOptions, Guard, Policy, Request
 from guardrail.backends.openai import INSTALL_HINT, OpenAICompatibleBackend, ScoringUnavailable
 from guardrail.confidence.blackbox import AgreementEstimator
 from tests.support.fake_openai_server import TEXT, FakeServer, closed_port
@@ -98,6 +98,87 @@ def test_score_text_teacher_forces_the_answer_under_each_variant(server: FakeSer
     assert "".join(scores.tokens) == text
     assert set(scores.token_logprobs[0]) == {-0.1}
     assert set(scores.token_logprobs[1]) == {-2.0}
+
+
+def test_score_generation_takes_row_0_from_the_generation_and_scores_only_the_variants(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+    generation = backend.generate(question())
+    scores = backend.score_generation(question(), generation, generation.text, [[BLACK], [IMAGE]])
+    assert server.requests == 1 + 2  # the answer, then one request per variant: none for the original images
+    assert scores.token_logprobs[0] == generation.token_logprobs
+    assert scores.tokens == generation.tokens
+    assert set(scores.token_logprobs[1]) == {-2.0}
+    # what scoring every row gives, one request more
+    assert scores == backend.score_text(question(), generation.text, [[BLACK], [IMAGE]])
+    assert server.requests == 1 + 2 + 3
+    backend.close()
+
+
+def test_ascore_generation_matches_score_generation(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+
+    async def scored() -> Any:
+        generation = await backend.agenerate(question())
+        return await backend.ascore_generation(question(), generation, generation.text, [[BLACK]])
+
+    scores = asyncio.run(scored())
+    assert server.requests == 1 + 1
+    generation = backend.generate(question())
+    assert scores == backend.score_generation(question(), generation, generation.text, [[BLACK]])
+    backend.close()
+
+
+def _regrouped(generation: Generation) -> Generation:
+    """The same answer split into other tokens (3 characters, where the server splits into 4)."""
+    text = generation.text
+    tokens = tuple(text[i : i + 3] for i in range(0, len(text), 3))
+    return generation.model_copy(update={"tokens": tokens, "token_logprobs": (-0.1,) * len(tokens)})
+
+
+@pytest.mark.parametrize(
+    "case", ["sampled", "other model", "other tokens", "no token strings", "switched off", "async other tokens"]
+)
+def test_row_0_is_scored_where_the_generation_cannot_stand_for_it(server: FakeServer, case: str) -> None:
+    """A sampled answer, another model's, one whose tokens are not the server's split of the text, or one without
+    token strings: row 0 is scored as score_text scores it (one more request), so the rows stay of the same tokens."""
+    backend = backend_for(server.base_url, reference_logprobs=case != "switched off")
+    generation = backend.generate(question(), GenerationOptions(temperature=0.7 if case == "sampled" else None))
+    if case == "other model":
+        generation = generation.model_copy(update={"model": "another"})
+    if case.endswith("other tokens"):
+        generation = _regrouped(generation)
+    if case == "no token strings":
+        generation = generation.model_copy(update={"tokens": ()})
+    if case.startswith("async"):
+        scores = asyncio.run(backend.ascore_generation(question(), generation, generation.text, [[BLACK]]))
+    else:
+        scores = backend.score_generation(question(), generation, generation.text, [[BLACK]])
+    assert server.requests == 1 + 2
+    assert scores == backend.score_text(question(), generation.text, [[BLACK]])
+    backend.close()
+
+
+def test_a_generation_whose_text_is_not_the_scored_text_is_not_row_0(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+    generation = backend.generate(question())
+    text = generation.text[:-4]
+    scores = backend.score_generation(question(), generation, text, [[BLACK]])
+    assert server.requests == 1 + 2
+    assert "".join(scores.tokens) == text
+    backend.close()
+
+
+@pytest.mark.parametrize("server", ["no_scoring", "ignore_scoring"], indirect=True)
+def test_score_generation_on_a_server_without_scoring_says_so_once(server: FakeServer) -> None:
+    backend = backend_for(server.base_url)
+    generation = backend.generate(question())
+    with pytest.raises(ScoringUnavailable, match="prompt_logprobs"):
+        backend.score_generation(question(), generation, generation.text, [[BLACK]])
+    asked = server.requests
+    with pytest.raises(ScoringUnavailable):
+        backend.score_generation(question(), generation, generation.text, [[BLACK]])
+    backend.close()
+    assert server.requests == asked == 2
 
 
 @pytest.mark.parametrize("server", ["no_scoring", "ignore_scoring"], indirect=True)
@@ -266,7 +347,9 @@ def test_the_answer_tail_is_cut_from_the_prompt_tokens() -> None:
         return {"7": {"logprob": logprob, "rank": 1, "decoded_token": token}}
 
     entries = [None, entry("USER", -1.0), entry(":\nASSISTANT: re", -0.5), entry("d c", -0.2), entry("ircle", -0.1)]
-    assert _answer_tail(entries, "red circle", "m") == (("re", "d c", "ircle"), (-0.5, -0.2, -0.1))
+    assert _answer_tail(entries, "red circle", "m") == (("re", "d c", "ircle"), (-0.5, -0.2, -0.1), True)
+    # the answer's first token starts exactly where the answer does: nothing cut
+    assert _answer_tail(entries, "d circle", "m") == (("d c", "ircle"), (-0.2, -0.1), False)
     with pytest.raises(ScoringUnavailable, match="does not end with the answer text"):
         _answer_tail(entries, "blue", "m")
     two = {"7": {"logprob": -0.1, "decoded_token": "a"}, "8": {"logprob": -2.0, "decoded_token": "b"}}

@@ -5,7 +5,8 @@ decisions exactly; log-probs, signals and confidences within ``ENGINE_OUTPUT_TOL
 ``assert_same_model_output``):
 - generation with per-token log-probs (the stop token vLLM returns but strips from the text is dropped; the
   in-process generation keeps its log-prob after the answer's);
-- server-side teacher-forced scoring under perturbed images (vLLM's ``prompt_logprobs``);
+- server-side teacher-forced scoring under perturbed images (vLLM's ``prompt_logprobs``), of the perturbed copies
+  only: row 0 is the generation's own log-probs, of the same token ids and equal to scoring them;
 - the guarded call: raw visual, reasoning and holistic signals and calibrated visual, reasoning and overall
   confidence equal to the in-process guard's with the same artifact (less familiarity, which needs the model's
   input features, so the in-process guard is measured without it here);
@@ -158,6 +159,38 @@ def test_scoring_under_perturbed_images_equals_in_process(
             tolerance=ENGINE_OUTPUT_TOLERANCE,
             name="scored rows",
         )
+
+
+def test_only_the_perturbed_copies_are_scored(
+    server: VllmServer, remote: OpenAICompatibleBackend, local: TransformersBackend
+) -> None:
+    """Row 0 is the served generation's own log-probs: the same tokens the server scores the variants on (the ids
+    the model generated) and the same numbers as scoring them, so one request per variant is all it takes."""
+    eos = local.processor.tokenizer.eos_token_id
+    for request in questions(3):
+        generation = remote.generate(request)
+        (image,) = local.images(request)
+        variants = [
+            [perturb_image(image, "blackout", patch_size=PATCH, seed=1, probability=1.0)],
+            [perturb_image(image, "grey", patch_size=PATCH)],
+        ]
+        before = server.requests_finished()
+        kept = remote.score_generation(request, generation, generation.text, variants)
+        assert server.requests_finished() - before == len(variants)
+        scored = remote.score_text(request, generation.text, variants)
+        assert kept.tokens == scored.tokens == generation.tokens
+        assert kept.token_logprobs[0] == generation.token_logprobs
+        assert_same_model_output(
+            [list(row) for row in kept.token_logprobs],
+            [list(row) for row in scored.token_logprobs],
+            tolerance=ENGINE_OUTPUT_TOLERANCE,
+            name="rows",
+        )
+        # the scored tokens are the ids the model generated (in process: the same answer, its stop token after it)
+        (body,) = remote._score_bodies(request, generation.text, [])
+        entries = remote._client.chat.completions.create(**body).model_extra["prompt_logprobs"]
+        ids = [int(next(iter(entry))) for entry in entries[-len(generation.tokens) :]]
+        assert [*ids, eos] == list(local.generate(request).token_ids)
 
 
 def test_guarded_call_equals_in_process(

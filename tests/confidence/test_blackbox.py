@@ -59,9 +59,10 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[FakeServer, OpenAIC
 
 
 def test_server_scoring_gives_the_perturbation_kl(served: tuple[FakeServer, OpenAICompatibleBackend]) -> None:
-    _, backend = served
+    server, backend = served
     request = question(IMAGE)
     signals = AgreementEstimator().estimate(backend, request, backend.generate(request))
+    assert server.requests == 1 + 1  # the answer (row 0 of the scores), then the blackened copy scored
     assert signals.sources["visual"] == ("vision_kl", "vision_surprisal", "visual_score")
     # -0.1 under the original, -2.0 under the blackened copy: kl_t = p (log p - log q) on every vision token
     assert signals.features["vision_kl"] == pytest.approx(math.exp(-0.1) * 1.9)

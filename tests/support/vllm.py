@@ -41,7 +41,8 @@ from guardrail.pretrained import estimator_for
 from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 420.0
+START_TIMEOUT = float(os.environ.get("GUARDRAIL_VLLM_START_TIMEOUT") or 420.0)
+"""Seconds the server may take to answer (``GUARDRAIL_VLLM_START_TIMEOUT``; a crowded machine takes longer)."""
 STOP_TIMEOUT = 30.0
 SERVED_NAME = "guardrail-reference-llava"
 
@@ -100,6 +101,16 @@ class VllmServer:
     def rss_bytes(self) -> int:
         """Resident memory of the server and every process it spawned, now."""
         return _group_rss_bytes(self.pgid)
+
+    def requests_finished(self) -> float:
+        """The server's own count of finished requests (``vllm:request_success_total`` on its ``/metrics``, summed
+        over its labels)."""
+        url = self.base_url.removesuffix("/v1") + "/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode("utf-8")
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:request_success_total")
+        )
 
     def kill(self) -> None:
         """Crash the server: SIGKILL to every process of it at once, and wait until they are gone."""
