@@ -250,15 +250,20 @@ class OpenAICompatibleBackend:
                 "prompt_logprobs, so it does not honour vLLM's continue_final_message extension"
             )
         try:
-            head_tokens, head_logprobs = _answer_tail(entries, prefix, self.name)
+            head = _answer_tail(entries, prefix, self.name)
         except ScoringUnavailable as exc:
             raise BackendError(
                 f"{self.name}: cannot continue from an assistant prefix: the prompt the server completed does not end "
                 "with it (it did not continue the final assistant message)"
             ) from exc
+        if head.cut:  # as the transformers backend: a prefix the template's tokens reach into is not the answer's
+            raise BackendError(
+                f"{self.name}: cannot continue from an assistant prefix whose first token joins the chat template's "
+                "last one: its tokens would not be the answer's"
+            )
         if not logprobs:  # no log-probs for the continuation: the answer has none at all
             return prefix + text, (), ()
-        return prefix + text, head_tokens + tokens, head_logprobs + logprobs
+        return prefix + text, head.tokens + tokens, head.logprobs + logprobs
 
     def generate(self, request: Request, options: GenerationOptions | None = None) -> Generation:
         """Answer ``request`` (see the class docstring); library errors become ``BackendError``."""
