@@ -77,6 +77,8 @@ IMAGE_DIM = 3 * _COLOUR_BINS + _ORIENTATION_BINS + _IMAGE_STATS
 _WORDS = re.compile(r"\w+|[^\w\s]")
 _SPACES = re.compile(r"\s+")
 _EPS = 1e-6
+_STEP = 0.01
+"""Added to mean grey steps (about 2.5 levels of 255) so that the blockiness of a flat image is ~0, not noise."""
 
 
 # -- the question ---------------------------------------------------------------------------------------------
@@ -148,7 +150,7 @@ def _blockiness(grey: FloatArray) -> float:
         if steps.shape[1] < 16:
             continue
         border = (np.arange(steps.shape[1]) % 8) == 7
-        ratios.append(math.log((steps[:, border].mean() + _EPS) / (steps[:, ~border].mean() + _EPS)))
+        ratios.append(math.log((steps[:, border].mean() + _STEP) / (steps[:, ~border].mean() + _STEP)))
     return float(np.mean(ratios)) if ratios else 0.0
 
 
