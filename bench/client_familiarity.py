@@ -84,8 +84,8 @@ def evaluation_sets(n: int, n_reworded: int, n_clean: int, seed: int) -> dict[st
 
 def pooled(figures: dict[str, dict[str, Any]], names: Sequence[str], key: str) -> float:
     """The item-weighted mean of ``key`` over the sets ``names``."""
-    total = sum(figures[name]["n"] for name in names)
-    return round(sum(figures[name][key] * figures[name]["n"] for name in names) / total, 4)
+    total = int(sum(figures[name]["n"] for name in names))
+    return round(float(sum(figures[name][key] * figures[name]["n"] for name in names)) / total, 4)
 
 
 def summary(figures: dict[str, dict[str, dict[str, Any]]], label: str) -> dict[str, Any]:

@@ -71,7 +71,9 @@ def test_image_features_are_deterministic_and_stable_under_re_encoding_and_tiny_
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     decoded = Image.open(io.BytesIO(buffer.getvalue()))
-    np.testing.assert_allclose(image_features([decoded]), features, atol=TOLERANCE)  # lossless: the same pixels
+    again = image_features([decoded])
+    assert again is not None
+    np.testing.assert_allclose(again, features, atol=TOLERANCE)  # lossless: the same pixels
     nudged = np.asarray(image).copy()
     nudged[0, 0] = nudged[0, 0] + 1  # one channel of one pixel, by one level
     moved = image_features([Image.fromarray(nudged)])
@@ -139,10 +141,10 @@ def test_measure_familiarity_uses_the_kind_the_reference_was_fitted_on() -> None
 
 def test_unreadable_images_leave_the_image_side_unmeasured_with_a_reason() -> None:
     questions = [f"What color is shape number {i}?" for i in range(40)]
-    images = [picture(i) for i in range(40)]
+    images = [np.asarray(image_features([picture(i)])) for i in range(40)]
     client = FamiliarityReference.fit(
-        {"text": [text_features(q) for q in questions[:30]], "image": [image_features([im]) for im in images[:30]]},
-        {"text": [text_features(q) for q in questions[30:]], "image": [image_features([im]) for im in images[30:]]},
+        {"text": [text_features(q) for q in questions[:30]], "image": images[:30]},
+        {"text": [text_features(q) for q in questions[30:]], "image": images[30:]},
         features="client",
     )
     broken = Request.from_question(QUESTION, [b"not an image at all"])
