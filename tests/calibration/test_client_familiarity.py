@@ -17,7 +17,7 @@ from guardrail.calibration.artifact import CalibrationArtifact, fingerprint_mode
 from guardrail.calibration.collect import ScoredItem
 from guardrail.calibration.pipeline import apply_artifact, calibrate_rows, familiarity_kind
 from guardrail.confidence.blackbox import AgreementEstimator
-from guardrail.confidence.client_features import TEXT_DIM
+from guardrail.confidence.client_features import TEXT_DIM, request_features
 from guardrail.data.labelled import LabelledItem, easyvqa_items
 from guardrail.data.reworded import reworded_items
 from guardrail.integrations._chat_guard import blackbox_estimator
@@ -143,3 +143,18 @@ def test_a_model_feature_reference_is_refused_by_the_black_box_estimator_and_lef
     with pytest.raises(ValueError, match="`familiarity` must be a reference of client features"):
         AgreementEstimator(familiarity=model.familiarity)
     assert blackbox_estimator(model).familiarity is None
+
+
+def test_the_white_box_estimator_measures_client_features_when_the_artifact_says_so(
+    client_artifact: CalibrationArtifact,
+) -> None:
+    from guardrail.backends.transformers import TransformersBackend
+    from guardrail.pretrained import estimator_for
+
+    backend = TransformersBackend.from_pretrained(reference_model_path(), device="cpu", max_new_tokens=64)
+    request = reworded_items("test", group="evaluation", limit=1, seed=0)[0].request
+    signals = estimator_for(client_artifact).estimate(backend, request, backend.generate(request))
+    assert client_artifact.familiarity is not None
+    expected = client_artifact.familiarity.assess(request_features(request))
+    assert signals.familiarity == pytest.approx(expected["familiarity"], abs=1e-12)
+    assert signals.features["text_distance"] == pytest.approx(expected["text_distance"], rel=1e-12)
