@@ -164,7 +164,14 @@ def _familiarity(row: ScoredItem) -> float:
     return np.nan if row.signals is None or row.signals.familiarity is None else row.signals.familiarity
 
 
-def run(model_dir: Path, n_cal: int, n: int, n_reworded: int, n_clean: int, seed: int, serve: bool) -> dict[str, Any]:
+def _write(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def run(
+    model_dir: Path, n_cal: int, n: int, n_reworded: int, n_clean: int, seed: int, serve: bool, out: Path | None = None
+) -> dict[str, Any]:
     import torch
 
     from guardrail.backends.transformers import TransformersBackend
@@ -212,6 +219,15 @@ def run(model_dir: Path, n_cal: int, n: int, n_reworded: int, n_clean: int, seed
         "in_process": in_process,
         "in_process_summary": {label: summary(in_process, label) for label in ARTIFACTS},
     }
+    if out is not None:  # the in-process figures first: the served part takes long on a busy machine
+        _write(
+            out,
+            {
+                **results,
+                "seconds": round(time.perf_counter() - start, 1),
+                "served": "not measured in this file (written before the served part)",
+            },
+        )
     if serve:
         through = served(model_dir, sets, artifacts["client_features"], rows)
         results["served_client_features"] = through
