@@ -111,10 +111,10 @@ def fit_familiarity(
     for side in sides:
         if not FeatureReference.varies(fit_features[side]):
             inputs = "images" if side == "image" else "questions"
-            seen = "the model" if features == "model" else "the client (their client features do not vary)"
+            seen = "the model (their input features" if features == "model" else "the client (their client features"
             raise CalibrationError(
                 f"cannot calibrate on this data: all {len(fit_features[side])} {inputs} the familiarity reference "
-                f"is fitted on look the same to {seen}, so nothing tells how "
+                f"is fitted on look the same to {seen} do not vary), so nothing tells how "
                 f"far a new input may lie from them; calibrate on varied {inputs}"
             )
     return FamiliarityReference.fit(
