@@ -39,7 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from ..confidence.familiarity import FamiliarityReference
+from ..confidence.familiarity import FamiliarityReference, FeatureKind
 from ..confidence.normalization import VisualNormalization
 from ..confidence.settings import EstimatorSetting, parse_estimator_info
 from ..errors import ArtifactError, CalibrationError
@@ -142,7 +142,9 @@ class CalibrationArtifact(BaseModel):
     """Held-out calibrated confidences and labels by component (as ``metrics``), for plots; None in older files."""
     familiarity: FamiliarityReference | None = None
     """Where the calibration inputs' features lie (question and images): what an input's familiarity and shift
-    covariates are measured against; None in older files and for black-box models."""
+    covariates are measured against; None in older files. Its ``features`` says which kind, the model's own
+    (in process) or the client's (``confidence.client_features``: served and hosted models too), one for all
+    sides; see :attr:`familiarity_features`."""
 
     _estimator_setting: EstimatorSetting = PrivateAttr(default_factory=EstimatorSetting)
 
@@ -197,6 +199,12 @@ class CalibrationArtifact(BaseModel):
             evaluation=None if evaluation is None else dict(evaluation),
             familiarity=familiarity,
         )
+
+    @property
+    def familiarity_features(self) -> FeatureKind | None:
+        """The kind of features the familiarity reference measures, ``"model"`` or ``"client"`` (None: no
+        reference). Only ``"client"`` applies to a model whose internals the guard cannot see."""
+        return None if self.familiarity is None else self.familiarity.features
 
     def decoupled_calibrator(self) -> DecoupledCalibrator:
         """The fitted calibrator (a fresh object on each call)."""

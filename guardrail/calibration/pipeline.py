@@ -14,18 +14,25 @@ before anything is fitted: a component without enough labelled rows, or with rig
 (:func:`~guardrail.calibration.fit.check_calibration_data`), a visual statistic that is infinite or the same on
 every row, or inputs whose features do not vary (every image the same to the model, say: familiarity would have
 no scale to measure a new input by). Each is a ``CalibrationError`` saying what is needed and what was found.
+
+The familiarity reference is fitted on the model's input features where the rows carry them (a white-box model in
+process), else on features the client computes from each row's request (``confidence.client_features``: question
+text and images, no model needed), which is what a served or hosted model can be measured by; ``calibrate_rows``'
+``familiarity_features`` chooses either explicitly (``"client"`` for an artifact meant for a served copy of an
+in-process model, say).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ..backends.base import Backend
-from ..confidence.familiarity import SIDES, FamiliarityReference, FeatureReference
+from ..confidence.client_features import measure_familiarity, request_features
+from ..confidence.familiarity import SIDES, FamiliarityReference, FeatureKind, FeatureReference
 from ..confidence.feature_names import VISUAL_SCORE
 from ..confidence.normalization import VisualNormalization
 from ..confidence.perturb import PERTURBATIONS
@@ -47,6 +54,7 @@ __all__ = [
     "calibrate_backend",
     "calibrate_rows",
     "check_item_count",
+    "familiarity_kind",
     "fit_familiarity",
     "items_fingerprint",
     "normalized_visual",
@@ -79,11 +87,13 @@ def _is_user_input(row: ScoredItem) -> bool:
 
 
 def fit_familiarity(
-    rows: Sequence[ScoredItem], *, certify_fraction: float = 0.5, seed: int = 0
+    rows: Sequence[ScoredItem], *, certify_fraction: float = 0.5, seed: int = 0, features: FeatureKind = "model"
 ) -> FamiliarityReference | None:
     """The familiarity reference of the rows' input features (see the module docstring); ``None`` without any.
 
-    Uses the same seeded fit/certify split as :func:`~guardrail.calibration.fit.fit_artifact` with these arguments.
+    ``features``: the model's (the rows' ``signals.embeddings``) or the client's, computed from each row's
+    request (``confidence.client_features``). Uses the same seeded fit/certify split as
+    :func:`~guardrail.calibration.fit.fit_artifact` with these arguments.
     """
     fit_rows, certify_rows = split_rows(len(rows), certify_fraction, seed)
     fit_features: dict[str, list[tuple[float, ...]]] = {}
@@ -92,7 +102,8 @@ def fit_familiarity(
         for i in indices:
             row = rows[int(i)]
             if row.signals is not None and _is_user_input(row):
-                for side, vector in row.signals.embeddings.items():
+                vectors = row.signals.embeddings if features == "model" else request_features(row.item.request)
+                for side, vector in vectors.items():
                     out.setdefault(side, []).append(vector)
     sides = [s for s in SIDES if len(fit_features.get(s, ())) >= 3 and reference_features.get(s)]
     if not sides:
@@ -100,19 +111,35 @@ def fit_familiarity(
     for side in sides:
         if not FeatureReference.varies(fit_features[side]):
             inputs = "images" if side == "image" else "questions"
+            seen = "the model (their input features" if features == "model" else "the client (their client features"
             raise CalibrationError(
                 f"cannot calibrate on this data: all {len(fit_features[side])} {inputs} the familiarity reference "
-                f"is fitted on look the same to the model (their input features do not vary), so nothing tells how "
+                f"is fitted on look the same to {seen} do not vary), so nothing tells how "
                 f"far a new input may lie from them; calibrate on varied {inputs}"
             )
     return FamiliarityReference.fit(
-        {s: fit_features[s] for s in sides}, {s: reference_features[s] for s in sides}, seed=seed
+        {s: fit_features[s] for s in sides}, {s: reference_features[s] for s in sides}, seed=seed, features=features
     )
 
 
 def assess_familiarity(rows: Sequence[ScoredItem], reference: FamiliarityReference) -> list[ScoredItem]:
-    """The rows with familiarity and shift covariates measured against ``reference`` (as the estimator would)."""
-    return [r if r.signals is None else dataclasses.replace(r, signals=reference.apply(r.signals)) for r in rows]
+    """The rows with familiarity and shift covariates measured against ``reference`` (as the estimator would: with
+    client features computed from each row's request where the reference is fitted on them)."""
+    return [
+        r
+        if r.signals is None
+        else dataclasses.replace(r, signals=measure_familiarity(reference, r.signals, r.item.request))
+        for r in rows
+    ]
+
+
+def familiarity_kind(rows: Sequence[ScoredItem], requested: FeatureKind | Literal["auto"] = "auto") -> FeatureKind:
+    """The features a familiarity reference is fitted on: ``requested``, or with ``"auto"`` the model's where the
+    rows carry them (``signals.embeddings``, a white-box model in process), else the client's."""
+    if requested != "auto":
+        return requested
+    carried = any(r.signals is not None and r.signals.embeddings for r in rows if _is_user_input(r))
+    return "model" if carried else "client"
 
 
 def apply_artifact(rows: Sequence[ScoredItem], artifact: CalibrationArtifact) -> list[ScoredItem]:
@@ -155,6 +182,7 @@ def calibrate_rows(
     grounding_weight: float = 1.0,
     stability_weight: float = 0.0,
     cross_fit: bool = True,
+    familiarity_features: FeatureKind | Literal["auto"] = "auto",
 ) -> CalibrationArtifact:
     """Fit an artifact on already-scored rows (see the module docstring for the order of the fits).
 
@@ -163,6 +191,7 @@ def calibrate_rows(
     of the stability probe's fall in the rows' statistic s (their probe setting's), stored with its normalisation.
     ``cross_fit``: the shift discounts and the combiner learn from parts cross-fitted over the rows' groups (their
     corruption kinds, ``stability_choice.row_group``; ``DecoupledCalibrator.fit``), where the data name them.
+    ``familiarity_features``: what the familiarity reference is fitted on (:func:`familiarity_kind`).
     """
     arrays = scored_arrays(rows)
     check_calibration_data(
@@ -175,7 +204,8 @@ def calibrate_rows(
         discount_only=[0.0 if _is_user_input(r) else 1.0 for r in rows],
     )
     _check_statistic(arrays["visual_score"], rows)
-    familiarity = fit_familiarity(rows, seed=seed) if shift else None
+    kind = familiarity_kind(rows, familiarity_features)
+    familiarity = fit_familiarity(rows, seed=seed, features=kind) if shift else None
     if familiarity is not None:
         rows = assess_familiarity(rows, familiarity)
         arrays = scored_arrays(rows)
@@ -256,6 +286,7 @@ def calibrate_backend(
     batch_size: int = 16,
     command: str | None = None,
     stability: str = "auto",
+    familiarity_features: FeatureKind | Literal["auto"] = "auto",
 ) -> tuple[CalibrationArtifact, list[ScoredItem]]:
     """Score ``items`` with a white-box ``backend`` and fit its calibration artifact.
 
@@ -273,6 +304,8 @@ def calibrate_backend(
     ``"off"`` leaves it out. ``batch_size``
     items are answered in one batched generation when the backend can (answers as they would be alone).
     ``command``, the command line that ran this calibration, is recorded in the artifact (``info["command"]``).
+    ``familiarity_features="client"`` fits the familiarity reference on client features (for an artifact that
+    also serves the model behind a server); ``"auto"``: the model's where the backend shows them.
     """
     check_item_count(len(items))
     auto = perturbation == "auto"
@@ -326,5 +359,6 @@ def calibrate_backend(
         info=info,
         grounding_weight=setting.grounding_weight,
         stability_weight=setting.stability_weight,
+        familiarity_features=familiarity_features,
     )
     return artifact, rows

@@ -26,6 +26,12 @@
   go dark was read off a fragile percept. It costs K extra model calls. (With the paper's destructive probe,
   probability 0.8, agreement would instead measure reliance on language priors: a different question.)
 
+**Familiarity**, with ``familiarity`` a reference fitted on client features (``confidence.client_features``, an
+artifact whose ``familiarity_features`` is ``"client"``): the question and the images as the client sends them are
+measured against the calibration inputs', as the white-box estimator does with the model's features, so the
+calibrator's shift discounts and a policy's familiarity rules work against any server. No extra model call: the
+features come from the request. A reference of the model's own features cannot apply here and is refused.
+
 Patches are laid on the images as sent: a remote model's input resolution is unknown here, so set
 ``patch_size`` to the vision encoder's patch at that scale when it matters. With server scoring under the probe a
 white-box artifact was fitted with (``scoring_draws``, ``scoring_probability``, its ``normalization``) and token
@@ -67,6 +73,8 @@ from ..images import decode_image
 from ..responses import ParsedResponse, char_offsets_from_prefixes, normalize_answer, parse_response
 from ..types import Generation, GenerationOptions, ImageBlock, Request, Signals
 from ._probe_numpy import answer_stats, span_masks, stability_features, visual_probe
+from .client_features import measure_familiarity
+from .familiarity import FamiliarityReference
 from .feature_names import STABILITY_DROP, VERBALIZED_REASONING, VERBALIZED_VISION
 from .normalization import VisualNormalization
 from .perturb import PERTURBATIONS, PerturbationKind, perturbed_variants
@@ -245,7 +253,8 @@ class AgreementEstimator:
     (``scoring_probability`` 0.8) and ``normalization`` the reference statistics of s, with ``stability`` the
     stability probe's views scored with the probe's copies (``confidence.stability``; none by default);
     ``reask_draws`` sampled re-asks at ``reask_temperature`` for a reasoning score when neither log-probs nor a
-    verbalized r exist (0: off).
+    verbalized r exist (0: off); ``familiarity`` the calibration inputs' client-feature reference (from an artifact
+    fitted on client features), against which each request's question and images are measured.
     """
 
     def __init__(
@@ -263,6 +272,7 @@ class AgreementEstimator:
         reask_draws: int = 0,
         reask_temperature: float = 0.7,
         stability: StabilitySetting | None = None,
+        familiarity: FamiliarityReference | None = None,
     ) -> None:
         if draws < 1:
             raise ValueError(f"`draws` must be an int >= 1 (perturbed re-queries), got {draws}")
@@ -279,6 +289,12 @@ class AgreementEstimator:
             raise ValueError(f"`reask_temperature` must be > 0 (re-asks are sampled), got {reask_temperature}")
         if patch_size < 1:
             raise ValueError(f"`patch_size` must be an int >= 1, got {patch_size}")
+        if familiarity is not None and familiarity.features != "client":
+            raise ValueError(
+                f"`familiarity` must be a reference of client features (a served model shows no input features of "
+                f"its own), got one of {familiarity.features} features; fit the artifact with client features "
+                "(calibrate_rows(..., familiarity_features='client'))"
+            )
         self.draws, self.perturbation, self.probability = draws, perturbation, probability
         self.patch_size, self.seed = patch_size, seed
         self.server_scoring, self.scoring_draws, self.scoring_probability = (
@@ -289,6 +305,7 @@ class AgreementEstimator:
         self.normalization = normalization or VisualNormalization()
         self.reask_draws, self.reask_temperature = reask_draws, reask_temperature
         self.stability = stability or StabilitySetting()
+        self.familiarity = familiarity
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """Measure the black-box signals of ``generation``, the answer of ``backend`` to ``request``."""
@@ -342,7 +359,10 @@ class AgreementEstimator:
         reasks = self._reasks(work)
         if reasks:
             work.reask_agreement((yield _Generate("re-ask for reasoning agreement", [(request, o) for o in reasks])))
-        return work.signals()
+        signals = work.signals()
+        if self.familiarity is None:
+            return signals
+        return measure_familiarity(self.familiarity, signals, request, work.images or None)
 
     def _start(self, backend: Backend, request: Request, generation: Generation) -> _Work:
         parsed = parse_response(generation.text)

@@ -39,6 +39,7 @@ from ..errors import BackendError, EstimatorError, is_control_flow
 from ..responses import ParsedResponse, parse_response
 from ..types import Generation, Request, Signals
 from . import signals as sig
+from .client_features import measure_familiarity
 from .familiarity import FamiliarityReference
 from .feature_names import STABILITY_DROP, VERBALIZED_REASONING, VERBALIZED_VISION
 from .normalization import VisualNormalization
@@ -56,6 +57,7 @@ class _Pending:
 
     parsed: ParsedResponse
     problems: list[str]
+    request: Request
     features: dict[str, float] = field(default_factory=dict)
     sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
     embeddings: dict[str, tuple[float, ...]] = field(default_factory=dict)
@@ -118,7 +120,9 @@ class DecoupledEstimator:
     (then H is the full entropy); ``normalization`` the reference statistics of s; ``blackout_probability``
     the chance a patch is blackened; ``familiarity`` the calibration inputs' feature references (from the
     artifact): with it, each estimate also says how far its question and images lie from the calibration inputs
-    (``Signals.familiarity`` and the ``*_distance`` / ``*_shift`` / ``*_familiarity`` features); ``stability``
+    (``Signals.familiarity`` and the ``*_distance`` / ``*_shift`` / ``*_familiarity`` features), measured on the
+    model's input features or, where the reference was fitted on client features, on the request's
+    (``confidence.client_features``); ``stability``
     the views of the stability probe (``StabilitySetting``; none by default), scored in the same pass.
     """
 
@@ -204,7 +208,7 @@ class DecoupledEstimator:
     def _begin(self, backend: Backend, request: Request, generation: Generation) -> _Pending:
         """Everything measured before the re-scoring pass, and that pass's ``ScoringItem`` (``None``: no pass)."""
         parsed = parse_response(generation.text)
-        pending = _Pending(parsed=parsed, problems=list(parsed.problems))
+        pending = _Pending(parsed=parsed, problems=list(parsed.problems), request=request)
         v, r = parsed.vision_confidence, parsed.reasoning_confidence
         if v is not None:
             pending.features[VERBALIZED_VISION] = v
@@ -238,7 +242,9 @@ class DecoupledEstimator:
             problems=tuple(pending.problems),
             embeddings=pending.embeddings,
         )
-        return signals if self.familiarity is None else self.familiarity.apply(signals)
+        if self.familiarity is None:
+            return signals
+        return measure_familiarity(self.familiarity, signals, pending.request)
 
     async def aestimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """The async twin of :meth:`estimate` (the re-scoring forward pass runs in a worker thread)."""

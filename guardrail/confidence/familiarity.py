@@ -25,6 +25,11 @@ numbers follow from a distance d:
 The input's ``familiarity`` is the Bonferroni combination ``min(1, m * min(p_side))`` over the m sides measured,
 still a valid p-value. Nothing here knows the data set or the model: it works on any feature vectors. Plain numpy,
 so that artifacts load without the model stack.
+
+The features need not be the model's: a served or hosted model shows none, and
+:mod:`guardrail.confidence.client_features` measures the question and the images on the client instead. A reference
+says which kind it was fitted on (:attr:`FamiliarityReference.features`, ``"model"`` or ``"client"``), and one
+reference holds one kind for all its sides: an artifact never compares the two.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -42,9 +47,13 @@ from ..errors import CalibrationError
 from ..types import Signals
 from .feature_names import FAMILIARITY, SIDES, side_feature
 
-__all__ = ["SIDES", "FamiliarityReference", "FeatureReference"]
+__all__ = ["FEATURE_KINDS", "SIDES", "FamiliarityReference", "FeatureKind", "FeatureReference"]
 
 FloatArray = npt.NDArray[np.float64]
+FeatureKind = Literal["model", "client"]
+"""What a familiarity reference measures: the model's own input features (white-box, in process) or features the
+client computes from the request (``confidence.client_features``: any model, served or hosted included)."""
+FEATURE_KINDS: tuple[FeatureKind, ...] = get_args(FeatureKind)
 _FLOOR = 1e-6
 """Variances below this fraction of the largest are raised to it (near-constant directions would divide by ~0)."""
 _MIN_SCALE = 1e-12
@@ -187,6 +196,8 @@ class FamiliarityReference(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    features: FeatureKind = "model"
+    """The kind of features every side was fitted on (files written before the field existed: ``"model"``)."""
     text: FeatureReference | None = None
     image: FeatureReference | None = None
 
@@ -233,15 +244,20 @@ class FamiliarityReference(BaseModel):
         cls,
         fit_features: Mapping[str, npt.ArrayLike],
         reference_features: Mapping[str, npt.ArrayLike],
+        *,
+        features: FeatureKind = "model",
         **options: Any,
     ) -> FamiliarityReference:
-        """A reference for every side present in both mappings (``options`` go to :meth:`FeatureReference.fit`)."""
+        """A reference for every side present in both mappings, all of the kind ``features`` (``options`` go to
+        :meth:`FeatureReference.fit`)."""
+        if features not in FEATURE_KINDS:
+            raise CalibrationError(f"`features` must be one of {', '.join(FEATURE_KINDS)}, got {features!r}")
         sides = {
             side: FeatureReference.fit(fit_features[side], reference_features[side], **options)
             for side in SIDES
             if side in fit_features and side in reference_features
         }
-        return cls(**sides)
+        return cls(features=features, **sides)
 
 
 def _matrix(name: str, values: npt.ArrayLike) -> FloatArray:

@@ -83,7 +83,10 @@ def blackbox_estimator(artifact: CalibrationArtifact | None) -> AgreementEstimat
 
     With an artifact fitted under the blackout probe, server-side scoring uses its K, blackout probability,
     stability views and visual normalisation (so a vLLM server's signals are the in-process ones); another probe
-    kind cannot be scored on the server, so the visual signal is answer agreement. No artifact: the defaults.
+    kind cannot be scored on the server, so the visual signal is answer agreement. An artifact whose familiarity
+    reference is fitted on client features (``familiarity_features == "client"``) measures each request's
+    familiarity against it; one of the model's own features cannot apply to a served model and is left out. No
+    artifact: the defaults.
     """
     from ..confidence.blackbox import AgreementEstimator
 
@@ -91,13 +94,15 @@ def blackbox_estimator(artifact: CalibrationArtifact | None) -> AgreementEstimat
         return AgreementEstimator()
     setting = artifact.estimator_setting
     probe = setting.probe
+    familiarity = artifact.familiarity if artifact.familiarity_features == "client" else None
     if probe.perturbation != "blackout":
-        return AgreementEstimator(server_scoring=False)
+        return AgreementEstimator(server_scoring=False, familiarity=familiarity)
     return AgreementEstimator(
         scoring_draws=setting.draws,
         scoring_probability=probe.blackout_probability,
         normalization=artifact.visual_normalization,
         stability=probe.stability,
+        familiarity=familiarity,
     )
 
 
