@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from array_api_compat import torch as torch_xp
 from scipy.stats import rankdata
 
 from ..backends.base import Backend, ScoringBackend
@@ -117,7 +118,7 @@ def _falls(
         generation = row.generation
         assert generation is not None
         parsed = parse_response(generation.text)
-        masks, _ = answer_masks(parsed, backend.token_offsets, generation.token_ids)
+        masks, _ = answer_masks(parsed, backend.token_offsets, generation.token_ids, xp=torch_xp)
         images = backend.model_images(row.item.request)
         if images and bool(masks.vision.any()):
             views = stability_views(images, setting)

@@ -42,9 +42,10 @@ signals does not apply to it; fit one on black-box signals, or use the pass-thro
 
 The stages are written once, as a generator that yields the model calls it needs (server scoring, re-queries,
 re-asks) and receives their results; :meth:`AgreementEstimator.estimate` performs them one after the other and
-:meth:`AgreementEstimator.aestimate` awaits them, the re-queries concurrently. The KL and the span statistics are
-``probe.py``'s, the white-box estimator's, in their NumPy transcription (``_probe_numpy.py``, held equal to it by
-tests), so that this estimator runs without torch: ``pip install lvlm-guardrail`` serves it.
+:meth:`AgreementEstimator.aestimate` awaits them, the re-queries concurrently. The KL, the span statistics and the
+stability falls are ``probe.py``'s and ``stability.py``'s, the white-box estimator's own code, run here on float64
+NumPy arrays (they are written against the array API), so that this estimator runs without torch:
+``pip install lvlm-guardrail`` serves it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from itertools import accumulate
 from typing import Any, TypeAlias
 
 import numpy as np
+from array_api_compat import numpy as np_xp
 from PIL import Image
 
 from .._drive import adrive, drive
@@ -72,13 +74,13 @@ from ..errors import BackendError, EstimatorError, ImageError
 from ..images import decode_image
 from ..responses import ParsedResponse, char_offsets_from_prefixes, normalize_answer, parse_response
 from ..types import Generation, GenerationOptions, ImageBlock, Request, Signals
-from ._probe_numpy import answer_stats, span_masks, stability_features, visual_probe
 from .client_features import measure_familiarity
 from .familiarity import FamiliarityReference
 from .feature_names import STABILITY_DROP, VERBALIZED_REASONING, VERBALIZED_VISION
 from .normalization import VisualNormalization
 from .perturb import PERTURBATIONS, PerturbationKind, perturbed_variants
-from .stability import StabilitySetting, stability_views
+from .probe import answer_stats, span_masks, visual_probe
+from .stability import StabilitySetting, stability_features, stability_views
 
 __all__ = ["AgreementEstimator"]
 
@@ -109,7 +111,7 @@ class _Work:
     def token_stats(self, tokens: Sequence[str] | None, logprobs: Sequence[float], origin: str) -> None:
         """Reasoning and holistic scores from answer-token log-probs (``origin`` names where they came from)."""
         logp = np.array(list(logprobs), dtype=np.float64)
-        self.features.update(answer_stats(logp, span_masks(self.parsed, _offsets(tokens), len(logp))))
+        self.features.update(answer_stats(logp, span_masks(self.parsed, _offsets(tokens), len(logp), xp=np_xp)))
         self.features["logprobs_from_scoring"] = float(origin == "scoring")
         self.reasoning = self.features.get("reasoning_mean_prob")
         self.holistic = self.features.get("answer_mean_prob")
@@ -121,7 +123,7 @@ class _Work:
         ``probe_rows`` under the probe's copies, the rest under the stability probe's views."""
         parsed = parse_response(scores.text)
         rows = np.array([list(r) for r in scores.token_logprobs], dtype=np.float64)
-        masks = span_masks(parsed, _offsets(scores.tokens), rows.shape[1])
+        masks = span_masks(parsed, _offsets(scores.tokens), rows.shape[1], xp=np_xp)
         vision = masks.vision
         if not self.generation.token_logprobs:  # the server returned none with the answer: use row 0
             self.parsed = parsed

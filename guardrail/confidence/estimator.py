@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from array_api_compat import torch as torch_xp
 from PIL import Image
 
 from ..backends.base import Backend, ReferenceScoringBackend, ScoringBackend, ScoringItem, TeacherForcedScores
@@ -64,7 +65,7 @@ class _Pending:
     visual: float | None = None
     reasoning: float | None = None
     holistic: float | None = None
-    masks: SpanMasks | None = None
+    masks: SpanMasks[torch.Tensor] | None = None
     has_images: bool = False
     unchanged: list[bool] = field(default_factory=list)
     probe_rows: int = 0
@@ -274,7 +275,7 @@ class DecoupledEstimator:
         the backend kept it for this very generation, else scored with the changed copies in one pass."""
         parsed, problems = pending.parsed, pending.problems
         ids = generation.token_ids
-        pending.masks, placed = answer_masks(parsed, backend.token_offsets, ids)
+        pending.masks, placed = answer_masks(parsed, backend.token_offsets, ids, xp=torch_xp)
         problems.extend(placed)
         if parsed.answer is None:
             problems.append("no \\boxed{} answer: the whole response serves as the answer tokens")

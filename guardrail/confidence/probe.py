@@ -12,16 +12,20 @@ the rows and the token offsets come from; from there on, this module:
 4. draws the perturbed image copies the rows are scored under (``perturbed_variants``, kept in ``perturb.py``
    with the perturbations, and importable from here as before).
 
-The black-box estimator, which must run without torch (the light install), measures with ``_probe_numpy.py``, this
-module's NumPy transcription; tests hold the two equal within 1e-12.
+Like ``signals.py`` it is written against the array API (``array_api_compat``): the white-box estimator hands it
+torch tensors, the black-box estimator float64 NumPy arrays, and the black-box path never imports torch (the light
+install). ``tests/confidence/test_probe_namespaces.py`` runs it on both and holds the results equal within 1e-9.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Generic
 
-import torch
+import numpy as np
+from array_api_compat import array_namespace
 
 from ..responses import CharSpan, ParsedResponse, char_span_to_token_span
 from . import signals as sig
@@ -44,42 +48,49 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class SpanMasks:
+class SpanMasks(Generic[sig.ArrayT]):
     """Boolean ``(tokens,)`` masks of the perception span, the reasoning span and the final answer's tokens."""
 
-    vision: torch.Tensor
-    reasoning: torch.Tensor
-    answer: torch.Tensor
+    vision: sig.ArrayT
+    reasoning: sig.ArrayT
+    answer: sig.ArrayT
 
 
 def answer_masks(
-    parsed: ParsedResponse, token_offsets: Callable[[Sequence[int]], list[CharSpan]], token_ids: Sequence[int]
-) -> tuple[SpanMasks, list[str]]:
+    parsed: ParsedResponse,
+    token_offsets: Callable[[Sequence[int]], list[CharSpan]],
+    token_ids: Sequence[int],
+    *,
+    xp: ModuleType,
+) -> tuple[SpanMasks[Any], list[str]]:
     """The span masks of an answer's ``token_ids`` (``parsed`` from its text) placed by the backend's
-    ``token_offsets``, and the problems met: tokens that do not decode to the text count in every span."""
+    ``token_offsets``, as arrays of namespace ``xp``, and the problems met: tokens that do not decode to the text
+    count in every span."""
     problems = []
     offsets: list[CharSpan] | None = token_offsets(token_ids)
     if (offsets[-1][1] if offsets else 0) != len(parsed.text):
         problems.append("the token ids do not decode to the response text: spans fall back to all tokens")
         offsets = None
-    return span_masks(parsed, offsets, len(token_ids)), problems
+    return span_masks(parsed, offsets, len(token_ids), xp=xp), problems
 
 
-def span_masks(parsed: ParsedResponse, offsets: Sequence[CharSpan] | None, n: int) -> SpanMasks:
-    """Token masks of ``parsed``'s spans, given each token's character range (``offsets``).
+def span_masks(parsed: ParsedResponse, offsets: Sequence[CharSpan] | None, n: int, *, xp: ModuleType) -> SpanMasks[Any]:
+    """Token masks of ``parsed``'s spans, given each token's character range (``offsets``), as boolean arrays of
+    the array namespace ``xp`` (``array_namespace(logp)``, or e.g. ``array_api_compat.numpy``) on its default
+    device.
 
     ``offsets=None`` (the tokens cannot be placed in the text) makes every token count in every span. Without a
     ``\\boxed{}`` answer the whole response serves as the answer tokens.
     """
     if offsets is None:
-        everything = torch.ones(n, dtype=torch.bool)
+        everything = xp.ones(n, dtype=xp.bool)
         return SpanMasks(everything, everything, everything)
-    positions = torch.arange(n)
+    positions = xp.arange(n)
 
-    def mask(span: CharSpan) -> torch.Tensor:
+    def mask(span: CharSpan) -> Any:
         tokens = char_span_to_token_span(span, offsets)
         if tokens is None:
-            return torch.zeros(n, dtype=torch.bool)
+            return xp.zeros(n, dtype=xp.bool)
         return (positions >= tokens[0]) & (positions < tokens[1])
 
     answer = parsed.answer if parsed.answer is not None else (0, len(parsed.text))
@@ -88,22 +99,23 @@ def span_masks(parsed: ParsedResponse, offsets: Sequence[CharSpan] | None, n: in
 
 def span_stats(
     prefix: str,
-    logp: torch.Tensor,
-    mask: torch.Tensor,
+    logp: sig.ArrayT,
+    mask: sig.ArrayT,
     *,
-    entropy: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
+    entropy: sig.ArrayT | None = None,
+    margin: sig.ArrayT | None = None,
 ) -> dict[str, float]:
     """Token statistics of one span under the original images; an empty span gives no features.
 
     ``logp`` ``(tokens,)``: log-probs of the generated tokens; ``entropy`` / ``margin`` ``(tokens,)``: the full
     next-token entropy and top-2 margin, where the backend measured them.
     """
-    if not bool(mask.any()):
+    xp = array_namespace(logp, mask)
+    if not bool(xp.any(mask)):
         return {}
-    probs = logp.exp()
+    probs = xp.exp(logp)
     stats = {
-        f"{prefix}_tokens": float(mask.sum()),
+        f"{prefix}_tokens": float(xp.sum(xp.astype(mask, logp.dtype))),
         f"{prefix}_mean_surprisal": float(sig.masked_mean(sig.surprisal(logp), mask)),
         f"{prefix}_mean_prob": float(sig.masked_mean(probs, mask)),
         f"{prefix}_min_prob": float(sig.masked_min(probs, mask)),
@@ -116,11 +128,11 @@ def span_stats(
 
 
 def answer_stats(
-    logp: torch.Tensor,
-    masks: SpanMasks,
+    logp: sig.ArrayT,
+    masks: SpanMasks[sig.ArrayT],
     *,
-    entropy: torch.Tensor | None = None,
-    margin: torch.Tensor | None = None,
+    entropy: sig.ArrayT | None = None,
+    margin: sig.ArrayT | None = None,
 ) -> dict[str, float]:
     """The raw reasoning and holistic evidence: ``reasoning_*`` over the reasoning span *and* the answer tokens
     (the tokens whose correctness the reasoning decides), ``answer_*`` over the answer tokens alone."""
@@ -140,13 +152,13 @@ class ProbeResult:
 
 
 def visual_probe(
-    logp: torch.Tensor,
-    logq: torch.Tensor,
-    vision: torch.Tensor,
+    logp: sig.ArrayT,
+    logq: sig.ArrayT,
+    vision: sig.ArrayT,
     normalization: VisualNormalization,
     *,
-    entropy: torch.Tensor | None = None,
-    kl_full: torch.Tensor | None = None,
+    entropy: sig.ArrayT | None = None,
+    kl_full: sig.ArrayT | None = None,
     stability_drop: float | None = None,
 ) -> ProbeResult:
     """METHOD.md 3.3-3.6 on the vision tokens (``vision`` must select at least one).
@@ -158,12 +170,13 @@ def visual_probe(
     sampled-token estimate. ``stability_drop``, the answer's fall under the stability probe's views, lowers s by
     ``normalization.stability_weight`` times it (``stability.py``; not measured: no change).
     """
+    xp = array_namespace(logp, logq, vision)
     kl_draws = sig.masked_mean(sig.sampled_token_kl(logp, logq), vision)  # (draws,)
-    kl = kl_draws.mean()
+    kl = xp.mean(kl_draws)
     h = sig.masked_mean(sig.surprisal(logp), vision)
     features = {
         "vision_kl": float(kl),
-        "vision_kl_std": float(kl_draws.std(unbiased=False)),
+        "vision_kl_std": float(xp.std(kl_draws, correction=0)),
         "vision_surprisal": float(h),
     }
     names: tuple[str, ...] = ("vision_kl", "vision_surprisal")
@@ -172,7 +185,7 @@ def visual_probe(
         features["vision_entropy"] = float(h)
         names = ("vision_kl", "vision_entropy")
     if kl_full is not None:
-        features["vision_kl_full"] = float(sig.masked_mean(kl_full, vision).mean())
+        features["vision_kl_full"] = float(xp.mean(sig.masked_mean(kl_full, vision)))
     s = float(sig.visual_score(kl, h, grounding_weight=normalization.grounding_weight))
     if stability_drop is not None and normalization.stability_weight:
         s -= normalization.stability_weight * stability_drop
@@ -194,6 +207,6 @@ def visual_statistic(
     if kl is None or h is None:
         return None
     s = sig.visual_score(
-        torch.tensor(kl, dtype=torch.float64), torch.tensor(h, dtype=torch.float64), grounding_weight=grounding_weight
+        np.asarray(kl, dtype=np.float64), np.asarray(h, dtype=np.float64), grounding_weight=grounding_weight
     )
     return float(s) - stability_weight * features.get(STABILITY_DROP, 0.0)

@@ -19,24 +19,23 @@ features:
   survives the views (1 = every view leaves it as sure as the original), which policies can test.
 
 Views act on the image at the model's input resolution (the backend's ``model_images``), are deterministic for a
-seed and keep the image's size and mode, so they tokenise like the original. Drawing views needs no torch (the
-black-box estimator draws them in the light install and measures their falls with ``_probe_numpy.py``).
+seed and keep the image's size and mode, so they tokenise like the original. Nothing here needs torch: the views
+need Pillow and NumPy, and the falls are measured against the array API like ``signals.py`` (torch tensors in
+process, float64 NumPy arrays in the black-box estimator of the light install).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
+from array_api_compat import array_namespace
 from PIL import Image, ImageEnhance
 
+from . import signals as sig
 from .feature_names import STABILITY, STABILITY_DROP
 from .settings import STABILITY_FAMILIES, StabilityFamily, StabilitySetting
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = [
     "STABILITY_FAMILIES",
@@ -128,27 +127,25 @@ def stability_views(images: Sequence[Image.Image], setting: StabilitySetting) ->
     ]
 
 
-def view_falls(logp: torch.Tensor, logq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def view_falls(logp: sig.ArrayT, logq: sig.ArrayT, mask: sig.ArrayT) -> sig.ArrayT:
     """Per view, the mean over ``mask``'s tokens of ``max(0, log p - log q)`` (clamped at 20 nats), from ``logp``
     ``(tokens,)`` and ``logq`` ``(views, tokens)``: ``(views,)``, NaN where ``mask`` selects nothing."""
-    from . import signals as sig  # torch: the views themselves need only Pillow and NumPy (the black-box path)
-
-    fall = (logp - logq).clamp(0.0, sig.LOG_RATIO_CLAMP)
+    xp = array_namespace(logp, logq)
+    fall: sig.ArrayT = xp.clip(logp - logq, 0.0, sig.LOG_RATIO_CLAMP)
     return sig.masked_mean(fall, mask)
 
 
-def stability_features(
-    logp: torch.Tensor, logq: torch.Tensor, vision: torch.Tensor, answer: torch.Tensor
-) -> dict[str, float]:
+def stability_features(logp: sig.ArrayT, logq: sig.ArrayT, vision: sig.ArrayT, answer: sig.ArrayT) -> dict[str, float]:
     """The stability features (module docstring) from ``logp`` ``(tokens,)`` under the original images and
     ``logq`` ``(views, tokens)`` under the views; a span without tokens gives none of its features."""
     out: dict[str, float] = {"stability_views": float(logq.shape[0])}
     for name, mask in (("vision", vision), ("answer", answer)):
-        if not bool(mask.any()) or logq.shape[0] == 0:
+        xp = array_namespace(logp, logq, mask)
+        if not bool(xp.any(mask)) or logq.shape[0] == 0:
             continue
         per_view = view_falls(logp, logq, mask)
-        out[f"stability_{name}_drop"] = float(per_view.mean())
-        out[f"stability_{name}_worst"] = float(per_view.max())
+        out[f"stability_{name}_drop"] = float(xp.mean(per_view))
+        out[f"stability_{name}_worst"] = float(xp.max(per_view))
     if "stability_vision_drop" in out:
         out[STABILITY_DROP] = out["stability_vision_drop"]
         out[STABILITY] = math.exp(-out[STABILITY_DROP])

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from array_api_compat import torch as torch_xp
 from PIL import Image
 from trl.data_utils import apply_chat_template
 from trl.trainer.grpo_trainer import GRPOTrainer
@@ -226,7 +227,7 @@ class ConfidenceGRPOTrainer(GRPOTrainer):
             offsets: list[tuple[int, int]] | None = token_char_offsets(decode, ids)
             if (offsets[-1][1] if offsets else 0) != len(text):
                 offsets = None  # cannot place tokens in the text: every token counts
-            mask = span_masks(parse_response(text), offsets, len(ids)).vision
+            mask: torch.Tensor = span_masks(parse_response(text), offsets, len(ids), xp=torch_xp).vision
             rows.append(torch.nn.functional.pad(mask, (0, width - len(ids)), value=False))
         return torch.stack(rows).to(self.accelerator.device)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 import torch
+from array_api_compat import torch as torch_xp
 from PIL import Image
 
 from guardrail import AgreementEstimator, DecoupledEstimator, Generation, GenerationOptions, Request
@@ -145,7 +146,7 @@ def test_both_estimators_measure_the_same_rows_identically(draws: int) -> None:
 
 def test_visual_probe_uses_the_full_entropy_when_given() -> None:
     rows = _rows(1)
-    vision = span_masks(parse_response(TEXT), [(i, i + 1) for i in range(len(TEXT))], len(TEXT)).vision
+    vision = span_masks(parse_response(TEXT), [(i, i + 1) for i in range(len(TEXT))], len(TEXT), xp=torch_xp).vision
     entropy = torch.full((len(TEXT),), 0.25, dtype=torch.float64)
     probe = visual_probe(rows[0], rows[1:], vision, NORMALIZATION, entropy=entropy)
     assert probe.features["vision_entropy"] == pytest.approx(0.25)
@@ -156,7 +157,7 @@ def test_visual_probe_uses_the_full_entropy_when_given() -> None:
 
 
 def test_span_masks_without_offsets_select_every_token() -> None:
-    masks = span_masks(parse_response(TEXT), None, 5)
+    masks = span_masks(parse_response(TEXT), None, 5, xp=torch_xp)
     assert masks.vision.all()
     assert masks.reasoning.all()
     assert masks.answer.all()
@@ -164,7 +165,7 @@ def test_span_masks_without_offsets_select_every_token() -> None:
 
 def test_span_masks_fall_back_to_the_whole_response_without_an_answer() -> None:
     text = "<vision>red</vision> red"
-    masks = span_masks(parse_response(text), [(i, i + 1) for i in range(len(text))], len(text))
+    masks = span_masks(parse_response(text), [(i, i + 1) for i in range(len(text))], len(text), xp=torch_xp)
     assert masks.answer.all()
     assert int(masks.vision.sum()) == len("red")
 
@@ -189,7 +190,7 @@ def test_the_grounding_weight_sets_how_much_the_kl_counts_in_s() -> None:
     """s = w log(KL + eps) - log(H + eps): the paper's statistic at w = 1, the certainty alone at w = 0; the
     features it was formed from are recorded either way, and s is reproduced from them."""
     rows = _rows(2)
-    vision = span_masks(parse_response(TEXT), [(i, i + 1) for i in range(len(TEXT))], len(TEXT)).vision
+    vision = span_masks(parse_response(TEXT), [(i, i + 1) for i in range(len(TEXT))], len(TEXT), xp=torch_xp).vision
     paper = visual_probe(rows[0], rows[1:], vision, NORMALIZATION)
     weighted = {
         w: visual_probe(rows[0], rows[1:], vision, NORMALIZATION.model_copy(update={"grounding_weight": w}))
