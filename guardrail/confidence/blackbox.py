@@ -225,7 +225,8 @@ class AgreementEstimator:
     (``scoring_probability`` 0.8) and ``normalization`` the reference statistics of s, with ``stability`` the
     stability probe's views scored in the same server request (``confidence.stability``; none by default);
     ``reask_draws`` sampled re-asks at ``reask_temperature`` for a reasoning score when neither log-probs nor a
-    verbalized r exist (0: off).
+    verbalized r exist (0: off); ``use_logprobs=False`` ignores the token log-probs a backend returns with the
+    answer (reasoning then comes from a verbalized r or the re-asks), as under an artifact fitted without them.
     """
 
     def __init__(
@@ -243,6 +244,7 @@ class AgreementEstimator:
         reask_draws: int = 0,
         reask_temperature: float = 0.7,
         stability: StabilitySetting | None = None,
+        use_logprobs: bool = True,
     ) -> None:
         if draws < 1:
             raise ValueError(f"`draws` must be an int >= 1 (perturbed re-queries), got {draws}")
@@ -269,6 +271,7 @@ class AgreementEstimator:
         self.normalization = normalization or VisualNormalization()
         self.reask_draws, self.reask_temperature = reask_draws, reask_temperature
         self.stability = stability or StabilitySetting()
+        self.use_logprobs = use_logprobs
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """Measure the black-box signals of ``generation``, the answer of ``backend`` to ``request``."""
@@ -332,7 +335,9 @@ class AgreementEstimator:
             work.features[VERBALIZED_VISION] = v
         if r is not None:
             work.features[VERBALIZED_REASONING] = r
-        if generation.token_logprobs:
+        if not self.use_logprobs:
+            work.problems.append("token log-probs not used (use_logprobs=False)")
+        elif generation.token_logprobs:
             tokens: tuple[str, ...] | None = generation.tokens
             if not tokens or "".join(tokens) != generation.text:
                 work.problems.append("token strings unknown or not matching the text: every token counts as a span")
