@@ -60,6 +60,13 @@ def remote_guard(
     from ..backends.openai import OpenAICompatibleBackend
 
     loaded = _artifact(artifact)
+    if loaded is not None and loaded.served_model is not None and loaded.served_model != model:
+        from ..errors import ArtifactError
+
+        raise ArtifactError(
+            f"{_source(artifact)} was fitted on the served model {loaded.served_model!r}, not {model!r}: calibrate "
+            f"this one with `guardrail calibrate --base-url URL --model {model}`"
+        )
     rules = policy if isinstance(policy, Policy) else load_policy(str(policy))
     if loaded is not None:
         rules = resolve_certified(rules, loaded, source=_source(artifact))
@@ -81,6 +88,8 @@ def remote_guard(
 def blackbox_estimator(artifact: CalibrationArtifact | None) -> AgreementEstimator:
     """The black-box estimator for a remote model under ``artifact``'s probe.
 
+    An artifact fitted on a served model's black-box signals (``guardrail calibrate --base-url``) gives the estimator
+    it was measured with (``artifact.blackbox_setting``: K re-queries, log-probs or re-asks; no server scoring).
     With an artifact fitted under the blackout probe, server-side scoring uses its K, blackout probability,
     stability views and visual normalisation (so a vLLM server's signals are the in-process ones); another probe
     kind cannot be scored on the server, so the visual signal is answer agreement. No artifact: the defaults.
@@ -89,6 +98,8 @@ def blackbox_estimator(artifact: CalibrationArtifact | None) -> AgreementEstimat
 
     if artifact is None:
         return AgreementEstimator()
+    if artifact.blackbox_setting is not None:
+        return artifact.blackbox_setting.estimator()
     setting = artifact.estimator_setting
     probe = setting.probe
     if probe.perturbation != "blackout":

@@ -224,3 +224,15 @@ def test_async_reasks_match_sync() -> None:
     async_model = AnswersModel(answers=("red", "red", "blue"), structured=False)
     generation = async_model.generate(request)
     assert asyncio.run(estimator.aestimate(async_model, request, generation)) == sync
+
+
+def test_log_probs_can_be_left_unused() -> None:
+    model = AnswersModel(structured=False)
+    request = question(IMAGE)
+    generation = model.generate(request).model_copy(update={"token_logprobs": (-0.1,) * 11, "tokens": ()})
+    used = AgreementEstimator(draws=1).estimate(model, request, generation)
+    assert used.sources["reasoning"] == ("reasoning_mean_prob",)
+    unused = AgreementEstimator(draws=1, reask_draws=2, use_logprobs=False).estimate(model, request, generation)
+    assert unused.sources["reasoning"] == ("reasoning_agreement",)
+    assert unused.holistic is None
+    assert "token log-probs not used (use_logprobs=False)" in unused.problems
