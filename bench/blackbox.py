@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +162,11 @@ def figures(
         for name in ("visual", "reasoning", "holistic")
     }  # fmt: skip
     accepted = np.nan_to_num(overall, nan=0.0)
+    feature = {
+        name: np.array([np.nan if r.signals is None else r.signals.features.get(name, np.nan) for r in rows])
+        for name in ("visual_agreement", "answer_agreement", "percept_agreement", "vision_min_prob")
+    }
+    sources = Counter("+".join(r.signals.sources.get("visual", ())) for r in rows if r.signals is not None)
     return {
         "n": len(rows),
         "errors": sum(r.error is not None for r in rows),
@@ -169,7 +176,9 @@ def figures(
             "visual_for_perception": _auroc(raw["visual"], perception),
             "reasoning_for_answer": _auroc(raw["reasoning"], answer),
             "holistic_for_answer": _auroc(raw["holistic"], answer),
+            **{f"{name}_for_perception": _auroc(v, perception) for name, v in feature.items()},
         },
+        "visual_sources": dict(sources),
         "visual": {"auroc_perception": _auroc(visual, perception), "ece10_perception": _ece(visual, perception)},
         "reasoning": {"auroc_answer": _auroc(reasoning, answer), "ece10_answer": _ece(reasoning, answer)},
         "overall": {
@@ -256,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             start = time.monotonic()
             for setting in settings:
                 rows, per_call = asyncio.run(measure(recorded, setting, test, args.concurrency, progress))
+                with contextlib.suppress(Exception):  # an early look only: the figures are computed below
+                    console.print(setting.label, json.dumps(figures(rows, lambda r: (np.nan,) * 3)["raw_auroc"]))
                 served_rows = served_rows or rows  # every setting answers with the same (cached) generation
                 task = progress.add_task(f"calibration, {setting.label}", total=len(calibration))
                 artifact, cal_rows = calibrate_served(

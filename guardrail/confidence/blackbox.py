@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -57,15 +58,26 @@ from ..responses import ParsedResponse, char_offsets_from_prefixes, normalize_an
 from ..types import Generation, GenerationOptions, ImageBlock, Request, Signals
 from .feature_names import STABILITY_DROP, VERBALIZED_REASONING, VERBALIZED_VISION
 from .normalization import VisualNormalization
-from .perturb import PERTURBATIONS, PerturbationKind
-from .probe import answer_stats, perturbed_variants, span_masks, visual_probe
+from .perturb import PerturbationKind
+from .probe import answer_stats, perturbed_variants, span_masks, span_stats, visual_probe
+from .settings import AGREEMENTS, REQUERY_KINDS, AgreementKind, RequeryKind
 from .stability import StabilitySetting, stability_features, stability_views
 
-__all__ = ["AgreementEstimator"]
+__all__ = ["AGREEMENTS", "AgreementEstimator", "AgreementKind"]
 
 NO_SCORING = "server offers no teacher-forced scoring: visual KL unavailable"
 _SCORING_SEED_OFFSET = 7919
 """Server-scoring draws use seeds apart from the re-query draws' (a prime, so the two never coincide)."""
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _percept_similarity(original: str, other: str) -> float:
+    """How much of the original percept a re-query's percept repeats: the Jaccard similarity of their sets of
+    case-folded words (1 for the same words in any order, 0 for none shared; two empty percepts agree)."""
+    a, b = set(_WORD.findall(original.casefold())), set(_WORD.findall(other.casefold()))
+    return 1.0 if not (a or b) else len(a & b) / len(a | b)
 
 
 def _offsets(tokens: Sequence[str] | None) -> list[tuple[int, int]] | None:
@@ -90,7 +102,10 @@ class _Work:
     def token_stats(self, tokens: Sequence[str] | None, logprobs: Sequence[float], origin: str) -> None:
         """Reasoning and holistic scores from answer-token log-probs (``origin`` names where they came from)."""
         logp = torch.tensor(list(logprobs), dtype=torch.float64)
-        self.features.update(answer_stats(logp, span_masks(self.parsed, _offsets(tokens), len(logp))))
+        masks = span_masks(self.parsed, _offsets(tokens), len(logp))
+        self.features.update(answer_stats(logp, masks))
+        if self.parsed.has_vision_tag and tokens is not None:  # the percept's own tokens, where they can be found
+            self.features.update(span_stats("vision", logp, masks.vision))
         self.features["logprobs_from_scoring"] = float(origin == "scoring")
         self.reasoning = self.features.get("reasoning_mean_prob")
         self.holistic = self.features.get("answer_mean_prob")
@@ -124,12 +139,30 @@ class _Work:
         self.visual = probe.visual
         self.sources["visual"] = probe.sources
 
-    def agreement(self, answers: Sequence[Generation]) -> None:
-        """The visual score from answer agreement under perturbed re-queries."""
-        self.visual = self._agreeing(answers)
-        self.features["visual_agreement"] = self.visual
+    def agreement(self, answers: Sequence[Generation], compare: AgreementKind, percept_logprobs: bool) -> None:
+        """The visual score from agreement under perturbed re-queries: of the percepts (``compare="percept"``,
+        where the original answer has a ``<vision>`` span; else of the final answers), combined with the
+        percept's mean token probability where ``percept_logprobs`` and it was measured (module docstring)."""
+        percepts = [parse_response(g.text) for g in answers]
+        self.features["answer_agreement"] = self._agreeing(answers)
+        if self.parsed.has_vision_tag:
+            self.features["percept_agreement"] = sum(
+                _percept_similarity(self.parsed.perception_text, p.perception_text) if p.has_vision_tag else 0.0
+                for p in percepts
+            ) / len(percepts)
+        elif compare == "percept":
+            self.problems.append("the answer has no <vision> span: visual agreement of the final answers")
+        use_percept = compare == "percept" and "percept_agreement" in self.features
+        agreement = self.features["percept_agreement" if use_percept else "answer_agreement"]
+        self.features["visual_agreement"] = agreement
         self.features["visual_requeries"] = float(len(answers))
-        self.sources["visual"] = ("visual_agreement",)
+        percept_prob = self.features.get("vision_min_prob") if percept_logprobs else None
+        if percept_prob is None:
+            self.visual = agreement
+            self.sources["visual"] = ("visual_agreement",)
+        else:
+            self.visual = (agreement + percept_prob) / 2.0
+            self.sources["visual"] = ("visual_agreement", "vision_min_prob")
 
     def reask_agreement(self, answers: Sequence[Generation]) -> None:
         """The reasoning score from answer agreement under sampled re-asks (same images)."""
@@ -233,7 +266,7 @@ class AgreementEstimator:
         self,
         *,
         draws: int = 3,
-        perturbation: PerturbationKind = "blackout",
+        perturbation: RequeryKind = "stability",
         probability: float = 0.25,
         patch_size: int = 14,
         seed: int = 0,
@@ -245,13 +278,15 @@ class AgreementEstimator:
         reask_temperature: float = 0.7,
         stability: StabilitySetting | None = None,
         use_logprobs: bool = True,
+        agreement: AgreementKind = "percept",
+        percept_logprobs: bool = True,
     ) -> None:
         if draws < 1:
             raise ValueError(f"`draws` must be an int >= 1 (perturbed re-queries), got {draws}")
         if scoring_draws < 1:
             raise ValueError(f"`scoring_draws` must be an int >= 1, got {scoring_draws}")
-        if perturbation not in PERTURBATIONS:
-            raise ValueError(f"`perturbation` must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
+        if perturbation not in REQUERY_KINDS:
+            raise ValueError(f"`perturbation` must be one of {', '.join(REQUERY_KINDS)}, got {perturbation!r}")
         for label, p in (("probability", probability), ("scoring_probability", scoring_probability)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"`{label}` must be in [0, 1] (chance a patch is blackened), got {p}")
@@ -261,6 +296,8 @@ class AgreementEstimator:
             raise ValueError(f"`reask_temperature` must be > 0 (re-asks are sampled), got {reask_temperature}")
         if patch_size < 1:
             raise ValueError(f"`patch_size` must be an int >= 1, got {patch_size}")
+        if agreement not in AGREEMENTS:
+            raise ValueError(f"`agreement` must be one of {', '.join(AGREEMENTS)}, got {agreement!r}")
         self.draws, self.perturbation, self.probability = draws, perturbation, probability
         self.patch_size, self.seed = patch_size, seed
         self.server_scoring, self.scoring_draws, self.scoring_probability = (
@@ -272,6 +309,7 @@ class AgreementEstimator:
         self.reask_draws, self.reask_temperature = reask_draws, reask_temperature
         self.stability = stability or StabilitySetting()
         self.use_logprobs = use_logprobs
+        self.agreement, self.percept_logprobs = agreement, percept_logprobs
 
     def estimate(self, backend: Backend, request: Request, generation: Generation) -> Signals:
         """Measure the black-box signals of ``generation``, the answer of ``backend`` to ``request``."""
@@ -310,18 +348,9 @@ class AgreementEstimator:
         if work.images and "visual" not in work.sources:
             requeries = [
                 (request.swapping_images([ImageBlock.from_pil(im) for im in variant]), GenerationOptions(seed=k))
-                for k, variant in enumerate(
-                    perturbed_variants(
-                        work.images,
-                        self.perturbation,
-                        draws=self.draws,
-                        patch_size=self.patch_size,
-                        seed=self.seed,
-                        probability=self.probability,
-                    )
-                )
+                for k, variant in enumerate(self._requery_views(work.images))
             ]
-            work.agreement((yield _Generate("perturbed re-query", requeries)))
+            work.agreement((yield _Generate("perturbed re-query", requeries)), self.agreement, self.percept_logprobs)
         reasks = self._reasks(work)
         if reasks:
             work.reask_agreement((yield _Generate("re-ask for reasoning agreement", [(request, o) for o in reasks])))
@@ -353,6 +382,15 @@ class AgreementEstimator:
         except ImageError as exc:
             work.problems.append(f"images cannot be perturbed ({exc}): visual certainty not measured")
         return work
+
+    def _requery_views(self, images: list[Image.Image]) -> list[list[Image.Image]]:
+        """The images of the K re-queries: stability views, or copies under a ``confidence.perturb`` kind."""
+        if self.perturbation == "stability":
+            return stability_views(images, StabilitySetting(family="mixed", count=self.draws, seed=self.seed))
+        kind: PerturbationKind = self.perturbation
+        return perturbed_variants(
+            images, kind, draws=self.draws, patch_size=self.patch_size, seed=self.seed, probability=self.probability
+        )
 
     def _wants_scoring(self, backend: Backend, work: _Work) -> bool:
         if not work.images:

@@ -32,16 +32,30 @@ if TYPE_CHECKING:
     from .familiarity import FamiliarityReference
 
 __all__ = [
+    "AGREEMENTS",
     "PAPER_DEFAULT",
+    "REQUERY_KINDS",
     "STABILITY_FAMILIES",
+    "AgreementKind",
     "BlackBoxSetting",
     "EstimatorSetting",
     "ProbeSetting",
+    "RequeryKind",
     "StabilityFamily",
     "StabilitySetting",
     "parse_blackbox_info",
     "parse_estimator_info",
 ]
+
+AgreementKind = Literal["percept", "answer"]
+"""What the black-box estimator compares across perturbed re-queries: the ``<vision>`` percept or the final answer."""
+AGREEMENTS: tuple[str, ...] = get_args(AgreementKind)
+
+RequeryKind = Literal["stability", "blackout", "noise", "grey", "blur"]
+"""How the black-box estimator changes the image of a re-query: ``stability``, the stability probe's mixed views
+(a small colour jitter, rotation or shift, a little noise: ``confidence.stability``), or a perturbation of
+``confidence.perturb``."""
+REQUERY_KINDS: tuple[str, ...] = get_args(RequeryKind)
 
 StabilityFamily = Literal["photometric", "geometric", "noise", "mixed"]
 STABILITY_FAMILIES: tuple[str, ...] = get_args(StabilityFamily)
@@ -219,13 +233,15 @@ class BlackBoxSetting(BaseModel):
     model_config = _FROZEN
 
     draws: int = Field(default=4, ge=1, le=64)
-    perturbation: PerturbationKind = "blackout"
+    perturbation: RequeryKind = "stability"
     probability: float = Field(default=0.25, ge=0.0, le=1.0, allow_inf_nan=False)
     patch_size: int = Field(default=14, ge=1)
     seed: int = 0
     logprobs: bool = True
     reask_draws: int = Field(default=0, ge=0, le=64)
     reask_temperature: float = Field(default=0.7, gt=0.0, allow_inf_nan=False)
+    agreement: AgreementKind = "percept"
+    percept_logprobs: bool = True
 
     @property
     def requests_per_call(self) -> int:
@@ -255,6 +271,8 @@ class BlackBoxSetting(BaseModel):
             reask_draws=0 if self.logprobs else self.reask_draws,
             reask_temperature=self.reask_temperature,
             use_logprobs=self.logprobs,
+            agreement=self.agreement,
+            percept_logprobs=self.percept_logprobs,
         )
 
 
