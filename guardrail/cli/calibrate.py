@@ -75,7 +75,8 @@ def calibrate(
         str,
         typer.Option(
             help="auto (choose on the data, the paper's blackout unless another ranks perception errors better), "
-            "blackout, noise, grey or blur."
+            "blackout, noise, grey or blur; with --base-url, how re-queried images change: auto = stability "
+            "(small colour, rotation, shift and noise changes that keep the scene), or a perturbation above."
         ),
     ] = "auto",
     blackout_probability: Annotated[
@@ -315,8 +316,8 @@ class _Served:
         try:
             return BlackBoxSetting(
                 draws=draws or 4,
-                perturbation="blackout" if perturbation == "auto" else perturbation,
-                probability=0.25 if probability is None else probability,
+                perturbation="stability" if perturbation == "auto" else perturbation,
+                **({} if probability is None else {"probability": probability}),
                 logprobs=self.logprobs,
                 reask_draws=0 if self.logprobs else draws or 4,
             )
@@ -347,8 +348,8 @@ def _served_options(
         fail("--base-url needs --model NAME: the served model's id (e.g. --model gpt-4o)")
     if remeasure is not None:
         fail("--remeasure re-reads an artifact's own scores; it asks no model: leave out --base-url")
-    if perturbation not in ("auto", "blackout", "noise", "grey", "blur"):
-        fail(f"--perturbation {perturbation!r}: expected auto, blackout, noise, grey or blur")
+    if perturbation not in ("auto", "stability", "blackout", "noise", "grey", "blur"):
+        fail(f"--perturbation {perturbation!r}: expected auto, stability, blackout, noise, grey or blur")
     variable = api_key_env or "OPENAI_API_KEY"
     key = os.environ.get(variable)
     if api_key_env is not None and not key:
