@@ -15,7 +15,8 @@ the candidates' signals are
 - ``percept``: the mean Jaccard similarity of the words of the ``<vision>`` percept with the original's
   (``blackbox._percept_similarity``); ``percept_exact``: the fraction of re-queries whose percept is the same text;
 - and, free with the answer's token log-probs, ``vision_mean_prob`` / ``vision_min_prob`` of the original percept's
-  tokens, and ``percept+prob``: the mean of ``percept`` and ``vision_mean_prob`` (the estimator's combination).
+  tokens, and ``percept+mean_prob`` / ``percept+min_prob``: the mean of ``percept`` and one of them (the estimator
+  combines with the minimum).
 
 Reported: AUROC of each for *perception correct*, at K = 1, 2 and 4 (the first K draws). The chosen setting and
 why are in the results file (``chosen``). Results: bench/results/blackbox_choice.json (commit and command).
@@ -119,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         row: dict[str, Any] = {}
         for k in (k for k in KS if k <= args.draws):
             signals = {name: d[:, :k].mean(axis=1) for name, d in per_draw.items()}
-            signals["percept+prob"] = (signals["percept"] + prob["vision_mean_prob"]) / 2
+            signals["percept+mean_prob"] = (signals["percept"] + prob["vision_mean_prob"]) / 2
+            signals["percept+min_prob"] = (signals["percept"] + prob["vision_min_prob"]) / 2
             row[f"K={k}"] = {name: _auroc(v, perception) for name, v in signals.items()}
         row["mean_answer_agreement"] = round(float(per_draw["answer"].mean()), 4)
         row["mean_percept_agreement"] = round(float(per_draw["percept"].mean()), 4)
