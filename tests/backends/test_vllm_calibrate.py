@@ -44,6 +44,7 @@ def test_calibrate_a_served_model_and_guard_it(server: VllmServer, tmp_path: Pat
     setting = artifact.blackbox_setting
     assert setting is not None
     assert (setting.draws, setting.logprobs) == (2, True)
+    assert (setting.perturbation, setting.agreement) == ("stability", "percept")
     assert set(artifact.metrics) >= {"visual", "overall"}
 
     guard = remote_guard(
@@ -54,7 +55,8 @@ def test_calibrate_a_served_model_and_guard_it(server: VllmServer, tmp_path: Pat
     guarded = guard.run(item.request)
     signals = guarded.attempts[0].signals
     assert signals is not None
-    assert signals.sources["visual"] == ("visual_agreement",)
+    assert signals.sources["visual"] == ("visual_agreement", "vision_min_prob")  # percept agreement and token prob
+    assert signals.features["visual_agreement"] == signals.features["percept_agreement"]
     assert signals.features["visual_requeries"] == 2.0
     assert signals.sources["reasoning"] == ("reasoning_mean_prob",)
 
