@@ -37,7 +37,7 @@ def calibrate(
         str | None,
         typer.Option(
             help="Calibrate a served model behind this OpenAI-compatible URL (ending in /v1) on its black-box "
-            "signals: answer agreement under perturbed re-queries, token log-probs or re-asks."
+            "signals: percept agreement under re-queries on changed images, token log-probs or re-asks."
         ),
     ] = None,
     api_key_env: Annotated[

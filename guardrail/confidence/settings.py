@@ -221,10 +221,12 @@ def parse_estimator_info(info: Mapping[str, Any] | None, *, where: str = "info.e
 
 class BlackBoxSetting(BaseModel):
     """The black-box estimator an artifact fitted on a served model's signals was measured with
-    (:class:`~guardrail.confidence.blackbox.AgreementEstimator`, server-side scoring off): ``draws`` K perturbed
-    re-queries (``perturbation``, ``probability`` of a patch being blackened, ``patch_size``, first ``seed``) for
-    the visual answer agreement; ``logprobs`` whether the answer's token log-probs give reasoning and holistic; when
-    they do not, ``reask_draws`` sampled re-asks at ``reask_temperature`` give reasoning as answer agreement.
+    (:class:`~guardrail.confidence.blackbox.AgreementEstimator`, server-side scoring off): ``draws`` K re-queries
+    on changed images (``perturbation``: stability views by default; for blackout ``probability`` of a patch being
+    blackened and ``patch_size``; first ``seed``), compared by ``agreement`` (the ``<vision>`` percept or the final
+    answer), joined by the percept's minimum token probability where ``percept_logprobs`` and log-probs are known;
+    ``logprobs`` whether the answer's token log-probs give reasoning and holistic; when they do not,
+    ``reask_draws`` sampled re-asks at ``reask_temperature`` give reasoning as answer agreement.
 
     The calibrators learnt these features at these settings, so the guard measures with the same ones
     (:meth:`estimator`). Stored in an artifact's ``info["blackbox"]``; read with :func:`parse_blackbox_info`.

@@ -3,7 +3,7 @@
 The LangChain way to name a served or hosted model (``ChatOpenAI(model=..., base_url=..., api_key=...)``) becomes
 a guard over an :class:`~guardrail.backends.openai.OpenAICompatibleBackend`: the black-box estimator
 (:class:`~guardrail.confidence.blackbox.AgreementEstimator`: server-side scoring where the server offers it, else
-answer agreement under perturbed images), the artifact's calibrator and the policy with its certified thresholds
+percept agreement under re-queries on changed images), the artifact's calibrator and the policy with its certified thresholds
 taken from the artifact (:func:`guardrail.pretrained.resolve_certified`, as ``load_guard`` does in process).
 
 The key goes to the ``openai`` client only, never into a name, a log line or a trace.
@@ -92,7 +92,7 @@ def blackbox_estimator(artifact: CalibrationArtifact | None) -> AgreementEstimat
     it was measured with (``artifact.blackbox_setting``: K re-queries, log-probs or re-asks; no server scoring).
     With an artifact fitted under the blackout probe, server-side scoring uses its K, blackout probability,
     stability views and visual normalisation (so a vLLM server's signals are the in-process ones); another probe
-    kind cannot be scored on the server, so the visual signal is answer agreement. No artifact: the defaults.
+    kind cannot be scored on the server, so the visual signal is agreement under re-queries. No artifact: the defaults.
     """
     from ..confidence.blackbox import AgreementEstimator
 
