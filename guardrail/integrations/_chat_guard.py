@@ -3,8 +3,8 @@
 The LangChain way to name a served or hosted model (``ChatOpenAI(model=..., base_url=..., api_key=...)``) becomes
 a guard over an :class:`~guardrail.backends.openai.OpenAICompatibleBackend`: the black-box estimator
 (:class:`~guardrail.confidence.blackbox.AgreementEstimator`: server-side scoring where the server offers it, else
-percept agreement under re-queries on changed images), the artifact's calibrator and the policy with its certified thresholds
-taken from the artifact (:func:`guardrail.pretrained.resolve_certified`, as ``load_guard`` does in process).
+percept agreement under re-queries on changed images), the artifact's calibrator and the policy with its certified
+thresholds taken from the artifact (:func:`guardrail.pretrained.resolve_certified`, as ``load_guard`` does in process).
 
 The key goes to the ``openai`` client only, never into a name, a log line or a trace.
 """
