@@ -19,19 +19,24 @@ as ``guardrail calibrate`` draws them: ``easyvqa_items("calibration", limit=600,
 therefore measured on images and damage kinds the black-box artifact never saw.
 
 **Settings.** The black-box estimator (``confidence.blackbox.AgreementEstimator`` through
-``BlackBoxSetting.estimator()``) with K in {1, 2, 4, 8} perturbed re-queries (a quarter of the 14-px patches
-blackened) and token log-probs on (reasoning and holistic from the answer's token probabilities) or off (reasoning
-from K sampled re-asks at temperature 0.7; no holistic). Each setting is measured by the library's own path: its
-artifact is fitted by ``calibration.pipeline.calibrate_served`` on the calibration rows (the calibrators' fit half;
-the certify half certifies) and applied to the test rows. The white-box guard is the in-process
-``DecoupledEstimator`` with the shipped artifact (``estimator_for``), on the same test questions.
+``BlackBoxSetting.estimator()``, its defaults) with K in {1, 2, 4, 8} re-queries, each under one stability view of
+the image (small colour, rotation, shift and noise changes), visual from the agreement of their ``<vision>``
+percepts with the original's (word Jaccard), joined by the percept's minimum token probability when token log-probs
+are on (reasoning and holistic then from the answer's token probabilities) and alone when they are off (reasoning
+from K sampled re-asks at temperature 0.7; no holistic). That signal was chosen on calibration questions only, in
+process (``bench/blackbox_choice.py``, ``bench/results/blackbox_choice.json``), never on these test questions. Each
+setting is measured by the library's own path: its artifact is fitted by ``calibration.pipeline.calibrate_served``
+on the calibration rows (the calibrators' fit half; the certify half certifies) and applied to the test rows. The
+white-box guard is the in-process ``DecoupledEstimator`` with the shipped artifact (``estimator_for``), on the same
+test questions.
 
-Per setting: AUROC of raw agreement for perception; AUROC and ECE10 (10 equal-width bins) of calibrated visual
-(against perception correctness) and overall (against answer correctness) under its own artifact; coverage at 90 %
-accuracy when answers are accepted in the order of overall confidence; model requests per measured answer (the
-answer, K re-queries, K re-asks without log-probs). Requests with the same body (the K=1 re-query is the first of
-the K=8 ones: same image, same seed) are sent once and answered from a cache, so the settings see the same answers
-and the run costs the largest setting only; requests per call count what each setting asks for.
+Per setting: AUROC for perception of the raw visual score and of each of its parts; AUROC and ECE10 (10 equal-width
+bins) of calibrated visual (against perception correctness) and overall (against answer correctness) under its own
+artifact; coverage at 90 % accuracy when answers are accepted in the order of overall confidence; model requests
+per measured answer (the answer, K re-queries, K re-asks without log-probs). Requests with the same body (the K=1
+re-query is the first of the K=8 ones: same view, same seed) are sent once and answered from a cache, so the
+settings see the same answers and the run costs the largest setting only; requests per call count what each
+setting asks for.
 Results: bench/results/blackbox.json, with the commit and command that produced them.
 """
 
