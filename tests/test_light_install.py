@@ -12,6 +12,7 @@ numbers it gives here; what needs an extra names it. The same script runs in a r
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -48,8 +49,10 @@ def test_guarded_calls_through_a_server_work_without_torch(check: dict[str, obje
     assert isinstance(calls, dict)
     agreement, scored = calls["no_scoring"], calls["ok"]
     assert (agreement["status"], agreement["answer"]) == ("accepted", "red")
-    assert agreement["visual_sources"] == ["visual_agreement"]
-    assert agreement["visual"] == 1.0  # the fake answers red under every lightly blackened copy
+    # percept agreement under the re-queries (the fake says the same under every view) and the percept's least token
+    # probability (the fake's log-probs are all -0.1)
+    assert agreement["visual_sources"] == ["visual_agreement", "vision_min_prob"]
+    assert agreement["visual"] == pytest.approx((1.0 + math.exp(-0.1)) / 2, abs=1e-9)
     assert agreement["server_requests"] == 1 + 2 + 1  # the answer, two re-queries, one refused scoring request
     assert (scored["status"], scored["answer"]) == ("accepted", "red")
     assert scored["visual_sources"] == ["vision_kl", "vision_surprisal", "visual_score"]

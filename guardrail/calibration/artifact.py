@@ -16,6 +16,13 @@ file and the problem: unreadable, empty or truncated, not JSON, not an artifact 
 ``version``, missing or invalid fields, edited after saving (``checksum``), an unusable calibrator, or a model
 fingerprint mismatch. A guard configured with a bad artifact therefore fails at load time: closed.
 
+A model reached only through an API has no files to fingerprint: an artifact fitted on its black-box signals
+(``guardrail calibrate --base-url URL --model NAME``) is bound to the served model's id instead
+(:func:`served_model_fingerprint`, ``served:NAME``; the base URL is recorded in ``info["served"]``, not bound, since
+one model may be reached at several addresses), and records the black-box estimator's settings in
+``info["blackbox"]`` (:attr:`CalibrationArtifact.blackbox_setting`). Such an artifact and a white-box one never
+stand in for each other: the features their calibrators learnt differ.
+
 File layout (top-level keys)::
 
     {"schema": "guardrail.calibration", "version": 1, "created": "2026-...Z",
@@ -41,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ..confidence.familiarity import FamiliarityReference, FeatureKind
 from ..confidence.normalization import VisualNormalization
-from ..confidence.settings import EstimatorSetting, parse_estimator_info
+from ..confidence.settings import BlackBoxSetting, EstimatorSetting, parse_blackbox_info, parse_estimator_info
 from ..errors import ArtifactError, CalibrationError
 from .decoupled import DecoupledCalibrator
 from .risk import CertifiedThreshold
@@ -56,10 +63,13 @@ __all__ = [
     "fingerprint_model",
     "load_artifact",
     "save_artifact",
+    "served_model_fingerprint",
 ]
 
 ARTIFACT_SCHEMA = "guardrail.calibration"
 ARTIFACT_VERSION = 1
+SERVED_PREFIX = "served:"
+"""The model fingerprint of a served model: its id after this prefix (no files to hash)."""
 
 _MODEL_FILES = frozenset(
     {
@@ -147,11 +157,25 @@ class CalibrationArtifact(BaseModel):
     sides; see :attr:`familiarity_features`."""
 
     _estimator_setting: EstimatorSetting = PrivateAttr(default_factory=EstimatorSetting)
+    _blackbox_setting: BlackBoxSetting | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _estimator_setting_parses(self) -> CalibrationArtifact:
         self._estimator_setting = parse_estimator_info(self.info.get("estimator"))
+        self._blackbox_setting = parse_blackbox_info(self.info.get("blackbox"))
         return self
+
+    @property
+    def blackbox_setting(self) -> BlackBoxSetting | None:
+        """The black-box estimator's settings the calibrators were fitted under (``info["blackbox"]``), or ``None``
+        for an artifact fitted on a model's white-box signals."""
+        return self._blackbox_setting
+
+    @property
+    def served_model(self) -> str | None:
+        """The served model id this artifact is bound to (``served:NAME`` fingerprint), or ``None``."""
+        fingerprint = self.model_fingerprint
+        return fingerprint.removeprefix(SERVED_PREFIX) if fingerprint.startswith(SERVED_PREFIX) else None
 
     @property
     def estimator_setting(self) -> EstimatorSetting:
@@ -254,6 +278,33 @@ def fingerprint_model(path: str | os.PathLike[str]) -> str:
     return _hash_files(files)
 
 
+def served_model_fingerprint(model: str) -> str:
+    """The fingerprint binding an artifact to the served model ``model`` (its id on the server): ``served:<id>``."""
+    if not isinstance(model, str) or not model.strip():
+        raise ArtifactError(f"a served model's id must be a non-empty string, got {model!r}")
+    return SERVED_PREFIX + model.strip()
+
+
+def _mismatch(where: Path, fitted: str, expected: str) -> str:
+    """Why an artifact fitted on ``fitted`` cannot calibrate ``expected`` (served ids named as such)."""
+    served_fitted, served_expected = fitted.startswith(SERVED_PREFIX), expected.startswith(SERVED_PREFIX)
+    name = fitted.removeprefix(SERVED_PREFIX)
+    wanted = expected.removeprefix(SERVED_PREFIX)
+    if served_fitted and served_expected:
+        return f"artifact {where} was fitted on the served model {name!r}, not {wanted!r}: calibrate this one"
+    if served_fitted:
+        return (
+            f"artifact {where} was fitted on the served model {name!r}'s black-box signals, not on this model "
+            f"folder (fingerprint {expected}): a model run in process needs an artifact of its own"
+        )
+    if served_expected:
+        return (
+            f"artifact {where} was fitted on a model folder's white-box signals (fingerprint {fitted}), not on the "
+            f"served model {wanted!r}: calibrate it with `guardrail calibrate --base-url URL --model {wanted}`"
+        )
+    return f"artifact {where} was fitted on another model: fingerprint {fitted}, expected {expected}"
+
+
 def fingerprint_data(source: str | os.PathLike[str] | Iterable[Any]) -> str:
     """``sha256:<hex>`` of a data set: a file's bytes, a directory's files (sorted), or an iterable of records.
 
@@ -345,8 +396,8 @@ def load_artifact(
 ) -> CalibrationArtifact:
     """Read and check an artifact; any problem is an ArtifactError naming ``path`` and what is wrong.
 
-    With ``expected_model_fingerprint`` (e.g. ``fingerprint_model(model_dir)``) an artifact fitted on another
-    model is refused.
+    With ``expected_model_fingerprint`` (e.g. ``fingerprint_model(model_dir)``, or
+    ``served_model_fingerprint("gpt-4o")`` for a served model) an artifact fitted on another model is refused.
     """
     where = Path(path)
     data = _read_json(where)
@@ -382,8 +433,5 @@ def load_artifact(
     if actual != checksum:
         raise ArtifactError(f"artifact {where} is corrupted: checksum mismatch (edited or damaged after saving)")
     if expected_model_fingerprint is not None and artifact.model_fingerprint != expected_model_fingerprint:
-        raise ArtifactError(
-            f"artifact {where} was fitted on another model: fingerprint {artifact.model_fingerprint},"
-            f" expected {expected_model_fingerprint}"
-        )
+        raise ArtifactError(_mismatch(where, artifact.model_fingerprint, expected_model_fingerprint))
     return artifact

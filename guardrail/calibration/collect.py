@@ -7,6 +7,7 @@ Each row holds the raw signals and two labels: *answer correct* (the final answe
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +26,7 @@ from ..responses import answers_match, parse_response
 from ..types import Generation, GenerationOptions, Signals
 from .decoupled import SHIFT_COVARIATES, VERBALIZED_FEATURES
 
-__all__ = ["ScoredItem", "remeasure", "score_items", "scored_arrays"]
+__all__ = ["ScoredItem", "ascore_items", "remeasure", "score_items", "scored_arrays"]
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,63 @@ def _scored(
             signals = estimator.estimate(backend, item.request, generation)
         except Exception as exc:
             error = f"estimator: {type(exc).__name__}: {exc}"
-    measured = time.perf_counter()
+    return _graded(item, generation, signals, error, generate_seconds, time.perf_counter() - started)
+
+
+async def ascore_items(
+    backend: Backend,
+    estimator: Estimator,
+    items: Iterable[LabelledItem],
+    *,
+    concurrency: int = 8,
+    on_item: Callable[[ScoredItem], None] | None = None,
+) -> list[ScoredItem]:
+    """The async twin of :func:`score_items` for a remote model: up to ``concurrency`` items answered and measured
+    at once (``agenerate`` / ``aestimate`` where the backend and estimator have them, else in a thread), rows in
+    the items' order; a failure is kept on its row (graded wrong), never skipped. ``on_item`` as each row ends."""
+    if concurrency < 1:
+        raise ValueError(f"`concurrency` must be an int >= 1, got {concurrency}")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item: LabelledItem) -> ScoredItem:
+        async with gate:
+            generation, signals, error = None, None, None
+            started = time.perf_counter()
+            try:
+                agenerate = getattr(backend, "agenerate", None)
+                if agenerate is not None:
+                    generation = await agenerate(item.request, GenerationOptions())
+                else:
+                    generation = await asyncio.to_thread(backend.generate, item.request, GenerationOptions())
+            except Exception as exc:
+                error = f"backend: {type(exc).__name__}: {exc}"
+            generated = time.perf_counter()
+            if generation is not None:
+                try:
+                    aestimate = getattr(estimator, "aestimate", None)
+                    if aestimate is not None:
+                        signals = await aestimate(backend, item.request, generation)
+                    else:
+                        signals = await asyncio.to_thread(estimator.estimate, backend, item.request, generation)
+                except Exception as exc:
+                    error = f"estimator: {type(exc).__name__}: {exc}"
+            row = _graded(item, generation, signals, error, generated - started, time.perf_counter() - generated)
+        if on_item is not None:
+            on_item(row)
+        return row
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+def _graded(
+    item: LabelledItem,
+    generation: Generation | None,
+    signals: Signals | None,
+    error: str | None,
+    generate_seconds: float,
+    estimate_seconds: float,
+) -> ScoredItem:
+    """The row of ``item``: its answer and perception graded (``responses``), with the measurements given."""
     parsed = None if generation is None else parse_response(generation.text)
     answer = None if parsed is None else parsed.answer_text
     perception = None if parsed is None else parsed.perception_text
@@ -124,7 +181,7 @@ def _scored(
         perception_correct=item.grade_perception(perception),
         error=error,
         generate_seconds=generate_seconds,
-        estimate_seconds=measured - started,
+        estimate_seconds=estimate_seconds,
     )
 
 

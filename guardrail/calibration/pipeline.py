@@ -36,12 +36,12 @@ from ..confidence.familiarity import SIDES, FamiliarityReference, FeatureKind, F
 from ..confidence.feature_names import VISUAL_SCORE
 from ..confidence.normalization import VisualNormalization
 from ..confidence.perturb import PERTURBATIONS
-from ..confidence.settings import EstimatorSetting
+from ..confidence.settings import BlackBoxSetting, EstimatorSetting
 from ..data.labelled import LabelledItem
 from ..data.question_noise import with_question_noise
 from ..errors import CalibrationError, ConfigurationError
-from .artifact import CalibrationArtifact, fingerprint_data
-from .collect import ScoredItem, remeasure, score_items, scored_arrays
+from .artifact import CalibrationArtifact, fingerprint_data, served_model_fingerprint
+from .collect import ScoredItem, ascore_items, remeasure, score_items, scored_arrays
 from .decoupled import SHIFT_COVARIATES, VERBALIZED_FEATURES, DecoupledCalibrator
 from .fit import MIN_ROWS, check_calibration_data, fit_artifact, split_rows
 from .perturbation_choice import PAPER_DEFAULT, ProbeSetting, choose_perturbation, reweigh
@@ -53,6 +53,7 @@ __all__ = [
     "assess_familiarity",
     "calibrate_backend",
     "calibrate_rows",
+    "calibrate_served",
     "check_item_count",
     "familiarity_kind",
     "fit_familiarity",
@@ -360,5 +361,65 @@ def calibrate_backend(
         grounding_weight=setting.grounding_weight,
         stability_weight=setting.stability_weight,
         familiarity_features=familiarity_features,
+    )
+    return artifact, rows
+
+
+def calibrate_served(
+    backend: Backend,
+    items: Sequence[LabelledItem],
+    *,
+    model: str,
+    base_url: str,
+    setting: BlackBoxSetting | None = None,
+    combiner: str = "platt_harmonic",
+    part_calibrator: str = "isotonic",
+    targets: Sequence[tuple[float, float]] = DEFAULT_TARGETS,
+    seed: int = 0,
+    data_name: str = "",
+    concurrency: int = 8,
+    on_item: Callable[[ScoredItem], None] | None = None,
+    command: str | None = None,
+) -> tuple[CalibrationArtifact, list[ScoredItem]]:
+    """Score ``items`` with a served model's black-box signals and fit its artifact, bound to the served ``model``.
+
+    The signals are those of ``setting.estimator()`` (:class:`~guardrail.confidence.settings.BlackBoxSetting`:
+    visual from answer agreement under K perturbed re-queries, reasoning and holistic from the answer's token
+    log-probs or from sampled re-asks; no server-side scoring), ``concurrency`` items at once. No familiarity and
+    no shift discounts are fitted (a served model's input features are unknown) and no question-noise copies are
+    scored. The artifact records the setting (``info["blackbox"]``), the model id and ``base_url``
+    (``info["served"]``); its fingerprint is :func:`~guardrail.calibration.artifact.served_model_fingerprint`.
+    When every answer failed (a wrong URL, model or key), the first failure is the ``CalibrationError``.
+    """
+    import asyncio
+
+    check_item_count(len(items))
+    setting = setting or BlackBoxSetting()
+    fingerprint = served_model_fingerprint(model)
+    rows = asyncio.run(ascore_items(backend, setting.estimator(), items, concurrency=concurrency, on_item=on_item))
+    failed = [r for r in rows if r.error is not None]
+    if rows and len(failed) == len(rows):
+        raise CalibrationError(
+            f"cannot calibrate the served model {model!r} at {base_url}: every one of its {len(rows)} answers "
+            f"failed; the first: {failed[0].error}"
+        )
+    info: dict[str, Any] = {
+        "data": data_name,
+        "items": len(items),
+        "blackbox": setting.as_info(),
+        "served": {"model": model, "base_url": base_url},
+    }
+    if command is not None:
+        info["command"] = command
+    artifact = calibrate_rows(
+        rows,
+        model_fingerprint=fingerprint,
+        data_fingerprint=items_fingerprint(items),
+        combiner=combiner,
+        part_calibrator=part_calibrator,
+        targets=targets,
+        seed=seed,
+        info=info,
+        shift=False,
     )
     return artifact, rows

@@ -7,7 +7,9 @@ so the runtime never depends on calibration-time code and the record has one sch
 
 - :class:`StabilitySetting`: how the stability probe draws its views (``confidence.stability``);
 - :class:`ProbeSetting`: the visual probe's perturbation, its grounding weight and its stability views;
-- :class:`EstimatorSetting`: a probe setting with its number of draws K, as an artifact records it.
+- :class:`EstimatorSetting`: a probe setting with its number of draws K, as an artifact records it;
+- :class:`BlackBoxSetting`: the black-box estimator's re-queries, re-asks and use of token log-probs, as an artifact
+  fitted on a served model's black-box signals records it (``info["blackbox"]``).
 
 All three are frozen pydantic models that refuse unknown keys, so a misspelt or out-of-range value in an artifact
 is an error naming the field (``info.estimator.grounding_weight``), not a silent default. Keys an older artifact
@@ -25,18 +27,35 @@ from .normalization import VisualNormalization
 from .perturb import PerturbationKind
 
 if TYPE_CHECKING:
+    from .blackbox import AgreementEstimator
     from .estimator import DecoupledEstimator
     from .familiarity import FamiliarityReference
 
 __all__ = [
+    "AGREEMENTS",
     "PAPER_DEFAULT",
+    "REQUERY_KINDS",
     "STABILITY_FAMILIES",
+    "AgreementKind",
+    "BlackBoxSetting",
     "EstimatorSetting",
     "ProbeSetting",
+    "RequeryKind",
     "StabilityFamily",
     "StabilitySetting",
+    "parse_blackbox_info",
     "parse_estimator_info",
 ]
+
+AgreementKind = Literal["percept", "answer"]
+"""What the black-box estimator compares across perturbed re-queries: the ``<vision>`` percept or the final answer."""
+AGREEMENTS: tuple[str, ...] = get_args(AgreementKind)
+
+RequeryKind = Literal["stability", "blackout", "noise", "grey", "blur"]
+"""How the black-box estimator changes the image of a re-query: ``stability``, the stability probe's mixed views
+(a small colour jitter, rotation or shift, a little noise: ``confidence.stability``), or a perturbation of
+``confidence.perturb``."""
+REQUERY_KINDS: tuple[str, ...] = get_args(RequeryKind)
 
 StabilityFamily = Literal["photometric", "geometric", "noise", "mixed"]
 STABILITY_FAMILIES: tuple[str, ...] = get_args(StabilityFamily)
@@ -195,6 +214,82 @@ def parse_estimator_info(info: Mapping[str, Any] | None, *, where: str = "info.e
         error = exc.errors()[0]
         loc = [str(part) for part in error["loc"] if part != "probe"]
         field = ".".join([where, *loc])
+        got = "" if error["type"] in ("missing", "extra_forbidden") else f" (got {error['input']!r})"
+        message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+        raise ValueError(f"{field}: {message}{got}") from exc
+
+
+class BlackBoxSetting(BaseModel):
+    """The black-box estimator an artifact fitted on a served model's signals was measured with
+    (:class:`~guardrail.confidence.blackbox.AgreementEstimator`, server-side scoring off): ``draws`` K re-queries
+    on changed images (``perturbation``: stability views by default; for blackout ``probability`` of a patch being
+    blackened and ``patch_size``; first ``seed``), compared by ``agreement`` (the ``<vision>`` percept or the final
+    answer), joined by the percept's minimum token probability where ``percept_logprobs`` and log-probs are known;
+    ``logprobs`` whether the answer's token log-probs give reasoning and holistic; when they do not,
+    ``reask_draws`` sampled re-asks at ``reask_temperature`` give reasoning as answer agreement.
+
+    The calibrators learnt these features at these settings, so the guard measures with the same ones
+    (:meth:`estimator`). Stored in an artifact's ``info["blackbox"]``; read with :func:`parse_blackbox_info`.
+    """
+
+    model_config = _FROZEN
+
+    draws: int = Field(default=4, ge=1, le=64)
+    perturbation: RequeryKind = "stability"
+    probability: float = Field(default=0.25, ge=0.0, le=1.0, allow_inf_nan=False)
+    patch_size: int = Field(default=14, ge=1)
+    seed: int = 0
+    logprobs: bool = True
+    reask_draws: int = Field(default=0, ge=0, le=64)
+    reask_temperature: float = Field(default=0.7, gt=0.0, allow_inf_nan=False)
+    agreement: AgreementKind = "percept"
+    percept_logprobs: bool = True
+
+    @property
+    def requests_per_call(self) -> int:
+        """Model requests one measured answer costs: the answer, K re-queries and the re-asks (when used)."""
+        return 1 + self.draws + (0 if self.logprobs else self.reask_draws)
+
+    @property
+    def label(self) -> str:
+        """A short name, e.g. ``K=4 logprobs`` or ``K=4 re-asks=4``."""
+        return f"K={self.draws} " + ("logprobs" if self.logprobs else f"re-asks={self.reask_draws}")
+
+    def as_info(self) -> dict[str, Any]:
+        """The setting as plain JSON values, as an artifact's ``info["blackbox"]`` stores it."""
+        return self.model_dump(mode="json")
+
+    def estimator(self) -> AgreementEstimator:
+        """The black-box estimator of this setting (server-side scoring off: the features the artifact learnt)."""
+        from .blackbox import AgreementEstimator
+
+        return AgreementEstimator(
+            draws=self.draws,
+            perturbation=self.perturbation,
+            probability=self.probability,
+            patch_size=self.patch_size,
+            seed=self.seed,
+            server_scoring=False,
+            reask_draws=0 if self.logprobs else self.reask_draws,
+            reask_temperature=self.reask_temperature,
+            use_logprobs=self.logprobs,
+            agreement=self.agreement,
+            percept_logprobs=self.percept_logprobs,
+        )
+
+
+def parse_blackbox_info(info: Mapping[str, Any] | None, *, where: str = "info.blackbox") -> BlackBoxSetting | None:
+    """Read an artifact's ``info["blackbox"]`` record (``None``: the artifact is not a black-box one); an unknown key
+    or a bad value is a ``ValueError`` naming the field under ``where`` and the value."""
+    if info is None:
+        return None
+    if not isinstance(info, Mapping):
+        raise ValueError(f"{where}: expected an object of black-box settings, got {type(info).__name__}")
+    try:
+        return BlackBoxSetting.model_validate(dict(info))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join([where, *(str(part) for part in error["loc"])])
         got = "" if error["type"] in ("missing", "extra_forbidden") else f" (got {error['input']!r})"
         message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
         raise ValueError(f"{field}: {message}{got}") from exc

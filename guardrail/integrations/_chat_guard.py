@@ -3,8 +3,8 @@
 The LangChain way to name a served or hosted model (``ChatOpenAI(model=..., base_url=..., api_key=...)``) becomes
 a guard over an :class:`~guardrail.backends.openai.OpenAICompatibleBackend`: the black-box estimator
 (:class:`~guardrail.confidence.blackbox.AgreementEstimator`: server-side scoring where the server offers it, else
-answer agreement under perturbed images), the artifact's calibrator and the policy with its certified thresholds
-taken from the artifact (:func:`guardrail.pretrained.resolve_certified`, as ``load_guard`` does in process).
+percept agreement under re-queries on changed images), the artifact's calibrator and the policy with its certified
+thresholds taken from the artifact (:func:`guardrail.pretrained.resolve_certified`, as ``load_guard`` does in process).
 
 The key goes to the ``openai`` client only, never into a name, a log line or a trace.
 """
@@ -60,6 +60,13 @@ def remote_guard(
     from ..backends.openai import OpenAICompatibleBackend
 
     loaded = _artifact(artifact)
+    if loaded is not None and loaded.served_model is not None and loaded.served_model != model:
+        from ..errors import ArtifactError
+
+        raise ArtifactError(
+            f"{_source(artifact)} was fitted on the served model {loaded.served_model!r}, not {model!r}: calibrate "
+            f"this one with `guardrail calibrate --base-url URL --model {model}`"
+        )
     rules = policy if isinstance(policy, Policy) else load_policy(str(policy))
     if loaded is not None:
         rules = resolve_certified(rules, loaded, source=_source(artifact))
@@ -81,17 +88,21 @@ def remote_guard(
 def blackbox_estimator(artifact: CalibrationArtifact | None) -> AgreementEstimator:
     """The black-box estimator for a remote model under ``artifact``'s probe.
 
+    An artifact fitted on a served model's black-box signals (``guardrail calibrate --base-url``) gives the estimator
+    it was measured with (``artifact.blackbox_setting``: K re-queries, log-probs or re-asks; no server scoring).
     With an artifact fitted under the blackout probe, server-side scoring uses its K, blackout probability,
     stability views and visual normalisation (so a vLLM server's signals are the in-process ones); another probe
-    kind cannot be scored on the server, so the visual signal is answer agreement. An artifact whose familiarity
-    reference is fitted on client features (``familiarity_features == "client"``) measures each request's
-    familiarity against it; one of the model's own features cannot apply to a served model and is left out. No
-    artifact: the defaults.
+    kind cannot be scored on the server, so the visual signal is agreement under re-queries. An artifact whose
+    familiarity reference is fitted on client features (``familiarity_features == "client"``) measures each
+    request's familiarity against it; one of the model's own features cannot apply to a served model and is left
+    out. No artifact: the defaults.
     """
     from ..confidence.blackbox import AgreementEstimator
 
     if artifact is None:
         return AgreementEstimator()
+    if artifact.blackbox_setting is not None:
+        return artifact.blackbox_setting.estimator()
     setting = artifact.estimator_setting
     probe = setting.probe
     familiarity = artifact.familiarity if artifact.familiarity_features == "client" else None

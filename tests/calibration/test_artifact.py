@@ -255,3 +255,25 @@ def test_bad_held_out_scores_are_a_clear_error(
     rewrite(path, lambda d: edit(d["evaluation"]))
     with pytest.raises(ArtifactError, match=r"has an invalid field " + message):
         load_artifact(path)
+
+
+def test_a_served_models_artifact_is_bound_to_its_id(artifact: CalibrationArtifact, tmp_path: Path) -> None:
+    from guardrail.calibration.artifact import served_model_fingerprint
+
+    served = artifact.model_copy(
+        update={"model_fingerprint": served_model_fingerprint("gpt-4o"), "info": {"blackbox": {"draws": 2}}}
+    )
+    path = save_artifact(served, tmp_path / "served.json")
+    loaded = load_artifact(path, expected_model_fingerprint="served:gpt-4o")
+    assert loaded.served_model == "gpt-4o"
+    assert loaded.blackbox_setting is not None
+    assert loaded.blackbox_setting.draws == 2
+    with pytest.raises(ArtifactError, match=r"fitted on the served model 'gpt-4o', not 'claude': calibrate this one"):
+        load_artifact(path, expected_model_fingerprint=served_model_fingerprint("claude"))
+    with pytest.raises(ArtifactError, match=r"black-box signals, not on this model folder"):
+        load_artifact(path, expected_model_fingerprint="sha256:00")
+
+
+def test_a_white_box_artifact_is_refused_for_a_served_model(saved: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"white-box signals .* `guardrail calibrate --base-url URL --model m`"):
+        load_artifact(saved, expected_model_fingerprint="served:m")

@@ -46,7 +46,7 @@ class AnswersModel:
         if self.fail_on is not None and len(self.calls) - 1 == self.fail_on:
             raise BackendError("HTTP 500 server error")
         answer = self.answers[min(len(self.calls) - 1, len(self.answers) - 1)]
-        text = STRUCTURED if self.structured else "\\boxed{red}"
+        text = STRUCTURED.replace("a red circle", f"a {answer} circle") if self.structured else "\\boxed{red}"
         return Generation(text=text.replace("{red}", "{" + answer + "}"), answer=answer, model=self.name)
 
 
@@ -84,8 +84,10 @@ def test_without_server_scoring_visual_comes_from_agreement(
     request = question(IMAGE)
     signals = AgreementEstimator(draws=3).estimate(backend, request, backend.generate(request))
     assert any(p.startswith(NO_SCORING) for p in signals.problems), signals.problems
-    assert signals.sources["visual"] == ("visual_agreement",)
-    assert signals.visual == 1.0  # a quarter of the patches dark: still "red"
+    assert signals.sources["visual"] == ("visual_agreement", "vision_min_prob")
+    assert signals.features["visual_agreement"] == 1.0  # every view keeps the percept "a red circle"
+    assert signals.features["vision_min_prob"] == pytest.approx(math.exp(-0.1))
+    assert signals.visual == pytest.approx((1.0 + math.exp(-0.1)) / 2)  # agreement and the percept's token prob
     assert signals.features["visual_requeries"] == 3
     assert server.requests == 1 + 1 + 3  # the answer, the refused scoring request, three re-queries
     assert "vision_kl" not in signals.features
@@ -95,8 +97,11 @@ def test_without_server_scoring_visual_comes_from_agreement(
 def test_answers_that_flip_under_perturbation_disagree(served: tuple[FakeServer, OpenAICompatibleBackend]) -> None:
     _, backend = served
     request = question(IMAGE)
-    signals = AgreementEstimator(draws=2, probability=1.0).estimate(backend, request, backend.generate(request))
-    assert signals.visual == 0.0  # every re-query saw a black image and answered "black"
+    estimator = AgreementEstimator(draws=2, perturbation="blackout", probability=1.0, agreement="answer")
+    signals = estimator.estimate(backend, request, backend.generate(request))
+    assert signals.features["visual_agreement"] == 0.0  # every re-query saw a black image and answered "black"
+    assert signals.features["answer_agreement"] == 0.0
+    assert signals.features["percept_agreement"] == 1.0  # the fake server's percept never changes
 
 
 @pytest.mark.parametrize("served", ["no_scoring"], indirect=True)
@@ -151,8 +156,38 @@ def test_a_failed_requery_is_an_estimator_error() -> None:
 def test_agreement_counts_matching_answers() -> None:
     model = AnswersModel(answers=("red", "Red.", "blue", "red "))
     request = question(IMAGE)
-    signals = AgreementEstimator(draws=3).estimate(model, request, model.generate(request))
+    signals = AgreementEstimator(draws=3, agreement="answer").estimate(model, request, model.generate(request))
     assert signals.visual == pytest.approx(2 / 3)
+
+
+def test_percept_agreement_is_the_word_overlap_of_the_percepts() -> None:
+    model = AnswersModel(answers=("red", "Red.", "blue", "red "))
+    request = question(IMAGE)
+    signals = AgreementEstimator(draws=3).estimate(model, request, model.generate(request))
+    # percepts "a red circle", "a Red. circle", "a blue circle", "a red  circle": Jaccard 1, 1/2, 1
+    assert signals.visual == pytest.approx((1 + 0.5 + 1) / 3)
+    assert signals.features["percept_agreement"] == pytest.approx(5 / 6)
+    assert signals.features["answer_agreement"] == pytest.approx(2 / 3)
+    assert signals.sources["visual"] == ("visual_agreement",)  # no log-probs: agreement alone
+
+
+def test_without_a_percept_the_answers_are_compared() -> None:
+    model = AnswersModel(answers=("red", "red", "blue"), structured=False)
+    request = question(IMAGE)
+    signals = AgreementEstimator(draws=2).estimate(model, request, model.generate(request))
+    assert signals.visual == 0.5
+    assert "percept_agreement" not in signals.features
+    assert "the answer has no <vision> span: visual agreement of the final answers" in signals.problems
+
+
+@pytest.mark.parametrize("kind", ["stability", "blackout", "grey"])
+def test_requeries_see_changed_images(kind: str) -> None:
+    model = AnswersModel()
+    request = question(IMAGE)
+    AgreementEstimator(draws=2, perturbation=kind).estimate(model, request, model.generate(request))  # type: ignore[arg-type]
+    sent = [call.images[0] for call in model.calls[1:]]
+    assert len(sent) == (1 if kind == "grey" else 2)  # every grey copy is the same image: asked once
+    assert all(block != request.images[0] for block in sent)
 
 
 def test_the_guard_accepts_with_sources_recorded(served: tuple[FakeServer, OpenAICompatibleBackend]) -> None:
@@ -175,6 +210,7 @@ def test_normalize_answer() -> None:
         ({"draws": 0}, "`draws` must be an int >= 1"),
         ({"probability": 1.5}, r"`probability` must be in \[0, 1\]"),
         ({"perturbation": "zoom"}, "`perturbation` must be one of"),
+        ({"agreement": "reasoning"}, "`agreement` must be one of percept, answer"),
         ({"patch_size": 0}, "`patch_size` must be an int >= 1"),
         ({"reask_draws": -1}, "`reask_draws` must be an int >= 0"),
         ({"reask_temperature": 0.0}, "`reask_temperature` must be > 0"),
@@ -225,3 +261,15 @@ def test_async_reasks_match_sync() -> None:
     async_model = AnswersModel(answers=("red", "red", "blue"), structured=False)
     generation = async_model.generate(request)
     assert asyncio.run(estimator.aestimate(async_model, request, generation)) == sync
+
+
+def test_log_probs_can_be_left_unused() -> None:
+    model = AnswersModel(structured=False)
+    request = question(IMAGE)
+    generation = model.generate(request).model_copy(update={"token_logprobs": (-0.1,) * 11, "tokens": ()})
+    used = AgreementEstimator(draws=1).estimate(model, request, generation)
+    assert used.sources["reasoning"] == ("reasoning_mean_prob",)
+    unused = AgreementEstimator(draws=1, reask_draws=2, use_logprobs=False).estimate(model, request, generation)
+    assert unused.sources["reasoning"] == ("reasoning_agreement",)
+    assert unused.holistic is None
+    assert "token log-probs not used (use_logprobs=False)" in unused.problems

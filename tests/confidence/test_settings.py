@@ -123,3 +123,21 @@ def test_an_unknown_override_of_the_perturbation_is_a_configuration_error() -> N
     with pytest.raises(ConfigurationError, match=r"`perturbation` must be one of blackout, noise, grey, blur"):
         estimator_for(None, perturbation="zoom")
     assert estimator_for(None, perturbation="grey", draws=2).perturbation == "grey"
+
+
+def test_black_box_setting_round_trips_and_names_bad_values() -> None:
+    from guardrail.confidence.settings import BlackBoxSetting, parse_blackbox_info
+
+    setting = BlackBoxSetting(draws=4, logprobs=False, reask_draws=4)
+    assert parse_blackbox_info(setting.as_info()) == setting
+    assert parse_blackbox_info(None) is None
+    assert setting.requests_per_call == 9
+    assert BlackBoxSetting(draws=2).requests_per_call == 3
+    estimator = setting.estimator()
+    assert (estimator.draws, estimator.reask_draws, estimator.use_logprobs, estimator.server_scoring) == (
+        4, 4, False, False,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"^info.blackbox.draws: Input should be greater than or equal to 1 \(got 0\)"):
+        parse_blackbox_info({"draws": 0})
+    with pytest.raises(ValueError, match=r"^info.blackbox.drawz: unknown setting$"):
+        parse_blackbox_info({"drawz": 2})
