@@ -1,22 +1,27 @@
-"""The paper's table on our model (issue 18, item 3): what training the model to state its confidence buys.
+"""Training that ranks (issue 30): what each fix of the collapse adds to the model's stated confidence.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/vl_calibration.py [--seeds 0 1 2] [--n 1000] [--work DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/vl_calibration.py [--seeds 0 1 2] [--n 1000] [--jobs 3] [--work DIR]
 
-For every seed, the reference model is cold-started on the output format (``guardrail.reference.verbalized``:
-new tokens, uniform scores) and then trained by GRPO from that same checkpoint three ways: one verbalized score
-(Brier against correctness, the RLCR baseline), the decoupled reward without TAR, and the full method (decoupled
-reward + TAR). Sharing the cold start makes the variants' comparison paired by seed.
+The reference model is cold-started once on the output format (``guardrail.reference.verbalized``: new tokens,
+uniform scores; ``--cold-start-seed``, shared by every seed so that the rows differ only in their GRPO) and then
+trained by GRPO from that checkpoint, per seed, once per row of ``VARIANTS``: METHOD.md section 8 as written
+(decoupled reward with the batch-z-scored visual target, TAR), the absolute visual target (the shipped artifact's
+calibrated visual confidence), that target plus each of issue 30's switches on its own (own advantage for the
+confidence tokens, within-group ranking, clean/corrupted pairs), and all of them. ``--jobs`` seeds train and score
+in parallel processes.
 
 Each model answers the same corrupted *test* questions (greedy); from its own words come accuracy and, for each
-confidence, ECE10 and AUROC: overall against answer correctness (the harmonic mean of the two scores; the single
-score for the baseline), visual against perception correctness, reasoning against answer correctness. The guard's
-inference-time probe is measured on the same questions: on the base model with the shipped artifact, and on the
-full method's first seed with an artifact fitted on calibration images GRPO never saw, once without and once with
-the verbalized scores (the calibrator's blends).
+confidence, ECE10 and AUROC: overall against answer correctness (the harmonic mean of the two scores), visual
+against perception correctness, reasoning against answer correctness, and the spread (std) of the stated overall
+scores. From training come the last logged spread and share at the ceiling and the steps where the collapse alarm
+fired. The guard's inference-time probe is measured on the same questions: on the base model with the shipped
+artifact, and on the ``all`` row's first seed with an artifact fitted on calibration images GRPO never saw, once
+without and once with the verbalized scores (the calibrator's blends); that candidate decides the default.
 
-Differences between training variants are paired by seed; one "exceeds seed noise" when the paired t statistic
-exceeds the two-sided 95 % critical value for the number of seeds. Trained models are kept in ``--work`` and
-reused. Results go to bench/results/vl_calibration.json.
+No choice was made on the test questions: the GRPO data is one half of the calibration images, the trained model's
+artifact the other half. Differences between rows are paired by seed; one "exceeds seed noise" when the paired t
+statistic exceeds the two-sided 95 % critical value for the number of seeds. Trained models are kept in ``--work``
+and reused. Results go to bench/results/vl_calibration.json.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import math
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +50,7 @@ from guardrail.calibration.decoupled import VERBALIZED_FEATURES
 from guardrail.calibration.metrics import auroc, expected_calibration_error
 from guardrail.data.labelled import easyvqa_items
 from guardrail.reference.verbalized import (
+    ColdStartConfig,
     VerbalizedConfig,
     artifact_items,
     cold_start_reference,
@@ -54,34 +61,97 @@ from guardrail.training.reward import harmonic_confidence
 from guardrail.types import Signals
 
 RESULTS = Path(__file__).parent / "results" / "vl_calibration.json"
-VARIANTS: dict[str, tuple[str, bool, str]] = {
-    "single": ("single", False, "RL, one confidence (Brier on one verbalized score)"),
-    "decoupled": ("decoupled", False, "RL, decoupled reward, no TAR"),
-    "full": ("decoupled", True, "RL, decoupled reward + TAR (the full method)"),
+GUARD: dict[str, Any] = {"visual_target": "guard"}
+VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
+    "section8": ({}, "METHOD.md section 8 as written (batch-z visual target, TAR)"),
+    "guard_target": (GUARD, "absolute visual target (the guard's calibrated visual confidence)"),
+    "own_advantage": ({**GUARD, "own_advantage": True}, "absolute target + own advantage for confidence tokens"),
+    "ranking": ({**GUARD, "ranking": True}, "absolute target + within-group ranking"),
+    "pairs": ({**GUARD, "pairs": True}, "absolute target + clean/corrupted pairs"),
+    "all": (
+        {**GUARD, "own_advantage": True, "ranking": True, "pairs": True},
+        "all of them (absolute target, own advantage, ranking, pairs)",
+    ),
 }
-ROW_LABELS = {"cold": "cold start (format only, uniform scores)", **{k: v[2] for k, v in VARIANTS.items()}}
+ROW_LABELS = {k: v[1] for k, v in VARIANTS.items()}
 CONFIDENCE_FIGURES = tuple(
     f"{part}.{metric}" for part in ("overall", "visual", "reasoning") for metric in ("ece10", "auroc")
 )
+SPREAD_FIGURES = ("stated_std", "training.stated_std", "training.ceiling_share")
 
 
-def train_models(work: Path, seeds: Sequence[int], grpo_items: int, threads: int) -> dict[str, Path]:
-    """Cold start per seed, then every variant from it; folders already trained are reused."""
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What every trained row shares: the cold start and GRPO's size."""
+
+    grpo_items: int
+    max_steps: int | None
+    learning_rate: float | None
+    cold_start_examples: int
+    cold_start_seed: int
+    threads: int
+
+    def config(self, seed: int) -> VerbalizedConfig:
+        grpo: dict[str, Any] = {}
+        if self.max_steps is not None:
+            grpo["max_steps"] = self.max_steps
+        if self.learning_rate is not None:
+            grpo["learning_rate"] = self.learning_rate
+        cold = ColdStartConfig(examples=self.cold_start_examples)
+        return VerbalizedConfig(seed=seed, grpo_items=self.grpo_items, threads=self.threads, cold_start=cold, grpo=grpo)
+
+
+def cold_model(work: Path, setup: Setup) -> Path:
+    """The shared cold start (trained once, reused)."""
+    cold = work / f"cold-start-s{setup.cold_start_seed}"
+    if not (cold / "training_config.json").is_file():
+        print(f"cold start, seed {setup.cold_start_seed}", file=sys.stderr)
+        cold_start_reference(cold, setup.config(setup.cold_start_seed))
+    return cold
+
+
+def train_seed(work: Path, seed: int, setup: Setup) -> dict[str, Path]:
+    """Every row's GRPO for one seed from the shared cold start; folders already trained are reused."""
+    cold = cold_model(work, setup)
     models: dict[str, Path] = {}
-    for seed in seeds:
-        config = VerbalizedConfig(seed=seed, grpo_items=grpo_items, threads=threads)
-        cold = work / f"cold-start-s{seed}"
-        if not (cold / "training_config.json").is_file():
-            print(f"cold start, seed {seed}", file=sys.stderr)
-            cold_start_reference(cold, config)
-        models[f"cold-s{seed}"] = cold
-        for name, (mode, tar, _) in VARIANTS.items():
-            out = work / f"{name}-s{seed}"
-            if not (out / "training_config.json").is_file():
-                print(f"GRPO {name}, seed {seed}", file=sys.stderr)
-                grpo_reference(out, cold, dataclasses.replace(config, mode=mode, tar=tar))
-            models[f"{name}-s{seed}"] = out
+    for name, (switches, _) in VARIANTS.items():
+        out = work / f"{name}-s{seed}"
+        if not (out / "training_config.json").is_file():
+            print(f"GRPO {name}, seed {seed}", file=sys.stderr)
+            grpo_reference(out, cold, dataclasses.replace(setup.config(seed), **switches))
+        models[f"{name}-s{seed}"] = out
     return models
+
+
+def training_spread(model: Path) -> dict[str, Any]:
+    """The last logged spread of stated confidences and share at the ceiling, and where the alarm fired."""
+    record = json.loads((model / "training_config.json").read_text(encoding="utf-8"))
+    logged = [h for h in record.get("log", []) if h.get("confidence/stated_std") is not None]
+    last = logged[-1] if logged else {}
+    return {
+        "stated_std": last.get("confidence/stated_std"),
+        "ceiling_share": last.get("confidence/ceiling_share"),
+        "alarm_fired_at_steps": (record.get("collapse_alarm") or {}).get("fired_at_steps"),
+        "steps": record.get("grpo_steps"),
+        "seconds": record.get("seconds"),
+    }
+
+
+def seed_metrics(work: Path, seed: int, setup: Setup, n: int) -> dict[str, Any]:
+    """Train (or reuse) one seed's rows and score them on the test questions; kept in ``work`` as JSON."""
+    path = work / f"metrics-s{seed}-n{n}.json"
+    if path.is_file():
+        loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return loaded
+    models = train_seed(work, seed, setup)
+    items = easyvqa_items("test", limit=n, seed=0)
+    out: dict[str, Any] = {}
+    for name in VARIANTS:
+        model = models[f"{name}-s{seed}"]
+        rows = score(model, items, WordsOnly(), f"{name} seed {seed}")
+        out[name] = {**verbalized_metrics(rows, single=False), "training": training_spread(model)}
+    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return out
 
 
 def _metrics(confidence: np.ndarray, correct: np.ndarray) -> dict[str, float | None]:
@@ -101,10 +171,12 @@ def verbalized_metrics(rows: Sequence[ScoredItem], single: bool) -> dict[str, An
     written = ~np.isnan(r) if single else ~np.isnan(v) & ~np.isnan(r)
     overall = r if single else np.array([harmonic_confidence(a, b) for a, b in zip(v, r, strict=True)])
     overall = np.where(written, overall, np.nan)
+    stated = overall[~np.isnan(overall)]
     out: dict[str, Any] = {
         "accuracy": float(np.mean(answer)),
         "perception_accuracy": float(np.nanmean(perception)),
         "scores_written": float(np.mean(written)),
+        "stated_std": float(np.std(stated)) if stated.size else None,
         "overall": _metrics(overall, answer),
     }
     if not single:
@@ -158,7 +230,7 @@ def fit_artifacts(model: Path, n: int, shipped: Any) -> tuple[Any, Any]:
 
     setting = dict(shipped.info.get("estimator") or {})
     weight = float(setting.get("grounding_weight", 1.0))
-    items = artifact_items(n)
+    items = artifact_items(n)  # the calibration images GRPO never saw
     estimator = estimator_for(shipped)  # the shipped probe setting (kind, probability, K); normalisation refitted
     rows = score(model, items, estimator, f"calibration rows ({model.name})")
     verbal_features = set(VERBALIZED_FEATURES.values())
@@ -209,7 +281,7 @@ def _get(block: dict[str, Any], path: str) -> float | None:
 
 def summarize(per_seed: dict[str, dict[int, dict[str, Any]]], seeds: Sequence[int]) -> dict[str, Any]:
     """Mean and sd over seeds of every figure, and the paired differences between training variants."""
-    figures = ["accuracy", "perception_accuracy", *CONFIDENCE_FIGURES]
+    figures = ["accuracy", "perception_accuracy", *CONFIDENCE_FIGURES, *SPREAD_FIGURES]
     summary: dict[str, Any] = {}
     for name, runs in per_seed.items():
         summary[name] = {}
@@ -223,13 +295,11 @@ def summarize(per_seed: dict[str, dict[int, dict[str, Any]]], seeds: Sequence[in
                     "per_seed": values,
                 }
     comparisons: dict[str, Any] = {}
-    for a, b in (
-        ("cold", "single"),
-        ("cold", "full"),
-        ("single", "full"),
-        ("decoupled", "full"),
-        ("single", "decoupled"),
-    ):
+    pairs = [
+        ("section8", "guard_target"),
+        *(("guard_target", b) for b in VARIANTS if b not in ("section8", "guard_target")),
+    ]
+    for a, b in [*pairs, ("section8", "all")]:
         comparisons[f"{b} - {a}"] = {
             figure: paired([_get(per_seed[a][s], figure) for s in seeds], [_get(per_seed[b][s], figure) for s in seeds])
             for figure in figures
@@ -247,13 +317,14 @@ def _fmt(block: dict[str, Any], figure: str) -> str:
     return f"{value:.3f}"
 
 
-def run(seeds: Sequence[int], n: int, n_calibration: int, grpo_items: int, work: Path, threads: int) -> dict[str, Any]:
+def run(seeds: Sequence[int], n: int, n_calibration: int, setup: Setup, work: Path, jobs: int) -> dict[str, Any]:
     from guardrail.calibration.artifact import load_artifact
     from guardrail.pretrained import estimator_for, find_artifact
     from guardrail.reference import reference_model_path
 
     start = time.perf_counter()
-    models = train_models(work, seeds, grpo_items, threads)
+    cold_model(work, setup)
+    per_seed_raw = train_in_parallel(work, seeds, setup, n, jobs)
     trained = time.perf_counter() - start
     items = easyvqa_items("test", limit=n, seed=0)
     base = reference_model_path()
@@ -262,44 +333,81 @@ def run(seeds: Sequence[int], n: int, n_calibration: int, grpo_items: int, work:
         raise SystemExit(f"{base} has no calibration artifact")
     shipped = load_artifact(shipped_path)
 
-    per_seed: dict[str, dict[int, dict[str, Any]]] = {"cold": {}, **{name: {} for name in VARIANTS}}
-    for seed in seeds:
-        for name in per_seed:
-            rows = score(models[f"{name}-s{seed}"], items, WordsOnly(), f"{name} seed {seed}")
-            per_seed[name][seed] = verbalized_metrics(rows, single=name == "single")
-
+    per_seed: dict[str, dict[int, dict[str, Any]]] = {
+        name: {s: per_seed_raw[s][name] for s in seeds} for name in VARIANTS
+    }
+    candidate_model = work / f"all-s{seeds[0]}"
     base_rows = score(base, items, estimator_for(shipped), "base model, guard probe")
-    probe_alone, probe_verbal = fit_artifacts(models[f"full-s{seeds[0]}"], n_calibration, shipped)
+    probe_alone, probe_verbal = fit_artifacts(candidate_model, n_calibration, shipped)
     # Both artifacts come from the same rows and differ only in the verbalized blends, which the estimator does not
     # use: one scoring of the test questions serves both.
-    full_rows = score(models[f"full-s{seeds[0]}"], items, estimator_for(probe_verbal), "full method, guard probe")
+    cand_rows = score(candidate_model, items, estimator_for(probe_verbal), "all switches, guard probe")
+    base_name = "base model, guard probe (shipped artifact)"
+    alone_name = f"all switches seed {seeds[0]}, guard probe alone"
+    verbal_name = f"all switches seed {seeds[0]}, guard probe + verbalized"
     guard = {
-        "base model, guard probe (shipped artifact)": probe_metrics(base_rows, shipped),
-        f"full method seed {seeds[0]}, guard probe alone": probe_metrics(full_rows, probe_alone),
-        f"full method seed {seeds[0]}, guard probe + verbalized": probe_metrics(full_rows, probe_verbal),
+        base_name: probe_metrics(base_rows, shipped),
+        alone_name: probe_metrics(cand_rows, probe_alone),
+        verbal_name: probe_metrics(cand_rows, probe_verbal),
     }
-    base_block = guard["base model, guard probe (shipped artifact)"]
-    candidate = guard[f"full method seed {seeds[0]}, guard probe + verbalized"]
+    base_block, candidate = guard[base_name], guard[verbal_name]
     as_accurate = candidate["accuracy"] >= base_block["accuracy"]
     better = (candidate["overall"]["ece10"] or 1.0) < (base_block["overall"]["ece10"] or 1.0)
     return {
         "n": n,
         "seeds": list(seeds),
         "default_decision": {
-            "candidate": f"full method seed {seeds[0]} with its artifact (probe + verbalized)",
+            "candidate": verbal_name,
             "as_accurate": as_accurate,
             "better_calibrated_overall": better,
             "becomes_default": as_accurate and better,
         },
-        "grpo_items": grpo_items,
+        "setup": dataclasses.asdict(setup),
         "n_calibration": n_calibration,
         "row_labels": ROW_LABELS,
         "per_seed": per_seed,
         "summary": summarize(per_seed, seeds),
         "guard": guard,
-        "training_config": {k: json.loads((p / "training_config.json").read_text()) for k, p in models.items()},
-        "seconds": {"training": round(trained, 1), "total": round(time.perf_counter() - start, 1)},
+        "training_config": {
+            p.name: json.loads((p / "training_config.json").read_text())
+            for p in [
+                work / f"cold-start-s{setup.cold_start_seed}",
+                *(work / f"{v}-s{s}" for s in seeds for v in VARIANTS),
+            ]
+        },
+        "seconds": {"training_and_scoring_rows": round(trained, 1), "total": round(time.perf_counter() - start, 1)},
     }
+
+
+def _setup_args(setup: Setup) -> list[str]:
+    args = [
+        "--grpo-items", str(setup.grpo_items),
+        "--cold-start-examples", str(setup.cold_start_examples),
+        "--cold-start-seed", str(setup.cold_start_seed),
+        "--threads", str(setup.threads),
+    ]  # fmt: skip
+    if setup.max_steps is not None:
+        args += ["--max-steps", str(setup.max_steps)]
+    if setup.learning_rate is not None:
+        args += ["--learning-rate", str(setup.learning_rate)]
+    return args
+
+
+def train_in_parallel(work: Path, seeds: Sequence[int], setup: Setup, n: int, jobs: int) -> dict[int, dict[str, Any]]:
+    """Every seed's rows, ``jobs`` seeds at a time in child processes of this script (``--seed-worker``)."""
+    if jobs <= 1:
+        return {seed: seed_metrics(work, seed, setup, n) for seed in seeds}
+    pending = list(seeds)
+    running: list[tuple[int, subprocess.Popen[bytes]]] = []
+    while pending or running:
+        while pending and len(running) < jobs:
+            seed = pending.pop(0)
+            command = [sys.executable, __file__, "--seed-worker", str(seed), "--n", str(n), "--work", str(work)]
+            running.append((seed, subprocess.Popen([*command, *_setup_args(setup)])))
+        seed, process = running.pop(0)
+        if process.wait() != 0:
+            raise SystemExit(f"seed {seed}: the worker failed with exit code {process.returncode}")
+    return {seed: seed_metrics(work, seed, setup, n) for seed in seeds}
 
 
 def show(result: dict[str, Any]) -> None:
@@ -313,9 +421,12 @@ def show(result: dict[str, Any]) -> None:
         "visual AUROC",
         "reasoning ECE",
         "reasoning AUROC",
+        "stated std (test)",
+        "stated std (train)",
+        "at ceiling (train)",
     ):
         table.add_column(column)
-    figures = ["accuracy", *CONFIDENCE_FIGURES]
+    figures = ["accuracy", *CONFIDENCE_FIGURES, *SPREAD_FIGURES]
     for name, block in result["summary"]["by_row"].items():
         table.add_row(ROW_LABELS[name], *(_fmt(block, f) for f in figures))
     for name, block in result["guard"].items():
@@ -329,15 +440,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n", type=int, default=1000, help="corrupted test questions")
     parser.add_argument("--n-calibration", type=int, default=1500, help="rows for the trained model's artifact")
     parser.add_argument("--grpo-items", type=int, default=VerbalizedConfig().grpo_items)
+    parser.add_argument("--max-steps", type=int, default=None, help="GRPO steps per row (default: one pass)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="GRPO learning rate (default 1e-4)")
+    parser.add_argument("--cold-start-examples", type=int, default=ColdStartConfig().examples)
+    parser.add_argument("--cold-start-seed", type=int, default=0, help="the one cold start every seed shares")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds trained and scored in parallel processes")
     parser.add_argument("--work", type=Path, default=Path("build/vl_calibration"), help="trained models, reused")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     parser.add_argument("--train-only", action="store_true", help="train (or reuse) the models and stop")
+    parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.train_only:
-        train_models(args.work, args.seeds, args.grpo_items, args.threads)
+    setup = Setup(
+        grpo_items=args.grpo_items,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        cold_start_examples=args.cold_start_examples,
+        cold_start_seed=args.cold_start_seed,
+        threads=args.threads,
+    )
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.seed_worker is not None:
+        seed_metrics(args.work, args.seed_worker, setup, args.n)
         return {}
-    result = run(args.seeds, args.n, args.n_calibration, args.grpo_items, args.work, args.threads)
+    if args.train_only:
+        for seed in args.seeds:
+            train_seed(args.work, seed, setup)
+        return {}
+    result = run(args.seeds, args.n, args.n_calibration, setup, args.work, args.jobs)
     result.update(provenance(__file__, list(sys.argv[1:] if argv is None else argv)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -39,6 +39,28 @@ def train_grpo(
     limit: Annotated[int | None, typer.Option(min=1, help="Use only this many labelled items.")] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="GRPO steps (overrides grpo.max_steps).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of data, sampling and perturbations.")] = None,
+    visual_target: Annotated[
+        str | None,
+        typer.Option(
+            help="batch (METHOD.md section 8: batch-z-scored) or guard (the --target-artifact's calibration)."
+        ),
+    ] = None,
+    target_artifact: Annotated[
+        str | None,
+        typer.Option(help="Calibration artifact whose visual confidence is the target (visual_target guard)."),
+    ] = None,
+    own_advantage: Annotated[
+        bool | None,
+        typer.Option(
+            "--own-advantage/--no-own-advantage", help="Confidence tokens get the calibration terms' advantage."
+        ),
+    ] = None,
+    ranking: Annotated[
+        bool | None, typer.Option("--ranking/--no-ranking", help="Within-group ranking term (right above wrong).")
+    ] = None,
+    pairs: Annotated[
+        bool | None, typer.Option("--pairs/--no-pairs", help="Clean/damaged image pairs in each group.")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Write into the output folder even if it holds files.")
     ] = False,
@@ -48,7 +70,20 @@ def train_grpo(
     from ..training.run import GRPORunConfig, load_config
     from ..training.run import train_grpo as run
 
-    overrides = {"model": model, "data": data, "output": out, "mode": mode, "tar": tar, "limit": limit, "seed": seed}
+    overrides = {
+        "model": model,
+        "data": data,
+        "output": out,
+        "mode": mode,
+        "tar": tar,
+        "limit": limit,
+        "seed": seed,
+        "visual_target": visual_target,
+        "target_artifact": target_artifact,
+        "own_advantage": own_advantage,
+        "ranking": ranking,
+        "pairs": pairs,
+    }
     try:
         if config is not None:
             run_config = load_config(config, **overrides)

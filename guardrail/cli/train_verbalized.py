@@ -40,6 +40,22 @@ def train_verbalized(
         ),
     ] = 1500,
     threads: Annotated[int, typer.Option("--threads", min=1, help="CPU threads for torch.")] = 2,
+    visual_target: Annotated[
+        str,
+        typer.Option(
+            "--visual-target", help="batch (METHOD.md section 8) or guard (the shipped artifact's visual confidence)."
+        ),
+    ] = "batch",
+    own_advantage: Annotated[
+        bool,
+        typer.Option(
+            "--own-advantage/--no-own-advantage", help="Confidence tokens get the calibration terms' advantage."
+        ),
+    ] = False,
+    ranking: Annotated[
+        bool, typer.Option("--ranking/--no-ranking", help="Within-group ranking term (right above wrong).")
+    ] = False,
+    pairs: Annotated[bool, typer.Option("--pairs/--no-pairs", help="Clean/damaged image pairs in each group.")] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Write into --out even if it holds files (a model's are replaced).")
     ] = False,
@@ -55,6 +71,10 @@ def train_verbalized(
         fail(f"--mode must be decoupled or single, got {mode!r}")
     if mode == "single" and tar:
         fail("TAR belongs to the decoupled reward; use --no-tar with --mode single")
+    if visual_target not in ("batch", "guard"):
+        fail(f"--visual-target must be batch or guard, got {visual_target!r}")
+    if mode == "single" and (visual_target == "guard" or pairs):
+        fail("--visual-target guard and --pairs train the visual score of the decoupled reward; not with --mode single")
     if 0 < calibrate < MIN_ROWS:
         fail(f"--calibrate {calibrate}: an artifact needs at least {MIN_ROWS} questions (or 0: fit none)")
     refuse_package_folder(out, force=force)
@@ -71,7 +91,16 @@ def train_verbalized(
     from ..reference.verbalized import VerbalizedConfig, artifact_items, train_verbalized_reference
 
     console = Console(stderr=True)
-    config = VerbalizedConfig(seed=seed, mode=mode, tar=tar, threads=threads)
+    config = VerbalizedConfig(
+        seed=seed,
+        mode=mode,
+        tar=tar,
+        threads=threads,
+        visual_target=visual_target,
+        own_advantage=own_advantage,
+        ranking=ranking,
+        pairs=pairs,
+    )
     if grpo_items is not None:
         config = dataclasses.replace(config, grpo_items=grpo_items)
     if cold_start_examples is not None:

@@ -18,7 +18,9 @@ Three steps, seeded end to end, on CPU:
    rollouts' questions.
 
 ``mode``/``tar`` select the variants of the paper's table (``bench/vl_calibration.py``): ``single`` (one
-verbalized score, Brier against correctness), ``decoupled`` without TAR, and the full method.
+verbalized score, Brier against correctness), ``decoupled`` without TAR, and the full method. Issue 30's switches
+(``training.trainer``; each off by default): ``visual_target="guard"`` (the shipped model's artifact gives the
+visual target), ``own_advantage``, ``ranking`` and ``pairs`` (a damaged copy of each image at ``pair_severity``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ __all__ = [
     "grpo_reference",
     "train_verbalized_reference",
 ]
+
+SHIPPED_ARTIFACT = "guardrail_calibration.json"
+"""The shipped reference model's calibration artifact, beside it (``pretrained.ARTIFACT_FILENAME``): with
+``visual_target="guard"`` GRPO's visual target is that artifact's calibrated visual confidence."""
 
 Progress = Callable[[str, int, int, float], None]
 """``(stage, step, total_steps, loss) -> None``; stage is "cold-start"."""
@@ -94,6 +100,11 @@ class VerbalizedConfig:
     cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)
     grpo: dict[str, Any] = field(default_factory=dict)
     threads: int = 2
+    visual_target: str = "batch"
+    own_advantage: bool = False
+    ranking: bool = False
+    pairs: bool = False
+    pair_severity: int = 5
 
 
 GRPO_DEFAULTS: dict[str, Any] = {
@@ -259,12 +270,32 @@ def grpo_reference(out: Path, start: Path, config: VerbalizedConfig | None = Non
     began = time.perf_counter()
     model = AutoModelForImageTextToText.from_pretrained(start)
     processor = AutoProcessor.from_pretrained(start)  # type: ignore[no-untyped-call]
+    from . import reference_model_path
+
     grpo = {**GRPO_DEFAULTS, **config.grpo}
+    guard = config.visual_target == "guard"
     with tempfile.TemporaryDirectory() as scratch:
         run = GRPORunConfig(
-            model=str(start), data="", output=scratch, mode=config.mode, tar=config.tar, seed=config.seed, grpo=grpo
+            model=str(start),
+            data="",
+            output=scratch,
+            mode=config.mode,
+            tar=config.tar,
+            seed=config.seed,
+            grpo=grpo,
+            visual_target=config.visual_target,
+            target_artifact=str(reference_model_path() / SHIPPED_ARTIFACT) if guard else None,
+            own_advantage=config.own_advantage,
+            ranking=config.ranking,
+            pairs=config.pairs,
+            pair_severity=config.pair_severity,
         )
-        dataset = build_dataset_from_items(grpo_items(config), instruction=None)
+        dataset = build_dataset_from_items(
+            grpo_items(config),
+            instruction=None,
+            pair_severity=config.pair_severity if config.pairs else None,
+            seed=config.seed,
+        )
         trainer = build_trainer(run, model=model, processor=processor, dataset=dataset)
         trainer.train()
     model = trainer.model
@@ -277,6 +308,11 @@ def grpo_reference(out: Path, start: Path, config: VerbalizedConfig | None = Non
         "grpo": grpo,
         "grpo_steps": int(trainer.state.global_step),
         "log": [h for h in trainer.state.log_history if "reward" in h],
+        "collapse_alarm": {
+            "threshold": trainer.collapse_alarm.threshold,
+            "patience": trainer.collapse_alarm.patience,
+            "fired_at_steps": list(trainer.collapse_alarm.fired_at),
+        },
         "seconds": round(time.perf_counter() - began, 1),
     }
     save_trained(model, processor, out, record)

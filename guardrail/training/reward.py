@@ -28,6 +28,7 @@ from typing import Any, Literal
 from ..responses import answers_match, parse_response
 
 __all__ = [
+    "GROUP_TERMS",
     "RewardMode",
     "RewardTerms",
     "RewardWeights",
@@ -49,11 +50,16 @@ class RewardWeights:
     calibration: float = 2.0
     format: float = 0.4
     visual: float = 0.4
+    ranking: float = 1.0
+    pair: float = 0.4
 
-    def as_list(self, mode: RewardMode = "decoupled") -> list[float]:
-        """Weights in the order of :func:`reward_functions` (the visual term only in ``decoupled`` mode)."""
+    def as_list(self, mode: RewardMode = "decoupled", *, ranking: bool = False, pairs: bool = False) -> list[float]:
+        """Weights in the order of :func:`reward_functions` (the visual term only in ``decoupled`` mode; the
+        ranking and pair terms when switched on)."""
         weights = [self.correctness, self.calibration, self.format]
-        return [*weights, self.visual] if mode == "decoupled" else weights
+        if mode == "decoupled":
+            weights.append(self.visual)
+        return weights + [self.ranking] * ranking + [self.pair] * pairs
 
 
 def harmonic_confidence(v: float, r: float) -> float:
@@ -117,11 +123,21 @@ def _text(completion: Any) -> str:
 RewardFunction = Callable[..., list[float]]
 
 
-def reward_functions(mode: RewardMode = "decoupled") -> list[RewardFunction]:
+GROUP_TERMS = ("ranking", "pair")
+"""The reward functions whose values depend on a rollout's whole group (``ranking.ranking_rewards``,
+``ranking.pair_rewards``): they return 0 here, and ``ConfidenceGRPOTrainer`` writes their values once the rollouts
+of every process are gathered (a group may span processes)."""
+
+
+def reward_functions(
+    mode: RewardMode = "decoupled", *, ranking: bool = False, pairs: bool = False
+) -> list[RewardFunction]:
     """TRL reward functions, one per term, in the order of :meth:`RewardWeights.as_list`.
 
     Each takes TRL's keyword arguments: ``completions`` and the data set's ``answer`` column; the visual term
     also reads ``visual_certainty``, the column ``CalibrationGRPOTrainer`` adds before rewards are computed.
+    ``ranking`` and ``pairs`` add the group terms (:data:`GROUP_TERMS`), whose values only a
+    ``ConfidenceGRPOTrainer`` computes.
     """
 
     def terms(completions: Sequence[Any], answer: Sequence[str], targets: Sequence[float | None]) -> list[RewardTerms]:
@@ -146,4 +162,17 @@ def reward_functions(mode: RewardMode = "decoupled") -> list[RewardFunction]:
     format_.__name__ = "format"
     visual.__name__ = "visual_brier"
     functions: list[RewardFunction] = [correctness, calibration, format_]
-    return [*functions, visual] if mode == "decoupled" else functions
+    if mode == "decoupled":
+        functions.append(visual)
+    for name, on in zip(GROUP_TERMS, (ranking, pairs), strict=True):
+        if on:
+            functions.append(_group_placeholder(name))
+    return functions
+
+
+def _group_placeholder(name: str) -> RewardFunction:
+    def group_term(completions: Sequence[Any], **_: Any) -> list[float]:
+        return [0.0] * len(completions)
+
+    group_term.__name__ = name
+    return group_term

@@ -8,6 +8,8 @@ GPUs, as TRL does.
 
 Data: a labelled JSONL file (``guardrail.data.labelled``: image, question, answer, optional perception), or
 ``easyvqa:SPLIT`` (the project's easy-VQA splits under its graded corruptions; ``easyvqa:SPLIT:clean`` without).
+With ``pairs`` each row also gets a damaged copy of its image (``paired_images``: a seeded corruption kind at
+``pair_severity``), which half of each group's rollouts see (``ConfidenceGRPOTrainer``).
 
 Precision follows the machine unless ``grpo`` sets it: TRL turns bf16 on by default, which ``transformers`` refuses
 without a GPU that supports it, so on such a machine the run trains in float32 (``bf16: false``, and
@@ -28,7 +30,7 @@ import yaml
 
 from ..data.labelled import LabelledItem
 from ..errors import InputError
-from .reward import RewardWeights, reward_functions
+from .reward import RewardWeights
 
 __all__ = [
     "GRPORunConfig",
@@ -36,6 +38,7 @@ __all__ = [
     "build_dataset",
     "build_dataset_from_items",
     "build_trainer",
+    "damaged_copies",
     "load_config",
     "precision_defaults",
     "train_calibration",
@@ -76,12 +79,31 @@ class GRPORunConfig:
     grpo: Mapping[str, Any] = field(default_factory=dict)
     lora: Mapping[str, Any] | None = None
     dtype: str = "auto"
+    visual_target: str = "batch"
+    target_artifact: str | None = None
+    own_advantage: bool = False
+    ranking: bool = False
+    rank_margin: float = 0.1
+    pairs: bool = False
+    pair_margin: float = 0.1
+    pair_severity: int = 5
+    collapse_threshold: float = 0.05
+    collapse_patience: int = 10
 
     def options(self) -> Any:
         """The trainer's ``CalibrationOptions`` (imported lazily: it needs TRL)."""
         from .trainer import CalibrationOptions
 
         return CalibrationOptions(
+            visual_target=self.visual_target,  # type: ignore[arg-type]
+            target_artifact=self.target_artifact,
+            own_advantage=self.own_advantage,
+            ranking=self.ranking,
+            rank_margin=self.rank_margin,
+            pairs=self.pairs,
+            pair_margin=self.pair_margin,
+            collapse_threshold=self.collapse_threshold,
+            collapse_patience=self.collapse_patience,
             mode=self.mode,  # type: ignore[arg-type]
             tar=self.tar,
             w_min=self.w_min,
@@ -97,7 +119,7 @@ class GRPORunConfig:
         the reward weights of its mode and the precision this machine can train in (:func:`precision_defaults`);
         ``output_dir`` is ``output``."""
         grpo = {"seed": self.seed, "report_to": "none", **precision_defaults(self.grpo), **dict(self.grpo)}
-        grpo["reward_weights"] = self.options().weights.as_list(self.mode)
+        grpo["reward_weights"] = self.options().reward_weights()
         return {**grpo, "output_dir": self.output}
 
     def grpo_config(self) -> Any:
@@ -173,7 +195,7 @@ def _items(spec: str, *, limit: int | None, seed: int) -> list[LabelledItem]:
     return items if limit is None else items[:limit]
 
 
-def _row(item: LabelledItem, instruction: str | None) -> dict[str, Any]:
+def _row(item: LabelledItem, instruction: str | None, pair_severity: int | None, seed: int) -> dict[str, Any]:
     from ..images import decode_image
 
     question = item.request.question
@@ -181,25 +203,52 @@ def _row(item: LabelledItem, instruction: str | None) -> dict[str, Any]:
     prompt = [{"role": "user", "content": question}]
     if instruction is not None:
         prompt.insert(0, {"role": "system", "content": instruction})
-    return {
+    row = {
         "prompt": prompt,
         "images": images,
         "answer": item.answer,
         "perception": " ".join(item.perception or ()),
     }
+    if pair_severity is not None:
+        row["paired_images"] = damaged_copies(images, pair_severity, seed=seed)
+    return row
+
+
+def damaged_copies(images: Sequence[Any], severity: int, *, seed: int) -> list[Any]:
+    """The images of one row damaged for a clean/corrupted pair: each by a kind of ``data.corruptions.CORRUPTIONS``
+    drawn with ``seed``, at ``severity`` (1..5)."""
+    from ..data.corruptions import CORRUPTIONS, MAX_SEVERITY, corrupt
+
+    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= MAX_SEVERITY:
+        raise InputError(f"`pair_severity` must be an int in 1..{MAX_SEVERITY}, got {severity!r}")
+    kinds = sorted(CORRUPTIONS)
+    out = []
+    for j, image in enumerate(images):
+        draw = (seed * 1_000_003 + j * 7_919) % (2**31)
+        out.append(corrupt(image, kinds[draw % len(kinds)], severity, seed=draw))
+    return out
 
 
 def build_dataset(config: GRPORunConfig) -> Any:
     """The ``datasets.Dataset`` of conversational prompts with their images and right answers."""
     instruction = DEFAULT_INSTRUCTION if config.instruction == "default" else config.instruction
-    return build_dataset_from_items(_items(config.data, limit=config.limit, seed=config.seed), instruction)
+    items = _items(config.data, limit=config.limit, seed=config.seed)
+    return build_dataset_from_items(
+        items, instruction, pair_severity=config.pair_severity if config.pairs else None, seed=config.seed
+    )
 
 
-def build_dataset_from_items(items: Sequence[LabelledItem], instruction: str | None = None) -> Any:
-    """The ``datasets.Dataset`` of ``items`` as GRPO prompts (``instruction``: a system prompt, or none)."""
+def build_dataset_from_items(
+    items: Sequence[LabelledItem], instruction: str | None = None, *, pair_severity: int | None = None, seed: int = 0
+) -> Any:
+    """The ``datasets.Dataset`` of ``items`` as GRPO prompts (``instruction``: a system prompt, or none); with
+    ``pair_severity``, each row's damaged copy in ``paired_images`` (:func:`damaged_copies`, seeded by ``seed`` and
+    the row's index)."""
     from datasets import Dataset
 
-    return Dataset.from_list([_row(item, instruction) for item in items])
+    return Dataset.from_list(
+        [_row(item, instruction, pair_severity, seed * 100_003 + i) for i, item in enumerate(items)]
+    )
 
 
 def build_trainer(config: GRPORunConfig, *, model: Any = None, processor: Any = None, dataset: Any = None) -> Any:
@@ -223,7 +272,7 @@ def build_trainer(config: GRPORunConfig, *, model: Any = None, processor: Any = 
         peft_config = LoraConfig(**dict(config.lora))
     return ConfidenceGRPOTrainer(
         model=model,
-        reward_funcs=reward_functions(options.mode),
+        reward_funcs=options.reward_functions(),
         args=args,
         train_dataset=build_dataset(config) if dataset is None else dataset,
         processing_class=processor,

@@ -202,3 +202,31 @@ def test_train_reference_names_its_worlds_and_refuses_another(tmp_path: Path) ->
     assert result.exit_code == 2
     assert result.stderr == "error: --world 'mnist': expected easy-vqa or scenes\n"
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--visual-target", "absolute"], "error: --visual-target must be batch or guard, got 'absolute'"),
+        (
+            ["--mode", "single", "--no-tar", "--pairs"],
+            "error: --visual-target guard and --pairs train the visual score of the decoupled reward; not with "
+            "--mode single",
+        ),
+    ],
+)
+def test_train_verbalized_checks_the_issue_30_switches_before_training(
+    args: list[str], error: str, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, ["train", "verbalized", "--out", str(tmp_path / "m"), *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[-1] == error
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_grpo_takes_the_switches_as_flags(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {reference_model_path()}\ndata: 'easyvqa:test'\noutput: {tmp_path / 'o'}\n")
+    result = runner.invoke(app, ["train", "grpo", "--config", str(config), "--visual-target", "guard"])
+    assert result.exit_code == 2, result.output
+    assert "target_artifact" in result.stderr
