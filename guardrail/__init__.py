@@ -30,6 +30,7 @@ from .errors import (
     InputError,
     PolicyError,
     PolicyProblem,
+    UncalibratedWarning,
     ViewProviderError,
     WorkerLimitError,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "TextBlock",
     "TextScoringBackend",
     "TransformersBackend",
+    "UncalibratedWarning",
     "Usage",
     "ViewProvider",
     "ViewProviderError",
