@@ -26,6 +26,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -87,7 +88,7 @@ class Guard:
         self._check_references()
         self._effects = Effects(self.estimator, self.calibrator)
         if not self.calibrated and not self.policy.accept_uncalibrated:
-            warnings.warn(UncalibratedWarning(uncalibrated_message(self)), stacklevel=2)
+            warnings.warn(UncalibratedWarning(uncalibrated_message(self)), stacklevel=_caller_level())
 
     def _check_references(self) -> None:
         """Fail at construction, not mid-call, when the policy names parts the guard does not have."""
@@ -178,6 +179,16 @@ def uncalibrated_message(guard: Guard) -> str:
         "on raw scores anyway, opt in "
         "explicitly: allow_uncalibrated=True (load_guard or Guard), or accept_uncalibrated: true in the policy"
     )
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that makes a warning from ``Guard.__init__`` point at the first caller outside this
+    package (the user's ``load_guard(...)`` or ``Guard(...)`` line, not ``pretrained.py``)."""
+    package = str(Path(__file__).resolve().parent)
+    frame, level = sys._getframe(2), 2  # level 1: Guard.__init__, which warns; level 2: its caller
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _load_policy(policy: str | Path) -> Policy:
