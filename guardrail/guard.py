@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ._drive import adrive, drive
@@ -185,7 +186,8 @@ def _caller_level() -> int:
     """The ``stacklevel`` that makes a warning from ``Guard.__init__`` point at the first caller outside this
     package (the user's ``load_guard(...)`` or ``Guard(...)`` line, not ``pretrained.py``)."""
     package = str(Path(__file__).resolve().parent)
-    frame, level = sys._getframe(2), 2  # level 1: Guard.__init__, which warns; level 2: its caller
+    frame: FrameType | None = sys._getframe(2)
+    level = 2  # level 1: Guard.__init__, which warns; level 2: its caller
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
         frame, level = frame.f_back, level + 1
     return level

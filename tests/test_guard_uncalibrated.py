@@ -140,5 +140,6 @@ def test_allow_uncalibrated_copies_the_policy_without_changing_the_callers() -> 
     model = ScriptedModel(steps=(Step(answer="red", visual=0.99, reasoning=0.99),))
     policy = make_policy(accept_uncalibrated=False)
     guard = Guard(model, estimator=model, policy=policy, allow_uncalibrated=True)
-    assert guard.policy.accept_uncalibrated and not policy.accept_uncalibrated
+    assert guard.policy.accept_uncalibrated
+    assert not policy.accept_uncalibrated
     assert guard.run(image_request()).status == "accepted"
