@@ -143,3 +143,26 @@ def test_allow_uncalibrated_copies_the_policy_without_changing_the_callers() -> 
     assert guard.policy.accept_uncalibrated
     assert not policy.accept_uncalibrated
     assert guard.run(image_request()).status == "accepted"
+
+
+# -- a remote model, built by the LangChain chat model ------------------------------------------------------------
+
+
+def test_a_chat_model_over_a_server_without_an_artifact_is_uncalibrated_and_says_so() -> None:
+    from guardrail.integrations import GuardrailChatModel
+    from tests.support.fake_openai_server import closed_port
+
+    base_url = f"http://127.0.0.1:{closed_port()}/v1"  # nothing is called: the guard is only built
+    with pytest.warns(UncalibratedWarning, match="the guard over model 'served-vlm' has no calibration"):
+        bare = GuardrailChatModel(model="served-vlm", base_url=base_url)
+    assert bare.guard is not None
+    assert bare.guard.calibrated is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        artifact = reference_model_path() / "guardrail_calibration.json"
+        calibrated = GuardrailChatModel(model="served-vlm", base_url=base_url, artifact=artifact)
+        opted_in = GuardrailChatModel(model="served-vlm", base_url=base_url, policy=make_policy())
+    assert calibrated.guard is not None
+    assert calibrated.guard.calibrated
+    assert opted_in.guard is not None
+    assert (opted_in.guard.calibrated, opted_in.guard.policy.accept_uncalibrated) == (False, True)
