@@ -176,9 +176,9 @@ def uncalibrated_message(guard: Guard) -> str:
         f"probabilities, so policy {guard.policy.name!r} will accept no answer (each ends in on_uncalibrated: "
         f"{spec.action.value}). To guard it, {calibration_advice()}; load_guard then finds the artifact beside the "
         "model (or pass artifact=PATH; to Guard: calibrator=load_artifact(PATH).decoupled_calibrator(); a model "
-        "behind a server that scores teacher-forced takes the artifact of the folder it serves). To decide "
-        "on raw scores anyway, opt in "
-        "explicitly: allow_uncalibrated=True (load_guard or Guard), or accept_uncalibrated: true in the policy"
+        "behind a server that scores teacher-forced takes the artifact of the folder it serves). To decide on raw "
+        "scores anyway, opt in explicitly: allow_uncalibrated=True (load_guard or Guard), or accept_uncalibrated: "
+        "true in the policy"
     )
 
 

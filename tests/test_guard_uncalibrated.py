@@ -154,14 +154,14 @@ def test_a_chat_model_over_a_server_without_an_artifact_is_uncalibrated_and_says
 
     base_url = f"http://127.0.0.1:{closed_port()}/v1"  # nothing is called: the guard is only built
     with pytest.warns(UncalibratedWarning, match="the guard over model 'served-vlm' has no calibration"):
-        bare = GuardrailChatModel(model="served-vlm", base_url=base_url)
+        bare = GuardrailChatModel(model="served-vlm", base_url=base_url)  # type: ignore[call-arg]  # alias
     assert bare.guard is not None
     assert bare.guard.calibrated is False
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         artifact = reference_model_path() / "guardrail_calibration.json"
-        calibrated = GuardrailChatModel(model="served-vlm", base_url=base_url, artifact=artifact)
-        opted_in = GuardrailChatModel(model="served-vlm", base_url=base_url, policy=make_policy())
+        calibrated = GuardrailChatModel(model="served-vlm", base_url=base_url, artifact=artifact)  # type: ignore[call-arg]
+        opted_in = GuardrailChatModel(model="served-vlm", base_url=base_url, policy=make_policy())  # type: ignore[call-arg]
     assert calibrated.guard is not None
     assert calibrated.guard.calibrated
     assert opted_in.guard is not None

@@ -423,6 +423,10 @@ class Budget(_Strict):
     """``null`` means no time limit (model calls then run on the caller's thread)."""
 
 
+UNCALIBRATED_MESSAGE = "this model has no calibration, so the guard cannot judge its answers"
+"""The default ``on_uncalibrated`` abstention's message: what an agent's user is told instead of an answer."""
+
+
 def _shorthand_action(value: Any) -> Any:
     return {"do": value} if isinstance(value, str) else value
 
@@ -442,8 +446,9 @@ class Policy(_Strict):
     """``true``: the rules decide on raw scores when the guard has no calibration (an explicit opt-in: raw scores
     are not probabilities, an overall of 0.99 may be wrong half the time). ``false`` (the default): an uncalibrated
     confidence is never accepted; it goes to ``on_uncalibrated`` whatever the rules say."""
-    on_uncalibrated: ExhaustedSpec = AbstainAction(do="abstain")
-    """What an uncalibrated answer gets without ``accept_uncalibrated``: abstain (the default) or escalate."""
+    on_uncalibrated: ExhaustedSpec = AbstainAction(do="abstain", with_=AbstainParams(message=UNCALIBRATED_MESSAGE))
+    """What an uncalibrated answer gets without ``accept_uncalibrated``: abstain (the default, with
+    :data:`UNCALIBRATED_MESSAGE`) or escalate."""
 
     @field_validator("version", mode="before")
     @classmethod

@@ -75,7 +75,8 @@ def test_show_prints_rules_in_order_with_params() -> None:
     assert "      when  familiarity < 0.01\n      do    abstain (message='The question or image is unlike" in out
     assert "      when  visual < 0.5\n      do    fetch_more_views (views=2, provider='zoom', mode='auto')\n" in out
     assert out.rstrip().endswith(
-        "otherwise     accept\non_exhausted  abstain\non_error      abstain\non_uncalibrated  abstain"
+        "otherwise     accept\non_exhausted  abstain\non_error      abstain\n"
+        "on_uncalibrated  abstain (message='this model has no calibration, so the guard cannot judge its answers')"
     )
 
 

@@ -327,3 +327,11 @@ def test_no_shipped_policy_accepts_raw_scores(name: str) -> None:
 def test_a_calibrated_confidence_is_decided_as_before() -> None:
     assert Confidence().calibrated  # what a fitted calibrator (or any Calibrator but the pass-through) returns
     assert decide(make([LOW_OVERALL]), conf(overall=0.9), attempt=0).rule == "otherwise"
+
+
+def test_the_default_on_uncalibrated_tells_the_user_why_there_is_no_answer() -> None:
+    from guardrail.policy.schema import UNCALIBRATED_MESSAGE
+
+    for policy in (make([]), load_builtin_policy("default")):
+        decision = decide(policy, raw(), attempt=0)
+        assert decision.params == {"message": UNCALIBRATED_MESSAGE}
