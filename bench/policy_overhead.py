@@ -81,8 +81,9 @@ def main() -> None:
     }
     model = NoOpModel()
     request = Request.from_question("Is there a red circle?")
-    timed_guard = Guard(model, estimator=model, policy=policy)
-    untimed_guard = Guard(model, estimator=model, policy=no_time_limit)
+    # The no-op model's scores stand for calibrated ones: the loop runs the policy's rules as with an artifact.
+    timed_guard = Guard(model, estimator=model, policy=policy, allow_uncalibrated=True)
+    untimed_guard = Guard(model, estimator=model, policy=no_time_limit, allow_uncalibrated=True)
 
     results: dict[str, dict[str, float]] = {}
     for label, confidence in confidences.items():

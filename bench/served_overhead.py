@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             backend = OpenAICompatibleBackend(base_url, model_dir, timeout=120, max_tokens=args.max_tokens)
             body = {"model": model_dir, "messages": openai_messages(request), "max_tokens": args.max_tokens,
                     "temperature": 0.0}  # fmt: skip
-            guards = {k: Guard(backend, estimator=AgreementEstimator(draws=k), policy=policy) for k in args.draws}
+            guards = {  # no artifact: raw scores, accepted through the explicit opt-in (one attempt, as before)
+                k: Guard(backend, estimator=AgreementEstimator(draws=k), policy=policy, allow_uncalibrated=True)
+                for k in args.draws
+            }
 
             def plain() -> None:
                 backend._client.chat.completions.create(**body)

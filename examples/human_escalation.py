@@ -55,6 +55,7 @@ rules:
     do: accept
 otherwise: escalate
 on_error: escalate
+on_uncalibrated: escalate  # a model without its calibration artifact: a human reviews every answer
 """
 
 

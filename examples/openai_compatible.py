@@ -5,7 +5,9 @@ guard talks to such a server with ``OpenAICompatibleBackend`` and measures what 
 ``AgreementEstimator``: token log-probs and the verbalized scores where the server returns them, the
 perturbation KL where the server can re-score an answer (vLLM's prompt log-probs), else agreement of the
 answers under perturbed images. Every confidence says which signals produced it, and ``problems`` says what
-the server could not provide.
+the server could not provide. No calibration artifact is given here, so the confidences are raw scores: the guard
+warns (``UncalibratedWarning``) and its default policy accepts no answer (``on_uncalibrated``); give it the
+artifact fitted on these signals to guard for real.
 
 By default this starts ``transformers serve`` on 127.0.0.1 (offline, CPU) with the embedded reference model and
 stops it at the end; ``--base-url URL --served-model ID`` uses a server you already run instead.

@@ -33,6 +33,7 @@ from .errors import (
     InputError,
     PolicyError,
     PolicyProblem,
+    UncalibratedWarning,
     ViewProviderError,
     WorkerLimitError,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "TextBlock",
     "TextScoringBackend",
     "TransformersBackend",
+    "UncalibratedWarning",
     "Usage",
     "ViewProvider",
     "ViewProviderError",

@@ -13,6 +13,8 @@
     ├── ArtifactError              a calibration or model artifact is corrupt, of another version or model
     └── ViewProviderError          a view provider failed or returned no usable image
 
+    UncalibratedWarning            (a ``UserWarning``, not an error) a guard was built without a calibration
+
 Foreign exceptions are translated at the seams (``raise BackendError(...) from exc``) so that callers can catch
 one family. Inside a guarded call, every one of these ends in the policy's ``on_error`` action: never in an
 unchecked answer. The one exception to catching is LangGraph's control flow (``is_control_flow``): an interrupt
@@ -35,6 +37,7 @@ __all__ = [
     "InputError",
     "PolicyError",
     "PolicyProblem",
+    "UncalibratedWarning",
     "ViewProviderError",
     "WorkerLimitError",
     "is_control_flow",
@@ -116,3 +119,12 @@ class ArtifactError(GuardrailError):
 
 class ViewProviderError(GuardrailError):
     """A view provider failed or returned no usable image."""
+
+
+class UncalibratedWarning(UserWarning):
+    """A guard was built without a calibration: its confidences are the estimator's raw scores, not probabilities.
+
+    Raised as a warning (never an error) when such a guard is constructed and its policy has not opted in to raw
+    scores (``accept_uncalibrated: true``, or ``Guard(..., allow_uncalibrated=True)``): every answer then ends in the
+    policy's ``on_uncalibrated`` action instead of being accepted. The message says how to calibrate.
+    """

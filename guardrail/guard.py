@@ -15,32 +15,39 @@ Guarantees:
 - any exception in the backend, estimator, calibrator or a view provider ends in ``on_error`` with the error
   kept in the result: never an unchecked answer;
 - LangGraph control flow (interrupts) is re-raised, never swallowed;
-- no state shared between calls: safe under threads and asyncio.
+- no state shared between calls: safe under threads and asyncio;
+- never silently uncalibrated: without a fitted calibrator the confidences are raw scores (``calibrated=False`` on
+  every ``Confidence``), construction warns (:class:`~guardrail.errors.UncalibratedWarning`, saying how to
+  calibrate), and no answer is accepted unless the policy opted in (``accept_uncalibrated: true``, or
+  ``allow_uncalibrated=True`` here): each ends in the policy's ``on_uncalibrated`` action instead.
 
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ._drive import adrive, drive
 from .backends.base import Backend, BatchBackend
-from .calibration.base import Calibrator, PassThroughCalibrator
+from .calibration.base import Calibrator, PassThroughCalibrator, calibration_advice, is_calibrated
 from .confidence.base import Estimator
 from .effects import Effects
-from .errors import ConfigurationError
+from .errors import ConfigurationError, UncalibratedWarning
 from .loop import GuardedCall
 from .policy.schema import Policy
 from .telemetry import CallTrace, Telemetry, default_telemetry
 from .types import Action, Box, GuardResult, Request
 from .views import PerceptMerger, TileProvider, TilesProvider, ViewProvider, ZoomProvider
 
-__all__ = ["Guard"]
+__all__ = ["Guard", "uncalibrated_message"]
 
 
 class Guard:
@@ -63,11 +70,19 @@ class Guard:
         telemetry: Telemetry | None = None,
         clock: Callable[[], float] = time.monotonic,
         percept_mergers: Mapping[str, PerceptMerger] | None = None,
+        allow_uncalibrated: bool = False,
     ) -> None:
+        """``calibrator=None`` passes the raw scores through (:class:`PassThroughCalibrator`): the guard is then
+        uncalibrated, and ``allow_uncalibrated=True`` is the opt-in that lets the policy's rules accept on raw
+        scores (the same as ``accept_uncalibrated: true`` in the policy); without it, construction warns and every
+        answer ends in ``on_uncalibrated``."""
         self.backend = backend
         self.estimator = estimator
         self.calibrator: Calibrator = calibrator if calibrator is not None else PassThroughCalibrator()
         self.policy = policy if isinstance(policy, Policy) else _load_policy(policy)
+        self.calibrated = is_calibrated(self.calibrator)  # False: raw scores, no fitted calibrator
+        if allow_uncalibrated and not self.policy.accept_uncalibrated:
+            self.policy = self.policy.model_copy(update={"accept_uncalibrated": True})
         self.view_providers: dict[str, ViewProvider] = {
             "zoom": ZoomProvider(),
             "tiles": TilesProvider(),
@@ -79,6 +94,8 @@ class Guard:
         self.clock = clock
         self._check_references()
         self._effects = Effects(self.estimator, self.calibrator)
+        if not self.calibrated and not self.policy.accept_uncalibrated:
+            warnings.warn(UncalibratedWarning(uncalibrated_message(self)), stacklevel=_caller_level())
 
     def _check_references(self) -> None:
         """Fail at construction, not mid-call, when the policy names parts the guard does not have."""
@@ -187,6 +204,31 @@ def _scenes_merger(views: Sequence[tuple[Box, str]], width: int, height: int) ->
     from .data.scenes import merge_percepts
 
     return merge_percepts(views, width, height)
+
+
+def uncalibrated_message(guard: Guard) -> str:
+    """What an uncalibrated guard tells its user: that it will not accept, and how to calibrate."""
+    spec = guard.policy.on_uncalibrated
+    return (
+        f"the guard over model {guard.backend.name!r} has no calibration: its confidences are raw scores, not "
+        f"probabilities, so policy {guard.policy.name!r} will accept no answer (each ends in on_uncalibrated: "
+        f"{spec.action.value}). To guard it, {calibration_advice()}; load_guard then finds the artifact beside the "
+        "model (or pass artifact=PATH; to Guard: calibrator=load_artifact(PATH).decoupled_calibrator(); a model "
+        "behind a server that scores teacher-forced takes the artifact of the folder it serves). To decide on raw "
+        "scores anyway, opt in explicitly: allow_uncalibrated=True (load_guard or Guard), or accept_uncalibrated: "
+        "true in the policy"
+    )
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that makes a warning from ``Guard.__init__`` point at the first caller outside this
+    package (the user's ``load_guard(...)`` or ``Guard(...)`` line, not ``pretrained.py``)."""
+    package = str(Path(__file__).resolve().parent)
+    frame: FrameType | None = sys._getframe(2)
+    level = 2  # level 1: Guard.__init__, which warns; level 2: its caller
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _load_policy(policy: str | Path) -> Policy:

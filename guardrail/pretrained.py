@@ -95,8 +95,10 @@ def load_guard(
 ) -> Guard:
     """A :class:`Guard` over the transformers model in ``model`` (default: :func:`default_model_path`).
 
-    ``artifact="auto"`` uses the model folder's ``guardrail_calibration.json`` when present; ``None`` runs
-    uncalibrated (raw scores pass through: fine for ranking, not probabilities). ``draws`` (K, perturbations
+    ``artifact="auto"`` uses the model folder's ``guardrail_calibration.json`` when present; ``None`` (or a folder
+    without one) runs uncalibrated: raw scores pass through (fine for ranking, not probabilities), construction
+    warns (:class:`~guardrail.errors.UncalibratedWarning`) and no answer is accepted unless the policy opted in
+    (``allow_uncalibrated=True``, or ``accept_uncalibrated: true`` in the policy). ``draws`` (K, perturbations
     averaged for the visual signal) and ``perturbation`` default to the settings the artifact was fitted under
     (its normalisation depends on them), else 1 and ``"blackout"``. ``batch_size`` > 1 answers concurrent calls
     through this guard (threads, ``graph.batch``, ``asyncio.gather``) in batches of up to that many

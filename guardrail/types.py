@@ -434,6 +434,10 @@ class Confidence(_Frozen):
     """The share of the percept's token probability that survives the stability probe's views (geometric mean; 1 =
     unmoved), as measured (``confidence.stability``): not a calibrated probability; unknown without the probe."""
     sources: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
+    calibrated: bool = True
+    """Whether a fitted calibrator produced these numbers. ``False``: they are the estimator's raw scores passed
+    through (a guard without a calibration artifact), not probabilities; the policy then does not accept unless it
+    opted in (``accept_uncalibrated``)."""
 
     def get(self, component: Component) -> float | None:
         """The value of one component, or ``None`` when unknown."""
@@ -451,7 +455,7 @@ class Decision(_Frozen):
     action: Action
     rule: str
     """Which part of the policy fired: ``rules[2]`` (or ``rules[2] name``), ``otherwise``, ``on_error``,
-    ``on_exhausted``."""
+    ``on_exhausted``, ``on_uncalibrated``."""
     reason: str
     params: Mapping[str, Any] = Field(default_factory=dict)
     attempt: int = Field(ge=0)
@@ -551,6 +555,11 @@ class GuardResult(_Frozen):
     def accepted(self) -> bool:
         """True when the answer passed the policy."""
         return self.status == "accepted"
+
+    @property
+    def calibrated(self) -> bool | None:
+        """Whether the final confidence was calibrated (``False``: raw scores); ``None`` when none was measured."""
+        return None if self.confidence is None else self.confidence.calibrated
 
     @property
     def final_decision(self) -> Decision:

@@ -52,7 +52,8 @@ def views_policy(*, attempts: int = 2, views: int = 2, mode: str | None = None, 
         params["mode"] = mode
     rules = [{"when": {"visual": {"below": 0.5}}, "do": "fetch_more_views", "with": params}]
     data = {"version": 1, "name": "views", "budget": {"max_attempts": attempts, "max_seconds": 5}, "rules": rules}
-    return Policy.model_validate({**data, "otherwise": "accept", **extra})
+    # The guards here have no calibrator: the policy decides on the scripted (or raw) scores all the same.
+    return Policy.model_validate({**data, "otherwise": "accept", "accept_uncalibrated": True, **extra})
 
 
 def scene() -> Image.Image:

@@ -24,7 +24,8 @@ SURFACES: dict[str, set[str]] = {
         "ImageBlock", "ImageError", "InputError", "LangChainBackend", "Message", "OpenAICompatibleBackend",
         "OtelTelemetry", "PassThroughCalibrator", "Policy", "PolicyError", "PolicyProblem", "Request",
         "ScoringBackend", "Signals", "Status", "Telemetry", "TextBlock", "TextScoringBackend", "TransformersBackend",
-        "Usage", "ViewProvider", "ViewProviderError", "WorkerLimitError", "ZoomProvider", "__version__",
+        "UncalibratedWarning", "Usage", "ViewProvider", "ViewProviderError", "WorkerLimitError", "ZoomProvider",
+        "__version__",
         "configure_telemetry", "decide", "load_artifact", "load_guard", "load_policy",
     },
     "guardrail.backends": {
@@ -106,5 +107,7 @@ def test_import_guardrail_does_not_import_torch_or_transformers() -> None:
 def test_every_error_is_a_guardrail_error() -> None:
     for name in guardrail.__all__:
         obj = getattr(guardrail, name)
-        if isinstance(obj, type) and issubclass(obj, Exception):
+        if isinstance(obj, type) and issubclass(obj, Warning):  # a warning is not raised: it is a UserWarning
+            assert issubclass(obj, UserWarning), name
+        elif isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, guardrail.GuardrailError), name

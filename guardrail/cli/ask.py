@@ -51,6 +51,7 @@ def result_record(result: Any) -> dict[str, Any]:
         "model_answer": model_answer,
         "perception": None if parsed is None else parsed.perception_text,
         "confidence": {name: None if confidence is None else confidence.get(name) for name in COMPONENTS},
+        "calibrated": result.calibrated,
         "decision": {"action": decision.action.value, "rule": decision.rule, "reason": decision.reason},
         "attempts": len(result.attempts),
         "error": None if result.error is None else result.error.model_dump(),
@@ -82,6 +83,8 @@ def _print_human(record: dict[str, Any], *, policy: str) -> None:
     for part in COMPONENTS:
         label = part if part in ("familiarity", "stability") else f"{part} confidence"  # not probabilities
         table.add_row(label, _fmt(record["confidence"][part]))
+    if record["calibrated"] is False:
+        table.add_row("calibrated", "no: raw scores, not probabilities (the model has no calibration)")
     decision = record["decision"]
     table.add_row("decision", f"{decision['action']} ({decision['rule']} of policy {policy!r}): {decision['reason']}")
     table.add_row("attempts", f"{record['attempts']} in {record['seconds']:.2f} s")
@@ -114,6 +117,13 @@ def ask(
         bool, typer.Option("--uncalibrated/--calibrated", help="Ignore any calibration artifact (raw scores).")
     ] = False,
     no_uncalibrated: Annotated[bool, typer.Option("--no-uncalibrated", hidden=True)] = False,  # old: --calibrated
+    accept_uncalibrated: Annotated[
+        bool,
+        typer.Option(
+            "--accept-uncalibrated",
+            help="Without a calibration, let the policy decide on raw scores (default: no answer is accepted).",
+        ),
+    ] = False,
     draws: Annotated[
         int | None, typer.Option(min=1, help="K image perturbations averaged (default: as calibrated, else 1).")
     ] = None,
@@ -132,7 +142,8 @@ def ask(
     if no_uncalibrated:
         typer.echo("note: --no-uncalibrated is deprecated; use --calibrated (the default)", err=True)
     with stop_on_signals() as stop:
-        _ask(image, question, model, policy, artifact, uncalibrated, draws, as_json, batch, batch_size, stop)
+        calibration = (artifact, uncalibrated, accept_uncalibrated)
+        _ask(image, question, model, policy, calibration, draws, as_json, batch, batch_size, stop)
 
 
 def _ask(
@@ -140,8 +151,7 @@ def _ask(
     question: str | None,
     model: Path | None,
     policy: str,
-    artifact: Path | None,
-    uncalibrated: bool,
+    calibration: tuple[Path | None, bool, bool],
     draws: int | None,
     as_json: bool,
     batch: Path | None,
@@ -149,8 +159,10 @@ def _ask(
     stop: StopFlag,
 ) -> None:
     from ..errors import GuardrailError
-    from ..pretrained import load_guard
+    from ..pretrained import model_path
+    from ._calibration import load_guard_telling_calibration
 
+    artifact, uncalibrated, accept_uncalibrated = calibration
     if batch is None and (image is None or question is None):
         _fail("give IMAGE and QUESTION, or --batch FILE.jsonl")
     if batch is not None and (image is not None or question is not None):
@@ -169,7 +181,14 @@ def _ask(
         except (OSError, UnicodeDecodeError) as exc:
             _fail(f"{batch}: cannot be read ({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc})")
     try:
-        guard = load_guard(model, artifact=None if uncalibrated else (artifact or "auto"), policy=policy, draws=draws)
+        guard = load_guard_telling_calibration(
+            model_path(model),
+            opt_in="--accept-uncalibrated",
+            artifact=None if uncalibrated else (artifact or "auto"),
+            policy=policy,
+            draws=draws,
+            allow_uncalibrated=accept_uncalibrated,
+        )
     except (GuardrailError, OSError) as exc:
         _fail(str(exc))
     if batch is not None:
@@ -195,14 +214,17 @@ def _ask(
 def decision_cause(record: dict[str, Any]) -> str:
     """What a withheld answer came from, read from its record (:func:`result_record`): ``time-budget`` (an attempt
     cut off by the time budget, or no time left for the next one), ``attempts-spent`` (a remedy the attempt budget
-    left no room for), ``<stage>-error`` (a failure of that stage, e.g. ``backend-error``), else the name of the policy
-    rule that decided (``unfamiliar-input``; ``rules[2]`` for an unnamed one, ``otherwise``)."""
+    left no room for), ``<stage>-error`` (a failure of that stage, e.g. ``backend-error``), ``uncalibrated`` (a guard
+    without a calibration, whose policy does not accept raw scores), else the name of the policy rule that decided
+    (``unfamiliar-input``; ``rules[2]`` for an unnamed one, ``otherwise``)."""
     error, decision = record.get("error"), record["decision"]
     if error is not None and error["stage"] == "budget":
         return "time-budget"
     if error is not None:
         return f"{error['stage']}-error"
     rule = str(decision["rule"])
+    if rule == "on_uncalibrated":
+        return "uncalibrated"
     if rule == "on_exhausted":
         # The guard's reason when the deadline passed between attempts (loop.py: "time budget of 30 s spent").
         return "time-budget" if str(decision["reason"]).startswith("time budget") else "attempts-spent"

@@ -90,7 +90,8 @@ def _demo(
     from ..data.labelled import easyvqa_items, scenes_items
     from ..demo import StandInReviewer, run_demo
     from ..errors import GuardrailError
-    from ..pretrained import find_artifact, load_guard, model_path
+    from ..pretrained import find_artifact, model_path
+    from ._calibration import load_guard_telling_calibration
 
     console = Console()
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,9 @@ def _demo(
     telemetry, trace_file = _file_telemetry(out / "traces.jsonl")
     try:
         with console.status("loading the model and the calibration"):
-            guard = load_guard(model_dir, policy=policy, telemetry=telemetry, batch_size=batch_size)
+            guard = load_guard_telling_calibration(
+                model_dir, opt_in=None, policy=policy, telemetry=telemetry, batch_size=batch_size
+            )
         if world == "scenes":
             with console.status(f"preparing {n} scenes test questions"):
                 items = scenes_items("test", limit=n, seed=seed)

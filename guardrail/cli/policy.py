@@ -81,6 +81,10 @@ def _print_policy(policy: Policy) -> None:
     lines.append(f"otherwise     {_action(policy.otherwise.do, policy.otherwise.params)}")
     lines.append(f"on_exhausted  {_action(policy.on_exhausted.do, policy.on_exhausted.params)}")
     lines.append(f"on_error      {_action(policy.on_error.do, policy.on_error.params)}")
+    if policy.accept_uncalibrated:  # without a calibration: the rules, or on_uncalibrated before them
+        lines.append("on_uncalibrated  the rules decide on raw scores (accept_uncalibrated: true)")
+    else:
+        lines.append(f"on_uncalibrated  {_action(policy.on_uncalibrated.do, policy.on_uncalibrated.params)}")
     typer.echo("\n".join(lines))
 
 

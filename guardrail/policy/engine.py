@@ -9,13 +9,16 @@ from __future__ import annotations
 from ..types import Action, Component, Confidence, Decision, ErrorInfo
 from .schema import Policy, Rule
 
-__all__ = ["decide", "decide_on_error", "decide_on_exhausted"]
+__all__ = ["decide", "decide_on_error", "decide_on_exhausted", "decide_on_uncalibrated"]
 
 
 def decide(policy: Policy, confidence: Confidence, *, attempt: int) -> Decision:
     """Pick the action for ``confidence`` after attempt ``attempt`` (0-based): the first matching rule, else
     ``otherwise``. A remedy (re-ask, more views, fallback) asked for on the last allowed attempt becomes
-    ``on_exhausted``."""
+    ``on_exhausted``. An uncalibrated confidence (raw scores, ``confidence.calibrated`` false) gets
+    ``on_uncalibrated`` before any rule unless the policy opted in (``accept_uncalibrated``)."""
+    if not confidence.calibrated and not policy.accept_uncalibrated:
+        return decide_on_uncalibrated(policy, confidence, attempt=attempt)
     for index, rule in enumerate(policy.rules):
         if _matches(rule, confidence, attempt):
             action = rule.action
@@ -56,6 +59,20 @@ def decide_on_exhausted(
         params=spec.params,
         attempt=attempt,
         components=components,
+    )
+
+
+def decide_on_uncalibrated(policy: Policy, confidence: Confidence, *, attempt: int) -> Decision:
+    """The policy's ``on_uncalibrated`` action (abstain or escalate) for raw scores the policy does not accept."""
+    spec = policy.on_uncalibrated
+    overall = "unknown" if confidence.overall is None else f"{confidence.overall:.3g}"
+    return Decision(
+        action=spec.action,
+        rule="on_uncalibrated",
+        reason=f"uncalibrated: the guard has no calibration, so its confidences are raw scores (overall {overall}), "
+        f"not probabilities; policy {policy.name!r} does not accept on them (accept_uncalibrated: false)",
+        params=spec.params,
+        attempt=attempt,
     )
 
 

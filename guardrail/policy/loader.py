@@ -49,6 +49,7 @@ _TYPE_WORDS = {
 _WHY_NOT = {
     "on_exhausted": "when the budget is spent the call must end without an unchecked answer",
     "on_error": "fail closed: a failed stage never yields an unchecked answer",
+    "on_uncalibrated": "raw scores are not probabilities: only accept_uncalibrated: true lets the rules accept them",
 }
 
 

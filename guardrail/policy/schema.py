@@ -19,6 +19,12 @@ happens next. Conditions are structured data (component, comparison, threshold),
     on_exhausted: abstain
     on_error: abstain
 
+A guard without a calibration has raw scores, not probabilities: by default its answers are never accepted but
+end in ``on_uncalibrated`` (abstain, or escalate); ``accept_uncalibrated: true`` lets the rules decide on them::
+
+    accept_uncalibrated: false   # the default
+    on_uncalibrated: abstain     # the default; or escalate
+
 A numeric comparison matches only a *known* component: an unknown one never passes ``at_least`` nor fails
 ``below``; say what should happen to unknowns with ``{unknown: true}``.
 
@@ -452,6 +458,10 @@ class Budget(_Strict):
     """``null`` means no time limit (model calls then run on the caller's thread)."""
 
 
+UNCALIBRATED_MESSAGE = "this model has no calibration, so the guard cannot judge its answers"
+"""The default ``on_uncalibrated`` abstention's message: what an agent's user is told instead of an answer."""
+
+
 def _shorthand_action(value: Any) -> Any:
     return {"do": value} if isinstance(value, str) else value
 
@@ -467,6 +477,13 @@ class Policy(_Strict):
     otherwise: ActionSpec
     on_exhausted: ExhaustedSpec = AbstainAction(do="abstain")
     on_error: ErrorSpec = AbstainAction(do="abstain")
+    accept_uncalibrated: StrictBool = False
+    """``true``: the rules decide on raw scores when the guard has no calibration (an explicit opt-in: raw scores
+    are not probabilities, an overall of 0.99 may be wrong half the time). ``false`` (the default): an uncalibrated
+    confidence is never accepted; it goes to ``on_uncalibrated`` whatever the rules say."""
+    on_uncalibrated: ExhaustedSpec = AbstainAction(do="abstain", with_=AbstainParams(message=UNCALIBRATED_MESSAGE))
+    """What an uncalibrated answer gets without ``accept_uncalibrated``: abstain (the default, with
+    :data:`UNCALIBRATED_MESSAGE`) or escalate."""
 
     @field_validator("version", mode="before")
     @classmethod
@@ -481,7 +498,7 @@ class Policy(_Strict):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        for key in ("otherwise", "on_exhausted", "on_error"):
+        for key in ("otherwise", "on_exhausted", "on_error", "on_uncalibrated"):
             if key in data:
                 data[key] = _shorthand_action(data[key])
         return data

@@ -61,6 +61,7 @@ __all__ = [
     "GUARDRAIL_ATTEMPT_SAMPLES",
     "GUARDRAIL_ATTEMPT_TILES",
     "GUARDRAIL_ATTEMPT_TILE_PERCEPTS",
+    "GUARDRAIL_CALIBRATED",
     "GUARDRAIL_CONFIDENCE",
     "GUARDRAIL_CONFIDENCE_COMPONENT",
     "GUARDRAIL_DECISIONS",
@@ -147,9 +148,13 @@ GUARDRAIL_ATTEMPT: Final = "guardrail.attempt"
 """0-based index of the attempt a span or decision belongs to."""
 GUARDRAIL_ATTEMPTS: Final = "guardrail.attempts"
 """How many model attempts a guarded call made."""
+GUARDRAIL_CALIBRATED: Final = "guardrail.calibrated"
+"""Whether the confidences were calibrated (``false``: raw scores, the guard has no calibration artifact), on the
+call span (of its final confidence) and on each attempt span; absent when no confidence was measured."""
 GUARDRAIL_DECISION_ACTION: Final = "guardrail.decision.action"
 GUARDRAIL_DECISION_RULE: Final = "guardrail.decision.rule"
-"""Which part of the policy fired: ``rules[2] name``, ``otherwise``, ``on_error``, ``on_exhausted``."""
+"""Which part of the policy fired: ``rules[2] name``, ``otherwise``, ``on_error``, ``on_exhausted``,
+``on_uncalibrated``."""
 GUARDRAIL_DECISION_REASON: Final = "guardrail.decision.reason"
 """Why, with the thresholds compared: ``visual 0.31 < 0.5 and reasoning 0.9 >= 0.5``."""
 GUARDRAIL_DECISION_TERMINAL: Final = "guardrail.decision.terminal"

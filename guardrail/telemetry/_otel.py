@@ -284,8 +284,10 @@ class _OtelCallTrace(CallTrace):
             attributes[n.ERROR_TYPE] = attempt.error.type
             attributes[n.GUARDRAIL_ERROR_STAGE] = attempt.error.stage
             span.set_status(Status(StatusCode.ERROR, f"{attempt.error.stage}: {attempt.error.message}"))
-        span.set_attributes(attributes)
         confidence = attempt.confidence
+        if confidence is not None:
+            attributes[n.GUARDRAIL_CALIBRATED] = confidence.calibrated
+        span.set_attributes(attributes)
         if confidence is not None:
             for component in COMPONENTS:
                 evaluation = _evaluation(component, confidence.get(component), confidence.sources)
@@ -322,6 +324,7 @@ class _OtelCallTrace(CallTrace):
             n.GUARDRAIL_OVERHEAD_DURATION: overhead,
         }
         if result.confidence is not None:
+            attributes[n.GUARDRAIL_CALIBRATED] = result.confidence.calibrated
             for component in COMPONENTS:
                 value = result.confidence.get(component)
                 if value is not None:

@@ -1,4 +1,8 @@
-"""A guarded call end to end through the public API: tiny LLaVA backend, decoupled estimator, default policy."""
+"""A guarded call end to end through the public API: tiny LLaVA backend, decoupled estimator, default policy.
+
+The tiny model has no calibration: the guards opt in to raw scores (``allow_uncalibrated``) so that the policy's
+rules, remedies included, run as they would on calibrated ones.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from guardrail.confidence import DecoupledEstimator
 
 
 def test_guarded_call_measures_every_attempt(llava_backend: TransformersBackend, question: Request) -> None:
-    result = Guard(llava_backend, estimator=DecoupledEstimator()).run(question)
+    result = Guard(llava_backend, estimator=DecoupledEstimator(), allow_uncalibrated=True).run(question)
     assert result.error is None
     assert result.attempts
     for attempt in result.attempts:
@@ -23,7 +27,7 @@ def test_guarded_call_measures_every_attempt(llava_backend: TransformersBackend,
 
 
 def test_async_guarded_call(llava_backend: TransformersBackend, question: Request) -> None:
-    guard = Guard(llava_backend, estimator=DecoupledEstimator())
+    guard = Guard(llava_backend, estimator=DecoupledEstimator(), allow_uncalibrated=True)
     result = asyncio.run(guard.arun(question))
     assert result.error is None
     assert result.status in ("accepted", "abstained", "escalated")

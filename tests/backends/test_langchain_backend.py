@@ -100,7 +100,9 @@ def test_faults_end_in_on_error_with_the_error_kept(server: FakeServer, error: t
     with pytest.raises(error, match=message) as caught:
         backend.generate(question())
     assert caught.value.__cause__ is not None
-    policy = Policy.model_validate({"version": 1, "name": "t", "rules": [], "otherwise": "accept"})
+    policy = Policy.model_validate(
+        {"version": 1, "name": "t", "rules": [], "otherwise": "accept", "accept_uncalibrated": True}
+    )
     result = Guard(backend, estimator=AgreementEstimator(), policy=policy).run(question())
     assert result.status == "abstained"
     assert result.final_decision.rule == "on_error"

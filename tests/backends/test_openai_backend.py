@@ -224,7 +224,7 @@ def test_connection_refused_becomes_a_backend_error() -> None:
 def policy(on_error: str) -> Policy:
     return Policy.model_validate(
         {"version": 1, "name": "faults", "budget": {"max_attempts": 3, "max_seconds": 20}, "rules": [],
-         "otherwise": "accept", "on_error": on_error}
+         "otherwise": "accept", "on_error": on_error, "accept_uncalibrated": True}
     )  # fmt: skip
 
 
@@ -321,7 +321,7 @@ def test_a_slow_server_is_cut_off_by_the_time_budget(server: FakeServer) -> None
     backend = backend_for(server.base_url, timeout=5.0)
     spent = Policy.model_validate(
         {"version": 1, "name": "fast", "budget": {"max_attempts": 3, "max_seconds": 0.3}, "rules": [],
-         "otherwise": "accept", "on_error": "re_ask", "on_exhausted": "escalate"}
+         "otherwise": "accept", "on_error": "re_ask", "on_exhausted": "escalate", "accept_uncalibrated": True}
     )  # fmt: skip
     result = Guard(backend, estimator=AgreementEstimator(), policy=spent).run(question())
     assert result.status == "escalated"

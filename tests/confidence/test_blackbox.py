@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guardrail import BackendError, EstimatorError, Generation, GenerationOptions, Guard, Policy, Request
+from guardrail import (
+    BackendError,
+    EstimatorError,
+    Generation,
+    GenerationOptions,
+    Guard,
+    Policy,
+    Request,
+    UncalibratedWarning,
+)
 from guardrail.backends.openai import OpenAICompatibleBackend
 from guardrail.confidence.blackbox import NO_SCORING, AgreementEstimator
 from guardrail.responses import normalize_answer
@@ -193,11 +202,39 @@ def test_requeries_see_changed_images(kind: str) -> None:
 def test_the_guard_accepts_with_sources_recorded(served: tuple[FakeServer, OpenAICompatibleBackend]) -> None:
     _, backend = served
     policy = Policy.model_validate({"version": 1, "name": "t", "rules": [], "otherwise": "accept"})
-    result = Guard(backend, estimator=AgreementEstimator(), policy=policy).run(question(IMAGE))
+    guard = Guard(backend, estimator=AgreementEstimator(), policy=policy, allow_uncalibrated=True)
+    result = guard.run(question(IMAGE))
     assert result.status == "accepted"
     assert result.answer == "red"
     assert result.confidence is not None
     assert result.confidence.sources["visual"] == ("vision_kl", "vision_surprisal", "visual_score")
+    assert result.calibrated is False  # no artifact: raw black-box scores, accepted only through the opt-in
+
+
+def test_without_an_artifact_the_black_box_guard_warns_and_does_not_accept(
+    served: tuple[FakeServer, OpenAICompatibleBackend],
+) -> None:
+    _, backend = served
+    policy = Policy.model_validate({"version": 1, "name": "t", "rules": [], "otherwise": "accept"})
+    with pytest.warns(UncalibratedWarning, match="guardrail calibrate"):
+        guard = Guard(backend, estimator=AgreementEstimator(), policy=policy)
+    result = guard.run(question(IMAGE))
+    assert (result.status, result.final_decision.rule, result.calibrated) == ("abstained", "on_uncalibrated", False)
+
+
+def test_with_an_artifact_the_black_box_guard_is_calibrated(served: tuple[FakeServer, OpenAICompatibleBackend]) -> None:
+    from guardrail import load_artifact
+    from guardrail.reference import reference_model_path
+
+    _, backend = served
+    artifact = load_artifact(reference_model_path() / "guardrail_calibration.json")
+    estimator = AgreementEstimator(normalization=artifact.visual_normalization)
+    policy = Policy.model_validate({"version": 1, "name": "t", "rules": [], "otherwise": "accept"})
+    guard = Guard(backend, estimator=estimator, calibrator=artifact.decoupled_calibrator(), policy=policy)  # no warning
+    result = guard.run(question(IMAGE))
+    assert guard.calibrated
+    assert result.calibrated is True
+    assert result.final_decision.rule != "on_uncalibrated"
 
 
 def test_normalize_answer() -> None:

@@ -99,7 +99,8 @@ def test_views_the_candidate_was_shown_follow_the_question_images(tmp_path: Path
               "with": {"views": 1, "provider": "zoom", "mode": "replace"}}]  # fmt: skip
     policy = Policy.model_validate(
         {"version": 1, "name": "views", "budget": {"max_attempts": 2, "max_seconds": None}, "rules": rules,
-         "otherwise": "accept", "on_exhausted": {"do": "escalate", "with": {"reason": "still unsure"}}}
+         "otherwise": "accept", "on_exhausted": {"do": "escalate", "with": {"reason": "still unsure"}},
+         "accept_uncalibrated": True}
     )  # fmt: skip
     model = ScriptedModel(steps=(Step(answer="red", visual=0.1, reasoning=0.9), Step(answer="teal", visual=0.4)))
     scene = Image.new("RGB", (64, 64), (255, 255, 255))

@@ -74,7 +74,10 @@ def test_show_prints_rules_in_order_with_params() -> None:
     assert out.index("[2] both-doubtful") < out.index("[3] perception")
     assert "      when  familiarity < 0.01\n      do    abstain (message='The question or image is unlike" in out
     assert "      when  visual < 0.5\n      do    fetch_more_views (views=2, provider='zoom', mode='auto')\n" in out
-    assert out.rstrip().endswith("otherwise     accept\non_exhausted  abstain\non_error      abstain")
+    assert out.rstrip().endswith(
+        "otherwise     accept\non_exhausted  abstain\non_error      abstain\n"
+        "on_uncalibrated  abstain (message='this model has no calibration, so the guard cannot judge its answers')"
+    )
 
 
 def test_show_a_file(tmp_path: Path) -> None:
@@ -84,6 +87,15 @@ def test_show_a_file(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "rules (tried in order; the first that matches decides):\n  (none)\n" in result.stdout
     assert "otherwise     fallback (model='big')" in result.stdout
+
+
+def test_show_says_what_an_uncalibrated_guard_does(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\nname: mine\notherwise: accept\non_uncalibrated: {do: escalate, with: {reason: raw}}\n")
+    assert "on_uncalibrated  escalate (reason='raw')" in runner.invoke(app, ["policy", "show", str(path)]).stdout
+    path.write_text("version: 1\nname: mine\notherwise: accept\naccept_uncalibrated: true\n")
+    shown = runner.invoke(app, ["policy", "show", str(path)]).stdout
+    assert shown.rstrip().endswith("on_uncalibrated  the rules decide on raw scores (accept_uncalibrated: true)")
 
 
 def test_show_a_certified_threshold(tmp_path: Path) -> None:

@@ -275,3 +275,63 @@ def test_decide_is_deterministic_and_allowed(policy: Policy, confidence: Confide
     assert first.attempt == attempt
     if attempt == policy.budget.max_attempts - 1:
         assert first.action.is_terminal
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Uncalibrated confidences (raw scores): never accepted unless the policy opted in
+
+
+def raw(overall: float | None = 0.998, **parts: float | None) -> Confidence:
+    """What a guard without a calibrator measures: raw scores, ``calibrated=False``."""
+    return Confidence(overall=overall, calibrated=False, **parts)
+
+
+def test_raw_scores_go_to_on_uncalibrated_before_any_rule() -> None:
+    decision = decide(make([LOW_OVERALL]), raw(visual=0.99, reasoning=0.99), attempt=0)
+    assert (decision.action, decision.rule, decision.components) == (Action.ABSTAIN, "on_uncalibrated", ())
+    assert decision.reason == (
+        "uncalibrated: the guard has no calibration, so its confidences are raw scores (overall 0.998), not "
+        "probabilities; policy 't' does not accept on them (accept_uncalibrated: false)"
+    )
+    assert decide(make([LOW_OVERALL]), raw(overall=None), attempt=0).reason.startswith(
+        "uncalibrated: the guard has no calibration, so its confidences are raw scores (overall unknown)"
+    )
+
+
+def test_on_uncalibrated_may_escalate_with_its_parameters() -> None:
+    policy = make([], on_uncalibrated={"do": "escalate", "with": {"reason": "no calibration"}})
+    decision = decide(policy, raw(), attempt=2)
+    assert (decision.action, decision.rule, decision.params, decision.attempt) == (
+        Action.ESCALATE,
+        "on_uncalibrated",
+        {"reason": "no calibration"},
+        2,
+    )
+
+
+def test_the_opt_in_lets_the_rules_decide_on_raw_scores() -> None:
+    policy = make([LOW_OVERALL], accept_uncalibrated=True)
+    assert decide(policy, raw(), attempt=0).rule == "otherwise"
+    assert decide(policy, raw(overall=0.2), attempt=0).rule == "rules[0] weak"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_no_shipped_policy_accepts_raw_scores(name: str) -> None:
+    policy = load_builtin_policy(name)
+    assert not policy.accept_uncalibrated
+    for overall in (0.0, 0.5, 0.999, None):
+        decision = decide(policy, raw(overall=overall, visual=overall, reasoning=overall), attempt=0)
+        assert (decision.action, decision.rule) == (Action.ABSTAIN, "on_uncalibrated")
+
+
+def test_a_calibrated_confidence_is_decided_as_before() -> None:
+    assert Confidence().calibrated  # what a fitted calibrator (or any Calibrator but the pass-through) returns
+    assert decide(make([LOW_OVERALL]), conf(overall=0.9), attempt=0).rule == "otherwise"
+
+
+def test_the_default_on_uncalibrated_tells_the_user_why_there_is_no_answer() -> None:
+    from guardrail.policy.schema import UNCALIBRATED_MESSAGE
+
+    for policy in (make([]), load_builtin_policy("default")):
+        decision = decide(policy, raw(), attempt=0)
+        assert decision.params == {"message": UNCALIBRATED_MESSAGE}

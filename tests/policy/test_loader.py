@@ -243,6 +243,28 @@ def test_on_error_never_accepts() -> None:
     ]
 
 
+def test_on_uncalibrated_allows_only_abstain_or_escalate() -> None:
+    assert problems("version: 1\nname: x\notherwise: accept\non_uncalibrated: accept\n") == [
+        "p.yaml:4:18: on_uncalibrated: action 'accept' is not allowed in on_uncalibrated (raw scores are not "
+        "probabilities: only accept_uncalibrated: true lets the rules accept them); expected one of: abstain, escalate"
+    ]
+
+
+@pytest.mark.parametrize(("value", "got"), [('"true"', "the string 'true'"), ("1", "1"), ("0.5", "0.5")])
+def test_accept_uncalibrated_is_true_or_false_only(value: str, got: str) -> None:
+    assert problems(f"version: 1\nname: x\notherwise: accept\naccept_uncalibrated: {value}\n") == [
+        f"p.yaml:4:22: accept_uncalibrated: should be true or false, got {got}"
+    ]
+
+
+def test_the_uncalibrated_keys_load() -> None:
+    text = "version: 1\nname: x\notherwise: accept\naccept_uncalibrated: true\non_uncalibrated: escalate\n"
+    policy = load_policy(text, source="p.yaml")
+    assert (policy.accept_uncalibrated, policy.on_uncalibrated.action.value) == (True, "escalate")
+    default = load_policy(VALID, source="p.yaml")
+    assert (default.accept_uncalibrated, default.on_uncalibrated.action.value) == (False, "abstain")
+
+
 def test_missing_keys_point_at_the_mapping_that_lacks_them() -> None:
     text = """\
     version: 1

@@ -367,6 +367,7 @@ def test_file_and_data_urls_are_read_locally(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_guard(tmp_path_factory: pytest.TempPathFactory) -> Guard:
     model_dir = save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+    # No artifact: raw scores, which this policy opts in to deciding on (accept_uncalibrated).
     return load_guard(model_dir, artifact=None, policy=policy(max_seconds=30, on_error="abstain"))
 
 

@@ -136,10 +136,11 @@ class EchoModel:
 
 @dataclass(frozen=True)
 class FamiliarityCalibrator:
-    """Passes the scripted scores through and reports a fixed input ``familiarity`` (a measured p-value)."""
+    """Passes the scripted scores through as calibrated ones and reports a fixed input ``familiarity`` (a measured
+    p-value): a stand-in for a fitted calibrator."""
 
     familiarity: float | None
 
     def calibrate(self, signals: Signals) -> Confidence:
-        confidence = PassThroughCalibrator().calibrate(signals)
+        confidence = PassThroughCalibrator(calibrated=True).calibrate(signals)
         return confidence.model_copy(update={"familiarity": self.familiarity})

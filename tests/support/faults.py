@@ -28,6 +28,7 @@ def policy(max_seconds: float | None = 2.0, **overrides: Any) -> Policy:
         "rules": [{"name": "doubtful", "when": {"overall": {"below": 0.5}}, "do": "re_ask"}],
         "otherwise": "accept",
         "on_error": "re_ask",
+        "accept_uncalibrated": True,  # the fakes' numbers stand for calibrated confidences; no calibrator here
     }
     data.update(overrides)
     return Policy.model_validate(data)

@@ -22,13 +22,17 @@ RULES: list[dict[str, Any]] = [
 
 def make_policy(**overrides: Any) -> Policy:
     """Three attempts in five seconds: more views on perception doubt, a re-ask on reasoning doubt, escalate when
-    both are low, abstain when the visual confidence is unknown, else accept; ``overrides`` replace top-level keys."""
+    both are low, abstain when the visual confidence is unknown, else accept; ``overrides`` replace top-level keys.
+
+    The scripted models' numbers stand for calibrated confidences, but the guards built over them have no
+    calibrator: the policy opts in to deciding on them (``accept_uncalibrated``)."""
     data: dict[str, Any] = {
         "version": 1,
         "name": "test",
         "budget": {"max_attempts": 3, "max_seconds": 5},
         "rules": RULES,
         "otherwise": "accept",
+        "accept_uncalibrated": True,
     }
     data.update(overrides)
     return Policy.model_validate(data)

@@ -26,6 +26,7 @@ POLICY: dict[str, Any] = {
          "with": {"message": "the shape could not be seen clearly"}},
     ],
     "otherwise": "accept",
+    "accept_uncalibrated": True,  # the scripted numbers stand for calibrated confidences; the guards have no calibrator
 }  # fmt: skip
 
 ACCEPT = Step(answer="red", visual=0.9, reasoning=0.9)
@@ -72,6 +73,7 @@ LATER_ESCALATION: dict[str, Any] = {
          "with": {"views": 1, "provider": "zoom"}},
     ],
     "otherwise": "accept",
+    "accept_uncalibrated": True,
 }  # fmt: skip
 """A policy whose escalation fires on a later attempt: more views first, then both confidences low."""
 

@@ -20,7 +20,9 @@ otherwise: accept
 """
 
 ACTIONS = "accept, abstain, re_ask, fetch_more_views, escalate, fallback"
-TOP_KEYS = "version, name, description, budget, rules, otherwise, on_exhausted, on_error"
+TOP_KEYS = (
+    "version, name, description, budget, rules, otherwise, on_exhausted, on_error, accept_uncalibrated, on_uncalibrated"
+)
 
 
 def problems(text: str | bytes) -> list[str]:
