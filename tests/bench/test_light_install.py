@@ -42,7 +42,7 @@ def test_a_fresh_install_without_extras_guards_a_call_through_a_server(tmp_path:
     assert check["blocked_loaded"] == []
     assert check["blocked_attempts"] == []  # not even tried: nothing of the path imports them optionally
     for mode, sources in (
-        ("no_scoring", ["visual_agreement"]),
+        ("no_scoring", ["visual_agreement", "vision_min_prob"]),  # percept agreement and its token probability
         ("ok", ["vision_kl", "vision_surprisal", "visual_score"]),
     ):
         call = check["guarded_calls"][mode]
