@@ -94,25 +94,9 @@ class GRPORunConfig:
         """The trainer's ``CalibrationOptions`` (imported lazily: it needs TRL)."""
         from .trainer import CalibrationOptions
 
-        return CalibrationOptions(
-            visual_target=self.visual_target,  # type: ignore[arg-type]
-            target_artifact=self.target_artifact,
-            own_advantage=self.own_advantage,
-            ranking=self.ranking,
-            rank_margin=self.rank_margin,
-            pairs=self.pairs,
-            pair_margin=self.pair_margin,
-            collapse_threshold=self.collapse_threshold,
-            collapse_patience=self.collapse_patience,
-            mode=self.mode,  # type: ignore[arg-type]
-            tar=self.tar,
-            w_min=self.w_min,
-            w_max=self.w_max,
-            perturbation=self.perturbation,  # type: ignore[arg-type]
-            blackout_probability=self.blackout_probability,
-            patch_size=self.patch_size,
-            weights=RewardWeights(**dict(self.weights)),
-        )
+        # Every option but the weights is a field of this config of the same name (kept TRL-free, so repeated).
+        named = {f.name: getattr(self, f.name) for f in fields(CalibrationOptions) if f.name != "weights"}
+        return CalibrationOptions(**named, weights=RewardWeights(**dict(self.weights)))
 
     def grpo_arguments(self) -> dict[str, Any]:
         """The keyword arguments of ``trl.GRPOConfig`` for this run: ``grpo`` over the run's seed, no reporting,
